@@ -1,0 +1,33 @@
+"""Free TCP ports on 127.0.0.1 for the test bed's servers.
+
+Called by every component module (``testbed.postgres``, ...) before it starts a
+server. The kernel picks the port (bind to port 0), so two components never race on a
+hard-coded number; a server that still loses the port to another process between this
+call and its own ``bind`` fails to start, and the caller retries with a new port.
+"""
+
+from __future__ import annotations
+
+import socket
+
+__all__ = ["free_port", "is_port_free"]
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def is_port_free(port: int) -> bool:
+    """Whether a server could bind 127.0.0.1:``port`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+        return True
