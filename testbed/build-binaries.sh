@@ -73,9 +73,38 @@ build_with_install() { # name module/cmd version outdir
   GOBIN="$out" go install -trimpath -ldflags "-s -w" "$pkg@$version"
 }
 
+# etcd's server module carries replace directives (../api, ../pkg, ...), so
+# `go install go.etcd.io/etcd/server/v3@VERSION` is refused; build it from a small
+# module of our own that requires it (its sibling modules resolve at the same version).
+build_etcd() {
+  local out="$CACHE/bin/etcd-$ETCD_VERSION"
+  [ -x "$out/etcd" ] && { say "etcd $ETCD_VERSION cached"; return; }
+  local mod="$CACHE/src/etcd-$ETCD_VERSION"
+  mkdir -p "$mod" "$out"
+  if [ ! -f "$mod/go.sum" ]; then
+    say "preparing module for go.etcd.io/etcd/server/v3 $ETCD_VERSION"
+    {
+      echo "module postdeploy.local/etcdbuild"
+      echo
+      echo "go $(go env GOVERSION | sed 's/^go//; s/\.[0-9]*$//')"
+      echo
+      echo "require go.etcd.io/etcd/server/v3 $ETCD_VERSION"
+    } >"$mod/go.mod"
+    cat >"$mod/tools.go" <<'GO'
+//go:build tools
+
+package tools
+
+import _ "go.etcd.io/etcd/server/v3"
+GO
+    (cd "$mod" && go mod tidy)
+  fi
+  say "building etcd $ETCD_VERSION"
+  (cd "$mod" && go build -trimpath -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3)
+}
+
 build_kubernetes
-build_with_install etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
-[ -x "$CACHE/bin/etcd-$ETCD_VERSION/etcd" ] || mv "$CACHE/bin/etcd-$ETCD_VERSION/v3" "$CACHE/bin/etcd-$ETCD_VERSION/etcd" 2>/dev/null || true
+build_etcd
 build_with_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"
 if [ "${BUILD_HELM:-1}" = 1 ]; then
   build_with_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
