@@ -1,0 +1,1 @@
+"""Pure decision logic, no I/O: durations, conditions, phases, check states, verdicts."""

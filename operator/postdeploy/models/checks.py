@@ -1,0 +1,239 @@
+"""A check and its provider blocks.
+
+A check names exactly one provider block (the factory in ``postdeploy.providers``
+picks the provider by which block is set), an optional baseline, the decision
+(``failWhen``/``passWhen`` in the condition language of
+``postdeploy.decisions.conditions``) and limits.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Literal
+
+import pydantic
+
+from postdeploy.models.base import Duration, SpecModel, cel
+
+__all__ = [
+    "PROVIDER_FIELDS",
+    "AlertmanagerCheck",
+    "Baseline",
+    "Check",
+    "HttpCheck",
+    "JobCheck",
+    "KubernetesCheck",
+    "KubernetesMeasure",
+    "ManualCheck",
+    "OnFailure",
+    "PostgresCheck",
+    "PrometheusCheck",
+    "SecretKeyRef",
+    "StatisticsCheck",
+]
+
+
+class SecretKeyRef(SpecModel):
+    """A key of a Secret in the review's namespace; values never leave the operator."""
+
+    name: str = pydantic.Field(min_length=1)
+    key: str = pydantic.Field(min_length=1)
+
+
+class OnFailure(enum.StrEnum):
+    NONE = "none"
+    ANNOTATE = "annotate"
+    NOTIFY = "notify"
+    PAUSE = "pause"
+    ROLLBACK = "rollback"
+
+
+class KubernetesMeasure(enum.StrEnum):
+    ROLLOUT_COMPLETE = "rolloutComplete"  # 1 when the rollout finished, else 0
+    READY_RATIO = "readyRatio"  # ready replicas / desired replicas
+    AVAILABLE_RATIO = "availableRatio"  # available replicas / desired replicas
+    RESTARTS = "restarts"  # container restarts since deployedAt
+    CRASH_LOOPS = "crashLoops"  # containers waiting in CrashLoopBackOff
+    IMAGE_PULL_ERRORS = "imagePullErrors"  # containers waiting in ErrImagePull/ImagePullBackOff
+    UNHEALTHY_WORKLOADS = "unhealthyWorkloads"  # workloads in the namespace not fully available
+    HPA_HEALTHY = "hpaHealthy"  # 1 when the target's HPA can scale and is active
+    NODE_PRESSURE = "nodePressure"  # nodes hosting target pods with a pressure condition
+
+
+class KubernetesCheck(SpecModel):
+    measure: KubernetesMeasure
+
+
+class PrometheusCheck(SpecModel):
+    """A PromQL query. Instant by default; with ``range`` a range query whose samples
+    are reduced (``reduce``) to one value, or tested for a trend (``trend``)."""
+
+    query: str = pydantic.Field(min_length=1)
+    address: str | None = pydantic.Field(
+        default=None, description="Overrides the review's / operator's Prometheus URL."
+    )
+    # How several series become one value: the worst (max) by default.
+    aggregate: Literal["max", "min", "sum", "mean"] = "max"
+    range: Duration | None = pydantic.Field(
+        default=None, description="Evaluate over [now-range, now]; 'phase' windows use the phase start."
+    )
+    step: Duration = "60s"
+    reduce: Literal["last", "mean", "max", "min"] = "last"
+    trend: Literal["slope", "mannKendall", "timeToLimit"] | None = pydantic.Field(
+        default=None,
+        description="slope: per-hour slope of a linear fit; mannKendall: Kendall tau (details "
+        "carry the p-value); timeToLimit: hours until the fit reaches limitQuery.",
+    )
+    limit_query: str | None = None
+
+
+class AlertmanagerCheck(SpecModel):
+    """Counts active alerts (silenced and inhibited ones excluded) matching all matchers."""
+
+    matchers: list[str] = pydantic.Field(
+        default_factory=list,
+        description='Alertmanager matchers such as severity="critical" or service=~"{{target}}.*".',
+    )
+    address: str | None = None
+
+
+class PostgresCheck(SpecModel):
+    """Read-only SQL with named parameters (%(deployed_at)s, %(version)s, %(target)s...)."""
+
+    query: str = pydantic.Field(min_length=1)
+    dsn_secret_ref: SecretKeyRef | None = None
+    column: str | None = pydantic.Field(
+        default=None, description="Column of the first row holding the value; the first column by default."
+    )
+    timeout: Duration = "10s"
+    row_limit: int = pydantic.Field(default=100, ge=1, le=10000)
+
+
+class HttpCheck(SpecModel):
+    url: str = pydantic.Field(pattern=r"^https?://")
+    method: Literal["GET", "POST"] = "GET"
+    json_path: str = pydantic.Field(default="$", description="JSONPath picking the value.")
+    headers: dict[str, str] = pydantic.Field(default_factory=dict)
+    auth_secret_ref: SecretKeyRef | None = pydantic.Field(
+        default=None, description="A bearer token sent as Authorization."
+    )
+    timeout: Duration = "10s"
+    expect_status: int = 200
+
+
+class JobCheck(SpecModel):
+    """Runs a Job from a pod template; the value is 1 when it succeeded, 0 when it failed."""
+
+    template: dict[str, Any] = pydantic.Field(
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True, "type": "object"},
+        description="A PodTemplateSpec.",
+    )
+    backoff_limit: int = pydantic.Field(default=0, ge=0, le=10)
+    active_deadline: Duration = "30m"
+    log_lines: int = pydantic.Field(default=20, ge=0, le=500)
+
+
+class ManualCheck(SpecModel):
+    """Pending until a person confirms it (``kubectl postdeploy confirm``)."""
+
+    description: str = ""
+    remind_after: Duration | None = None
+
+
+class StatisticsCheck(SpecModel):
+    """A test over counts from SQL rows: ``group``, ``trials`` and ``successes`` columns."""
+
+    test: Literal["twoProportion", "sampleRatio"]
+    query: str = pydantic.Field(min_length=1)
+    dsn_secret_ref: SecretKeyRef | None = None
+    control: str | None = None
+    alpha: float = pydantic.Field(default=0.05, gt=0, lt=1)
+    expected_ratios: list[float] | None = None
+
+
+class Baseline(SpecModel):
+    """What the value is compared with: the same measurement at an earlier time."""
+
+    offset: Duration | None = pydantic.Field(
+        default=None, description="The same query this long ago, e.g. 1w for the same hour last week."
+    )
+    pre_deploy: bool = pydantic.Field(
+        default=False, description="The same query evaluated at deployedAt (just before the deployment)."
+    )
+    tolerance: float = pydantic.Field(
+        default=0.1, ge=0, description="Relative tolerance, available as `tolerance` in conditions."
+    )
+
+
+PROVIDER_FIELDS = (
+    "kubernetes", "prometheus", "alertmanager", "postgres", "http", "job", "manual", "statistics"
+)
+# In a review a check may name no provider: it then overrides fields of the template's
+# check of the same name. After merging, exactly one is required (``resolved()``).
+_AT_MOST_ONE_PROVIDER = (
+    "[" + ", ".join(f"has(self.{f})" for f in PROVIDER_FIELDS) + "].filter(x, x).size() <= 1"
+)
+
+
+class Check(SpecModel):
+    model_config = pydantic.ConfigDict(
+        json_schema_extra=cel(
+            (_AT_MOST_ONE_PROVIDER, "a check takes at most one provider: " + ", ".join(PROVIDER_FIELDS)),
+            (
+                "!has(self.baseline) || !has(self.baseline.offset) || !self.baseline.preDeploy",
+                "baseline: choose offset or preDeploy, not both",
+            ),
+        )
+    )
+
+    name: str = pydantic.Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    description: str | None = None
+    interval: Duration | None = pydantic.Field(default=None, description="Overrides the phase's interval.")
+    fail_when: str | None = None
+    pass_when: str | None = None
+    baseline: Baseline | None = None
+    failure_limit: int = pydantic.Field(default=0, ge=0, description="Failed runs tolerated.")
+    consecutive_error_limit: int = pydantic.Field(default=4, ge=0)
+    inconclusive_limit: int = pydantic.Field(default=0, ge=0)
+    treat_missing_as_failure: bool = False
+    on_failure: OnFailure = OnFailure.NONE
+    enabled: bool = True
+
+    kubernetes: KubernetesCheck | None = None
+    prometheus: PrometheusCheck | None = None
+    alertmanager: AlertmanagerCheck | None = None
+    postgres: PostgresCheck | None = None
+    http: HttpCheck | None = None
+    job: JobCheck | None = None
+    manual: ManualCheck | None = None
+    statistics: StatisticsCheck | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _at_most_one_provider(self) -> Check:
+        chosen = [f for f in PROVIDER_FIELDS if getattr(self, f) is not None]
+        if len(chosen) > 1:
+            raise ValueError(
+                f"check {self.name!r} takes one provider, got {len(chosen)}: {', '.join(chosen)}"
+            )
+        if self.baseline and self.baseline.offset and self.baseline.pre_deploy:
+            raise ValueError(f"check {self.name!r}: baseline takes offset or preDeploy, not both")
+        return self
+
+    def resolved(self) -> Check:
+        """This check, asserted complete: exactly one provider. Raises ValueError."""
+        if not any(getattr(self, f) is not None for f in PROVIDER_FIELDS):
+            raise ValueError(
+                f"check {self.name!r} names no provider ({', '.join(PROVIDER_FIELDS)}) and no "
+                "template check of that name supplies one"
+            )
+        return self
+
+    @property
+    def provider_name(self) -> str:
+        return next(f for f in PROVIDER_FIELDS if getattr(self, f) is not None)
+
+    @property
+    def provider_spec(self) -> SpecModel:
+        block = getattr(self, self.provider_name)
+        assert isinstance(block, SpecModel)
+        return block
