@@ -31,7 +31,7 @@ def parse_duration(text: str) -> datetime.timedelta:
 
 def format_duration(delta: datetime.timedelta) -> str:
     """The shortest ``2h5m``-style text for a timedelta (whole seconds)."""
-    total = int(round(delta.total_seconds()))
+    total = round(delta.total_seconds())
     if total == 0:
         return "0s"
     sign = "-" if total < 0 else ""
@@ -46,4 +46,4 @@ def format_duration(delta: datetime.timedelta) -> str:
 
 def promql_duration(delta: datetime.timedelta) -> str:
     """A duration PromQL accepts in ``[...]`` and ``offset`` (whole seconds, >= 1s)."""
-    return f"{max(1, int(round(delta.total_seconds())))}s"
+    return f"{max(1, round(delta.total_seconds()))}s"

@@ -45,7 +45,9 @@ def _check_duration(value: str) -> str:
 
 Duration = Annotated[
     str,
-    pydantic.Field(pattern=durations.PATTERN, max_length=32, json_schema_extra={"x-postdeploy-duration": True}),
+    pydantic.Field(
+        pattern=durations.PATTERN, max_length=32, json_schema_extra={"x-postdeploy-duration": True}
+    ),
     pydantic.AfterValidator(_check_duration),
 ]
 

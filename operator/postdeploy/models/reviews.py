@@ -186,6 +186,7 @@ class CheckStatus(StatusModel):
     consecutive_failures: int = 0
     consecutive_errors: int = 0
     last_run: str | None = None
+    last_result: str | None = None
     last_slot: int = -1
     details: dict[str, Any] | None = pydantic.Field(default=None, json_schema_extra=_FREE)
     memo: dict[str, Any] | None = pydantic.Field(default=None, json_schema_extra=_FREE)

@@ -1,0 +1,200 @@
+"""Deciding a check: one run's result, the check's state, and its state at phase end.
+
+The only place where a measurement becomes Passed, Failed, Error or Inconclusive.
+Called by ``postdeploy.engine`` after a provider measured. Pure: it takes the check's
+previous status and returns the next one.
+
+Rules, in the order they apply to a run:
+
+1. The data source failed (``Error``) or answered with nothing (``NoData``): the run
+   is Error or Inconclusive, never Failed, unless the check sets
+   ``treatMissingAsFailure``. More than ``consecutiveErrorLimit`` errors in a row
+   make the check Error.
+2. ``failWhen`` is true: a failed run. More than ``failureLimit`` failed runs make
+   the check Failed, which is final for the review.
+3. ``passWhen`` is given and false, or a condition cannot be decided (``baseline``
+   has no value): an Inconclusive run. Otherwise a Passed run.
+
+At the end of its phase a check that has not failed is Passed when its last
+decisive run passed, Error when its last run errored, else Inconclusive.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+from typing import Any
+
+from postdeploy.decisions import conditions
+from postdeploy.decisions.templates import ResolvedCheck
+from postdeploy.models.reviews import CheckState, CheckStatus, Sample
+from postdeploy.providers.base import Measurement, MeasurementState
+
+__all__ = ["RUN_RESULTS", "TERMINAL", "finish", "initial", "record"]
+
+TERMINAL = frozenset({CheckState.FAILED, CheckState.ERROR, CheckState.SKIPPED})
+RUN_RESULTS = ("Passed", "Failed", "Error", "Inconclusive", "Pending")
+HISTORY_LIMIT = 30
+_DETAILS_LIMIT = 4096  # characters of JSON kept in status per check
+
+
+def initial(check: ResolvedCheck) -> CheckStatus:
+    return CheckStatus(
+        name=check.name,
+        phase=check.phase,
+        provider=check.spec.provider_name,
+        fail_when=check.spec.fail_when,
+        pass_when=check.spec.pass_when,
+    )
+
+
+def _finite(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return value
+
+
+def _environment(check: ResolvedCheck, measurement: Measurement) -> dict[str, float | None]:
+    env: dict[str, float | None] = {}
+    for key, value in measurement.details.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            env[key] = float(value)
+    env["value"] = _finite(measurement.value)
+    env["baseline"] = _finite(measurement.baseline)
+    env["tolerance"] = check.spec.baseline.tolerance if check.spec.baseline else 0.1
+    return env
+
+
+def _decide(check: ResolvedCheck, measurement: Measurement) -> tuple[str, str]:
+    """(run result, explanation) for a measurement in the OK state."""
+    env = _environment(check, measurement)
+    try:
+        if check.fail_when and check.fail_when.evaluate(env):
+            return "Failed", f"failWhen {check.fail_when.text!r} is true"
+        if check.pass_when and not check.pass_when.evaluate(env):
+            return "Inconclusive", f"passWhen {check.pass_when.text!r} is not yet true"
+    except conditions.Undecidable as reason:
+        return "Inconclusive", f"cannot decide: {reason}"
+    return "Passed", "within limits"
+
+
+def _compact(details: Any) -> dict[str, Any] | None:
+
+    if not details:
+        return None
+    text = json.dumps(details, default=str)
+    if len(text) <= _DETAILS_LIMIT:
+        result: dict[str, Any] = json.loads(text)
+        return result
+    return {"truncated": True, "size": len(text)}
+
+
+def _describe(value: float | None, baseline: float | None) -> str:
+    parts = []
+    if value is not None:
+        parts.append(f"value {value:.6g}")
+    if baseline is not None:
+        parts.append(f"baseline {baseline:.6g}")
+    return ", ".join(parts)
+
+
+def record(
+    check: ResolvedCheck,
+    previous: CheckStatus,
+    measurement: Measurement,
+    now: datetime.datetime,
+    slot: int,
+) -> tuple[CheckStatus, str]:
+    """The check's status after one run, and the run's result."""
+    spec = check.spec
+    status = previous.model_copy(deep=True)
+    status.last_slot = slot
+    status.last_run = now.isoformat()
+    status.query = measurement.query or status.query
+    if measurement.memo is not None:
+        status.memo = dict(measurement.memo) or None
+    if measurement.details:
+        status.details = _compact(dict(measurement.details))
+
+    if measurement.state is MeasurementState.PENDING:
+        status.state = (
+            CheckState.AWAITING_CONFIRMATION if spec.manual is not None else CheckState.RUNNING
+        )
+        status.message = measurement.message
+        return status, "Pending"
+
+    status.runs += 1
+    missing = measurement.state in (MeasurementState.ERROR, MeasurementState.NO_DATA)
+    if missing and not spec.treat_missing_as_failure:
+        if measurement.state is MeasurementState.ERROR:
+            result = "Error"
+            status.errors += 1
+            status.consecutive_errors += 1
+            why = f"data source error: {measurement.message}"
+        else:
+            result = "Inconclusive"
+            status.inconclusives += 1
+            status.consecutive_errors = 0
+            why = f"no data: {measurement.message}"
+        explanation = why
+    elif missing:
+        result, explanation = "Failed", f"missing data counted as failure: {measurement.message}"
+    else:
+        status.value = _finite(measurement.value)
+        status.baseline = _finite(measurement.baseline)
+        status.consecutive_errors = 0
+        result, explanation = _decide(check, measurement)
+        if result == "Inconclusive":
+            status.inconclusives += 1
+        described = _describe(status.value, status.baseline)
+        explanation = f"{described}: {explanation}" if described else explanation
+
+    if result == "Failed":
+        status.failures += 1
+        status.consecutive_failures += 1
+    elif result == "Passed":
+        status.consecutive_failures = 0
+    status.last_result = result
+    status.history = [
+        *status.history[-(HISTORY_LIMIT - 1):],
+        Sample(t=now.isoformat(), v=_finite(measurement.value), s=result),
+    ]
+
+    if status.failures > spec.failure_limit:
+        status.state = CheckState.FAILED
+        status.message = (
+            f"{explanation} ({status.failures} failed run(s), failureLimit {spec.failure_limit})"
+        )
+    elif status.consecutive_errors > spec.consecutive_error_limit:
+        status.state = CheckState.ERROR
+        status.message = (
+            f"{explanation} ({status.consecutive_errors} errors in a row, "
+            f"consecutiveErrorLimit {spec.consecutive_error_limit})"
+        )
+    else:
+        status.state = CheckState.RUNNING
+        status.message = explanation
+    return status, result
+
+
+def finish(check: ResolvedCheck, status: CheckStatus) -> CheckStatus:
+    """The check's final state when its phase ends."""
+    if status.state in TERMINAL:
+        return status
+    final = status.model_copy(deep=True)
+    if status.last_result == "Passed":
+        final.state = CheckState.PASSED
+    elif status.last_result == "Error":
+        final.state = CheckState.ERROR
+    elif status.state is CheckState.AWAITING_CONFIRMATION:
+        final.state = CheckState.INCONCLUSIVE
+        final.message = "not confirmed before the phase ended"
+    elif status.runs == 0:
+        final.state = CheckState.INCONCLUSIVE
+        final.message = final.message or "never measured"
+    else:
+        final.state = CheckState.INCONCLUSIVE
+    return final
+
+

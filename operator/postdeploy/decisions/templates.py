@@ -1,0 +1,216 @@
+"""Template merging and spec resolution: from what was applied to what will run.
+
+Called by ``postdeploy.engine`` on every tick (cheap: pure dict work). A review's
+phases override the template's phases of the same name; inside a phase, a review's
+check overrides the template's check of the same name field by field (a review
+check that names a provider replaces the template's provider block). Phases and
+checks the template lacks are appended. The result is validated into
+``ResolvedReview``; anything wrong raises ``InvalidSpec`` whose message names the
+field, e.g. ``spec.phases[immediate].checks[error-rate].failWhen: ...``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pydantic
+
+from postdeploy.decisions import conditions, durations
+from postdeploy.models import checks as check_models
+from postdeploy.models import reviews
+
+__all__ = [
+    "DEFAULT_INTERVAL",
+    "InvalidSpec",
+    "ResolvedCheck",
+    "ResolvedPhase",
+    "ResolvedReview",
+    "merge",
+    "resolve",
+]
+
+DEFAULT_INTERVAL = datetime.timedelta(minutes=1)
+
+
+class InvalidSpec(ValueError):
+    """The merged spec cannot run; the message starts with the offending field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedCheck:
+    spec: check_models.Check
+    phase: str
+    interval: datetime.timedelta
+    fail_when: conditions.Expression | None
+    pass_when: conditions.Expression | None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedPhase:
+    name: str
+    start: datetime.timedelta
+    end: datetime.timedelta
+    checks: tuple[ResolvedCheck, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedReview:
+    spec: reviews.PostDeploymentReviewSpec
+    phases: tuple[ResolvedPhase, ...]
+
+    def check(self, name: str) -> ResolvedCheck | None:
+        for phase in self.phases:
+            for check in phase.checks:
+                if check.name == name:
+                    return check
+        return None
+
+
+def _merge_check(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    if any(field in override for field in check_models.PROVIDER_FIELDS):
+        for field in check_models.PROVIDER_FIELDS:
+            merged.pop(field, None)
+    for key, value in override.items():
+        if key == "baseline" and isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _merge_named(
+    base: Sequence[Mapping[str, Any]],
+    override: Sequence[Mapping[str, Any]],
+    merge_one: Any,
+) -> list[dict[str, Any]]:
+    result = [dict(item) for item in base]
+    index = {item.get("name"): i for i, item in enumerate(result)}
+    for item in override:
+        name = item.get("name")
+        if name in index:
+            result[index[name]] = merge_one(result[index[name]], item)
+        else:
+            index[name] = len(result)
+            result.append(dict(item))
+    return result
+
+
+def _merge_phase(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = {**base, **{k: v for k, v in override.items() if k != "checks"}}
+    merged["checks"] = _merge_named(base.get("checks", []), override.get("checks", []), _merge_check)
+    return merged
+
+
+def merge(template: Mapping[str, Any] | None, review: Mapping[str, Any]) -> dict[str, Any]:
+    """The review's spec (wire form) with the template's phases merged under it."""
+    merged = dict(review)
+    template = template or {}
+    merged["phases"] = _merge_named(
+        template.get("phases", []), review.get("phases", []), _merge_phase
+    )
+    if "interval" not in merged and "interval" in template:
+        merged["interval"] = template["interval"]
+    return merged
+
+
+def _field(path: Sequence[Any]) -> str:
+    out = "spec"
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _pydantic_message(error: pydantic.ValidationError, raw: Mapping[str, Any]) -> str:
+    first = error.errors()[0]
+    path = list(first["loc"])
+    # Name phases and checks by their names rather than their positions.
+    readable: list[Any] = []
+    node: Any = raw
+    for part in path:
+        if isinstance(part, int) and isinstance(node, list) and part < len(node):
+            item = node[part]
+            name = item.get("name") if isinstance(item, Mapping) else None
+            if readable and name:
+                readable[-1] = f"{readable[-1]}[{name}]"
+            else:
+                readable.append(part)
+            node = item
+            continue
+        readable.append(part)
+        node = node.get(part) if isinstance(node, Mapping) else None
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{_field(readable)}: {message}"
+
+
+def _parse_condition(text: str | None, where: str) -> conditions.Expression | None:
+    if text is None:
+        return None
+    try:
+        return conditions.parse(text)
+    except conditions.ConditionError as error:
+        raise InvalidSpec(f"{where}: {error}") from None
+
+
+def resolve(merged: Mapping[str, Any]) -> ResolvedReview:
+    """Validate a merged spec into what the engine runs; raise InvalidSpec."""
+    try:
+        spec = reviews.PostDeploymentReviewSpec.model_validate(merged)
+    except pydantic.ValidationError as error:
+        raise InvalidSpec(_pydantic_message(error, merged)) from None
+    if not spec.phases:
+        raise InvalidSpec("spec.phases: the review has no phases (no template and none given)")
+    default_interval = (
+        durations.parse_duration(spec.interval) if spec.interval else DEFAULT_INTERVAL
+    )
+    seen: dict[str, str] = {}
+    phases: list[ResolvedPhase] = []
+    previous_start: datetime.timedelta | None = None
+    for phase in spec.phases:
+        where = f"spec.phases[{phase.name}]"
+        if phase.start is None or phase.end is None:
+            missing = "start" if phase.start is None else "end"
+            raise InvalidSpec(f"{where}.{missing}: required (no template phase of that name has it)")
+        start, end = durations.parse_duration(phase.start), durations.parse_duration(phase.end)
+        if end <= start:
+            raise InvalidSpec(f"{where}: end ({phase.end}) must be after start ({phase.start})")
+        if previous_start is not None and start < previous_start:
+            raise InvalidSpec(f"{where}.start: phases must be listed in order of their start")
+        previous_start = start
+        interval = durations.parse_duration(phase.interval) if phase.interval else default_interval
+        resolved_checks: list[ResolvedCheck] = []
+        for check in phase.checks:
+            check_where = f"{where}.checks[{check.name}]"
+            if check.name in seen:
+                raise InvalidSpec(
+                    f"{check_where}: check names must be unique in a review "
+                    f"(also in phase {seen[check.name]})"
+                )
+            seen[check.name] = phase.name
+            if not check.enabled:
+                continue
+            try:
+                check.resolved()
+            except ValueError as error:
+                raise InvalidSpec(f"{check_where}: {error}") from None
+            check_interval = durations.parse_duration(check.interval) if check.interval else interval
+            if check_interval <= datetime.timedelta(0):
+                raise InvalidSpec(f"{check_where}.interval: must be positive")
+            resolved_checks.append(
+                ResolvedCheck(
+                    spec=check,
+                    phase=phase.name,
+                    interval=check_interval,
+                    fail_when=_parse_condition(check.fail_when, f"{check_where}.failWhen"),
+                    pass_when=_parse_condition(check.pass_when, f"{check_where}.passWhen"),
+                )
+            )
+        phases.append(ResolvedPhase(phase.name, start, end, tuple(resolved_checks)))
+    return ResolvedReview(spec, tuple(phases))
