@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 __all__ = [
     "ConditionError",
@@ -138,7 +138,7 @@ class _Parser:
             left, right = node, self.and_()
             self.need(left, _BOOL, token)
             self.need(right, _BOOL, token)
-            node = self.typed(lambda env, a=left, b=right: _truth(a(env)) or _truth(b(env)), _BOOL)
+            node = self.typed(_logical(any, left, right), _BOOL)
         return node
 
     def and_(self) -> Node:
@@ -147,7 +147,7 @@ class _Parser:
             left, right = node, self.not_()
             self.need(left, _BOOL, token)
             self.need(right, _BOOL, token)
-            node = self.typed(lambda env, a=left, b=right: _truth(a(env)) and _truth(b(env)), _BOOL)
+            node = self.typed(_logical(all, left, right), _BOOL)
         return node
 
     def not_(self) -> Node:
@@ -174,11 +174,7 @@ class _Parser:
             left, right = node, self.product()
             self.need(left, _NUM, token)
             self.need(right, _NUM, token)
-            if token.text == "+":
-                node = lambda env, a=left, b=right: _number(a(env)) + _number(b(env))  # noqa: E731
-            else:
-                node = lambda env, a=left, b=right: _number(a(env)) - _number(b(env))  # noqa: E731
-            self.typed(node, _NUM)
+            node = self.typed(_arithmetic(token.text, left, right), _NUM)
         return node
 
     def product(self) -> Node:
@@ -187,11 +183,7 @@ class _Parser:
             left, right = node, self.unary()
             self.need(left, _NUM, token)
             self.need(right, _NUM, token)
-            if token.text == "*":
-                node = lambda env, a=left, b=right: _number(a(env)) * _number(b(env))  # noqa: E731
-            else:
-                node = lambda env, a=left, b=right: _divide(_number(a(env)), _number(b(env)))  # noqa: E731
-            self.typed(node, _NUM)
+            node = self.typed(_arithmetic(token.text, left, right), _NUM)
         return node
 
     def unary(self) -> Node:
@@ -255,6 +247,31 @@ _COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     "==": lambda a, b: math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-12),
     "!=": lambda a, b: not math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-12),
 }
+
+
+def _logical(combine: Callable[[Iterable[bool]], bool], left: Node, right: Node) -> Node:
+    def node(env: Mapping[str, float | None]) -> Value:
+        # A generator keeps short-circuiting: the right side runs only when needed.
+        return combine(_truth(side(env)) for side in (left, right))
+
+    return node
+
+
+_ARITHMETIC: dict[str, Callable[[float, float], float]] = {
+    "+": lambda a, b: a + b,
+    "-": lambda a, b: a - b,
+    "*": lambda a, b: a * b,
+    "/": lambda a, b: _divide(a, b),
+}
+
+
+def _arithmetic(op: str, left: Node, right: Node) -> Node:
+    apply = _ARITHMETIC[op]
+
+    def node(env: Mapping[str, float | None]) -> Value:
+        return apply(_number(left(env)), _number(right(env)))
+
+    return node
 
 
 def _truth(value: Value) -> bool:

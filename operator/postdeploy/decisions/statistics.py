@@ -68,6 +68,12 @@ _MAX_ITERATIONS = 100_000
 _SQRT2 = math.sqrt(2.0)
 _SQRT2PI = math.sqrt(2.0 * math.pi)
 
+# Stirling's series in 1/z² (Bernoulli numbers B_2k / (2k (2k - 1))), highest first.
+_STIRLING_SERIES = (
+    1.0 / 156.0, -691.0 / 360360.0, 1.0 / 1188.0, -1.0 / 1680.0, 1.0 / 1260.0,
+    -1.0 / 360.0, 1.0 / 12.0,
+)  # fmt: skip
+
 # Acklam's rational approximations of the normal quantile, highest power first.
 _ACKLAM_CENTRAL_NUMERATOR = (
     -3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02,
@@ -494,14 +500,37 @@ def _beta_regularized(a: float, b: float, x: float, y: float) -> tuple[float, fl
         return 0.0, 1.0
     if y <= 0.0:
         return 1.0, 0.0
-    front = math.exp(
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log(y)
-    )
+    # Near 1, log1p of the small complement keeps the digits that log(x) would lose.
+    log_x = math.log(x) if x < 0.5 else math.log1p(-y)
+    log_y = math.log(y) if y < 0.5 else math.log1p(-x)
+    front = math.exp(a * log_x + b * log_y - _log_beta(a, b))
     if x < (a + 1.0) / (a + b + 2.0):
         value = front * _beta_fraction(a, b, x) / a
         return value, 1.0 - value
     complement = front * _beta_fraction(b, a, y) / b
     return 1.0 - complement, complement
+
+
+def _log_beta(a: float, b: float) -> float:
+    """log B(a, b), without lgamma's cancellation when one argument is large."""
+    small, large = min(a, b), max(a, b)
+    if large < 10.0:
+        return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+    # lgamma(large + small) - lgamma(large) through Stirling's formula, term by term.
+    growth = (
+        (large - 0.5) * math.log1p(small / large)
+        + small * math.log(large + small)
+        - small
+        + _stirling_correction(large + small)
+        - _stirling_correction(large)
+    )
+    return math.lgamma(small) - growth
+
+
+def _stirling_correction(z: float) -> float:
+    """lgamma(z) - ((z - 1/2) log z - z + log(2 pi) / 2), for z >= 10 (error < 1e-17)."""
+    w = 1.0 / (z * z)
+    return _horner(_STIRLING_SERIES, w) / z
 
 
 def _beta_fraction(a: float, b: float, x: float) -> float:

@@ -13,6 +13,7 @@ import enum
 from typing import Any, Literal
 
 import pydantic
+from pydantic import JsonValue
 
 from postdeploy.models.base import Duration, SpecModel, StatusModel, cel
 from postdeploy.models.checks import Check, OnFailure, SecretKeyRef
@@ -159,7 +160,7 @@ class PhaseStatus(StatusModel):
     finished_at: str | None = None
 
 
-_FREE = {"x-kubernetes-preserve-unknown-fields": True, "type": "object"}
+_FREE: dict[str, JsonValue] = {"x-kubernetes-preserve-unknown-fields": True, "type": "object"}
 
 
 class Sample(StatusModel):
