@@ -18,7 +18,7 @@ from typing import Any
 
 import pydantic
 
-from postdeploy.decisions import conditions, durations
+from postdeploy.decisions import conditions, defaults, durations
 from postdeploy.models import checks as check_models
 from postdeploy.models import reviews
 
@@ -201,6 +201,8 @@ def resolve(merged: Mapping[str, Any]) -> ResolvedReview:
             except ValueError as error:
                 raise InvalidSpec(f"{check_where}: {error}") from None
             check_interval = durations.parse_duration(check.interval) if check.interval else interval
+            fail_when, pass_when = defaults.default_conditions(check)
+            check = check.model_copy(update={"fail_when": fail_when, "pass_when": pass_when})
             if check_interval <= datetime.timedelta(0):
                 raise InvalidSpec(f"{check_where}.interval: must be positive")
             resolved_checks.append(

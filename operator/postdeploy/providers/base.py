@@ -67,6 +67,8 @@ class ReviewContext:
     secrets: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
     # Extra template parameters from the review (``spec.parameters``).
     parameters: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # The review's annotations (manual confirmations live there).
+    annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def template_values(self) -> dict[str, str]:
         """Named values a query may refer to as ``{{name}}`` (PromQL, URLs) or

@@ -1,0 +1,210 @@
+"""The kubernetes provider: workload health as numbers.
+
+Called by ``postdeploy.engine`` for checks with a ``kubernetes`` block. Measures
+one thing per check (``measure``): rollout completion, ready/available ratios,
+restarts since the deployment, crash loops, image pull errors, unhealthy workloads
+in the namespace, the target's HPA health and node pressure. The API server being
+unreachable or refusing is an Error measurement; a missing target is an Error
+that says so.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from postdeploy import workloads
+from postdeploy.models.checks import KubernetesCheck, KubernetesMeasure
+from postdeploy.providers.base import Measurement, ReviewContext
+
+__all__ = ["KubernetesProvider"]
+
+Obj = dict[str, Any]
+_PULL_ERRORS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName"})
+_PRESSURE = ("MemoryPressure", "DiskPressure", "PIDPressure")
+
+
+def _created(obj: Obj) -> datetime.datetime:
+    stamp = obj["metadata"].get("creationTimestamp")
+    if isinstance(stamp, datetime.datetime):
+        return stamp
+    return datetime.datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+
+
+def _container_statuses(pod: Obj) -> list[Obj]:
+    status = pod.get("status") or {}
+    return [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+
+
+def _waiting_reason(container: Obj) -> str | None:
+    waiting = (container.get("state") or {}).get("waiting") or {}
+    reason = waiting.get("reason")
+    return str(reason) if reason else None
+
+
+class KubernetesProvider:
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self._measures: dict[KubernetesMeasure, Callable[[Obj, ReviewContext], Awaitable[Measurement]]] = {
+            KubernetesMeasure.ROLLOUT_COMPLETE: self._rollout_complete,
+            KubernetesMeasure.READY_RATIO: self._ready_ratio,
+            KubernetesMeasure.AVAILABLE_RATIO: self._available_ratio,
+            KubernetesMeasure.RESTARTS: self._restarts,
+            KubernetesMeasure.CRASH_LOOPS: self._crash_loops,
+            KubernetesMeasure.IMAGE_PULL_ERRORS: self._image_pull_errors,
+            KubernetesMeasure.UNHEALTHY_WORKLOADS: self._unhealthy_workloads,
+            KubernetesMeasure.HPA_HEALTHY: self._hpa_healthy,
+            KubernetesMeasure.NODE_PRESSURE: self._node_pressure,
+        }
+
+    async def measure(self, spec: KubernetesCheck, ctx: ReviewContext) -> Measurement:
+        target = ctx.target
+        query = f"{spec.measure.value} of {target.kind}/{target.namespace}/{target.name}"
+        try:
+            workload = await workloads.read(self.api, target.kind, target.namespace, target.name)
+            if workload is None:
+                return Measurement.error(
+                    f"target {target.kind} {target.namespace}/{target.name} not found", query=query
+                )
+            workload.setdefault("kind", target.kind)
+            measurement = await self._measures[spec.measure](workload, ctx)
+        except ApiException as error:
+            return Measurement.error(f"Kubernetes API: {error.status} {error.reason}", query=query)
+        except (OSError, TimeoutError) as error:
+            return Measurement.error(f"Kubernetes API unreachable: {error}", query=query)
+        return Measurement(
+            measurement.state,
+            value=measurement.value,
+            baseline=measurement.baseline,
+            message=measurement.message,
+            query=query,
+            details=measurement.details,
+            memo=measurement.memo,
+        )
+
+    async def _rollout_complete(self, workload: Obj, ctx: ReviewContext) -> Measurement:
+        value, message = workloads.rollout_state(workload)
+        return Measurement.ok(float(value), message=message)
+
+    async def _ready_ratio(self, workload: Obj, ctx: ReviewContext) -> Measurement:
+        desired, ready, _ = workloads.replica_counts(workload)
+        ratio = 1.0 if desired == 0 else ready / desired
+        return Measurement.ok(
+            ratio, message=f"{ready}/{desired} ready", details={"ready": ready, "desired": desired}
+        )
+
+    async def _available_ratio(self, workload: Obj, ctx: ReviewContext) -> Measurement:
+        desired, _, available = workloads.replica_counts(workload)
+        ratio = 1.0 if desired == 0 else available / desired
+        return Measurement.ok(
+            ratio,
+            message=f"{available}/{desired} available",
+            details={"available": available, "desired": desired},
+        )
+
+    async def _restarts(self, workload: Obj, ctx: ReviewContext) -> Measurement:
+        # Pods created before the deployment belong to the previous version; restarts
+        # that happened before deployedAt are not this release's.
+        total, by_pod = 0, {}
+        for pod in await workloads.pods(self.api, workload):
+            if _created(pod) < ctx.deployed_at:
+                continue
+            count = sum(int(c.get("restartCount", 0)) for c in _container_statuses(pod))
+            total += count
+            if count:
+                by_pod[pod["metadata"]["name"]] = count
+        return Measurement.ok(
+            float(total), message=f"{total} restart(s) since deployment", details={"pods": by_pod}
+        )
+
+    async def _waiting(self, workload: Obj, reasons: frozenset[str], label: str) -> Measurement:
+        found: list[str] = []
+        for pod in await workloads.pods(self.api, workload):
+            for container in _container_statuses(pod):
+                reason = _waiting_reason(container)
+                if reason in reasons:
+                    found.append(f"{pod['metadata']['name']}/{container.get('name')}: {reason}")
+        message = f"{len(found)} container(s) {label}" + (f": {', '.join(found[:5])}" if found else "")
+        return Measurement.ok(float(len(found)), message=message, details={"containers": found[:20]})
+
+    async def _crash_loops(self, workload: Obj, ctx: ReviewContext) -> Measurement:
+        return await self._waiting(workload, frozenset({"CrashLoopBackOff"}), "in CrashLoopBackOff")
+
+    async def _image_pull_errors(self, workload: Obj, ctx: ReviewContext) -> Measurement:
+        return await self._waiting(workload, _PULL_ERRORS, "failing to pull their image")
+
+    async def _unhealthy_workloads(self, workload: Obj, ctx: ReviewContext) -> Measurement:
+        apps = client.AppsV1Api(self.api)
+        namespace = ctx.target.namespace
+        unhealthy: list[str] = []
+        listings: list[tuple[str, Any]] = [
+            ("Deployment", await apps.list_namespaced_deployment(namespace)),
+            ("StatefulSet", await apps.list_namespaced_stateful_set(namespace)),
+            ("DaemonSet", await apps.list_namespaced_daemon_set(namespace)),
+        ]
+        total = 0
+        for kind, listing in listings:
+            for item in listing.items:
+                total += 1
+                obj = self.api.sanitize_for_serialization(item)
+                obj["kind"] = kind
+                desired, ready, available = workloads.replica_counts(obj)
+                if available < desired or ready < desired:
+                    unhealthy.append(f"{kind}/{obj['metadata']['name']} {available}/{desired} available")
+        message = f"{len(unhealthy)} of {total} workload(s) in {namespace} not fully available"
+        if unhealthy:
+            message += ": " + ", ".join(unhealthy[:5])
+        return Measurement.ok(float(len(unhealthy)), message=message, details={"unhealthy": unhealthy[:20]})
+
+    async def _hpa_healthy(self, workload: Obj, ctx: ReviewContext) -> Measurement:
+        listing = await client.AutoscalingV2Api(self.api).list_namespaced_horizontal_pod_autoscaler(
+            ctx.target.namespace
+        )
+        for item in listing.items:
+            hpa = self.api.sanitize_for_serialization(item)
+            ref = hpa.get("spec", {}).get("scaleTargetRef", {})
+            if ref.get("kind") != ctx.target.kind or ref.get("name") != ctx.target.name:
+                continue
+            status = hpa.get("status", {})
+            conditions = {c["type"]: c for c in status.get("conditions") or []}
+            problems = [
+                f"{kind}={conditions[kind].get('status')} ({conditions[kind].get('reason')})"
+                for kind in ("AbleToScale", "ScalingActive")
+                if kind in conditions and conditions[kind].get("status") != "True"
+            ]
+            details = {
+                "hpa": hpa["metadata"]["name"],
+                "currentReplicas": status.get("currentReplicas"),
+                "desiredReplicas": status.get("desiredReplicas"),
+                "minReplicas": hpa["spec"].get("minReplicas"),
+                "maxReplicas": hpa["spec"].get("maxReplicas"),
+                "lastScaleTime": status.get("lastScaleTime"),
+                "conditions": {k: v.get("status") for k, v in conditions.items()},
+            }
+            if not conditions:
+                return Measurement.no_data(
+                    f"HPA {details['hpa']} has not reported conditions yet", details=details
+                )
+            if problems:
+                return Measurement.ok(0.0, message="HPA not working: " + ", ".join(problems), details=details)
+            return Measurement.ok(
+                1.0, message=f"HPA {details['hpa']} able to scale and active", details=details
+            )
+        return Measurement.no_data(f"no HorizontalPodAutoscaler targets {ctx.target.kind}/{ctx.target.name}")
+
+    async def _node_pressure(self, workload: Obj, ctx: ReviewContext) -> Measurement:
+        nodes = {pod.get("spec", {}).get("nodeName") for pod in await workloads.pods(self.api, workload)}
+        nodes.discard(None)
+        core = client.CoreV1Api(self.api)
+        under_pressure: list[str] = []
+        for name in sorted(n for n in nodes if n):
+            node = self.api.sanitize_for_serialization(await core.read_node(name))
+            for condition in node.get("status", {}).get("conditions") or []:
+                if condition.get("type") in _PRESSURE and condition.get("status") == "True":
+                    under_pressure.append(f"{name}: {condition['type']}")
+        message = f"{len(under_pressure)} pressure condition(s) on {len(nodes)} node(s)"
+        return Measurement.ok(float(len(under_pressure)), message=message, details={"nodes": under_pressure})

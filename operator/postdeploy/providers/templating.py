@@ -1,0 +1,95 @@
+"""Filling a check's query with the review's values, safely for each query language.
+
+Called by the providers before they send anything: ``prometheus`` (PromQL),
+``alertmanager`` (matchers, which quote like PromQL), ``http`` (URLs and headers) and
+``postgres``/``statistics`` (SQL parameters).
+
+Templates name values as ``{{name}}`` (spaces inside the braces allowed); the values
+are ``ReviewContext.template_values()``: ``target``, ``namespace``, ``kind``,
+``version``, ``deployedAt``, ``review``, ``phaseStart``, ``phaseEnd`` and the review's
+``spec.parameters``. A name that has no value is an error naming it, never an empty
+string that silently widens a label matcher.
+
+Each language gets its own escaping, because a value is data and must not become
+syntax: PromQL values are escaped for a double-quoted string literal (put the
+placeholder inside ``"..."``: a target named ``a"} or vector(1) #`` stays one label
+value), URL values are percent-encoded, and SQL never sees a value in its text at all,
+only as a bound parameter (``%(name)s``). Regex metacharacters in a value used with
+``=~`` keep their meaning: escaping is about quoting, not about regex semantics.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from postdeploy.providers.base import ReviewContext
+
+__all__ = [
+    "escape_promql",
+    "render",
+    "render_promql",
+    "render_url",
+    "sql_parameters",
+]
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*\}\}")
+_PROMQL_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r"})
+
+
+def render(text: str, values: Mapping[str, str], escape: Callable[[str], str]) -> str:
+    """Replace every ``{{name}}`` in ``text`` by ``escape(values[name])``.
+
+    Raises ValueError naming every placeholder that has no value.
+    """
+    unknown = sorted({m.group(1) for m in _PLACEHOLDER.finditer(text)} - set(values))
+    if unknown:
+        known = ", ".join(sorted(values)) or "none"
+        raise ValueError(
+            f"unknown template value(s) {', '.join('{{' + u + '}}' for u in unknown)}; "
+            f"known: {known}"
+        )
+    return _PLACEHOLDER.sub(lambda m: escape(values[m.group(1)]), text)
+
+
+def escape_promql(value: str) -> str:
+    """``value`` escaped for the inside of a PromQL (or Alertmanager) double-quoted string."""
+    return value.translate(_PROMQL_ESCAPES)
+
+
+def render_promql(text: str, values: Mapping[str, str]) -> str:
+    """A PromQL query (or Alertmanager matcher) with its placeholders filled in."""
+    return render(text, values, escape_promql)
+
+
+def render_url(text: str, values: Mapping[str, str]) -> str:
+    """A URL with its placeholders filled in, each value percent-encoded (``/`` too)."""
+    return render(text, values, lambda value: urllib.parse.quote(value, safe=""))
+
+
+def sql_parameters(ctx: ReviewContext) -> dict[str, Any]:
+    """Named parameters for a psycopg query: ``%(deployed_at)s`` and friends.
+
+    Times are timezone-aware datetimes (PostgreSQL receives ``timestamptz``), names and
+    versions are strings. Both snake_case and the camelCase spelling of the PromQL
+    templates work. The review's ``spec.parameters`` come last and may override, as
+    in ``ReviewContext.template_values``. Unused parameters are simply not sent.
+    """
+    parameters: dict[str, Any] = {
+        "deployed_at": ctx.deployed_at,
+        "deployedAt": ctx.deployed_at,
+        "version": ctx.version,
+        "target": ctx.target.name,
+        "namespace": ctx.target.namespace,
+        "kind": ctx.target.kind,
+        "review": ctx.review_name,
+        "phase_start": ctx.phase_start,
+        "phaseStart": ctx.phase_start,
+        "phase_end": ctx.phase_end,
+        "phaseEnd": ctx.phase_end,
+        "now": ctx.now,
+    }
+    parameters.update(ctx.parameters)
+    return parameters

@@ -1,0 +1,202 @@
+"""Reading the reviewed workload: Deployment, StatefulSet, DaemonSet or Argo Rollout.
+
+Used by the kubernetes provider (health), the engine (version and deployment time
+defaults) and the actions (rollback). Objects are handled as plain dicts in their
+wire form (camelCase), as ``kubectl get -o json`` shows them.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+__all__ = [
+    "ROLLOUT_GROUP",
+    "label_selector",
+    "pods",
+    "read",
+    "replica_counts",
+    "rollout_state",
+    "rollout_time",
+    "version_of",
+]
+
+ROLLOUT_GROUP = ("argoproj.io", "v1alpha1", "rollouts")
+Obj = dict[str, Any]
+
+
+def _plain(api: client.ApiClient, obj: Any) -> Obj:
+    result: Obj = api.sanitize_for_serialization(obj)
+    return result
+
+
+async def read(api: client.ApiClient, kind: str, namespace: str, name: str) -> Obj | None:
+    """The workload, or None when it does not exist."""
+    try:
+        if kind == "Deployment":
+            return _plain(api, await client.AppsV1Api(api).read_namespaced_deployment(name, namespace))
+        if kind == "StatefulSet":
+            return _plain(api, await client.AppsV1Api(api).read_namespaced_stateful_set(name, namespace))
+        if kind == "DaemonSet":
+            return _plain(api, await client.AppsV1Api(api).read_namespaced_daemon_set(name, namespace))
+        if kind == "Rollout":
+            group, version, plural = ROLLOUT_GROUP
+            obj = await client.CustomObjectsApi(api).get_namespaced_custom_object(
+                group, version, namespace, plural, name
+            )
+            return dict(obj)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    raise ValueError(f"unsupported target kind {kind!r}")
+
+
+def label_selector(workload: Obj) -> str:
+    """The workload's pod selector as a label-selector string."""
+    selector = workload.get("spec", {}).get("selector") or {}
+    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expression in selector.get("matchExpressions") or []:
+        key, operator, values = expression["key"], expression["operator"], expression.get("values") or []
+        if operator == "In":
+            parts.append(f"{key} in ({','.join(values)})")
+        elif operator == "NotIn":
+            parts.append(f"{key} notin ({','.join(values)})")
+        elif operator == "Exists":
+            parts.append(key)
+        elif operator == "DoesNotExist":
+            parts.append(f"!{key}")
+    if not parts:
+        raise ValueError("the workload has an empty pod selector")
+    return ",".join(parts)
+
+
+async def pods(api: client.ApiClient, workload: Obj) -> list[Obj]:
+    namespace = workload["metadata"]["namespace"]
+    result = await client.CoreV1Api(api).list_namespaced_pod(
+        namespace, label_selector=label_selector(workload)
+    )
+    return [_plain(api, pod) for pod in result.items]
+
+
+def rollout_state(workload: Obj) -> tuple[int, str]:
+    """(1 complete | 0 in progress | -1 failed, explanation), as ``kubectl rollout status``."""
+    kind = workload.get("kind", "Deployment")
+    spec, status = workload.get("spec", {}), workload.get("status", {})
+    generation = workload["metadata"].get("generation", 0)
+    if status.get("observedGeneration", 0) < generation:
+        return 0, "waiting for the controller to observe the new generation"
+    if kind == "Deployment":
+        for condition in status.get("conditions") or []:
+            deadline = condition.get("reason") == "ProgressDeadlineExceeded"
+            if condition.get("type") == "Progressing" and deadline:
+                return -1, f"progress deadline exceeded: {condition.get('message', '')}"
+        desired = spec.get("replicas", 1)
+        updated = status.get("updatedReplicas", 0)
+        total = status.get("replicas", 0)
+        available = status.get("availableReplicas", 0)
+        if updated < desired:
+            return 0, f"{updated} of {desired} updated replicas"
+        if total > updated:
+            return 0, f"{total - updated} old replicas pending termination"
+        if available < updated:
+            return 0, f"{available} of {updated} updated replicas available"
+        return 1, f"rolled out: {available}/{desired} available"
+    if kind == "StatefulSet":
+        desired = spec.get("replicas", 1)
+        ready = status.get("readyReplicas", 0)
+        if (
+            status.get("updateRevision") != status.get("currentRevision")
+            and status.get("updatedReplicas", 0) < desired
+        ):
+            return 0, f"{status.get('updatedReplicas', 0)} of {desired} pods updated"
+        if ready < desired:
+            return 0, f"{ready} of {desired} pods ready"
+        return 1, f"rolled out: {ready}/{desired} ready"
+    if kind == "DaemonSet":
+        desired = status.get("desiredNumberScheduled", 0)
+        updated = status.get("updatedNumberScheduled", 0)
+        available = status.get("numberAvailable", 0)
+        if updated < desired:
+            return 0, f"{updated} of {desired} pods updated"
+        if available < desired:
+            return 0, f"{available} of {desired} pods available"
+        return 1, f"rolled out: {available}/{desired} available"
+    phase = status.get("phase")
+    if phase == "Healthy":
+        return 1, "rollout healthy"
+    if phase == "Degraded":
+        return -1, f"rollout degraded: {status.get('message', '')}"
+    return 0, f"rollout {phase or 'progressing'}"
+
+
+def replica_counts(workload: Obj) -> tuple[int, int, int]:
+    """(desired, ready, available)."""
+    spec, status = workload.get("spec", {}), workload.get("status", {})
+    if workload.get("kind") == "DaemonSet":
+        return (
+            status.get("desiredNumberScheduled", 0),
+            status.get("numberReady", 0),
+            status.get("numberAvailable", 0),
+        )
+    desired = spec.get("replicas", 1)
+    return desired, status.get("readyReplicas", 0), status.get("availableReplicas", 0)
+
+
+def version_of(workload: Obj) -> str | None:
+    """app.kubernetes.io/version of the pod template, else the first container's image tag."""
+    template = workload.get("spec", {}).get("template", {})
+    labels = template.get("metadata", {}).get("labels") or {}
+    if labels.get("app.kubernetes.io/version"):
+        return str(labels["app.kubernetes.io/version"])
+    containers = template.get("spec", {}).get("containers") or []
+    if not containers:
+        return None
+    image = str(containers[0].get("image", ""))
+    name = image.rsplit("/", 1)[-1]
+    if "@" in name:
+        return name.split("@", 1)[1][:19]
+    return name.split(":", 1)[1] if ":" in name else "latest"
+
+
+def _parse_time(text: str | None) -> datetime.datetime | None:
+    if not text:
+        return None
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+async def rollout_time(api: client.ApiClient, workload: Obj) -> datetime.datetime | None:
+    """When the current revision was rolled out: its ReplicaSet's (or revision's) creation."""
+    kind = workload.get("kind")
+    metadata = workload["metadata"]
+    namespace = metadata["namespace"]
+    if kind == "Deployment":
+        revision = (metadata.get("annotations") or {}).get("deployment.kubernetes.io/revision")
+        replica_sets = await client.AppsV1Api(api).list_namespaced_replica_set(
+            namespace, label_selector=label_selector(workload)
+        )
+        for replica_set in replica_sets.items:
+            owners = replica_set.metadata.owner_references or []
+            if not any(o.uid == metadata.get("uid") for o in owners):
+                continue
+            annotations = replica_set.metadata.annotations or {}
+            if revision and annotations.get("deployment.kubernetes.io/revision") == revision:
+                created: datetime.datetime = replica_set.metadata.creation_timestamp
+                return created
+    elif kind in ("StatefulSet", "DaemonSet"):
+        revision_name = workload.get("status", {}).get("updateRevision")
+        revisions = await client.AppsV1Api(api).list_namespaced_controller_revision(
+            namespace, label_selector=label_selector(workload)
+        )
+        for item in revisions.items:
+            if revision_name and item.metadata.name == revision_name:
+                stamp: datetime.datetime = item.metadata.creation_timestamp
+                return stamp
+        if kind == "DaemonSet" and revisions.items:
+            newest = max(revisions.items, key=lambda r: r.revision)
+            newest_stamp: datetime.datetime = newest.metadata.creation_timestamp
+            return newest_stamp
+    return _parse_time(metadata.get("creationTimestamp"))
