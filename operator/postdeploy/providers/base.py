@@ -54,6 +54,7 @@ class ReviewContext:
 
     review_name: str
     review_namespace: str
+    review_uid: str
     target: Target
     version: str
     deployed_at: datetime.datetime  # timezone-aware UTC

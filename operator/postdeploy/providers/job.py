@@ -1,0 +1,138 @@
+"""The job provider: runs a Kubernetes Job from a pod template and reports its outcome.
+
+Called by ``postdeploy.engine`` for checks with a ``job`` block (user journeys,
+security scans, hooks). The first run creates the Job in the review's namespace,
+owned by the review and labelled with it, with the review's context in the
+environment of every container (``POSTDEPLOY_VERSION``, ``POSTDEPLOY_DEPLOYED_AT``,
+``POSTDEPLOY_TARGET``, ``POSTDEPLOY_NAMESPACE``, ``POSTDEPLOY_REVIEW``). Later runs poll
+it: Pending while it runs, 1 when it succeeded, 0 when it failed, with the tail of
+its pod's log. The Job's name is kept in the check's memo, so a restarted operator
+polls the same Job instead of starting another.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from typing import Any
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from postdeploy.decisions import durations
+from postdeploy.models.checks import JobCheck
+from postdeploy.providers.base import Measurement, ReviewContext
+
+__all__ = ["JobProvider", "job_name"]
+
+GROUP_VERSION = "postdeploy.io/v1alpha1"
+
+
+def job_name(review: str, check: str, uid: str) -> str:
+    digest = hashlib.sha256(f"{uid}/{check}".encode()).hexdigest()[:6]
+    base = f"pdr-{review}-{check}"[:56].rstrip("-")
+    return f"{base}-{digest}"
+
+
+class JobProvider:
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+
+    def _manifest(self, spec: JobCheck, ctx: ReviewContext, name: str) -> dict[str, Any]:
+        template = copy.deepcopy(spec.template)
+        pod_spec = template.setdefault("spec", {})
+        pod_spec.setdefault("restartPolicy", "Never")
+        context = {
+            "POSTDEPLOY_REVIEW": ctx.review_name,
+            "POSTDEPLOY_VERSION": ctx.version,
+            "POSTDEPLOY_DEPLOYED_AT": ctx.deployed_at.isoformat(),
+            "POSTDEPLOY_TARGET": ctx.target.name,
+            "POSTDEPLOY_NAMESPACE": ctx.target.namespace,
+            "POSTDEPLOY_CHECK": ctx.check_name,
+        }
+        for container in pod_spec.get("containers") or []:
+            env = container.setdefault("env", [])
+            present = {e.get("name") for e in env}
+            env.extend({"name": k, "value": v} for k, v in context.items() if k not in present)
+        labels = {"postdeploy.io/review": ctx.review_name, "postdeploy.io/check": ctx.check_name}
+        template.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
+        return {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": name,
+                "namespace": ctx.review_namespace,
+                "labels": labels,
+                "ownerReferences": [
+                    {
+                        "apiVersion": GROUP_VERSION,
+                        "kind": "PostDeploymentReview",
+                        "name": ctx.review_name,
+                        "uid": ctx.review_uid,
+                        "controller": True,
+                        "blockOwnerDeletion": False,
+                    }
+                ],
+            },
+            "spec": {
+                "backoffLimit": spec.backoff_limit,
+                "activeDeadlineSeconds": int(durations.parse_duration(spec.active_deadline).total_seconds()),
+                "ttlSecondsAfterFinished": 86400,
+                "template": template,
+            },
+        }
+
+    async def _log_tail(self, namespace: str, name: str, lines: int) -> str:
+        if lines == 0:
+            return ""
+        core = client.CoreV1Api(self.api)
+        try:
+            pods = await core.list_namespaced_pod(namespace, label_selector=f"job-name={name}")
+            if not pods.items:
+                return ""
+            newest = max(pods.items, key=lambda p: p.metadata.creation_timestamp)
+            log: str = await core.read_namespaced_pod_log(newest.metadata.name, namespace, tail_lines=lines)
+            return log[-4000:]
+        except ApiException as error:
+            return f"(log unavailable: {error.status} {error.reason})"
+
+    async def measure(self, spec: JobCheck, ctx: ReviewContext) -> Measurement:
+        name = str(ctx.memo.get("job") or job_name(ctx.review_name, ctx.check_name, ctx.review_uid))
+        namespace = ctx.review_namespace
+        query = f"Job {namespace}/{name}"
+        batch = client.BatchV1Api(self.api)
+        memo = {"job": name}
+        try:
+            try:
+                job = await batch.read_namespaced_job(name, namespace)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+                if ctx.memo.get("job"):
+                    return Measurement.error(
+                        f"Job {name} disappeared before it finished", query=query, memo=memo
+                    )
+                await batch.create_namespaced_job(namespace, self._manifest(spec, ctx, name))
+                return Measurement.pending(f"Job {name} created", query=query, memo=memo)
+            conditions = {c.type: c for c in (job.status.conditions or []) if c.status == "True"}
+            if "Complete" in conditions or "SuccessCriteriaMet" in conditions:
+                tail = await self._log_tail(namespace, name, spec.log_lines)
+                return Measurement.ok(
+                    1.0, message=f"Job {name} succeeded", query=query, memo=memo, details={"log": tail}
+                )
+            if "Failed" in conditions:
+                tail = await self._log_tail(namespace, name, spec.log_lines)
+                reason = conditions["Failed"].reason or "Failed"
+                return Measurement.ok(
+                    0.0,
+                    message=f"Job {name} failed ({reason})",
+                    query=query,
+                    memo=memo,
+                    details={"log": tail},
+                )
+            active = job.status.active or 0
+            return Measurement.pending(f"Job {name} running ({active} active pod(s))", query=query, memo=memo)
+        except ApiException as error:
+            return Measurement.error(f"Kubernetes API: {error.status} {error.reason}", query=query, memo=memo)
+        except (OSError, TimeoutError) as error:
+            return Measurement.error(f"Kubernetes API unreachable: {error}", query=query, memo=memo)
