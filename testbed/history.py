@@ -78,6 +78,7 @@ __all__ = [
     "backfill",
     "build",
     "default_pods",
+    "helper_pods",
     "pod_name",
     "timeline",
     "write_openmetrics",
@@ -180,6 +181,13 @@ def default_pods(seed: int = DEFAULT_SEED, count: int = 3) -> list[str]:
         if name not in pods:
             pods.append(name)
     return pods
+
+
+def helper_pods(seed: int = DEFAULT_SEED) -> tuple[str, str]:
+    """The pod names of the ``leaky`` and the ``creepy`` workloads."""
+    leaky = pod_name(random.Random(f"leaky-{seed}"), "leaky")
+    creepy = pod_name(random.Random(f"creepy-{seed}"), "creepy")
+    return leaky, creepy
 
 
 def _phi(x: float) -> float:
@@ -373,8 +381,7 @@ def build(tl: Timeline, pods: Sequence[str] | None = None, seed: int = DEFAULT_S
     """Generate every series of the history, in memory."""
     rng = random.Random(seed)
     pod_list = list(pods) if pods else default_pods(seed)
-    leaky_pod = pod_name(random.Random(f"leaky-{seed}"), "leaky")
-    creepy_pod = pod_name(random.Random(f"creepy-{seed}"), "creepy")
+    leaky_pod, creepy_pod = helper_pods(seed)
     checkout = [_Workload("checkout", pod) for pod in pod_list]
     leaky = _Workload("leaky", leaky_pod)
     creepy = _Workload("creepy", creepy_pod)

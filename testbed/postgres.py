@@ -81,8 +81,12 @@ full_page_writes = off
 inject_conversion_drop = business_data.inject_conversion_drop
 
 
-def start(workdir: pathlib.Path) -> dict[str, Any]:
-    """Start, seed and open the cluster; return its state (JSON-ready)."""
+def start(workdir: pathlib.Path, *, seed: bool = True) -> dict[str, Any]:
+    """Start, seed and open the cluster; return its state (JSON-ready).
+
+    ``seed=False`` leaves ``shop`` empty (but still creates the roles): for tests of
+    the server's life cycle only.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     base_dir = _make_base_dir(workdir)
     state: dict[str, Any] = {
@@ -107,7 +111,7 @@ def start(workdir: pathlib.Path) -> dict[str, Any]:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
         with psycopg.connect(admin_dsn, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION pg_stat_statements")
-        state["seed"] = business_data.seed(admin_dsn)
+        state["seed"] = business_data.seed(admin_dsn) if seed else None
         ro_password = secrets.token_urlsafe(24)
         _create_read_only_role(admin_dsn, ro_password)
         with psycopg.connect(admin_dsn, autocommit=True) as conn:
@@ -292,9 +296,7 @@ def _create_read_only_role(admin_dsn: str, password: str) -> None:
         sql.SQL("REVOKE CREATE ON SCHEMA public FROM PUBLIC"),
         sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(role),
         sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(role),
-        sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {}").format(
-            role
-        ),
+        sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {}").format(role),
         sql.SQL("GRANT pg_read_all_stats TO {}").format(role),
     ]
     with psycopg.connect(admin_dsn) as conn:

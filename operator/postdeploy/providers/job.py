@@ -112,7 +112,8 @@ class JobProvider:
                     return Measurement.error(
                         f"Job {name} disappeared before it finished", query=query, memo=memo
                     )
-                await batch.create_namespaced_job(namespace, self._manifest(spec, ctx, name))
+                manifest = self._manifest(spec, ctx, name)  # a dict serialises as the model would
+                await batch.create_namespaced_job(namespace, manifest)  # type: ignore[arg-type]
                 return Measurement.pending(f"Job {name} created", query=query, memo=memo)
             conditions = {c.type: c for c in (job.status.conditions or []) if c.status == "True"}
             if "Complete" in conditions or "SuccessCriteriaMet" in conditions:
