@@ -1,0 +1,533 @@
+"""PromQL checks: instant values, reduced ranges, trends, and baselines.
+
+Called by ``postdeploy.engine`` for a check with a ``prometheus`` block
+(``models.checks.PrometheusCheck``). The engine builds one ``PrometheusProvider`` at
+start-up (operator-wide default URL and timeout) and closes it at clean-up.
+
+What one run does:
+
+- **instant** (no ``range``): the templated query evaluated at ``ctx.now``; a scalar is
+  the value, several series are combined by ``aggregate`` (max, min, sum, mean).
+- **range** with ``reduce``: a range query over ``[now - range, now]`` at ``step``;
+  each series' samples are reduced (last, mean, max, min), then series are combined.
+- **range** with ``trend``: per series, ``slope`` is the least-squares slope per
+  hour, ``mannKendall`` Kendall's tau (details ``pValue``, ``trend``) and
+  ``timeToLimit`` the hours until the fitted line reaches the series' value of
+  ``limitQuery`` (``1e9`` and ``growing: false`` when it does not grow significantly).
+  ``max``/``min`` pick the series with the largest/smallest statistic; for
+  ``timeToLimit`` ``max`` (the default, "the worst") picks the series that reaches
+  its limit first and ``min`` the last. ``sum``/``mean`` add or average the series
+  sample by sample first and analyse that one series.
+- **baseline** (``models.checks.Baseline``): the same measurement, made the same way,
+  as of ``now - offset`` or as of ``deployedAt`` (``preDeploy``). A baseline that
+  cannot be measured leaves ``Measurement.baseline`` empty with ``baselineNote`` in
+  the details; the measurement itself stands.
+
+NaN and infinite samples are ignored; a query with nothing finite left is NoData.
+Prometheus being down, slow, or refusing the query is an Error measurement, never an
+exception. ``prometheus-api-client`` is synchronous, so its calls run in a thread;
+one client (one HTTP session) is kept per Prometheus URL.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import dataclasses
+import datetime
+import json
+import logging
+import math
+import re
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import requests
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from prometheus_api_client.prometheus_connect import PrometheusConnect
+from urllib3.util import Retry
+
+from postdeploy.decisions import durations, statistics
+from postdeploy.models.checks import Baseline, PrometheusCheck
+from postdeploy.providers import details as details_
+from postdeploy.providers import templating
+from postdeploy.providers.base import Measurement, MeasurementState, ReviewContext
+
+__all__ = ["NOT_GROWING_HOURS", "SERIES_SHOWN", "PrometheusProvider"]
+
+logger = logging.getLogger(__name__)
+
+SERIES_SHOWN = 20  # series listed in the details
+NOT_GROWING_HOURS = 1e9  # timeToLimit's value when the limit is never reached
+_MAX_POINTS = 11_000  # Prometheus refuses range queries with more points per series
+_MIN_TREND_SAMPLES = 3
+
+
+class _QueryFailed(Exception):
+    """The data source failed; the message is safe to show (no credentials)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Series:
+    labels: dict[str, str]
+    times: list[float]  # Unix seconds
+    values: list[float]  # finite only, matching ``times``
+
+
+_AGGREGATES: dict[str, Callable[[Sequence[float]], float]] = {
+    "max": max,
+    "min": min,
+    "sum": math.fsum,
+    "mean": lambda values: math.fsum(values) / len(values),
+}
+_REDUCERS: dict[str, Callable[[Sequence[float]], float]] = {
+    "last": lambda values: values[-1],
+    "mean": lambda values: math.fsum(values) / len(values),
+    "max": max,
+    "min": min,
+}
+
+
+class PrometheusProvider:
+    """Measures PromQL; one instance serves every check of every review."""
+
+    def __init__(self, default_url: str | None, timeout_seconds: float = 10) -> None:
+        self._default_url = default_url
+        self._timeout = timeout_seconds
+        self._clients: dict[str, PrometheusConnect] = {}
+
+    def close(self) -> None:
+        """Close the HTTP sessions of every Prometheus this provider talked to."""
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
+    async def measure(
+        self, spec: PrometheusCheck, ctx: ReviewContext, baseline: Baseline | None = None
+    ) -> Measurement:
+        url = (spec.address or self._default_url or "").rstrip("/")
+        if not url:
+            return Measurement.error(
+                "no Prometheus URL: set prometheus.address in the check, the review's "
+                "providers, or the operator's default",
+                query=spec.query,
+            )
+        values = ctx.template_values()
+        try:
+            query = templating.render_promql(spec.query, values)
+            limit_query = (
+                templating.render_promql(spec.limit_query, values) if spec.limit_query else None
+            )
+            range_ = durations.parse_duration(spec.range) if spec.range else None
+            step = durations.parse_duration(spec.step).total_seconds()
+        except ValueError as exc:
+            return Measurement.error(f"invalid check: {exc}", query=spec.query)
+        if spec.trend is not None and range_ is None:
+            return Measurement.error(f"trend {spec.trend} needs a range", query=query)
+        if spec.trend == "timeToLimit" and limit_query is None:
+            return Measurement.error("trend timeToLimit needs limitQuery", query=query)
+
+        evaluation = _Evaluation(self._client(url), url, self._timeout, spec, query, limit_query,
+                                 range_, step)
+        when = _baseline_time(baseline, ctx)
+        if when is None:
+            measurement = await evaluation.run(ctx.now)
+        else:
+            measurement, earlier = await asyncio.gather(
+                evaluation.run(ctx.now), evaluation.run(when)
+            )
+            if measurement.state is MeasurementState.OK:
+                extra: dict[str, Any] = {"baselineAt": when.isoformat()}
+                if earlier.state is MeasurementState.OK:
+                    measurement = dataclasses.replace(measurement, baseline=earlier.value)
+                else:
+                    extra["baselineNote"] = f"no baseline: {earlier.message}"
+                measurement = dataclasses.replace(
+                    measurement, details={**measurement.details, **extra}
+                )
+        return dataclasses.replace(measurement, query=query)
+
+    def _client(self, url: str) -> PrometheusConnect:
+        client = self._clients.get(url)
+        if client is None:
+            # One quick retry for a dropped connection or a restarting Prometheus; the
+            # engine's consecutiveErrorLimit handles longer outages.
+            retry = Retry(
+                total=1,
+                backoff_factor=0.2,
+                status_forcelist=(502, 503, 504),
+                raise_on_status=False,
+            )
+            # The client annotates timeout as int; requests takes the float as is.
+            timeout: Any = self._timeout
+            client = PrometheusConnect(url=url, timeout=timeout, retry=retry)
+            self._clients[url] = client
+        return client
+
+
+def _baseline_time(baseline: Baseline | None, ctx: ReviewContext) -> datetime.datetime | None:
+    if baseline is None:
+        return None
+    if baseline.offset:
+        return ctx.now - durations.parse_duration(baseline.offset)
+    if baseline.pre_deploy:
+        return ctx.deployed_at
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Evaluation:
+    """One check's query, evaluable as of any time (now, or a baseline's time)."""
+
+    client: PrometheusConnect
+    url: str
+    timeout: float
+    spec: PrometheusCheck
+    query: str
+    limit_query: str | None
+    range: datetime.timedelta | None
+    step: float
+
+    async def run(self, at: datetime.datetime) -> Measurement:
+        try:
+            if self.range is None:
+                return self._instant(await self._instant_series(self.query, at), at)
+            series = await self._range_series(at)
+            if self.spec.trend is None:
+                return self._reduced(series, at)
+            limits = None
+            if self.limit_query is not None:
+                limits = await self._instant_series(self.limit_query, at)
+            return self._trend(series, limits, at)
+        except _QueryFailed as exc:
+            return Measurement.error(str(exc))
+
+    # --- asking Prometheus ----------------------------------------------------------
+
+    async def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        where = _redact(self.url)
+        try:
+            return await asyncio.to_thread(function, *args, **kwargs)
+        except requests.exceptions.Timeout:
+            raise _QueryFailed(
+                f"Prometheus at {where} did not answer within {self.timeout:g}s"
+            ) from None
+        except requests.exceptions.ConnectionError as exc:
+            raise _QueryFailed(f"Prometheus at {where} is unreachable: {_reason(exc)}") from None
+        except requests.exceptions.RequestException as exc:
+            raise _QueryFailed(
+                f"request to Prometheus at {where} failed: {type(exc).__name__}"
+            ) from None
+        except PrometheusApiClientException as exc:
+            raise _QueryFailed(f"Prometheus refused the query: {_api_error(exc)}") from None
+        except (ValueError, KeyError, TypeError) as exc:  # JSON that is not an API answer
+            raise _QueryFailed(
+                f"{where} did not answer like a Prometheus API ({type(exc).__name__})"
+            ) from None
+
+    async def _instant_series(self, query: str, at: datetime.datetime) -> list[_Series]:
+        params = {"time": f"{at.timestamp():.3f}", "timeout": f"{self.timeout:g}s"}
+        logger.debug("PromQL instant query at %s: %s", at.isoformat(), query)
+        result = await self._call(self.client.custom_query, query, params=params)
+        return _parse_instant(result)
+
+    async def _range_series(self, at: datetime.datetime) -> list[_Series]:
+        assert self.range is not None
+        seconds = self.range.total_seconds()
+        step = max(self.step, math.ceil(seconds / _MAX_POINTS))
+        logger.debug("PromQL range query %gs ending %s: %s", seconds, at.isoformat(), self.query)
+        result = await self._call(
+            self.client.custom_query_range,
+            self.query,
+            start_time=at - self.range,
+            end_time=at,
+            step=f"{step:g}",
+            params={"timeout": f"{self.timeout:g}s"},
+        )
+        return _parse_range(result)
+
+    # --- turning series into a measurement -----------------------------------------------
+
+    def _instant(self, series: list[_Series], at: datetime.datetime) -> Measurement:
+        if not series:
+            return Measurement.no_data("the query returned no series")
+        finite = [s for s in series if s.values]
+        if not finite:
+            return Measurement.no_data(f"all {len(series)} series are NaN or infinite")
+        latest = [(s.labels, s.values[-1]) for s in finite]
+        return self._combined(latest, len(series), at)
+
+    def _reduced(self, series: list[_Series], at: datetime.datetime) -> Measurement:
+        finite = [s for s in series if s.values]
+        if not finite:
+            return Measurement.no_data(
+                "the range query returned no finite samples"
+                + (f" ({len(series)} series, all NaN or infinite)" if series else "")
+            )
+        reducer = _REDUCERS[self.spec.reduce]
+        reduced = [(s.labels, reducer(s.values)) for s in finite]
+        return self._combined(reduced, len(series), at)
+
+    def _combined(
+        self, series: list[tuple[dict[str, str], float]], total: int, at: datetime.datetime
+    ) -> Measurement:
+        value = _AGGREGATES[self.spec.aggregate](tuple(v for _, v in series))
+        if not math.isfinite(value):  # a sum of huge numbers
+            return Measurement.no_data(f"the {self.spec.aggregate} of the series is not finite")
+        worst_first = sorted(series, key=lambda s: s[1], reverse=self.spec.aggregate != "min")
+        details = {
+            **self._window(at),
+            "seriesCount": total,
+            "series": [
+                {"labels": labels, "value": v} for labels, v in worst_first[:SERIES_SHOWN]
+            ],
+        }
+        return Measurement.ok(value, details=details_.fit(details, "series"))
+
+    def _trend(
+        self, series: list[_Series], limits: list[_Series] | None, at: datetime.datetime
+    ) -> Measurement:
+        if self.spec.aggregate in ("sum", "mean"):
+            series = _pointwise(series, self.spec.aggregate)
+        candidates = [s for s in series if len(s.values) >= _MIN_TREND_SAMPLES]
+        if not candidates:
+            most = max((len(s.values) for s in series), default=0)
+            return Measurement.no_data(
+                f"a trend needs at least {_MIN_TREND_SAMPLES} finite samples per series, "
+                f"got at most {most}"
+            )
+        extra: dict[str, Any] = {}
+        if self.spec.trend == "timeToLimit":
+            assert limits is not None
+            paired, missing = _pair_limits(candidates, limits)
+            if not paired:
+                return Measurement.no_data(
+                    "limitQuery returned no finite value matching the query's series"
+                    if limits else "limitQuery returned no series"
+                )
+            if missing:
+                extra["seriesWithoutLimit"] = missing
+            results = [_time_to_limit(s, limit) for s, limit in paired]
+            pick = min if self.spec.aggregate != "min" else max
+        else:
+            analyse = _slope if self.spec.trend == "slope" else _mann_kendall
+            results = [analyse(s) for s in candidates]
+            pick = min if self.spec.aggregate == "min" else max
+        chosen = pick(results, key=lambda r: r.value)
+        ranked = sorted(results, key=lambda r: r.value, reverse=pick is max)
+        details = {
+            **self._window(at),
+            **chosen.details,
+            **extra,
+            "analysis": self.spec.trend,
+            "labels": chosen.labels,
+            "seriesCount": len(series),
+            "series": [
+                {"labels": r.labels, "value": r.value} for r in ranked[:SERIES_SHOWN]
+            ],
+        }
+        return Measurement.ok(chosen.value, details=details_.fit(details, "series"))
+
+    def _window(self, at: datetime.datetime) -> dict[str, Any]:
+        window: dict[str, Any] = {"evaluatedAt": at.isoformat()}
+        if self.range is not None:
+            window["range"] = self.spec.range
+            window["step"] = self.spec.step
+            if self.spec.trend is None:
+                window["reduce"] = self.spec.reduce
+        if self.limit_query is not None and self.spec.trend == "timeToLimit":
+            window["limitQuery"] = self.limit_query
+        return window
+
+
+# --- trend analysis of one series ----------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _TrendResult:
+    labels: dict[str, str]
+    value: float
+    details: dict[str, Any]
+
+
+def _slope(series: _Series) -> _TrendResult:
+    hours = _hours(series)
+    fit = statistics.linear_regression(hours, series.values)
+    return _TrendResult(series.labels, fit.slope, {
+        "slopePerHour": fit.slope,
+        "slopeStderr": fit.slope_stderr,
+        "slopeCiLow": fit.slope_confidence_interval[0],
+        "slopeCiHigh": fit.slope_confidence_interval[1],
+        "rSquared": fit.r_squared,
+        "pValue": fit.p_value,
+        "samples": fit.n,
+        "lastValue": series.values[-1],
+    })
+
+
+def _mann_kendall(series: _Series) -> _TrendResult:
+    result = statistics.mann_kendall(series.values)
+    return _TrendResult(series.labels, result.tau, {
+        "tau": result.tau,
+        "pValue": result.p_value,
+        "z": result.z,
+        "trend": result.trend,
+        "samples": result.n,
+        "lastValue": series.values[-1],
+    })
+
+
+def _time_to_limit(series: _Series, limit: float) -> _TrendResult:
+    hours = _hours(series)
+    fit = statistics.linear_regression(hours, series.values)
+    reach = statistics.time_to_reach(hours, series.values, limit)  # in the times' unit
+    growing = reach is not None
+    value = reach if reach is not None else NOT_GROWING_HOURS
+    return _TrendResult(series.labels, value, {
+        "hoursToLimit": value,
+        "growing": growing,
+        "limit": limit,
+        "lastValue": series.values[-1],
+        "slopePerHour": fit.slope,
+        "rSquared": fit.r_squared,
+        "pValue": fit.p_value,
+        "samples": fit.n,
+    })
+
+
+def _hours(series: _Series) -> list[float]:
+    start = series.times[0]
+    return [(t - start) / 3600.0 for t in series.times]
+
+
+def _pointwise(series: list[_Series], aggregate: str) -> list[_Series]:
+    """The series added (or averaged) sample by sample, as one unlabelled series."""
+    by_time: dict[float, list[float]] = {}
+    for s in series:
+        for t, v in zip(s.times, s.values, strict=True):
+            by_time.setdefault(t, []).append(v)
+    times = sorted(by_time)
+    combine = _AGGREGATES[aggregate]
+    values = [combine(by_time[t]) for t in times]
+    keep = [(t, v) for t, v in zip(times, values, strict=True) if math.isfinite(v)]
+    return [_Series({}, [t for t, _ in keep], [v for _, v in keep])] if keep else []
+
+
+def _pair_limits(
+    series: list[_Series], limits: list[_Series]
+) -> tuple[list[tuple[_Series, float]], int]:
+    """Each series with its limit: the only limit, or the one with the same labels."""
+    finite = [s for s in limits if s.values]
+    if len(limits) == 1:
+        if not finite:
+            return [], len(series)
+        return [(s, finite[0].values[-1]) for s in series], 0
+    by_labels = {_identity(s.labels): s.values[-1] for s in finite}
+    paired = [(s, by_labels[_identity(s.labels)]) for s in series
+              if _identity(s.labels) in by_labels]
+    return paired, len(series) - len(paired)
+
+
+def _identity(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in labels.items() if k != "__name__"))
+
+
+# --- parsing the API's answers -----------------------------------------------------------
+
+
+def _sample(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _parse_instant(result: Any) -> list[_Series]:
+    """Series of an instant query: a vector, or a scalar as one unlabelled series."""
+    if not isinstance(result, list):
+        raise _QueryFailed(f"unexpected answer from Prometheus: {type(result).__name__}")
+    if len(result) == 2 and not isinstance(result[0], dict):  # scalar or string
+        try:
+            number = float(result[1])
+        except (TypeError, ValueError):
+            raise _QueryFailed("the query returns a string, not a number") from None
+        if not math.isfinite(number):
+            return [_Series({}, [], [])]
+        return [_Series({}, [float(result[0])], [number])]
+    series = []
+    for item in result:
+        if not isinstance(item, dict):
+            raise _QueryFailed("unexpected answer from Prometheus: not a list of series")
+        if "values" in item:
+            raise _QueryFailed(
+                "the query returns a range vector: wrap it in a function such as rate() or "
+                "avg_over_time(), or set range to query over a window"
+            )
+        labels = {str(k): str(v) for k, v in (item.get("metric") or {}).items()}
+        sample = item.get("value")  # absent for a native histogram sample
+        if isinstance(sample, list) and len(sample) == 2 and _sample(sample[1]) is not None:
+            series.append(_Series(labels, [float(sample[0])], [float(sample[1])]))
+        else:
+            series.append(_Series(labels, [], []))
+    return series
+
+
+def _parse_range(result: Any) -> list[_Series]:
+    if not isinstance(result, list):
+        raise _QueryFailed(f"unexpected answer from Prometheus: {type(result).__name__}")
+    series = []
+    for item in result:
+        if not isinstance(item, dict):
+            raise _QueryFailed("unexpected answer from Prometheus: not a list of series")
+        labels = {str(k): str(v) for k, v in (item.get("metric") or {}).items()}
+        times, values = [], []
+        for sample in item.get("values") or []:
+            number = _sample(sample[1])
+            if number is not None:
+                times.append(float(sample[0]))
+                values.append(number)
+        series.append(_Series(labels, times, values))
+    return series
+
+
+# --- error messages without secrets -----------------------------------------------------------
+
+
+def _redact(url: str) -> str:
+    """The URL without user and password (a URL may carry basic-auth credentials)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
+
+
+def _reason(exc: BaseException) -> str:
+    found = _ERRNO.search(str(exc))
+    return found.group(1).strip() if found else "connection failed"
+
+
+_STATUS = re.compile(r"HTTP Status Code (\d+) \((.*)\)\s*$", re.DOTALL)
+
+
+def _api_error(exc: PrometheusApiClientException) -> str:
+    """'HTTP 400: parse error ...' from the client's 'HTTP Status Code 400 (b'{json}')'."""
+    text = str(exc)
+    match = _STATUS.match(text)
+    if not match:
+        return text[:300]
+    status, body = match.groups()
+    try:
+        raw = ast.literal_eval(body)  # the repr() of the response's bytes
+        answer = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+        message = f"{answer.get('errorType', 'error')}: {answer['error']}"
+    except (ValueError, SyntaxError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        message = body[:300]
+    return f"HTTP {status}: {message}"
