@@ -1,0 +1,78 @@
+"""Picks the provider of a check by which block is set, and calls it safely.
+
+Built once at start-up by the kopf handlers with the shared clients, and closed at
+clean-up. ``measure`` never raises: a provider that raises anyway, or exceeds the
+measurement timeout, yields an Error measurement that names the provider; a
+concurrency limit per provider keeps one data source from being flooded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import Any
+
+import httpx
+from kubernetes_asyncio import client
+
+from postdeploy.engine.settings import Settings
+from postdeploy.models.checks import Check
+from postdeploy.providers import (
+    alertmanager,
+    http,
+    job,
+    kubernetes,
+    manual,
+    postgres,
+    prometheus,
+    statistics,
+)
+from postdeploy.providers.base import Measurement, ReviewContext
+
+__all__ = ["Providers"]
+
+
+class Providers:
+    def __init__(self, api: client.ApiClient, http_client: httpx.AsyncClient, settings: Settings) -> None:
+        self.settings = settings
+        self._postgres = postgres.PostgresProvider(default_dsn=settings.postgres_dsn)
+        self._providers: dict[str, Any] = {
+            "kubernetes": kubernetes.KubernetesProvider(api),
+            "prometheus": prometheus.PrometheusProvider(settings.prometheus_url),
+            "alertmanager": alertmanager.AlertmanagerProvider(http_client, settings.alertmanager_url),
+            "postgres": self._postgres,
+            "http": http.HttpProvider(http_client),
+            "job": job.JobProvider(api),
+            "manual": manual.ManualProvider(),
+            "statistics": statistics.StatisticsProvider(self._postgres),
+        }
+        self._limits: collections.defaultdict[str, asyncio.Semaphore] = collections.defaultdict(
+            lambda: asyncio.Semaphore(settings.concurrency_per_provider)
+        )
+        self.calls: collections.Counter[str] = collections.Counter()
+
+    async def measure(self, check: Check, ctx: ReviewContext) -> Measurement:
+        name = check.provider_name
+        provider = self._providers[name]
+        spec = check.provider_spec
+        try:
+            async with self._limits[name]:
+                self.calls[name] += 1
+                async with asyncio.timeout(self.settings.measure_timeout_seconds):
+                    if name in ("kubernetes", "job", "manual"):
+                        result: Measurement = await provider.measure(spec, ctx)
+                    else:
+                        result = await provider.measure(spec, ctx, baseline=check.baseline)
+                    return result
+        except TimeoutError:
+            return Measurement.error(
+                f"{name} provider took longer than {self.settings.measure_timeout_seconds:g}s"
+            )
+        except Exception as error:  # a provider bug must not stop the review
+            return Measurement.error(f"{name} provider failed: {type(error).__name__}: {error}")
+
+    async def close(self) -> None:
+        for provider in self._providers.values():
+            closer = getattr(provider, "close", None)
+            if closer is not None:
+                await closer()

@@ -1,0 +1,41 @@
+"""Operator-wide configuration, read once at start-up from the environment.
+
+A review's own ``spec.providers`` wins over these defaults. Values that hold
+secrets (``POSTDEPLOY_POSTGRES_DSN``) are kept out of ``repr``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+__all__ = ["Settings"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    prometheus_url: str | None = None
+    alertmanager_url: str | None = None
+    postgres_dsn: str | None = dataclasses.field(default=None, repr=False)
+    # Name of the built-in template used when a review names none.
+    default_template: str = "postdeploy-default"
+    # Upper bound on one measurement; a slower data source is an Error.
+    measure_timeout_seconds: float = 30.0
+    # Concurrent measurements per provider across all reviews.
+    concurrency_per_provider: int = 16
+    # How long a review with nothing due may sleep before re-reading its inputs.
+    max_sleep_seconds: float = 300.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            prometheus_url=env.get("POSTDEPLOY_PROMETHEUS_URL") or env.get("PROMETHEUS_URL"),
+            alertmanager_url=env.get("POSTDEPLOY_ALERTMANAGER_URL") or env.get("ALERTMANAGER_URL"),
+            postgres_dsn=env.get("POSTDEPLOY_POSTGRES_DSN") or None,
+            default_template=env.get("POSTDEPLOY_DEFAULT_TEMPLATE", "postdeploy-default"),
+            measure_timeout_seconds=float(env.get("POSTDEPLOY_MEASURE_TIMEOUT", "30")),
+            concurrency_per_provider=int(env.get("POSTDEPLOY_CONCURRENCY", "16")),
+            max_sleep_seconds=float(env.get("POSTDEPLOY_MAX_SLEEP", "300")),
+        )

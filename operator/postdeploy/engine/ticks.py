@@ -1,0 +1,433 @@
+"""One tick of a review: resolve its spec, run its due checks, decide, build its status.
+
+Called by the review daemon in ``postdeploy.handlers.reviews`` whenever the review
+wakes (a check is due, a phase starts or ends, the spec or annotations changed).
+All state lives in the review's status, which this module reads and rewrites, so a
+restarted operator continues exactly where the last written status left off.
+
+The tick returns the new status (or None when nothing changed), the Events to post
+(one per state change, derived by comparing old and new status, so a repeated tick
+posts nothing twice) and when to wake next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import datetime
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from postdeploy import workloads
+from postdeploy.decisions import checks as check_decisions
+from postdeploy.decisions import phases as phase_plans
+from postdeploy.decisions import templates, verdicts
+from postdeploy.engine.registry import Providers
+from postdeploy.engine.settings import Settings
+from postdeploy.models.reviews import (
+    CheckState,
+    CheckStatus,
+    PhaseStatus,
+    ReviewStatus,
+    Verdict,
+)
+from postdeploy.providers.base import Measurement, ReviewContext, Target
+
+__all__ = ["COMPLETED", "INVALID", "Engine", "Event", "TickResult"]
+
+GROUP, VERSION = "postdeploy.io", "v1alpha1"
+COMPLETED = "Completed"
+INVALID = "Invalid"
+_TEMPLATE_TTL = 30.0
+_RETRY = datetime.timedelta(seconds=15)
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TickResult:
+    status: dict[str, Any] | None  # the whole new status; None when unchanged
+    events: tuple[Event, ...]
+    wake_at: datetime.datetime | None  # None: nothing more to do until the spec changes
+    done: bool = False
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _parse_time(text: str | None) -> datetime.datetime | None:
+    if not text:
+        return None
+    parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
+
+
+class Engine:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        providers: Providers,
+        settings: Settings,
+        clock: Callable[[], datetime.datetime] = utcnow,
+    ) -> None:
+        self.api = api
+        self.providers = providers
+        self.settings = settings
+        self.clock = clock
+        self._templates: dict[tuple[str, str, str], tuple[float, dict[str, Any] | None]] = {}
+
+    # --- inputs -------------------------------------------------------------------------
+
+    async def _template(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """A template's spec, cached briefly; None when it does not exist."""
+        key = (kind, namespace, name)
+        cached = self._templates.get(key)
+        if cached and time.monotonic() - cached[0] < _TEMPLATE_TTL:
+            return cached[1]
+        objects = client.CustomObjectsApi(self.api)
+        try:
+            if kind == "ClusterReviewTemplate":
+                obj = await objects.get_cluster_custom_object(GROUP, VERSION, "clusterreviewtemplates", name)
+            else:
+                obj = await objects.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "reviewtemplates", name
+                )
+            spec: dict[str, Any] | None = dict(obj.get("spec") or {})
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            spec = None
+        self._templates[key] = (time.monotonic(), spec)
+        return spec
+
+    async def _merged_spec(self, spec: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+        ref = spec.get("templateRef")
+        template: dict[str, Any] | None = None
+        if ref:
+            kind = ref.get("kind", "ClusterReviewTemplate")
+            template = await self._template(kind, namespace, ref["name"])
+            if template is None:
+                raise templates.InvalidSpec(f"spec.templateRef: {kind} {ref['name']!r} not found")
+        elif spec.get("useDefaultTemplate", True):
+            template = await self._template("ClusterReviewTemplate", "", self.settings.default_template)
+            if template is None and not spec.get("phases"):
+                raise templates.InvalidSpec(
+                    "spec.phases: the review names no template and no phases, and the built-in "
+                    f"ClusterReviewTemplate {self.settings.default_template!r} is not installed"
+                )
+        return templates.merge(template, spec)
+
+    async def _secret(self, namespace: str, name: str, key: str) -> str:
+        try:
+            secret = await client.CoreV1Api(self.api).read_namespaced_secret(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                raise LookupError(f"Secret {namespace}/{name} not found") from None
+            raise LookupError(f"Secret {namespace}/{name}: {error.status} {error.reason}") from None
+        data = secret.data or {}
+        if key not in data:
+            raise LookupError(f"Secret {namespace}/{name} has no key {key!r}")
+        return base64.b64decode(data[key]).decode()
+
+    async def _secrets_for(
+        self, check: templates.ResolvedCheck, review: templates.ResolvedReview, namespace: str
+    ) -> dict[str, str]:
+        spec = check.spec
+        ref = None
+        slot = "dsn"
+        if spec.postgres is not None:
+            ref = spec.postgres.dsn_secret_ref
+        elif spec.statistics is not None:
+            ref = spec.statistics.dsn_secret_ref
+        elif spec.http is not None:
+            ref, slot = spec.http.auth_secret_ref, "token"
+        if ref is None and (spec.postgres is not None or spec.statistics is not None):
+            providers = review.spec.providers
+            ref = providers.postgres_dsn_secret_ref if providers else None
+        if ref is None:
+            return {}
+        return {slot: await self._secret(namespace, ref.name, ref.key)}
+
+    # --- the tick -----------------------------------------------------------------------
+
+    async def tick(self, body: Mapping[str, Any]) -> TickResult:
+        metadata = body.get("metadata", {})
+        namespace = metadata.get("namespace", "")
+        generation = metadata.get("generation")
+        previous = ReviewStatus.model_validate(body.get("status") or {})
+        now = self.clock()
+        if previous.phase == COMPLETED:
+            return TickResult(None, (), None, done=True)
+
+        status = previous.model_copy(deep=True)
+        status.observed_generation = generation
+        try:
+            merged = await self._merged_spec(body.get("spec") or {}, namespace)
+            review = templates.resolve(merged)
+        except templates.InvalidSpec as problem:
+            return self._invalid(previous, str(problem), now, generation)
+        except ApiException as error:
+            message = f"cannot read the template: {error.status} {error.reason}"
+            return self._held(previous, "TemplateUnavailable", message, now, generation)
+
+        spec = review.spec
+        target = Target(spec.target.kind, spec.target.name, spec.target.namespace or namespace)
+        status.target = f"{target.kind}/{target.name}"
+        status.conditions = [c for c in status.conditions if c.type != "InvalidSpec"]
+
+        # Version and deployment time: from the spec, else what was recorded, else the target.
+        version = spec.version or status.version
+        deployed_at = spec.deployed_at or _parse_time(status.deployed_at)
+        if version is None or deployed_at is None:
+            try:
+                workload = await workloads.read(self.api, target.kind, target.namespace, target.name)
+            except ApiException as error:
+                return self._held(
+                    previous,
+                    "TargetUnavailable",
+                    f"cannot read {status.target}: {error.status} {error.reason}",
+                    now,
+                    generation,
+                )
+            if workload is None:
+                return self._held(
+                    previous,
+                    "TargetNotFound",
+                    f"{target.kind} {target.namespace}/{target.name} not found",
+                    now,
+                    generation,
+                )
+            workload.setdefault("kind", target.kind)
+            version = version or workloads.version_of(workload) or "unknown"
+            if deployed_at is None:
+                deployed_at = await workloads.rollout_time(self.api, workload)
+            if deployed_at is None:
+                deployed_at = _parse_time(metadata.get("creationTimestamp")) or now
+        if deployed_at.tzinfo is None:
+            deployed_at = deployed_at.replace(tzinfo=datetime.UTC)
+        status.version = version
+        status.deployed_at = deployed_at.isoformat()
+        status.conditions = [c for c in status.conditions if c.type != "TargetFound"]
+
+        by_name = {c.name: c for c in status.checks}
+        completed = {p.name for p in status.phases if p.state == COMPLETED}
+        annotations = dict(metadata.get("annotations") or {})
+
+        # Run due checks; finishing a phase may make the next one due in the same tick.
+        plan = phase_plans.plan(review, deployed_at, now, frozenset(completed), by_name)
+        for _ in range(len(review.phases) + 1):
+            if plan.phase is None:
+                break
+            phase = plan.phase
+            results = await asyncio.gather(
+                *(
+                    self._run(d, phase, review, target, version, deployed_at, now, by_name, annotations, body)
+                    for d in plan.due
+                )
+            )
+            for check_status in results:
+                by_name[check_status.name] = check_status
+            if not plan.finish_phase:
+                break
+            for check in phase.checks:
+                current = by_name.get(check.name) or check_decisions.initial(check)
+                by_name[check.name] = check_decisions.finish(check, current)
+            completed.add(phase.name)
+            plan = phase_plans.plan(review, deployed_at, now, frozenset(completed), by_name)
+
+        complete = plan.phase is None
+        status.checks = [
+            by_name.get(c.name) or check_decisions.initial(c) for p in review.phases for c in p.checks
+        ]
+        status.phases = [
+            self._phase_status(p, previous, completed, deployed_at, now, plan) for p in review.phases
+        ]
+        status.phase = COMPLETED if complete else (plan.phase.name if plan.phase else None)
+        status.verdict = verdicts.verdict(status.checks, complete=complete, rolled_back=False)
+        status.conditions = verdicts.conditions_for(
+            status.conditions,
+            status.checks,
+            complete=complete,
+            current_phase=status.phase,
+            now=now,
+            generation=generation,
+        )
+        status.message = self._message(status)
+        events = self._events(previous, status)
+        wake = plan.wake_at
+        if wake is not None:
+            wake = min(wake, now + datetime.timedelta(seconds=self.settings.max_sleep_seconds))
+        new = status.dump()
+        changed = new != previous.dump()
+        return TickResult(new if changed else None, tuple(events), wake, done=complete)
+
+    async def _run(
+        self,
+        due: phase_plans.Due,
+        phase: templates.ResolvedPhase,
+        review: templates.ResolvedReview,
+        target: Target,
+        version: str,
+        deployed_at: datetime.datetime,
+        now: datetime.datetime,
+        by_name: Mapping[str, CheckStatus],
+        annotations: Mapping[str, str],
+        body: Mapping[str, Any],
+    ) -> CheckStatus:
+        check = due.check
+        previous = by_name.get(check.name) or check_decisions.initial(check)
+        metadata = body.get("metadata", {})
+        try:
+            secrets = await self._secrets_for(check, review, metadata.get("namespace", ""))
+        except LookupError as problem:
+            measurement = Measurement.error(str(problem))
+        else:
+            ctx = ReviewContext(
+                review_name=metadata.get("name", ""),
+                review_namespace=metadata.get("namespace", ""),
+                review_uid=metadata.get("uid", ""),
+                target=target,
+                version=version,
+                deployed_at=deployed_at,
+                now=now,
+                phase_name=phase.name,
+                phase_start=deployed_at + phase.start,
+                phase_end=deployed_at + phase.end,
+                check_name=check.name,
+                memo=previous.memo or {},
+                secrets=secrets,
+                parameters=review.spec.parameters,
+                annotations=annotations,
+            )
+            measurement = await self.providers.measure(check.spec, ctx)
+        status, _ = check_decisions.record(check, previous, measurement, now, due.slot)
+        return status
+
+    # --- status helpers -----------------------------------------------------------------
+
+    @staticmethod
+    def _phase_status(
+        phase: templates.ResolvedPhase,
+        previous: ReviewStatus,
+        completed: set[str],
+        deployed_at: datetime.datetime,
+        now: datetime.datetime,
+        plan: phase_plans.Plan,
+    ) -> PhaseStatus:
+        old = next((p for p in previous.phases if p.name == phase.name), None)
+        starts, ends = deployed_at + phase.start, deployed_at + phase.end
+        state: Literal["Pending", "Running", "Completed"]
+        if phase.name in completed:
+            state = "Completed"
+        elif plan.phase is not None and plan.phase.name == phase.name and now >= starts:
+            state = "Running"
+        else:
+            state = "Pending"
+        started = old.started_at if old and old.started_at else None
+        if state != "Pending" and started is None:
+            started = now.isoformat()
+        finished = old.finished_at if old and old.finished_at else None
+        if state == COMPLETED and finished is None:
+            finished = now.isoformat()
+        return PhaseStatus(
+            name=phase.name,
+            state=state,
+            starts_at=starts.isoformat(),
+            ends_at=ends.isoformat(),
+            started_at=started,
+            finished_at=finished,
+        )
+
+    @staticmethod
+    def _message(status: ReviewStatus) -> str:
+        failed = [c for c in status.checks if c.state is CheckState.FAILED]
+        if failed:
+            return verdicts.summary(failed[0])[:300]
+        counts: dict[str, int] = {}
+        for check in status.checks:
+            counts[check.state.value] = counts.get(check.state.value, 0) + 1
+        return ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+
+    def _invalid(
+        self, previous: ReviewStatus, message: str, now: datetime.datetime, generation: int | None
+    ) -> TickResult:
+        status = previous.model_copy(deep=True)
+        status.observed_generation = generation
+        status.phase = INVALID
+        status.verdict = Verdict.INVALID
+        status.message = message[:300]
+        status.conditions = verdicts.set_condition(
+            status.conditions, "InvalidSpec", "True", "InvalidSpec", message, now, generation
+        )
+        status.conditions = verdicts.set_condition(
+            status.conditions, "Progressing", "False", "InvalidSpec", message, now, generation
+        )
+        events: tuple[Event, ...] = ()
+        if previous.message != status.message or previous.phase != INVALID:
+            events = (Event("Warning", "InvalidSpec", message),)
+        new = status.dump()
+        # A missing template may appear later: look again after a while.
+        wake = now + datetime.timedelta(seconds=60)
+        return TickResult(new if new != previous.dump() else None, events, wake)
+
+    def _held(
+        self,
+        previous: ReviewStatus,
+        reason: str,
+        message: str,
+        now: datetime.datetime,
+        generation: int | None,
+    ) -> TickResult:
+        """The review cannot start yet (target or template unreadable): say so, retry."""
+        status = previous.model_copy(deep=True)
+        status.observed_generation = generation
+        status.verdict = status.verdict or Verdict.PENDING
+        status.phase = status.phase or "Pending"
+        status.message = message[:300]
+        status.conditions = verdicts.set_condition(
+            status.conditions,
+            "TargetFound" if reason.startswith("Target") else "TemplateFound",
+            "False",
+            reason,
+            message,
+            now,
+            generation,
+        )
+        events: tuple[Event, ...] = ()
+        if previous.message != status.message:
+            events = (Event("Warning", reason, message),)
+        new = status.dump()
+        return TickResult(new if new != previous.dump() else None, events, now + _RETRY)
+
+    @staticmethod
+    def _events(previous: ReviewStatus, status: ReviewStatus) -> list[Event]:
+        events: list[Event] = []
+        old_phases = {p.name: p.state for p in previous.phases}
+        for phase in status.phases:
+            before = old_phases.get(phase.name, "Pending")
+            if before != phase.state and phase.state == "Running":
+                events.append(Event("Normal", "PhaseStarted", f"phase {phase.name} started"))
+            if before != phase.state and phase.state == COMPLETED:
+                events.append(Event("Normal", "PhaseCompleted", f"phase {phase.name} completed"))
+        old_checks = {c.name: c.state for c in previous.checks}
+        for check in status.checks:
+            was = old_checks.get(check.name, CheckState.PENDING)
+            if was == check.state or check.state in (CheckState.PENDING, CheckState.RUNNING):
+                continue
+            kind = "Warning" if check.state in (CheckState.FAILED, CheckState.ERROR) else "Normal"
+            events.append(Event(kind, f"Check{check.state.value}", verdicts.summary(check)[:1000]))
+        if previous.verdict != status.verdict and status.verdict is not None:
+            kind = "Warning" if status.verdict in (Verdict.FAILING, Verdict.FAILED) else "Normal"
+            events.append(Event(kind, f"Verdict{status.verdict.value}", status.message or ""))
+        return events
