@@ -3,19 +3,23 @@
 Called by ``testbed.postgres.start`` (``seed``) once the server runs, and by e2e tests
 (``inject_conversion_drop``) to break the business metrics after a chosen
 "deployment time". Everything is generated inside PostgreSQL (``generate_series``),
-in one transaction with ``setseed``, so a seed of ~0.9 M rows takes a few seconds.
+in one transaction with ``setseed``, so ~0.85 M rows take under ten seconds.
 
 The data covers the 14 whole days before today plus today up to the seeding moment
-(all times UTC), hour by hour, with a daily cycle (peak 15:00, trough 03:00) and
-quieter weekends:
+(all times UTC). Each user has an engagement (the chance of being active on a given
+day); an active user-day brings requests, sessions and feature uses at times with a
+daily cycle (peak ~15:00, ~4x the quietest hour); weekends are ~12% quieter:
 
 - ``users``                     25,000 accounts (country, plan);
-- ``user_activity``             one row per request: ~50k/day, ~2.6k daily actives;
-- ``feature_usage``             ~12k uses/day of six features, plus ``smart_shuffle``,
+- ``user_activity``             one row per request (``created_at``, ``user_id``,
+                                ``activity_date``, endpoint, status, latency):
+                                ~40k requests/day from ~5.8k daily actives;
+- ``feature_usage``             ~8k uses/day of six features, plus ``smart_shuffle``,
                                 launched 36 hours before seeding (``feature_launch_at``)
                                 and ramping up over its first 12 hours;
-- ``sessions``                  ~8.4k visits/day, ``converted`` for ~3.5% of them;
-- ``orders``                    one per converted session (96% ``paid``, 4% ``refunded``);
+- ``sessions``                  ~6.5k visits/day, ``converted`` for ~3.5% of them;
+- ``orders``                    one per converted session (96% ``paid``, 4% ``refunded``,
+                                ~$35 median), ~$9k of revenue a day;
 - ``experiments``, ``experiment_assignments``, ``experiment_conversions``: three A/B
   tests on ~60% of users each: ``checkout_redesign`` (B converts 12% vs A 10%, a real
   lift), ``search_ranking`` (no difference, 8% both) and ``onboarding_tips`` (equal
@@ -126,7 +130,7 @@ CREATE TABLE experiment_conversions (
 """
 
 # A time of day (as an interval) with a daily cycle: 35% spread evenly, 65% around
-# 15:00 (sd 4.5 h), wrapped at midnight: the busiest hour gets ~5x the quietest one.
+# 15:00 (sd 4.5 h), wrapped at midnight: the busiest hour gets ~4x the quietest one.
 _TIME_OF_DAY = """
     (CASE WHEN random() < 0.35 THEN 24 * random()
           ELSE mod((39 + 4.5 * sqrt(-2 * ln(1 - random())) * cos(2 * pi() * random()))
