@@ -1,0 +1,57 @@
+"""``postdeploy run``: start the operator (kopf) with postdeploy's handlers.
+
+Also ``postdeploy crds DIR`` to write the generated CRDs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import pathlib
+import sys
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="postdeploy", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the operator")
+    run.add_argument("-n", "--namespace", action="append", default=[], help="watch only these namespaces")
+    run.add_argument("--peering", default=None, help="kopf peering name (HA); standalone when unset")
+    run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--verbose", action="store_true")
+    crds = commands.add_parser("crds", help="write the generated CRDs")
+    crds.add_argument("directory", type=pathlib.Path)
+    args = parser.parse_args(argv)
+
+    if args.command == "crds":
+        from postdeploy.models import crds as crd_models
+
+        for path in crd_models.write(args.directory):
+            print(path)
+        return 0
+
+    import kopf
+
+    import postdeploy.handlers  # noqa: F401  (registers the handlers)
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            standalone=args.peering is None,
+            peering_name=args.peering,
+            liveness_endpoint=args.liveness,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

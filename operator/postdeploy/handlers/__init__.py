@@ -1,0 +1,8 @@
+"""Thin kopf handlers: wiring the engine and the actions to the API server.
+
+Importing this package registers every handler with kopf.
+"""
+
+from postdeploy.handlers import lifecycle, reviews
+
+__all__ = ["lifecycle", "reviews"]

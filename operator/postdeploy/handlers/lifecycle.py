@@ -1,0 +1,66 @@
+"""Start-up and clean-up: build the shared clients once, close them at the end.
+
+The Kubernetes client follows the operator's own credentials (in-cluster service
+account, or ``KUBECONFIG`` when run outside the cluster).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+import kopf
+from kubernetes_asyncio import client, config
+
+from postdeploy.engine import registry, settings, ticks
+
+__all__ = ["cleanup", "startup"]
+
+
+async def _api_client() -> client.ApiClient:
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    else:
+        await config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+    return client.ApiClient()
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    configuration = settings_module.Settings.from_env()
+    settings.posting.level = 20  # post Events of INFO and above
+    settings.watching.server_timeout = 300
+    settings.persistence.finalizer = "postdeploy.io/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="postdeploy.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="postdeploy.io", key="last-handled-configuration"
+    )
+    api = await _api_client()
+    http_client = httpx.AsyncClient(timeout=httpx.Timeout(configuration.measure_timeout_seconds))
+    providers = registry.Providers(api, http_client, configuration)
+    memo.api = api
+    memo.http = http_client
+    memo.providers = providers
+    memo.engine = ticks.Engine(api, providers, configuration)
+    logger.info(
+        "postdeploy started: prometheus=%s alertmanager=%s",
+        configuration.prometheus_url or "-",
+        configuration.alertmanager_url or "-",
+    )
+
+
+settings_module = settings
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    providers = getattr(memo, "providers", None)
+    if providers is not None:
+        await providers.close()
+    http_client = getattr(memo, "http", None)
+    if http_client is not None:
+        await http_client.aclose()
+    api = getattr(memo, "api", None)
+    if api is not None:
+        await api.close()
