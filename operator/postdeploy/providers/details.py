@@ -1,9 +1,11 @@
-"""Keeping ``Measurement.details`` JSON-safe and small enough for the review's status.
+"""Keeping what a provider reports JSON-safe, small, and free of credentials.
 
-Called by the providers that report lists (Prometheus series, alerts, SQL rows). The
-engine stores a check's details in ``status.checks[].details`` and drops them whole
-when their JSON passes a few kilobytes (``postdeploy.decisions.checks``), so a
-provider trims its own lists first and keeps the numbers conditions refer to.
+Called by the providers before they return a ``Measurement``. The engine stores a
+check's details in ``status.checks[].details`` and drops them whole when their JSON
+passes a few kilobytes (``postdeploy.decisions.checks``), so a provider trims its own
+lists first (``fit``) and keeps the numbers conditions refer to. Messages name the
+data source by a URL without its user and password (``redact_url``) and have any
+known secret value cut out (``scrub``).
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import datetime
 import decimal
 import json
 import math
+import urllib.parse
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["BUDGET", "fit", "json_value"]
+__all__ = ["BUDGET", "fit", "json_value", "redact_url", "scrub"]
 
 # Characters of JSON a provider aims for; below the engine's limit to leave room.
 BUDGET = 3500
@@ -68,3 +71,21 @@ def fit(details: Mapping[str, Any], key: str, budget: int = BUDGET) -> dict[str,
     if len(items) == total:
         result.pop(f"{key}Shown", None)
     return result
+
+
+def redact_url(url: str) -> str:
+    """``url`` without user and password (a URL may carry basic-auth credentials)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def scrub(text: str, secrets: Iterable[str | None]) -> str:
+    """``text`` with every non-empty secret value replaced by ``***``."""
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text

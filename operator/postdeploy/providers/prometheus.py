@@ -39,7 +39,6 @@ import json
 import logging
 import math
 import re
-import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -206,7 +205,7 @@ class _Evaluation:
     # --- asking Prometheus ----------------------------------------------------------
 
     async def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        where = _redact(self.url)
+        where = details_.redact_url(self.url)
         try:
             return await asyncio.to_thread(function, *args, **kwargs)
         except requests.exceptions.Timeout:
@@ -495,15 +494,6 @@ def _parse_range(result: Any) -> list[_Series]:
 # --- error messages without secrets -----------------------------------------------------------
 
 
-def _redact(url: str) -> str:
-    """The URL without user and password (a URL may carry basic-auth credentials)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
