@@ -60,7 +60,9 @@ def openapi_schema(model: type[pydantic.BaseModel]) -> dict[str, Any]:
                 out[key] = True
             else:
                 out[key] = convert(value)
-        if out.get("x-kubernetes-preserve-unknown-fields"):
+        if out.get("x-kubernetes-preserve-unknown-fields") or "properties" in out:
+            # Kubernetes forbids additionalProperties beside properties; unknown fields
+            # are pruned, and kubectl's strict field validation reports them.
             out.pop("additionalProperties", None)
         if out.get("additionalProperties") is True:
             out.pop("additionalProperties")
