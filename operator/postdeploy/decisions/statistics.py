@@ -23,10 +23,11 @@ Degenerate inputs are decided once, the same way everywhere:
   lift and relative change are ``None`` when the reference is 0.
 
 Accuracy, checked against SciPy in ``tests/unit/test_statistics.py``: the normal
-quantile to 1e-15 relative (Acklam's approximation refined by Halley steps), the
-chi-square survival function to 1e-12 and the Student t CDF and quantile to 1e-10.
-The pairwise methods (Mann-Kendall, Theil-Sen) are O(n²), fine for the few thousand
-samples of a Prometheus range query.
+quantile to 1e-15 relative (Acklam's approximation refined by Halley steps) for
+p down to 1e-300; the chi-square survival function to 1e-12 absolute (df up to
+1000); the Student t CDF and quantile to 1e-10 (1e-13 for the CDF up to df 1e5,
+about 1e-11 at df 1e7). The pairwise methods (Mann-Kendall, Theil-Sen) are O(n²),
+fine for the few thousand samples of a Prometheus range query.
 """
 
 from __future__ import annotations
@@ -192,7 +193,10 @@ def normal_quantile(p: float) -> float:
     # Acklam is good to 1.15e-9 relative; each Halley step triples the correct digits.
     for _ in range(2):
         error = normal_cdf(x) - p
-        u = error * _SQRT2PI * math.exp(0.5 * x * x)
+        if error == 0.0:
+            break
+        # error / density, in logs: exp(x²/2) alone overflows for subnormal p.
+        u = math.copysign(math.exp(math.log(abs(error)) + 0.5 * x * x) * _SQRT2PI, error)
         x -= u / (1.0 + 0.5 * x * u)
     return x
 
@@ -215,7 +219,11 @@ def student_t_cdf(t: float, degrees_of_freedom: float) -> float:
 
 
 def student_t_quantile(p: float, degrees_of_freedom: float) -> float:
-    """The t with ``student_t_cdf(t, df) == p``, for 0 < p < 1."""
+    """The t with ``student_t_cdf(t, df) == p``, for 0 < p < 1.
+
+    Closed forms for df 1 and 2; otherwise Newton's method on the CDF inside a
+    bracket. ±inf only where the quantile is beyond the float range (df < 1 far out).
+    """
     _check_probability("p", p)
     _check_finite("degrees_of_freedom", degrees_of_freedom)
     if degrees_of_freedom <= 0:
@@ -494,14 +502,20 @@ def _upper_gamma_regularized(a: float, x: float) -> float:
     raise ArithmeticError(f"incomplete gamma fraction did not converge for a={a}, x={x}")
 
 
-def _beta_regularized(a: float, b: float, x: float, y: float) -> tuple[float, float]:
-    """(I_x(a, b), 1 - I_x(a, b)) with y = 1 - x given exactly by the caller."""
-    if x <= 0.0:
+def _beta_regularized(
+    a: float, b: float, x: float, y: float, log_x: float | None = None
+) -> tuple[float, float]:
+    """(I_x(a, b), 1 - I_x(a, b)) with y = 1 - x given exactly by the caller.
+
+    ``log_x`` may be given when x itself underflows (the far tail of Student's t).
+    """
+    if x <= 0.0 and log_x is None:
         return 0.0, 1.0
     if y <= 0.0:
         return 1.0, 0.0
-    # Near 1, log1p of the small complement keeps the digits that log(x) would lose.
-    log_x = math.log(x) if x < 0.5 else math.log1p(-y)
+    if log_x is None:
+        # Near 1, log1p of the small complement keeps the digits that log(x) would lose.
+        log_x = math.log(x) if x < 0.5 else math.log1p(-y)
     log_y = math.log(y) if y < 0.5 else math.log1p(-x)
     front = math.exp(a * log_x + b * log_y - _log_beta(a, b))
     if x < (a + 1.0) / (a + b + 2.0):
@@ -564,8 +578,12 @@ def _student_t_tail(t: float, df: float) -> float:
         raise ValueError(f"degrees_of_freedom must be positive, got {df}")
     if math.isinf(t):
         return 0.0
-    t2 = t * t
     # P(|T| > |t|) = I_x(df/2, 1/2) with x = df / (df + t²); both x and 1 - x are direct.
+    t2 = t * t
+    if math.isinf(t2):  # |t| beyond 1e154: x = df / t², in logs as it may underflow
+        log_x = math.log(df) - 2.0 * math.log(abs(t))
+        x = math.exp(log_x)
+        return 0.5 * _beta_regularized(0.5 * df, 0.5, x, 1.0 - x, log_x)[0]
     return 0.5 * _beta_regularized(0.5 * df, 0.5, df / (df + t2), t2 / (df + t2))[0]
 
 
@@ -574,9 +592,17 @@ def _student_t_pdf(t: float, df: float) -> float:
         math.lgamma(0.5 * (df + 1.0))
         - math.lgamma(0.5 * df)
         - 0.5 * math.log(df * math.pi)
-        - 0.5 * (df + 1.0) * math.log1p(t * t / df)
+        - 0.5 * (df + 1.0) * _log1p_square_over(t, df)
     )
     return math.exp(log_density)
+
+
+def _log1p_square_over(t: float, df: float) -> float:
+    """log(1 + t² / df), also where t² overflows."""
+    ratio = t * t / df
+    if math.isinf(ratio):
+        return 2.0 * math.log(abs(t)) - math.log(df)
+    return math.log1p(ratio)
 
 
 def _student_t_lower_quantile(p: float, df: float) -> float:
@@ -605,10 +631,12 @@ def _student_t_lower_quantile(p: float, df: float) -> float:
             high = t
         else:
             low = t
-        step = error / _student_t_pdf(t, df)
-        candidate = t - step
-        if not low < candidate < high:
-            candidate = 0.5 * (low + high)
+        density = _student_t_pdf(t, df)
+        candidate = t - error / density if density > 0.0 else low
+        if not low < candidate < high:  # Newton left the bracket: bisect it instead,
+            # geometrically while the bracket spans orders of magnitude.
+            wide = high < 0.5 * low
+            candidate = -math.sqrt(-low) * math.sqrt(-high) if wide else 0.5 * (low + high)
         if abs(candidate - t) <= 4e-16 * abs(t) or high - low <= 4e-16 * abs(t):
             return candidate
         t = candidate
