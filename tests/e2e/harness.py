@@ -1,0 +1,172 @@
+"""The operator under test: CRDs applied to the test bed, a namespace per test, and
+postdeploy running as a real process (``python -m postdeploy run``).
+
+Fixtures: ``crds`` (session: the generated CRDs applied), ``namespace`` (a fresh
+namespace with the sample Deployment ``checkout``, deleted afterwards),
+``operator_env`` (what the operator process needs), ``run_operator`` (a factory for
+operator processes; each is stopped at the end of the test). Helpers wait for
+conditions by polling the API server; none sleeps a fixed time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SAMPLE_DEPLOYMENT = """
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: checkout
+  labels: {app.kubernetes.io/name: checkout}
+spec:
+  replicas: 2
+  revisionHistoryLimit: 5
+  selector:
+    matchLabels: {app.kubernetes.io/name: checkout}
+  template:
+    metadata:
+      labels: {app.kubernetes.io/name: checkout}
+    spec:
+      containers:
+        - name: checkout
+          image: registry.example/shop/checkout:1.0.0
+"""
+
+
+class Kubectl:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = {**os.environ, **env}
+
+    def __call__(self, *args: str, input_text: str | None = None, check: bool = True) -> str:
+        result = subprocess.run(
+            ["kubectl", *args], env=self.env, input=input_text, capture_output=True, text=True,
+            timeout=120, check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+        return result.stdout if check else result.stdout + result.stderr
+
+    def apply(self, namespace: str, manifest: str | Mapping[str, Any]) -> str:
+        text = manifest if isinstance(manifest, str) else yaml.safe_dump(dict(manifest))
+        return self("-n", namespace, "apply", "-f", "-", input_text=text)
+
+    def get(self, namespace: str, kind: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(self("-n", namespace, "get", kind, name, "-o", "json"))
+        return result
+
+    def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        items = json.loads(self(
+            "-n", namespace, "get", "events", "-o", "json",
+            "--field-selector", f"involvedObject.name={name},involvedObject.kind=PostDeploymentReview",
+        ))["items"]
+        return list(items)
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60.0, every: float = 0.5) -> Any:
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` and the last value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+
+
+@pytest.fixture(scope="session")
+def kubectl(kube_cluster: dict[str, Any]) -> Kubectl:
+    return Kubectl(kube_cluster["env"])
+
+
+@pytest.fixture(scope="session")
+def crds(kubectl: Kubectl) -> None:
+    kubectl("apply", "-f", str(ROOT / "crds"))
+    for name in ("postdeploymentreviews", "reviewtemplates", "clusterreviewtemplates"):
+        kubectl("wait", "--for=condition=Established", f"crd/{name}.postdeploy.io", "--timeout=60s")
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl, crds: None) -> Iterator[str]:
+    name = f"pd-e2e-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", name)
+    kubectl.apply(name, SAMPLE_DEPLOYMENT)
+    kubectl("-n", name, "rollout", "status", "deployment/checkout", "--timeout=60s")
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def operator_env(kube_cluster: dict[str, Any], observability: dict[str, Any]) -> dict[str, str]:
+    env = {**os.environ, **kube_cluster["env"]}
+    env["POSTDEPLOY_PROMETHEUS_URL"] = observability["env"]["PROMETHEUS_URL"]
+    env["POSTDEPLOY_ALERTMANAGER_URL"] = observability["env"]["ALERTMANAGER_URL"]
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "operator"), str(ROOT)])
+    env["POSTDEPLOY_MEASURE_TIMEOUT"] = "5"
+    return env
+
+
+class OperatorProcess:
+    def __init__(self, env: Mapping[str, str], namespace: str, log: pathlib.Path) -> None:
+        self.log = log
+        self.handle = open(log, "ab")  # noqa: SIM115 (closed in stop)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "postdeploy", "run", "--namespace", namespace],
+            env=dict(env), stdout=self.handle, stderr=subprocess.STDOUT, cwd=ROOT,
+            start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up, as when a node dies."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.handle.close()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def run_operator(
+    operator_env: dict[str, str], namespace: str, tmp_path: pathlib.Path
+) -> Iterator[Callable[..., OperatorProcess]]:
+    started: list[OperatorProcess] = []
+
+    def start(**extra_env: str) -> OperatorProcess:
+        process = OperatorProcess({**operator_env, **extra_env}, namespace, tmp_path / f"operator-{len(started)}.log")
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A loopback port nothing listens on (for a data source that is down)."""
+    from testbed.ports import free_port as pick
+
+    return pick()

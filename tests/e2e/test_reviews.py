@@ -1,0 +1,199 @@
+"""The review engine end to end: the operator as a real process on the test bed.
+
+Covers:
+- a healthy release reaches verdict Passed, with every phase Completed, the status
+  carrying values and queries, and `kubectl get pdr` showing target/version/verdict;
+- a release whose error rate rises fails the error-rate check with the measured value
+  in status and a Warning Event naming it;
+- Prometheus unreachable: the checks that need it end Error/Inconclusive and the
+  review is not Failed;
+- an operator killed mid-phase (SIGKILL) and restarted finishes with the same verdict,
+  runs no slot twice and posts no duplicated Events;
+- an invalid review is reported in an InvalidSpec condition naming the field, and a
+  healthy review in the same namespace still completes.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.harness import Kubectl, OperatorProcess, wait_for
+
+ERROR_RATE = (
+    'sum(rate(http_requests_total{namespace="shop",job="checkout",code=~"5.."}[5s]))'
+    ' / sum(rate(http_requests_total{namespace="shop",job="checkout"}[5s]))'
+)
+
+
+def review(name: str, phases: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "postdeploy.io/v1alpha1",
+        "kind": "PostDeploymentReview",
+        "metadata": {"name": name},
+        "spec": {"target": {"kind": "Deployment", "name": "checkout"}, "useDefaultTemplate": False,
+                 "phases": phases, **spec},
+    }
+
+
+def healthy_phases(end: str = "12s") -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "immediate", "start": "0s", "end": end, "interval": "3s",
+            "checks": [
+                {"name": "rollout", "kubernetes": {"measure": "rolloutComplete"}},
+                {"name": "ready", "kubernetes": {"measure": "readyRatio"}},
+                {"name": "error-rate", "prometheus": {"query": ERROR_RATE}, "failWhen": "value > 0.2"},
+                {"name": "critical-alerts",
+                 "alertmanager": {"matchers": ['severity="critical"', 'namespace="{{namespace}}"']}},
+            ],
+        },
+        {
+            "name": "extended", "start": end, "end": "18s", "interval": "3s",
+            "checks": [{"name": "restarts", "kubernetes": {"measure": "restarts"}}],
+        },
+    ]
+
+
+def status_of(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    status: dict[str, Any] = kubectl.get(namespace, "pdr", name).get("status") or {}
+    return status
+
+
+def wait_verdict(kubectl: Kubectl, namespace: str, name: str, timeout: float = 90) -> dict[str, Any]:
+    def finished() -> dict[str, Any] | None:
+        status = status_of(kubectl, namespace, name)
+        return status if status.get("phase") in ("Completed", "Invalid") else None
+
+    result: dict[str, Any] = wait_for(f"review {name} to finish", finished, timeout)
+    return result
+
+
+def checks_by_name(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in status.get("checks", [])}
+
+
+@pytest.fixture
+def steer(observability: dict[str, Any]) -> Iterator[Callable[..., None]]:
+    url = observability["env"]["SAMPLEAPP_CONTROL_URL"]
+    original = httpx.get(url).json()
+
+    def apply(**settings: Any) -> None:
+        httpx.post(url, json=settings).raise_for_status()
+
+    yield apply
+    httpx.post(url, json={k: original[k] for k in ("error_rate", "latency_seconds", "rps")})
+
+
+def test_healthy_release_passes(
+    kubectl: Kubectl, namespace: str, run_operator: Callable[..., OperatorProcess], steer: Callable[..., None]
+) -> None:
+    steer(error_rate=0.0)
+    run_operator()
+    kubectl.apply(namespace, review("healthy", healthy_phases()))
+    status = wait_verdict(kubectl, namespace, "healthy")
+    assert status["verdict"] == "Passed", json.dumps(status, indent=1)
+    assert [p["state"] for p in status["phases"]] == ["Completed", "Completed"]
+    checks = checks_by_name(status)
+    assert checks["rollout"]["state"] == "Passed" and checks["rollout"]["value"] == 1
+    assert checks["ready"]["value"] == 1
+    assert checks["error-rate"]["state"] == "Passed"
+    assert checks["error-rate"]["value"] < 0.2
+    assert 'namespace="shop"' in checks["error-rate"]["query"]
+    assert checks["critical-alerts"]["value"] == 0
+    assert status["version"] == "1.0.0"
+    assert status["target"] == "Deployment/checkout"
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Complete"]["status"] == "True"
+    assert conditions["Healthy"]["status"] == "True"
+    assert conditions["SLOBreached"]["status"] == "False"
+    table = kubectl("-n", namespace, "get", "pdr", "healthy")
+    assert "Deployment/checkout" in table and "1.0.0" in table and "Passed" in table
+    reasons = [e["reason"] for e in kubectl.events(namespace, "healthy")]
+    assert "VerdictPassed" in reasons and "PhaseCompleted" in reasons
+
+
+def test_error_rate_rise_fails_the_right_check(
+    kubectl: Kubectl, namespace: str, run_operator: Callable[..., OperatorProcess], steer: Callable[..., None]
+) -> None:
+    steer(error_rate=0.6)
+    run_operator()
+    kubectl.apply(namespace, review("spike", healthy_phases()))
+    status = wait_verdict(kubectl, namespace, "spike")
+    assert status["verdict"] == "Failed", json.dumps(status, indent=1)
+    checks = checks_by_name(status)
+    failed = [name for name, c in checks.items() if c["state"] == "Failed"]
+    assert failed == ["error-rate"]
+    assert checks["error-rate"]["value"] > 0.2
+    assert "failWhen 'value > 0.2'" in checks["error-rate"]["message"]
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["SLOBreached"]["status"] == "True"
+    assert "error-rate" in conditions["SLOBreached"]["message"]
+    warnings = [e for e in kubectl.events(namespace, "spike") if e["reason"] == "CheckFailed"]
+    assert len(warnings) == 1 and "error-rate" in warnings[0]["message"]
+    described = kubectl("-n", namespace, "describe", "pdr", "spike")
+    assert "error-rate" in described and "value > 0.2" in described
+
+
+def test_prometheus_down_is_error_not_failure(
+    kubectl: Kubectl, namespace: str, run_operator: Callable[..., OperatorProcess], steer: Callable[..., None],
+    free_port: int,
+) -> None:
+    steer(error_rate=0.6)  # would fail, if the operator could see it
+    run_operator(POSTDEPLOY_PROMETHEUS_URL=f"http://127.0.0.1:{free_port}")
+    kubectl.apply(namespace, review("blind", healthy_phases()))
+    status = wait_verdict(kubectl, namespace, "blind")
+    checks = checks_by_name(status)
+    assert checks["error-rate"]["state"] in ("Error", "Inconclusive"), checks["error-rate"]
+    assert checks["error-rate"]["failures"] == 0
+    assert status["verdict"] == "Inconclusive"
+    assert not any(c["state"] == "Failed" for c in checks.values())
+
+
+def test_killed_operator_resumes_without_repeating(
+    kubectl: Kubectl, namespace: str, run_operator: Callable[..., OperatorProcess], steer: Callable[..., None]
+) -> None:
+    steer(error_rate=0.0)
+    first = run_operator()
+    kubectl.apply(namespace, review("restart", healthy_phases(end="15s")))
+    wait_for("a few runs", lambda: any(
+        c.get("runs", 0) >= 2 for c in status_of(kubectl, namespace, "restart").get("checks", [])
+    ), 60)
+    first.kill()
+    before = status_of(kubectl, namespace, "restart")
+    run_operator()
+    status = wait_verdict(kubectl, namespace, "restart")
+    assert status["verdict"] == "Passed", json.dumps(status, indent=1)
+    for check in status["checks"]:
+        old = next(c for c in before["checks"] if c["name"] == check["name"])
+        assert check["runs"] >= old["runs"]  # nothing lost
+        # Each slot at most once: runs never exceed the slots the phase has.
+        assert check["runs"] <= check["lastSlot"] + 1, check
+    counts = collections.Counter(
+        (e["reason"], e["message"]) for e in kubectl.events(namespace, "restart")
+    )
+    duplicated = {k: n for k, n in counts.items() if n > 1}
+    assert not duplicated
+    assert all(e.get("count", 1) == 1 for e in kubectl.events(namespace, "restart"))
+
+
+def test_invalid_review_is_reported_and_others_go_on(
+    kubectl: Kubectl, namespace: str, run_operator: Callable[..., OperatorProcess], steer: Callable[..., None]
+) -> None:
+    steer(error_rate=0.0)
+    run_operator()
+    bad = review("bad", [{"name": "p", "start": "0s", "end": "10s",
+                          "checks": [{"name": "c", "prometheus": {"query": "up"}, "failWhen": "value >> 1"}]}])
+    kubectl.apply(namespace, bad)
+    kubectl.apply(namespace, review("good", healthy_phases(end="6s")))
+    status = wait_verdict(kubectl, namespace, "bad", timeout=30)
+    assert status["verdict"] == "Invalid"
+    condition = next(c for c in status["conditions"] if c["type"] == "InvalidSpec")
+    assert condition["status"] == "True"
+    assert condition["message"].startswith("spec.phases[p].checks[c].failWhen:")
+    assert wait_verdict(kubectl, namespace, "good")["verdict"] == "Passed"
