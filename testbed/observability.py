@@ -7,9 +7,9 @@
 2. starts the steerable sample application (``python -m testbed.sampleapp``,
    :mod:`testbed.sampleapp`) with the ``checkout`` pod names ``pods`` (default: the
    history's deterministic names);
-3. writes ``workdir/observability/alertmanager.yml`` (one null receiver, 1 s group
+3. writes ``workdir/config/alertmanager.yml`` (one null receiver, 1 s group
    timers) and starts Debian's Alertmanager without clustering;
-4. writes ``workdir/observability/prometheus.yml`` (the sample app scraped every 1 s
+4. writes ``workdir/config/prometheus.yml`` (the sample app scraped every 1 s
    with ``honor_labels``, Prometheus and Alertmanager every 5 s, rules evaluated
    every 1 s, alerts to the Alertmanager) and ``rules.yml``, checks both with
    ``promtool check config`` and starts Prometheus with a 30-day retention, the
@@ -314,7 +314,7 @@ def start(
     began = time.monotonic()
     workdir = Path(workdir).resolve()
     logs = workdir / "logs"
-    confdir = workdir / "observability"
+    confdir = workdir / "config"
     datadir = workdir / "prometheus-data"
     amdir = workdir / "alertmanager-data"
     for path in (datadir, amdir):
@@ -602,14 +602,23 @@ def _main() -> None:
     parser.add_argument("--days", type=float, default=history.DAYS)
     args = parser.parse_args()
     pods = [p for p in args.pods.split(",") if p] or None
-    wanted = {signal.SIGINT, signal.SIGTERM}
-    signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
-    state = start(args.workdir, pods, history_days=args.days)
-    print(json.dumps(state, indent=2), flush=True)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Handlers, not a blocked signal mask: children would inherit the mask.
+    signal.signal(signal.SIGTERM, interrupt)
+    state: dict[str, Any] | None = None
     try:
-        signal.sigwait(wanted)
+        state = start(args.workdir, pods, history_days=args.days)
+        print(json.dumps(state, indent=2), flush=True)
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        pass
     finally:
-        stop(state)
+        if state is not None:
+            stop(state)
 
 
 if __name__ == "__main__":
