@@ -180,9 +180,9 @@ def _validity() -> tuple[dt.datetime, dt.datetime]:
     return now - dt.timedelta(hours=1), now + dt.timedelta(days=365)
 
 
-def _make_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def _make_ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = _new_key()
-    name = _name("postdeploy-testbed-ca")
+    name = _name(common_name)
     not_before, not_after = _validity()
     cert = (
         x509.CertificateBuilder()
@@ -280,9 +280,18 @@ _CLIENTS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 def _make_pki(pki: Path) -> None:
     pki.mkdir(parents=True, exist_ok=True)
-    ca_key, ca_cert = _make_ca()
+    ca_key, ca_cert = _make_ca("postdeploy-testbed-ca")
     (pki / "ca.crt").write_bytes(_cert_pem(ca_cert))
     _write_private(pki / "ca.key", _key_pem(ca_key))
+
+    # The aggregation layer's own CA: kube-apiserver authenticates to extension API
+    # servers with front-proxy-client, and KCM/scheduler read this CA (through the
+    # extension-apiserver-authentication ConfigMap) for their delegated authentication.
+    fp_key, fp_cert = _make_ca("postdeploy-testbed-front-proxy-ca")
+    (pki / "front-proxy-ca.crt").write_bytes(_cert_pem(fp_cert))
+    key, cert = _issue(fp_key, fp_cert, "front-proxy-client")
+    (pki / "front-proxy-client.crt").write_bytes(_cert_pem(cert))
+    _write_private(pki / "front-proxy-client.key", _key_pem(key))
 
     key, cert = _issue(
         ca_key,
@@ -510,6 +519,12 @@ def _decode(raw: bytes) -> Any:
         return raw.decode(errors="replace")
 
 
+def _http_get_json(url: str) -> Any:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
 def _insecure_get(url: str) -> int:
     """GET an endpoint served with a self-signed certificate (KCM/scheduler /healthz)."""
     ctx = ssl.create_default_context()
@@ -647,6 +662,12 @@ def start(workdir: Path, *, nodes: int = 2) -> dict[str, Any]:
                 "--log-level=warn",
             ],
         )
+        _wait(
+            "etcd /health",
+            lambda: _http_get_json(f"{etcd_url}/health").get("health") == "true",
+            spawned,
+            deadline,
+        )
         launch(
             "kube-apiserver",
             [
@@ -666,6 +687,16 @@ def start(workdir: Path, *, nodes: int = 2) -> dict[str, Any]:
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--kubelet-preferred-address-types=InternalIP",
+                # The "kubernetes" Service's endpoints would be 127.0.0.1, which the
+                # Endpoints/EndpointSlice validation refuses: publish none.
+                "--endpoint-reconciler-type=none",
+                f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+                f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
                 "--allow-privileged=true",
                 "--profiling=false",
             ],
@@ -815,8 +846,31 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
+def _stop_group(name: str, pgid: int, timeout: float) -> None:
+    _signal_group(pgid, signal.SIGTERM)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        _reap(pgid)
+        if not _group_members(pgid):
+            return
+        time.sleep(0.05)
+    _log(f"{name} did not stop within {timeout:.0f}s of SIGTERM; sending SIGKILL")
+    _signal_group(pgid, signal.SIGKILL)
+    end = time.monotonic() + 5
+    while time.monotonic() < end:
+        _reap(pgid)
+        if not _group_members(pgid):
+            return
+        time.sleep(0.05)
+
+
 def stop(state: dict[str, Any], timeout: float = _STOP_TIMEOUT) -> None:
-    """Stop every process group of STATE: SIGTERM, then SIGKILL after TIMEOUT seconds."""
+    """Stop every process group of STATE, last started first: SIGTERM, SIGKILL after TIMEOUT s.
+
+    Clients go first (kwok, scheduler, controller-manager), then kube-apiserver while
+    etcd still answers, then etcd, so each shuts down cleanly and quickly. Raises
+    TestbedError if a process of the test bed or one of its listening ports remains.
+    """
     procs: dict[str, dict[str, Any]] = state.get("processes", {})
     groups: dict[str, int] = {}
     for name in reversed(START_ORDER):
@@ -833,25 +887,8 @@ def stop(state: dict[str, Any], timeout: float = _STOP_TIMEOUT) -> None:
         if leader_is_ours or (now is None and _group_members(pid)):
             groups[name] = pid
 
-    for pgid in groups.values():
-        _signal_group(pgid, signal.SIGTERM)
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        for pgid in groups.values():
-            _reap(pgid)
-        if not any(_group_members(g) for g in groups.values()):
-            break
-        time.sleep(0.1)
-    else:
-        for name, pgid in groups.items():
-            if _group_members(pgid):
-                _log(f"{name} did not stop after SIGTERM within {timeout:.0f}s; SIGKILL")
-                _signal_group(pgid, signal.SIGKILL)
-        end = time.monotonic() + 5
-        while time.monotonic() < end and any(_group_members(g) for g in groups.values()):
-            for pgid in groups.values():
-                _reap(pgid)
-            time.sleep(0.1)
+    for name, pgid in groups.items():
+        _stop_group(name, pgid, timeout)
 
     left = {n: _group_members(g) for n, g in groups.items() if _group_members(g)}
     if left:

@@ -1,6 +1,6 @@
 """The ``kube_cluster`` fixture: one local Kubernetes test bed per test session.
 
-Import it into a conftest with ``from tests.e2e.conftest_kube import kube_cluster``.
+Load it as a plugin (``pytest_plugins = ["tests.e2e.conftest_kube"]``) or import it.
 The fixture starts ``testbed.kube`` under a pytest temporary directory and stops it
 at the end of the session; ``stop`` raises if a process or listening port survives.
 Should the fixture be registered twice (say, by a conftest and by a test module),
