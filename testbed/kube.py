@@ -924,7 +924,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         if state_file.exists():
             parser.error(f"{state_file} exists: run 'down' first or use another directory")
-        state = start(args.dir, nodes=args.nodes)
+        try:
+            state = start(args.dir, nodes=args.nodes)
+        except TestbedError as err:
+            _log(f"error: {err}")
+            return 1
         state_file.write_text(json.dumps(state, indent=2) + "\n")
         _print_env(state)
         return 0
