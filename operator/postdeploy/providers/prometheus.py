@@ -13,7 +13,8 @@ What one run does:
 - **range** with ``trend``: per series, ``slope`` is the least-squares slope per
   hour, ``mannKendall`` Kendall's tau (details ``pValue``, ``trend``) and
   ``timeToLimit`` the hours until the fitted line reaches the series' value of
-  ``limitQuery`` (``1e9`` and ``growing: false`` when it does not grow significantly).
+  ``limitQuery`` (``1e9`` and ``growing: false`` when it does not grow significantly);
+  one limit applies to every series, several are paired with the series by labels.
   ``max``/``min`` pick the series with the largest/smallest statistic; for
   ``timeToLimit`` ``max`` (the default, "the worst") picks the series that reaches
   its limit first and ``min`` the last. ``sum``/``mean`` add or average the series
@@ -151,9 +152,11 @@ class PrometheusProvider:
         client = self._clients.get(url)
         if client is None:
             # One quick retry for a dropped connection or a restarting Prometheus; the
-            # engine's consecutiveErrorLimit handles longer outages.
+            # engine's consecutiveErrorLimit handles longer outages. A slow answer is
+            # not retried (read=False): asking again would only double the wait.
             retry = Retry(
                 total=1,
+                read=False,
                 backoff_factor=0.2,
                 status_forcelist=(502, 503, 504),
                 raise_on_status=False,
@@ -213,6 +216,10 @@ class _Evaluation:
                 f"Prometheus at {where} did not answer within {self.timeout:g}s"
             ) from None
         except requests.exceptions.ConnectionError as exc:
+            if "timed out" in str(exc):  # a timeout that the retry logic wrapped up
+                raise _QueryFailed(
+                    f"Prometheus at {where} did not answer within {self.timeout:g}s"
+                ) from None
             raise _QueryFailed(f"Prometheus at {where} is unreachable: {_reason(exc)}") from None
         except requests.exceptions.RequestException as exc:
             raise _QueryFailed(
@@ -416,20 +423,33 @@ def _pointwise(series: list[_Series], aggregate: str) -> list[_Series]:
 def _pair_limits(
     series: list[_Series], limits: list[_Series]
 ) -> tuple[list[tuple[_Series, float]], int]:
-    """Each series with its limit: the only limit, or the one with the same labels."""
+    """Each series with its limit: the only limit there is, else the limit with the same
+    labels, else the one limit whose shared labels agree (a limit series may carry extra
+    labels such as ``resource="memory"``; when several agree the lowest counts)."""
     finite = [s for s in limits if s.values]
     if len(limits) == 1:
         if not finite:
             return [], len(series)
         return [(s, finite[0].values[-1]) for s in series], 0
-    by_labels = {_identity(s.labels): s.values[-1] for s in finite}
-    paired = [(s, by_labels[_identity(s.labels)]) for s in series
-              if _identity(s.labels) in by_labels]
+    exact = {_identity(s.labels): s.values[-1] for s in finite}
+    paired = []
+    for s in series:
+        limit = exact.get(_identity(s.labels))
+        if limit is None:
+            agreeing = [lim.values[-1] for lim in finite if _agree(s.labels, lim.labels)]
+            limit = min(agreeing) if agreeing else None
+        if limit is not None:
+            paired.append((s, limit))
     return paired, len(series) - len(paired)
 
 
 def _identity(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, v) for k, v in labels.items() if k != "__name__"))
+
+
+def _agree(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
+    shared = (a.keys() & b.keys()) - {"__name__"}
+    return bool(shared) and all(a[k] == b[k] for k in shared)
 
 
 # --- parsing the API's answers -----------------------------------------------------------
