@@ -41,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # One line per HTTP request or per watch event drowns what matters.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("kopf.objects").addFilter(
+        lambda record: "Handler 'review_changed'" not in record.getMessage()
+    )
     asyncio.run(
         kopf.operator(
             clusterwide=not args.namespace,
