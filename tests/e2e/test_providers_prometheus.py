@@ -28,7 +28,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -64,10 +64,10 @@ def history_end(observability: dict[str, Any]) -> datetime.datetime:
 
 
 @pytest.fixture
-def provider(prometheus_url: str) -> Iterator[PrometheusProvider]:
+async def provider(prometheus_url: str) -> AsyncIterator[PrometheusProvider]:
     provider = PrometheusProvider(prometheus_url, timeout_seconds=10)
     yield provider
-    provider.close()
+    await provider.close()
 
 
 def _ctx(now: datetime.datetime, **kwargs: Any) -> ReviewContext:
@@ -255,6 +255,7 @@ async def test_quotes_in_the_target_cannot_break_out_of_the_matcher(
 async def test_unreachable_prometheus_is_an_error(history_end: datetime.datetime) -> None:
     provider = PrometheusProvider(f"http://{ports.LOOPBACK}:{ports.free_port()}", timeout_seconds=2)
     m = await provider.measure(PrometheusCheck(query="up"), _ctx(history_end))
+    await provider.close()
     assert m.state is MeasurementState.ERROR
     assert "is unreachable: Connection refused" in m.message
     no_url = await PrometheusProvider(None).measure(PrometheusCheck(query="up"), _ctx(history_end))
@@ -269,6 +270,7 @@ async def test_a_prometheus_that_never_answers_is_an_error(history_end: datetime
         provider = PrometheusProvider(url, timeout_seconds=0.5)
         started = time.monotonic()
         m = await provider.measure(PrometheusCheck(query="up"), _ctx(history_end))
+        await provider.close()
         assert time.monotonic() - started < 5
     assert m.state is MeasurementState.ERROR
     assert m.message == f"Prometheus at {url} did not answer within 0.5s"
@@ -304,7 +306,7 @@ async def test_a_stopped_prometheus_is_an_error(tmp_path: pathlib.Path) -> None:
         assert stopped.state is MeasurementState.ERROR
         assert stopped.message == f"Prometheus at {url} is unreachable: Connection refused"
     finally:
-        provider.close()
+        await provider.close()
         if process.poll() is None:
             process.kill()
             process.wait()

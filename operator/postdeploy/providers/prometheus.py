@@ -97,7 +97,7 @@ class PrometheusProvider:
         self._timeout = timeout_seconds
         self._clients: dict[str, PrometheusConnect] = {}
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Close the HTTP sessions of every Prometheus this provider talked to."""
         for client in self._clients.values():
             client.close()
