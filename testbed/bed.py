@@ -52,8 +52,15 @@ def apply_sample_workload(kube_env: Mapping[str, str], timeout: float = 60.0) ->
     _kubectl(kube_env, "apply", "-f", str(SAMPLE))
     _kubectl(kube_env, "-n", "shop", "rollout", "status", "deployment/checkout", f"--timeout={int(timeout)}s")
     out = _kubectl(
-        kube_env, "-n", "shop", "get", "pods", "-l", "app.kubernetes.io/name=checkout",
-        "-o", "jsonpath={.items[*].metadata.name}",
+        kube_env,
+        "-n",
+        "shop",
+        "get",
+        "pods",
+        "-l",
+        "app.kubernetes.io/name=checkout",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
     )
     return sorted(out.split())
 
@@ -66,7 +73,9 @@ def env_file_text(env: Mapping[str, str]) -> str:
 
 def up(directory: pathlib.Path = DIRECTORY) -> dict[str, Any]:
     if (directory / "state.json").exists():
-        raise RuntimeError(f"a test bed is already up ({directory}/state.json): run `make testbed-down` first")
+        raise RuntimeError(
+            f"a test bed is already up ({directory}/state.json): run `make testbed-down` first"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     state: dict[str, Any] = {"directory": str(directory)}
@@ -104,7 +113,7 @@ def down(directory: pathlib.Path = DIRECTORY) -> None:
         for name, module in (("postgres", postgres), ("observability", observability), ("kube", kube)):
             if name in state:
                 try:
-                    module.stop(state[name])  # type: ignore[attr-defined]
+                    module.stop(state[name])
                 except Exception as error:  # keep stopping the rest
                     problems.append(f"{name}: {error}")
     with contextlib.suppress(FileNotFoundError):

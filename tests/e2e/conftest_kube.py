@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from testbed import kube
 
 __all__ = ["kube_cluster"]

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from testbed import observability as bed
 
 __all__ = ["observability"]

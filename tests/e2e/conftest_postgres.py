@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from testbed import postgres
 
 __all__ = ["postgres_db"]

@@ -52,8 +52,13 @@ class Kubectl:
 
     def __call__(self, *args: str, input_text: str | None = None, check: bool = True) -> str:
         result = subprocess.run(
-            ["kubectl", *args], env=self.env, input=input_text, capture_output=True, text=True,
-            timeout=120, check=False,
+            ["kubectl", *args],
+            env=self.env,
+            input=input_text,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
@@ -68,10 +73,18 @@ class Kubectl:
         return result
 
     def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        items = json.loads(self(
-            "-n", namespace, "get", "events", "-o", "json",
-            "--field-selector", f"involvedObject.name={name},involvedObject.kind=PostDeploymentReview",
-        ))["items"]
+        items = json.loads(
+            self(
+                "-n",
+                namespace,
+                "get",
+                "events",
+                "-o",
+                "json",
+                "--field-selector",
+                f"involvedObject.name={name},involvedObject.kind=PostDeploymentReview",
+            )
+        )["items"]
         return list(items)
 
 
@@ -125,7 +138,10 @@ class OperatorProcess:
         self.handle = open(log, "ab")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "postdeploy", "run", "--namespace", namespace],
-            env=dict(env), stdout=self.handle, stderr=subprocess.STDOUT, cwd=ROOT,
+            env=dict(env),
+            stdout=self.handle,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
             start_new_session=True,
         )
 
@@ -155,7 +171,9 @@ def run_operator(
     started: list[OperatorProcess] = []
 
     def start(**extra_env: str) -> OperatorProcess:
-        process = OperatorProcess({**operator_env, **extra_env}, namespace, tmp_path / f"operator-{len(started)}.log")
+        process = OperatorProcess(
+            {**operator_env, **extra_env}, namespace, tmp_path / f"operator-{len(started)}.log"
+        )
         started.append(process)
         return process
 

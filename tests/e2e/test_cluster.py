@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from testbed import kube
 
 pytestmark = pytest.mark.e2e

@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+
 from testbed import observability as bed
 from testbed import sampleapp
 

@@ -31,6 +31,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import conninfo, errors
+
 from testbed import ports, postgres
 
 # The fixture module is a plugin, not an import: one session-wide server for all users.

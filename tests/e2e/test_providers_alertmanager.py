@@ -18,11 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
-from testbed import observability as bed
 
 from postdeploy.models.checks import AlertmanagerCheck
 from postdeploy.providers.alertmanager import AlertmanagerProvider
 from postdeploy.providers.base import MeasurementState
+from testbed import observability as bed
 from tests.contexts import make_context
 
 pytest_plugins = ["tests.e2e.conftest_observability"]

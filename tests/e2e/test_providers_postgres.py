@@ -23,11 +23,11 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import conninfo
-from testbed import ports
 
 from postdeploy.models.checks import PostgresCheck
 from postdeploy.providers.base import Measurement, MeasurementState
 from postdeploy.providers.postgres import PostgresProvider
+from testbed import ports
 from tests.contexts import make_context
 
 # One session-wide server shared with the other PostgreSQL e2e tests.

@@ -36,25 +36,37 @@ def review(name: str, phases: list[dict[str, Any]], **spec: Any) -> dict[str, An
         "apiVersion": "postdeploy.io/v1alpha1",
         "kind": "PostDeploymentReview",
         "metadata": {"name": name},
-        "spec": {"target": {"kind": "Deployment", "name": "checkout"}, "useDefaultTemplate": False,
-                 "phases": phases, **spec},
+        "spec": {
+            "target": {"kind": "Deployment", "name": "checkout"},
+            "useDefaultTemplate": False,
+            "phases": phases,
+            **spec,
+        },
     }
 
 
 def healthy_phases(end: str = "12s") -> list[dict[str, Any]]:
     return [
         {
-            "name": "immediate", "start": "0s", "end": end, "interval": "3s",
+            "name": "immediate",
+            "start": "0s",
+            "end": end,
+            "interval": "3s",
             "checks": [
                 {"name": "rollout", "kubernetes": {"measure": "rolloutComplete"}},
                 {"name": "ready", "kubernetes": {"measure": "readyRatio"}},
                 {"name": "error-rate", "prometheus": {"query": ERROR_RATE}, "failWhen": "value > 0.2"},
-                {"name": "critical-alerts",
-                 "alertmanager": {"matchers": ['severity="critical"', 'namespace="{{namespace}}"']}},
+                {
+                    "name": "critical-alerts",
+                    "alertmanager": {"matchers": ['severity="critical"', 'namespace="{{namespace}}"']},
+                },
             ],
         },
         {
-            "name": "extended", "start": end, "end": "18s", "interval": "3s",
+            "name": "extended",
+            "start": end,
+            "end": "18s",
+            "interval": "3s",
             "checks": [{"name": "restarts", "kubernetes": {"measure": "restarts"}}],
         },
     ]
@@ -141,7 +153,10 @@ def test_error_rate_rise_fails_the_right_check(
 
 
 def test_prometheus_down_is_error_not_failure(
-    kubectl: Kubectl, namespace: str, run_operator: Callable[..., OperatorProcess], steer: Callable[..., None],
+    kubectl: Kubectl,
+    namespace: str,
+    run_operator: Callable[..., OperatorProcess],
+    steer: Callable[..., None],
     free_port: int,
 ) -> None:
     steer(error_rate=0.6)  # would fail, if the operator could see it
@@ -161,9 +176,13 @@ def test_killed_operator_resumes_without_repeating(
     steer(error_rate=0.0)
     first = run_operator()
     kubectl.apply(namespace, review("restart", healthy_phases(end="15s")))
-    wait_for("a few runs", lambda: any(
-        c.get("runs", 0) >= 2 for c in status_of(kubectl, namespace, "restart").get("checks", [])
-    ), 60)
+    wait_for(
+        "a few runs",
+        lambda: any(
+            c.get("runs", 0) >= 2 for c in status_of(kubectl, namespace, "restart").get("checks", [])
+        ),
+        60,
+    )
     first.kill()
     before = status_of(kubectl, namespace, "restart")
     run_operator()
@@ -174,9 +193,7 @@ def test_killed_operator_resumes_without_repeating(
         assert check["runs"] >= old["runs"]  # nothing lost
         # Each slot at most once: runs never exceed the slots the phase has.
         assert check["runs"] <= check["lastSlot"] + 1, check
-    counts = collections.Counter(
-        (e["reason"], e["message"]) for e in kubectl.events(namespace, "restart")
-    )
+    counts = collections.Counter((e["reason"], e["message"]) for e in kubectl.events(namespace, "restart"))
     duplicated = {k: n for k, n in counts.items() if n > 1}
     assert not duplicated
     assert all(e.get("count", 1) == 1 for e in kubectl.events(namespace, "restart"))
@@ -187,8 +204,17 @@ def test_invalid_review_is_reported_and_others_go_on(
 ) -> None:
     steer(error_rate=0.0)
     run_operator()
-    bad = review("bad", [{"name": "p", "start": "0s", "end": "10s",
-                          "checks": [{"name": "c", "prometheus": {"query": "up"}, "failWhen": "value >> 1"}]}])
+    bad = review(
+        "bad",
+        [
+            {
+                "name": "p",
+                "start": "0s",
+                "end": "10s",
+                "checks": [{"name": "c", "prometheus": {"query": "up"}, "failWhen": "value >> 1"}],
+            }
+        ],
+    )
     kubectl.apply(namespace, bad)
     kubectl.apply(namespace, review("good", healthy_phases(end="6s")))
     status = wait_verdict(kubectl, namespace, "bad", timeout=30)

@@ -44,10 +44,16 @@ def _resolve(review_phases: list[dict[str, Any]], **extra: Any) -> templates.Res
 
 
 def test_review_overrides_template_check_fields_by_name() -> None:
-    review = _resolve([
-        {"name": "immediate", "checks": [{"name": "error-rate", "failWhen": "value > 0.05",
-                                          "baseline": {"tolerance": 0.3}}]}
-    ])
+    review = _resolve(
+        [
+            {
+                "name": "immediate",
+                "checks": [
+                    {"name": "error-rate", "failWhen": "value > 0.05", "baseline": {"tolerance": 0.3}}
+                ],
+            }
+        ]
+    )
     check = review.check("error-rate")
     assert check is not None
     assert check.spec.fail_when == "value > 0.05"
@@ -57,37 +63,50 @@ def test_review_overrides_template_check_fields_by_name() -> None:
 
 
 def test_a_provider_in_the_review_replaces_the_templates_provider() -> None:
-    review = _resolve([
-        {"name": "immediate", "checks": [{"name": "error-rate", "http": {"url": "http://127.0.0.1/x"}}]}
-    ])
+    review = _resolve(
+        [{"name": "immediate", "checks": [{"name": "error-rate", "http": {"url": "http://127.0.0.1/x"}}]}]
+    )
     check = review.check("error-rate")
     assert check is not None and check.spec.provider_name == "http"
     assert check.spec.prometheus is None
 
 
 def test_new_phases_and_checks_are_appended_in_order() -> None:
-    review = _resolve([
-        {"name": "immediate", "checks": [{"name": "journeys", "manual": {}}]},
-        {"name": "business", "start": "24h", "end": "72h", "checks": [{"name": "dau", "manual": {}}]},
-    ])
+    review = _resolve(
+        [
+            {"name": "immediate", "checks": [{"name": "journeys", "manual": {}}]},
+            {"name": "business", "start": "24h", "end": "72h", "checks": [{"name": "dau", "manual": {}}]},
+        ]
+    )
     assert [p.name for p in review.phases] == ["immediate", "extended", "business"]
     assert [c.name for c in review.phases[0].checks] == ["error-rate", "rollout", "journeys"]
 
 
 def test_intervals_fall_back_from_check_to_phase_to_review_to_template() -> None:
-    review = _resolve([
-        {"name": "immediate", "checks": [{"name": "rollout", "interval": "15s"}]},
-        {"name": "extended", "checks": [{"name": "x", "manual": {}}]},
-    ])
+    review = _resolve(
+        [
+            {"name": "immediate", "checks": [{"name": "rollout", "interval": "15s"}]},
+            {"name": "extended", "checks": [{"name": "x", "manual": {}}]},
+        ]
+    )
     assert review.check("rollout").interval == datetime.timedelta(seconds=15)  # type: ignore[union-attr]
     assert review.check("error-rate").interval == datetime.timedelta(minutes=2)  # type: ignore[union-attr]
     assert review.check("x").interval == datetime.timedelta(minutes=10)  # type: ignore[union-attr]
     overridden = _resolve([], interval="30s")
     assert overridden.check("error-rate").interval == datetime.timedelta(seconds=30)  # type: ignore[union-attr]
-    assert templates.resolve(
-        {"target": {"name": "a"}, "phases": [{"name": "p", "start": "0s", "end": "1h",
-                                              "checks": [{"name": "c", "manual": {}}]}]}
-    ).check("c").interval == templates.DEFAULT_INTERVAL  # type: ignore[union-attr]
+    assert (
+        templates.resolve(
+            {
+                "target": {"name": "a"},
+                "phases": [
+                    {"name": "p", "start": "0s", "end": "1h", "checks": [{"name": "c", "manual": {}}]}
+                ],
+            }
+        )
+        .check("c")
+        .interval
+        == templates.DEFAULT_INTERVAL
+    )  # type: ignore[union-attr]
 
 
 def test_default_conditions_come_from_the_provider() -> None:
@@ -120,19 +139,31 @@ def _phase(**fields: Any) -> dict[str, Any]:
             "spec.phases[p].checks[c]: check 'c' names no provider",
         ),
         (
-            {"target": {"name": "a"}, "phases": [_phase(checks=[{"name": "c", "manual": {}, "failWhen": "value >"}])]},
+            {
+                "target": {"name": "a"},
+                "phases": [_phase(checks=[{"name": "c", "manual": {}, "failWhen": "value >"}])],
+            },
             "spec.phases[p].checks[c].failWhen: expected a value at column 8",
         ),
         (
-            {"target": {"name": "a"}, "phases": [_phase(checks=[{"name": "c", "manual": {}, "http": {"url": "http://x"}}])]},
+            {
+                "target": {"name": "a"},
+                "phases": [_phase(checks=[{"name": "c", "manual": {}, "http": {"url": "http://x"}}])],
+            },
             "takes one provider, got 2",
         ),
         (
-            {"target": {"name": "a"}, "phases": [_phase(checks=[{"name": "c", "manual": {}}, {"name": "c", "manual": {}}])]},
+            {
+                "target": {"name": "a"},
+                "phases": [_phase(checks=[{"name": "c", "manual": {}}, {"name": "c", "manual": {}}])],
+            },
             "check names must be unique",
         ),
         (
-            {"target": {"name": "a"}, "phases": [_phase(checks=[{"name": "c", "manual": {}, "colour": "red"}])]},
+            {
+                "target": {"name": "a"},
+                "phases": [_phase(checks=[{"name": "c", "manual": {}, "colour": "red"}])],
+            },
             "spec.phases[p].checks[c].colour: Extra inputs are not permitted",
         ),
         (
@@ -140,7 +171,10 @@ def _phase(**fields: Any) -> dict[str, Any]:
             "phases must be listed in order",
         ),
         (
-            {"target": {"name": "a"}, "phases": [_phase(checks=[{"name": "c", "kubernetes": {"measure": "vibes"}}])]},
+            {
+                "target": {"name": "a"},
+                "phases": [_phase(checks=[{"name": "c", "kubernetes": {"measure": "vibes"}}])],
+            },
             "spec.phases[p].checks[c].kubernetes.measure",
         ),
     ],
