@@ -33,12 +33,12 @@ from typing import Any
 
 import httpx
 import pytest
-from testbed import observability as bed
-from testbed import ports
 
 from postdeploy.models.checks import Baseline, PrometheusCheck
 from postdeploy.providers.base import MeasurementState, ReviewContext
 from postdeploy.providers.prometheus import NOT_GROWING_HOURS, PrometheusProvider
+from testbed import observability as bed
+from testbed import ports
 from tests.contexts import make_context
 
 pytest_plugins = ["tests.e2e.conftest_observability"]
