@@ -20,7 +20,7 @@ crds:
 	$(PYTHON) -m postdeploy crds crds/
 
 demo: binaries
-	$(PYTHON) -m testbed.demo
+	$(PYTHON) -m testbed.demo $(DEMO_ARGS)
 
 lint:
 	ruff check operator tests testbed
