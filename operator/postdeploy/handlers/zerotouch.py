@@ -1,0 +1,126 @@
+"""Zero-touch reviews: a workload annotated ``postdeploy.io/template`` gets a review
+for each new version it rolls out.
+
+The annotation's value names the template: ``NAME`` for a ClusterReviewTemplate,
+``ReviewTemplate/NAME`` for one in the workload's namespace. The review's name is
+derived from the workload and its version, so it is created at most once per
+version (a second create is a 409 Conflict, which is the success case here), by
+however many operator replicas or restarts. A version that rolled out longer ago
+than ``POSTDEPLOY_ZEROTOUCH_MAX_AGE`` (default 1h) — a workload that was already
+running when the annotation or the operator appeared — gets no review.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import re
+from typing import Any
+
+import kopf
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from postdeploy import workloads
+from postdeploy.decisions import durations
+
+__all__ = [
+    "ANNOTATION",
+    "daemonset_event",
+    "review_for",
+    "review_name",
+    "statefulset_event",
+    "workload_event",
+]
+
+ANNOTATION = "postdeploy.io/template"
+GROUP, VERSION, PLURAL = "postdeploy.io", "v1alpha1", "postdeploymentreviews"
+
+
+def review_name(workload: str, version: str) -> str:
+    """A DNS-1123 name unique per (workload, version)."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", version.lower()).strip("-") or "v"
+    digest = hashlib.sha256(f"{workload}\n{version}".encode()).hexdigest()[:6]
+    return f"{workload[:30]}-{slug[:24]}".rstrip("-") + f"-{digest}"
+
+
+def review_for(workload: dict[str, Any], kind: str, template: str, version: str) -> dict[str, Any]:
+    metadata = workload["metadata"]
+    template_kind, _, template_name = template.rpartition("/")
+    ref = {"kind": template_kind or "ClusterReviewTemplate", "name": template_name}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "PostDeploymentReview",
+        "metadata": {
+            "name": review_name(metadata["name"], version),
+            "namespace": metadata["namespace"],
+            "labels": {
+                "postdeploy.io/target": metadata["name"][:63],
+                "postdeploy.io/created-by": "zero-touch",
+            },
+            "annotations": {"postdeploy.io/version": version},
+            "ownerReferences": [
+                {
+                    "apiVersion": workload.get("apiVersion", "apps/v1"),
+                    "kind": kind,
+                    "name": metadata["name"],
+                    "uid": metadata["uid"],
+                }
+            ],
+        },
+        "spec": {"target": {"kind": kind, "name": metadata["name"]}, "version": version, "templateRef": ref},
+    }
+
+
+def _max_age() -> datetime.timedelta:
+    return durations.parse_duration(os.environ.get("POSTDEPLOY_ZEROTOUCH_MAX_AGE", "1h"))
+
+
+async def _on_workload(kind: str, body: kopf.Body, memo: kopf.Memo, logger: Any) -> None:
+    template = (body.metadata.annotations or {}).get(ANNOTATION, "").strip()
+    if not template:
+        return
+    workload = dict(body)
+    workload["kind"] = kind
+    version = workloads.version_of(workload)
+    if not version:
+        return
+    name = review_name(body.metadata.name or "", version)
+    seen: set[str] = memo.setdefault("zero_touch_seen", set())
+    if name in seen:
+        return
+    api: client.ApiClient = memo.api
+    rolled_out = await workloads.rollout_time(api, workload)
+    now = datetime.datetime.now(datetime.UTC)
+    if rolled_out is not None and now - rolled_out > _max_age():
+        seen.add(name)
+        return
+    manifest = review_for(workload, kind, template, version)
+    try:
+        await client.CustomObjectsApi(api).create_namespaced_custom_object(
+            GROUP, VERSION, body.metadata.namespace or "", PLURAL, manifest
+        )
+        logger.info("created review %s for %s %s", name, kind, version)
+    except ApiException as error:
+        if error.status != 409:
+            raise
+    seen.add(name)
+
+
+_FILTER = {ANNOTATION: kopf.PRESENT}
+
+
+@kopf.on.event("apps", "v1", "deployments", annotations=_FILTER)
+async def workload_event(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    await _on_workload("Deployment", body, memo, logger)
+
+
+@kopf.on.event("apps", "v1", "statefulsets", annotations=_FILTER)
+async def statefulset_event(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    await _on_workload("StatefulSet", body, memo, logger)
+
+
+@kopf.on.event("apps", "v1", "daemonsets", annotations=_FILTER)
+async def daemonset_event(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    await _on_workload("DaemonSet", body, memo, logger)
