@@ -92,11 +92,26 @@ def checks_by_name(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture
 def steer(observability: dict[str, Any]) -> Iterator[Callable[..., None]]:
+    """Change the sample app's behaviour and wait until Prometheus sees the new error rate."""
     url = observability["env"]["SAMPLEAPP_CONTROL_URL"]
+    prometheus = observability["env"]["PROMETHEUS_URL"]
     original = httpx.get(url).json()
+
+    def observed_error_rate() -> float | None:
+        result = httpx.get(f"{prometheus}/api/v1/query", params={"query": ERROR_RATE}).json()
+        vector = result["data"]["result"]
+        return float(vector[0]["value"][1]) if vector else None
 
     def apply(**settings: Any) -> None:
         httpx.post(url, json=settings).raise_for_status()
+        if "error_rate" in settings:
+            target = float(settings["error_rate"])
+
+            def settled() -> bool:
+                value = observed_error_rate()
+                return value is not None and abs(value - target) <= max(0.1, target * 0.5)
+
+            wait_for(f"Prometheus to see error rate ~{target}", settled, 30)
 
     yield apply
     httpx.post(url, json={k: original[k] for k in ("error_rate", "latency_seconds", "rps")})

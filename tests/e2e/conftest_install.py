@@ -1,0 +1,99 @@
+"""Fixtures that install postdeploy on the test bed as SREs do.
+
+Load it as a plugin in a test module (``pytest_plugins = ["tests.e2e.conftest_install"]``):
+
+- ``helm`` (session): a ``Helm`` runner (``tests/e2e/installs.py``) for the binary
+  ``testbed/build-binaries.sh`` builds (``$HELM`` overrides it).
+- ``chart_release`` (session): the default chart rendered as release ``pd-e2e`` in the
+  namespace ``pd-e2e-system`` (labelled Pod Security ``restricted``) and applied to the
+  test bed, CRDs first, with warnings as errors; its value says what was installed.
+- ``service_account_kubeconfig`` (session): a kubeconfig for that ServiceAccount, with
+  a token from ``kubectl create token --duration``: no client certificate, no admin.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.harness import Kubectl, wait_for
+from tests.e2e.installs import (
+    CHART,
+    Helm,
+    Release,
+    apply_crds,
+    create_restricted_namespace,
+    helm_binary,
+    kubeconfig_for_token,
+    whoami,
+)
+
+__all__ = ["chart_release", "helm", "service_account_kubeconfig"]
+
+
+@pytest.fixture(scope="session")
+def helm() -> Helm:
+    binary = helm_binary()
+    if not os.access(binary, os.X_OK):
+        pytest.fail(f"no helm at {binary}: run testbed/build-binaries.sh", pytrace=False)
+    return Helm(binary)
+
+
+@pytest.fixture(scope="session")
+def chart_release(kubectl: Kubectl, helm: Helm) -> Release:
+    release, namespace = "pd-e2e", "pd-e2e-system"
+    create_restricted_namespace(kubectl, namespace)
+    apply_crds(kubectl, CHART / "crds")
+    rendered = helm.template({}, release, namespace)
+    # --warnings-as-errors: a Pod Security "would violate" warning fails the apply.
+    result = subprocess.run(
+        ["kubectl", "apply", "--warnings-as-errors", "-f", "-"],
+        env=kubectl.env,
+        input=rendered,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    objects = [d for d in yaml.safe_load_all(rendered) if d]
+    account = next(o for o in objects if o["kind"] == "ServiceAccount")
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    return Release(
+        name=release,
+        namespace=namespace,
+        fullname=deployment["metadata"]["name"],
+        service_account=account["metadata"]["name"],
+        objects=objects,
+        apply_output=result.stdout + result.stderr,
+    )
+
+
+@pytest.fixture(scope="session")
+def service_account_kubeconfig(
+    kube_cluster: dict[str, Any],
+    kubectl: Kubectl,
+    chart_release: Release,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> pathlib.Path:
+    token = kubectl(
+        "-n",
+        chart_release.namespace,
+        "create",
+        "token",
+        chart_release.service_account,
+        "--duration=2h",
+    ).strip()
+    path = tmp_path_factory.mktemp("service-account") / "operator.kubeconfig"
+    kubeconfig_for_token(kube_cluster, token, path)
+    wait_for(
+        "the API server to accept the token",
+        lambda: whoami(kubectl, path).endswith(f":{chart_release.service_account}"),
+        30,
+    )
+    return path
