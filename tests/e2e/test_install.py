@@ -12,8 +12,8 @@ Covers:
   and the PostgreSQL Secret reach the container as environment, never as values;
   ServiceMonitor and PrometheusRule select the metrics Service;
 - the arguments the chart renders are ones ``postdeploy run`` accepts, and reach kopf;
-- the ClusterRoles grant exactly the table below, no wildcard, and less without
-  rollback;
+- the ClusterRoles grant exactly the table below, no wildcard, and less when told not to act
+  on workloads;
 - the default chart applied to the test bed in a namespace that enforces Pod Security
   ``restricted``: no warning, the operator's pods are created and Running (kwok), while
   a pod without the security context is refused there; the HA/sharded render passes a
@@ -80,7 +80,7 @@ CLUSTER_RULES: dict[tuple[str, str], set[str]] = {
     ("", "namespaces"): {"list", "watch"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
 }
-ROLLBACK_WRITES = {
+WORKLOAD_WRITES = {
     ("apps", "deployments"): {"patch"},
     ("apps", "statefulsets"): {"patch"},
     ("apps", "daemonsets"): {"patch"},
@@ -358,8 +358,8 @@ def test_cluster_roles_grant_exactly_what_the_operator_uses(helm: Helm) -> None:
     assert rules_of(cluster) == CLUSTER_RULES
     text = json.dumps([namespaced["rules"], cluster["rules"]])
     assert '"*"' not in text
-    read_only, _ = roles(helm.render({"rbac.rollback": False}))
-    expected = {k: v - ROLLBACK_WRITES.get(k, set()) for k, v in NAMESPACED_RULES.items()}
+    read_only, _ = roles(helm.render({"rbac.actOnWorkloads": False}))
+    expected = {k: v - WORKLOAD_WRITES.get(k, set()) for k, v in NAMESPACED_RULES.items()}
     assert rules_of(read_only) == {k: v for k, v in expected.items() if v}
 
 
