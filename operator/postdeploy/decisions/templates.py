@@ -3,8 +3,10 @@
 Called by ``postdeploy.engine`` on every tick (cheap: pure dict work). A review's
 phases override the template's phases of the same name; inside a phase, a review's
 check overrides the template's check of the same name field by field (a review
-check that names a provider replaces the template's provider block). Phases and
-checks the template lacks are appended. The result is validated into
+check that names a provider replaces the template's provider block; a baseline is
+merged key by key, and choosing ``offset`` or ``preDeploy`` drops the other).
+Phases and checks the template lacks are appended; the template's ``parameters``
+are defaults under the review's. The result is validated into
 ``ResolvedReview``; anything wrong raises ``InvalidSpec`` whose message names the
 field, e.g. ``spec.phases[immediate].checks[error-rate].failWhen: ...``.
 """
@@ -80,7 +82,13 @@ def _merge_check(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[s
             merged.pop(field, None)
     for key, value in override.items():
         if key == "baseline" and isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = {**merged[key], **value}
+            base_baseline = dict(merged[key])
+            # offset and preDeploy are alternatives: choosing one drops the template's other.
+            if value.get("preDeploy"):
+                base_baseline.pop("offset", None)
+            if value.get("offset"):
+                base_baseline.pop("preDeploy", None)
+            merged[key] = {**base_baseline, **value}
         else:
             merged[key] = value
     return merged
@@ -118,6 +126,8 @@ def merge(template: Mapping[str, Any] | None, review: Mapping[str, Any]) -> dict
     )
     if "interval" not in merged and "interval" in template:
         merged["interval"] = template["interval"]
+    if template.get("parameters"):
+        merged["parameters"] = {**template["parameters"], **review.get("parameters", {})}
     return merged
 
 

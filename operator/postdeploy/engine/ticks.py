@@ -309,6 +309,7 @@ class Engine:
                 secrets=secrets,
                 parameters=review.spec.parameters,
                 annotations=annotations,
+                memos={name: s.memo for name, s in by_name.items() if s.memo},
             )
             measurement = await self.providers.measure(check.spec, ctx)
         status, _ = check_decisions.record(check, previous, measurement, now, due.slot)

@@ -82,6 +82,10 @@ class RollbackSpec(SpecModel):
 class ReviewTemplateSpec(SpecModel):
     description: str | None = None
     interval: Duration | None = None
+    parameters: dict[str, str] = pydantic.Field(
+        default_factory=dict,
+        description="Default named values for queries; a review's parameters override them by name.",
+    )
     phases: list[Phase] = pydantic.Field(default_factory=list, max_length=20)
 
 

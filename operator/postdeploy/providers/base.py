@@ -25,6 +25,8 @@ import enum
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from postdeploy.decisions import durations
+
 __all__ = [
     "Measurement",
     "MeasurementState",
@@ -70,10 +72,20 @@ class ReviewContext:
     parameters: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # The review's annotations (manual confirmations live there).
     annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # The memos of the review's checks by name, read-only: a check may build on what
+    # another one kept (a deploy-time snapshot taken by a check of an earlier phase).
+    memos: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
     def template_values(self) -> dict[str, str]:
         """Named values a query may refer to as ``{{name}}`` (PromQL, URLs) or
-        ``%(name)s`` (SQL parameters)."""
+        ``%(name)s`` (SQL parameters).
+
+        Time windows are PromQL durations in whole seconds (at least ``1s``), for
+        ranges and offsets: ``sinceDeploy`` (now - deployedAt), ``phaseElapsed``
+        (now - the phase's start) and ``phaseLength`` (the phase's end - its start);
+        ``rate(x[{{sinceDeploy}}] offset {{sinceDeploy}})`` is the equal period just
+        before the deployment.
+        """
         values = {
             "target": self.target.name,
             "namespace": self.target.namespace,
@@ -84,6 +96,9 @@ class ReviewContext:
             "review": self.review_name,
             "phaseStart": self.phase_start.isoformat(),
             "phaseEnd": self.phase_end.isoformat(),
+            "sinceDeploy": durations.promql_duration(self.now - self.deployed_at),
+            "phaseElapsed": durations.promql_duration(self.now - self.phase_start),
+            "phaseLength": durations.promql_duration(self.phase_end - self.phase_start),
         }
         values.update(self.parameters)
         return values
