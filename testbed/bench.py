@@ -135,8 +135,8 @@ def _metric_sum(text: str, name: str, match: Mapping[str, Iterable[str]]) -> flo
         found = pattern.match(line)
         if not found:
             continue
-        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', found.group(1)))
-        if all(labels.get(key) in allowed for key, allowed in match.items()):
+        labels: dict[str, str] = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', found.group(1)))
+        if all(labels.get(key, "") in set(allowed) for key, allowed in match.items()):
             total += float(found.group(2))
     return total
 
@@ -182,7 +182,7 @@ def _phase_one_checks(api: k8s.ApiClient) -> tuple[list[dict[str, Any]], str]:
     """The built-in template's phase-1 checks if installed, else the stand-in."""
     objects = k8s.CustomObjectsApi(api)
     try:
-        default = objects.get_cluster_custom_object(
+        default: Any = objects.get_cluster_custom_object(
             GROUP, VERSION, "clusterreviewtemplates", "postdeploy-default"
         )
     except k8s.ApiException:
@@ -198,7 +198,7 @@ def _deployments(api: k8s.ApiClient, count: int) -> list[str]:
     apps = k8s.AppsV1Api(api)
     names = [f"svc-{i:03d}" for i in range(count)]
     for name in names:
-        body = {
+        body: Any = {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
             "metadata": {"name": name, "namespace": NAMESPACE},
