@@ -14,9 +14,15 @@ Rules, in the order they apply to a run:
    the check Failed, which is final for the review.
 3. ``passWhen`` is given and false, or a condition cannot be decided (``baseline``
    has no value): an Inconclusive run. Otherwise a Passed run.
+4. Nothing to measure for this target (``NotApplicable``: no HPA to check): a
+   Skipped run, which is neither good nor bad.
+
+A run's message is the decision, then what the provider said about the value (the
+statistics behind it, which statements are slow...).
 
 At the end of its phase a check that has not failed is Passed when its last
-decisive run passed, Error when its last run errored, else Inconclusive.
+decisive run passed, Skipped when its last run was skipped, Error when its last run
+errored, else Inconclusive.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from postdeploy.providers.base import Measurement, MeasurementState
 __all__ = ["RUN_RESULTS", "TERMINAL", "finish", "initial", "record"]
 
 TERMINAL = frozenset({CheckState.FAILED, CheckState.ERROR, CheckState.SKIPPED})
-RUN_RESULTS = ("Passed", "Failed", "Error", "Inconclusive", "Pending")
+RUN_RESULTS = ("Passed", "Failed", "Error", "Inconclusive", "Pending", "Skipped")
 HISTORY_LIMIT = 30
 _DETAILS_LIMIT = 4096  # characters of JSON kept in status per check
 
@@ -126,7 +132,10 @@ def record(
 
     status.runs += 1
     missing = measurement.state in (MeasurementState.ERROR, MeasurementState.NO_DATA)
-    if missing and not spec.treat_missing_as_failure:
+    if measurement.state is MeasurementState.NOT_APPLICABLE:
+        result, explanation = "Skipped", f"not applicable: {measurement.message}"
+        status.consecutive_errors = 0
+    elif missing and not spec.treat_missing_as_failure:
         if measurement.state is MeasurementState.ERROR:
             result = "Error"
             status.errors += 1
@@ -149,6 +158,8 @@ def record(
             status.inconclusives += 1
         described = _describe(status.value, status.baseline)
         explanation = f"{described}: {explanation}" if described else explanation
+        if measurement.message:
+            explanation = f"{explanation}; {measurement.message}"
 
     if result == "Failed":
         status.failures += 1
@@ -185,6 +196,8 @@ def finish(check: ResolvedCheck, status: CheckStatus) -> CheckStatus:
     final = status.model_copy(deep=True)
     if status.last_result == "Passed":
         final.state = CheckState.PASSED
+    elif status.last_result == "Skipped":
+        final.state = CheckState.SKIPPED
     elif status.last_result == "Error":
         final.state = CheckState.ERROR
     elif status.state is CheckState.AWAITING_CONFIRMATION:

@@ -2,9 +2,10 @@
 
 Called by ``postdeploy.engine`` on every tick (cheap: pure dict work). A review's
 phases override the template's phases of the same name; inside a phase, a review's
-check overrides the template's check of the same name field by field (a review
-check that names a provider replaces the template's provider block; a baseline is
-merged key by key, and choosing ``offset`` or ``preDeploy`` drops the other).
+check overrides the template's check of the same name field by field. A review check
+that names the template check's provider overrides fields of that block (only
+``step``, say); one that names another provider replaces the block. A baseline is
+merged key by key, and choosing ``offset`` or ``preDeploy`` drops the other.
 Phases and checks the template lacks are appended; the template's ``parameters``
 are defaults under the review's. The result is validated into
 ``ResolvedReview``; anything wrong raises ``InvalidSpec`` whose message names the
@@ -77,11 +78,18 @@ class ResolvedReview:
 
 def _merge_check(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(base)
-    if any(field in override for field in check_models.PROVIDER_FIELDS):
+    named = [f for f in check_models.PROVIDER_FIELDS if f in override]
+    if named and not (len(named) == 1 and named[0] in base):
         for field in check_models.PROVIDER_FIELDS:
             merged.pop(field, None)
     for key, value in override.items():
-        if key == "baseline" and isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+        if (
+            key in check_models.PROVIDER_FIELDS
+            and isinstance(value, Mapping)
+            and isinstance(merged.get(key), Mapping)
+        ):
+            merged[key] = {**merged[key], **value}
+        elif key == "baseline" and isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
             base_baseline = dict(merged[key])
             # offset and preDeploy are alternatives: choosing one drops the template's other.
             if value.get("preDeploy"):

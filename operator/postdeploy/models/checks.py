@@ -9,10 +9,11 @@ picks the provider by which block is set), an optional baseline, the decision
 from __future__ import annotations
 
 import enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 
+from postdeploy.decisions import durations
 from postdeploy.models.base import Duration, SpecModel, cel
 
 __all__ = [
@@ -29,7 +30,30 @@ __all__ = [
     "PostgresCheck",
     "PrometheusCheck",
     "SecretKeyRef",
+    "SlowStatements",
     "StatisticsCheck",
+    "Window",
+]
+
+# A check name; also how one check refers to another.
+CHECK_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+WINDOWS = ("phase", "sinceDeploy")
+
+
+def _check_window(value: str) -> str:
+    if value not in WINDOWS:
+        durations.parse_duration(value)
+    return value
+
+
+# A duration, or a window that moves with the review: ``phase`` (from the phase's start
+# until now) or ``sinceDeploy`` (from deployedAt until now).
+Window = Annotated[
+    str,
+    pydantic.Field(
+        pattern="^(" + "|".join(WINDOWS) + "|" + durations.PATTERN.strip("^$") + ")$", max_length=32
+    ),
+    pydantic.AfterValidator(_check_window),
 ]
 
 
@@ -68,23 +92,43 @@ class PrometheusCheck(SpecModel):
     """A PromQL query. Instant by default; with ``range`` a range query whose samples
     are reduced (``reduce``) to one value, or tested for a trend (``trend``)."""
 
+    model_config = pydantic.ConfigDict(
+        json_schema_extra=cel(
+            (
+                "!has(self.trend) || !has(self.aggregate) || self.aggregate != 'count'",
+                "aggregate count takes no trend",
+            ),
+        )
+    )
+
     query: str = pydantic.Field(min_length=1)
     address: str | None = pydantic.Field(
         default=None, description="Overrides the review's / operator's Prometheus URL."
     )
-    # How several series become one value: the worst (max) by default.
-    aggregate: Literal["max", "min", "sum", "mean"] = "max"
-    range: Duration | None = pydantic.Field(
-        default=None, description="Evaluate over [now-range, now]; 'phase' windows use the phase start."
+    # How several series become one value: the worst (max) by default; count: how
+    # many series there are (no series is the value 0, not missing data).
+    aggregate: Literal["max", "min", "sum", "mean", "count"] = "max"
+    range: Window | None = pydantic.Field(
+        default=None,
+        description="Evaluate over [now-range, now]: a duration, 'phase' (since the phase "
+        "started) or 'sinceDeploy' (since deployedAt).",
     )
     step: Duration = "60s"
     reduce: Literal["last", "mean", "max", "min"] = "last"
-    trend: Literal["slope", "mannKendall", "timeToLimit"] | None = pydantic.Field(
+    trend: Literal["slope", "mannKendall", "timeToLimit", "relativeChange"] | None = pydantic.Field(
         default=None,
         description="slope: per-hour slope of a linear fit; mannKendall: Kendall tau (details "
-        "carry the p-value); timeToLimit: hours until the fit reaches limitQuery.",
+        "carry the p-value); timeToLimit: hours until the fit reaches limitQuery; "
+        "relativeChange: change of the Theil-Sen line over the window relative to its start "
+        "(details: absoluteChange, Mann-Kendall pValue).",
     )
     limit_query: str | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _count_takes_no_trend(self) -> PrometheusCheck:
+        if self.aggregate == "count" and self.trend is not None:
+            raise ValueError("aggregate count takes no trend")
+        return self
 
 
 class AlertmanagerCheck(SpecModel):
@@ -97,16 +141,62 @@ class AlertmanagerCheck(SpecModel):
     address: str | None = None
 
 
-class PostgresCheck(SpecModel):
-    """Read-only SQL with named parameters (%(deployed_at)s, %(version)s, %(target)s...)."""
+class SlowStatements(SpecModel):
+    """Statements from ``pg_stat_statements`` that are slow since the deployment.
 
-    query: str = pydantic.Field(min_length=1)
+    The first run keeps a snapshot (calls and total time per statement) in the check's
+    memo; later runs take the difference, so the mean covers only executions since the
+    snapshot. A statement is flagged when that mean exceeds ``threshold`` over at least
+    ``minCalls`` executions and it is new since the snapshot or slower than before it by
+    more than ``slowerBy``. The value is the number of flagged statements.
+    """
+
+    threshold: Duration = pydantic.Field(default="1s", description="Mean execution time that is slow.")
+    min_calls: int = pydantic.Field(default=1, ge=1)
+    slower_by: float = pydantic.Field(
+        default=0.2, ge=0, description="Relative increase of the mean that counts as slower."
+    )
+    snapshot_from: str | None = pydantic.Field(
+        default=None,
+        pattern=CHECK_NAME,
+        max_length=63,
+        description="Use the snapshot kept by this check (a slowStatements check of an earlier "
+        "phase that ran at the deployment) instead of taking one at this check's first run.",
+    )
+    snapshot_limit: int = pydantic.Field(
+        default=500, ge=1, le=5000, description="Statements kept in the snapshot, by total time."
+    )
+
+
+class PostgresCheck(SpecModel):
+    """Read-only SQL with named parameters (%(deployed_at)s, %(version)s, %(target)s...),
+    or ``slowStatements`` from ``pg_stat_statements``."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra=cel(
+            ("has(self.query) != has(self.slowStatements)", "postgres takes query or slowStatements"),
+        )
+    )
+
+    query: str | None = pydantic.Field(default=None, min_length=1)
+    slow_statements: SlowStatements | None = None
     dsn_secret_ref: SecretKeyRef | None = None
     column: str | None = pydantic.Field(
         default=None, description="Column of the first row holding the value; the first column by default."
     )
     timeout: Duration = "10s"
     row_limit: int = pydantic.Field(default=100, ge=1, le=10000)
+    optional: bool = pydantic.Field(
+        default=False,
+        description="Skipped, not Error, when no PostgreSQL DSN is configured anywhere "
+        "(check, review, operator): for checks that only make sense where a database is.",
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _query_or_slow_statements(self) -> PostgresCheck:
+        if (self.query is None) == (self.slow_statements is None):
+            raise ValueError("postgres takes query or slowStatements (exactly one)")
+        return self
 
 
 class HttpCheck(SpecModel):
@@ -141,14 +231,24 @@ class ManualCheck(SpecModel):
 
 
 class StatisticsCheck(SpecModel):
-    """A test over counts from SQL rows: ``group``, ``trials`` and ``successes`` columns."""
+    """A test over counts from SQL rows: ``group``, ``trials`` and ``successes`` columns.
 
-    test: Literal["twoProportion", "sampleRatio"]
+    twoProportion: variants against a control (A/B tests, with a sample-ratio check);
+    sampleRatio: the groups' sizes against ``expectedRatios``; proportionChange: the
+    second row's rate against the first's (a period against the one before it), with
+    the baseline's tolerance."""
+
+    test: Literal["twoProportion", "sampleRatio", "proportionChange"]
     query: str = pydantic.Field(min_length=1)
     dsn_secret_ref: SecretKeyRef | None = None
     control: str | None = None
     alpha: float = pydantic.Field(default=0.05, gt=0, lt=1)
     expected_ratios: list[float] | None = None
+    optional: bool = pydantic.Field(
+        default=False,
+        description="Skipped, not Error, when no PostgreSQL DSN is configured anywhere "
+        "(check, review, operator): for checks that only make sense where a database is.",
+    )
 
 
 class Baseline(SpecModel):
@@ -186,7 +286,7 @@ class Check(SpecModel):
         )
     )
 
-    name: str = pydantic.Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    name: str = pydantic.Field(pattern=CHECK_NAME, max_length=63)
     description: str | None = None
     interval: Duration | None = pydantic.Field(default=None, description="Overrides the phase's interval.")
     fail_when: str | None = None

@@ -8,7 +8,9 @@ Rules every provider keeps:
 
 - never raise for a data-source failure (down, timeout, HTTP 5xx, bad query): return
   ``Measurement.error(...)``; return ``Measurement.no_data(...)`` when the source
-  answered but had nothing to say (an empty PromQL vector, zero rows);
+  answered but had nothing to say (an empty PromQL vector, zero rows), and
+  ``Measurement.not_applicable(...)`` when what the check looks at does not exist for
+  this target (no HorizontalPodAutoscaler to check): the check ends Skipped;
 - put the *resolved* query (templated, as sent) into ``Measurement.query`` so that
   status and ``kubectl describe`` show exactly what was asked;
 - never put secret values (passwords, tokens, DSNs) into any field;
@@ -41,6 +43,7 @@ class MeasurementState(enum.StrEnum):
     NO_DATA = "NoData"  # the source answered, but with nothing (-> Inconclusive)
     ERROR = "Error"  # the source is down, timed out or refused the query
     PENDING = "Pending"  # waiting on something outside (a running Job, a person)
+    NOT_APPLICABLE = "NotApplicable"  # nothing to measure for this target (-> Skipped)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +135,10 @@ class Measurement:
     @classmethod
     def pending(cls, message: str, **kwargs: Any) -> Measurement:
         return cls(MeasurementState.PENDING, message=message, **kwargs)
+
+    @classmethod
+    def not_applicable(cls, message: str, **kwargs: Any) -> Measurement:
+        return cls(MeasurementState.NOT_APPLICABLE, message=message, **kwargs)
 
 
 class Provider(Protocol):

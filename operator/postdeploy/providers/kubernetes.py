@@ -3,7 +3,8 @@
 Called by ``postdeploy.engine`` for checks with a ``kubernetes`` block. Measures
 one thing per check (``measure``): rollout completion, ready/available ratios,
 restarts since the deployment, crash loops, image pull errors, unhealthy workloads
-in the namespace, the target's HPA health and node pressure. The API server being
+in the namespace, the target's HPA health (not applicable, hence Skipped, for a
+target that no HPA scales) and node pressure. The API server being
 unreachable or refusing is an Error measurement; a missing target is an Error
 that says so.
 """
@@ -194,7 +195,9 @@ class KubernetesProvider:
             return Measurement.ok(
                 1.0, message=f"HPA {details['hpa']} able to scale and active", details=details
             )
-        return Measurement.no_data(f"no HorizontalPodAutoscaler targets {ctx.target.kind}/{ctx.target.name}")
+        return Measurement.not_applicable(
+            f"no HorizontalPodAutoscaler targets {ctx.target.kind}/{ctx.target.name}"
+        )
 
     async def _node_pressure(self, workload: Obj, ctx: ReviewContext) -> Measurement:
         nodes = {pod.get("spec", {}).get("nodeName") for pod in await workloads.pods(self.api, workload)}

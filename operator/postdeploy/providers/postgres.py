@@ -26,6 +26,9 @@ How one query runs:
   row under its own name, so a condition can compare ``value`` with, say,
   ``previous``.
 
+A check with ``slowStatements`` instead of ``query`` looks at ``pg_stat_statements``
+since the deployment (``postdeploy.providers.statements``).
+
 A database that is down, slow or refuses the query is an Error measurement carrying
 the SQL error class and message (``ReadOnlySqlTransaction: cannot execute DELETE in a
 read-only transaction``); no rows, or NULL, is NoData. The DSN and its password never
@@ -43,19 +46,19 @@ import decimal
 import logging
 import math
 import re
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, cast
 
 import psycopg
 from psycopg import conninfo
 
 from postdeploy.decisions import durations
-from postdeploy.models.checks import Baseline, PostgresCheck
+from postdeploy.models.checks import Baseline, PostgresCheck, SlowStatements
 from postdeploy.providers import details as details_
-from postdeploy.providers import templating
+from postdeploy.providers import statements, templating
 from postdeploy.providers.base import Measurement, ReviewContext
 
-__all__ = ["ROWS_SHOWN", "PostgresProvider", "QueryFailed", "Rows"]
+__all__ = ["ROWS_SHOWN", "NotConfigured", "PostgresProvider", "QueryFailed", "Rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +69,17 @@ _PARAMETER = re.compile(r"%\(([^)]+)\)s")
 
 class QueryFailed(Exception):
     """The query could not be run; the message is safe to show (no DSN, no password)."""
+
+
+class NotConfigured(QueryFailed):
+    """No DSN anywhere: an Error, or Skipped for a check that is ``optional``."""
+
+
+def failed(exc: Exception, optional: bool, query: str | None) -> Measurement:
+    """The measurement for a query that could not run."""
+    if optional and isinstance(exc, NotConfigured):
+        return Measurement.not_applicable(f"{exc} (the check is optional)", query=query)
+    return Measurement.error(str(exc), query=query)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,11 +110,14 @@ class PostgresProvider:
         self, spec: PostgresCheck, ctx: ReviewContext, baseline: Baseline | None = None
     ) -> Measurement:
         """Run the check's query. ``baseline`` is ignored: the SQL compares periods itself."""
+        if spec.slow_statements is not None:
+            return await self._slow_statements(spec, spec.slow_statements, ctx)
+        assert spec.query is not None  # the model requires query or slowStatements
         try:
             timeout = durations.parse_duration(spec.timeout).total_seconds()
             result = await self.fetch(spec.query, ctx, timeout_seconds=timeout, row_limit=spec.row_limit)
         except (QueryFailed, ValueError) as exc:
-            return Measurement.error(str(exc), query=spec.query)
+            return failed(exc, spec.optional, spec.query)
 
         info: dict[str, Any] = {
             "columns": result.columns,
@@ -135,17 +152,70 @@ class PostgresProvider:
             )
         return Measurement.ok(value, query=spec.query, details=info)
 
+    async def _slow_statements(
+        self, spec: PostgresCheck, slow: SlowStatements, ctx: ReviewContext
+    ) -> Measurement:
+        """Keep a snapshot of ``pg_stat_statements`` on the first run; flag slow ones after."""
+        source = "this check"
+        snapshot = statements.Snapshot.from_memo(ctx.memo)
+        note = None
+        if snapshot is None and slow.snapshot_from:
+            snapshot = statements.Snapshot.from_memo(ctx.memos.get(slow.snapshot_from))
+            if snapshot is not None:
+                source = slow.snapshot_from
+            else:
+                note = f"check {slow.snapshot_from!r} kept no snapshot: this check took its own"
+        try:
+            timeout = durations.parse_duration(spec.timeout).total_seconds()
+            if snapshot is None:
+                rows = await self.fetch(
+                    statements.SNAPSHOT_SQL, ctx, timeout_seconds=timeout, row_limit=slow.snapshot_limit
+                )
+                taken = statements.snapshot_from_rows(rows.rows, rows.truncated, ctx.now)
+                found: dict[str, Any] = {
+                    "snapshotAt": taken.at,
+                    "snapshotStatements": len(taken.ids),
+                    "snapshotComplete": taken.complete,
+                }
+                if note:
+                    found["snapshotNote"] = note
+                return Measurement.ok(
+                    0.0,
+                    message=f"snapshot of {len(taken.ids)} statement(s) kept; later runs compare with it",
+                    query=statements.describe(slow, snapshot=True),
+                    details=found,
+                    memo=taken.to_memo(),
+                )
+            rows = await self.fetch(
+                statements.DELTA_SQL,
+                ctx,
+                timeout_seconds=timeout,
+                row_limit=statements.FLAGGED_LIMIT,
+                parameters=statements.delta_parameters(snapshot, slow),
+            )
+        except (QueryFailed, ValueError) as exc:
+            return failed(exc, spec.optional, statements.describe(slow, snapshot=snapshot is None))
+        measurement = statements.flagged(rows.rows, rows.truncated, snapshot, slow, source)
+        return dataclasses.replace(measurement, query=statements.describe(slow, snapshot=False))
+
     async def fetch(
-        self, query: str, ctx: ReviewContext, *, timeout_seconds: float, row_limit: int
+        self,
+        query: str,
+        ctx: ReviewContext,
+        *,
+        timeout_seconds: float,
+        row_limit: int,
+        parameters: Mapping[str, Any] | None = None,
     ) -> Rows:
-        """Run ``query`` read-only with the review's named parameters.
+        """Run ``query`` read-only with the review's named parameters (and ``parameters``,
+        which win: values a provider computes, such as a snapshot's arrays).
 
         Raises ``QueryFailed`` (with a message safe to show) when the database cannot
         be reached, refuses the query, or takes longer than ``timeout_seconds``.
         """
         dsn = ctx.secrets.get("dsn") or self._default_dsn
         if not dsn:
-            raise QueryFailed(
+            raise NotConfigured(
                 "no PostgreSQL DSN: set dsnSecretRef in the check or the operator's default DSN"
             )
         secrets = _secrets_of(dsn)
@@ -154,7 +224,8 @@ class PostgresProvider:
         overall = self._connect_timeout + timeout_seconds + 5
         try:
             async with asyncio.timeout(overall):
-                return await self._run(dsn, query, templating.sql_parameters(ctx), timeout_seconds, row_limit)
+                bound = {**templating.sql_parameters(ctx), **(parameters or {})}
+                return await self._run(dsn, query, bound, timeout_seconds, row_limit)
         except TimeoutError:
             raise QueryFailed(f"PostgreSQL did not answer within {overall:g}s") from None
         except psycopg.ProgrammingError as exc:

@@ -7,14 +7,26 @@ start-up (operator-wide default URL and timeout) and closes it at clean-up.
 What one run does:
 
 - **instant** (no ``range``): the templated query evaluated at ``ctx.now``; a scalar is
-  the value, several series are combined by ``aggregate`` (max, min, sum, mean).
+  the value, several series are combined by ``aggregate`` (max, min, sum, mean), or
+  counted (``count``: how many series have a finite value; no series at all is the
+  value 0, a real answer such as "no new error types", not missing data).
 - **range** with ``reduce``: a range query over ``[now - range, now]`` at ``step``;
   each series' samples are reduced (last, mean, max, min), then series are combined.
+  ``range`` is a duration, or ``phase`` (since the phase started) or ``sinceDeploy``
+  (since deployedAt), never shorter than one ``step``.
 - **range** with ``trend``: per series, ``slope`` is the least-squares slope per
   hour, ``mannKendall`` Kendall's tau (details ``pValue``, ``trend``) and
   ``timeToLimit`` the hours until the fitted line reaches the series' value of
   ``limitQuery`` (``1e9`` and ``growing: false`` when it does not grow significantly);
-  one limit applies to every series, several are paired with the series by labels.
+  one limit applies to every series, several are paired with the series by labels;
+  ``relativeChange`` fits a Theil-Sen line (robust to outliers) and reports how much it
+  moved from the window's first sample to its last, relative to where it started
+  (``±1e9`` when it started at 0), with ``absoluteChange``, ``startValue``,
+  ``endValue`` and Mann-Kendall's ``pValue``/``tau`` in the details, so a condition
+  can require a change that is both large and significant. Every trend reports
+  ``windowHours``. Mann-Kendall and Theil-Sen compare every pair of samples, so a
+  series of more than ``PAIRWISE_POINTS`` samples is first averaged over consecutive
+  blocks down to that many.
   ``max``/``min`` pick the series with the largest/smallest statistic; for
   ``timeToLimit`` ``max`` (the default, "the worst") picks the series that reaches
   its limit first and ``min`` the last. ``sum``/``mean`` add or average the series
@@ -54,12 +66,14 @@ from postdeploy.providers import details as details_
 from postdeploy.providers import templating
 from postdeploy.providers.base import Measurement, MeasurementState, ReviewContext
 
-__all__ = ["NOT_GROWING_HOURS", "SERIES_SHOWN", "PrometheusProvider"]
+__all__ = ["NOT_GROWING_HOURS", "PAIRWISE_POINTS", "SERIES_SHOWN", "PrometheusProvider"]
 
 logger = logging.getLogger(__name__)
 
 SERIES_SHOWN = 20  # series listed in the details
 NOT_GROWING_HOURS = 1e9  # timeToLimit's value when the limit is never reached
+NO_START = 1e9  # relativeChange's magnitude when the line starts at 0
+PAIRWISE_POINTS = 1000  # samples a pairwise (O(n²)) analysis looks at, at most
 _MAX_POINTS = 11_000  # Prometheus refuses range queries with more points per series
 _MIN_TREND_SAMPLES = 3
 
@@ -119,8 +133,8 @@ class PrometheusProvider:
             limit_query = (
                 templating.render_promql(spec.limit_query, values) if spec.limit_query else None
             )
-            range_ = durations.parse_duration(spec.range) if spec.range else None
             step = durations.parse_duration(spec.step).total_seconds()
+            range_ = _range(spec.range, ctx, step)
         except ValueError as exc:
             return Measurement.error(f"invalid check: {exc}", query=spec.query)
         if spec.trend is not None and range_ is None:
@@ -166,6 +180,19 @@ class PrometheusProvider:
             client = PrometheusConnect(url=url, timeout=timeout, retry=retry)
             self._clients[url] = client
         return client
+
+
+def _range(text: str | None, ctx: ReviewContext, step: float) -> datetime.timedelta | None:
+    """The range a check's ``range`` stands for now; at least one step."""
+    if text is None:
+        return None
+    if text == "phase":
+        window = ctx.now - ctx.phase_start
+    elif text == "sinceDeploy":
+        window = ctx.now - ctx.deployed_at
+    else:
+        window = durations.parse_duration(text)
+    return max(window, datetime.timedelta(seconds=max(step, 1.0)))
 
 
 def _baseline_time(baseline: Baseline | None, ctx: ReviewContext) -> datetime.datetime | None:
@@ -256,6 +283,8 @@ class _Evaluation:
     # --- turning series into a measurement -----------------------------------------------
 
     def _instant(self, series: list[_Series], at: datetime.datetime) -> Measurement:
+        if not series and self.spec.aggregate == "count":
+            return self._combined([], 0, at)
         if not series:
             return Measurement.no_data("the query returned no series")
         finite = [s for s in series if s.values]
@@ -266,6 +295,8 @@ class _Evaluation:
 
     def _reduced(self, series: list[_Series], at: datetime.datetime) -> Measurement:
         finite = [s for s in series if s.values]
+        if not series and self.spec.aggregate == "count":
+            return self._combined([], 0, at)
         if not finite:
             return Measurement.no_data(
                 "the range query returned no finite samples"
@@ -278,7 +309,10 @@ class _Evaluation:
     def _combined(
         self, series: list[tuple[dict[str, str], float]], total: int, at: datetime.datetime
     ) -> Measurement:
-        value = _AGGREGATES[self.spec.aggregate](tuple(v for _, v in series))
+        if self.spec.aggregate == "count":
+            value = float(len(series))
+        else:
+            value = _AGGREGATES[self.spec.aggregate](tuple(v for _, v in series))
         if not math.isfinite(value):  # a sum of huge numbers
             return Measurement.no_data(f"the {self.spec.aggregate} of the series is not finite")
         worst_first = sorted(series, key=lambda s: s[1], reverse=self.spec.aggregate != "min")
@@ -317,7 +351,7 @@ class _Evaluation:
             results = [_time_to_limit(s, limit) for s, limit in paired]
             pick = min if self.spec.aggregate != "min" else max
         else:
-            analyse = _slope if self.spec.trend == "slope" else _mann_kendall
+            analyse = _ANALYSES[self.spec.trend or "slope"]
             results = [analyse(s) for s in candidates]
             pick = min if self.spec.aggregate == "min" else max
         chosen = pick(results, key=lambda r: r.value)
@@ -327,6 +361,7 @@ class _Evaluation:
             **chosen.details,
             **extra,
             "analysis": self.spec.trend,
+            "windowHours": _span_hours(chosen.series),
             "labels": chosen.labels,
             "seriesCount": len(series),
             "series": [
@@ -339,6 +374,7 @@ class _Evaluation:
         window: dict[str, Any] = {"evaluatedAt": at.isoformat()}
         if self.range is not None:
             window["range"] = self.spec.range
+            window["rangeSeconds"] = self.range.total_seconds()
             window["step"] = self.spec.step
             if self.spec.trend is None:
                 window["reduce"] = self.spec.reduce
@@ -352,15 +388,19 @@ class _Evaluation:
 
 @dataclasses.dataclass(frozen=True)
 class _TrendResult:
-    labels: dict[str, str]
+    series: _Series
     value: float
     details: dict[str, Any]
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return self.series.labels
 
 
 def _slope(series: _Series) -> _TrendResult:
     hours = _hours(series)
     fit = statistics.linear_regression(hours, series.values)
-    return _TrendResult(series.labels, fit.slope, {
+    return _TrendResult(series, fit.slope, {
         "slopePerHour": fit.slope,
         "slopeStderr": fit.slope_stderr,
         "slopeCiLow": fit.slope_confidence_interval[0],
@@ -373,8 +413,8 @@ def _slope(series: _Series) -> _TrendResult:
 
 
 def _mann_kendall(series: _Series) -> _TrendResult:
-    result = statistics.mann_kendall(series.values)
-    return _TrendResult(series.labels, result.tau, {
+    result = statistics.mann_kendall(_thinned(series).values)
+    return _TrendResult(series, result.tau, {
         "tau": result.tau,
         "pValue": result.p_value,
         "z": result.z,
@@ -390,7 +430,7 @@ def _time_to_limit(series: _Series, limit: float) -> _TrendResult:
     reach = statistics.time_to_reach(hours, series.values, limit)  # in the times' unit
     growing = reach is not None
     value = reach if reach is not None else NOT_GROWING_HOURS
-    return _TrendResult(series.labels, value, {
+    return _TrendResult(series, value, {
         "hoursToLimit": value,
         "growing": growing,
         "limit": limit,
@@ -402,9 +442,58 @@ def _time_to_limit(series: _Series, limit: float) -> _TrendResult:
     })
 
 
+def _relative_change(series: _Series) -> _TrendResult:
+    """How far a robust line moved over the window, relative to where it started."""
+    thin = _thinned(series)
+    origin = series.times[0]
+    fit = statistics.theil_sen([(t - origin) / 3600.0 for t in thin.times], thin.values)
+    # The line at the window's first sample (hour 0) and at its last one.
+    start = fit.intercept
+    end = fit.intercept + fit.slope * _span_hours(series)
+    change = end - start
+    relative = change / abs(start) if start != 0 else math.copysign(NO_START, change) if change else 0.0
+    trend = statistics.mann_kendall(thin.values)
+    return _TrendResult(series, relative, {
+        "relativeChange": relative,
+        "absoluteChange": change,
+        "startValue": start,
+        "endValue": end,
+        "slopePerHour": fit.slope,
+        "tau": trend.tau,
+        "pValue": trend.p_value,
+        "trend": trend.trend,
+        "samples": len(series.values),
+        "lastValue": series.values[-1],
+    })
+
+
+_ANALYSES: dict[str, Callable[[_Series], _TrendResult]] = {
+    "slope": _slope,
+    "mannKendall": _mann_kendall,
+    "relativeChange": _relative_change,
+}
+
+
 def _hours(series: _Series) -> list[float]:
     start = series.times[0]
     return [(t - start) / 3600.0 for t in series.times]
+
+
+def _span_hours(series: _Series) -> float:
+    return (series.times[-1] - series.times[0]) / 3600.0 if series.times else 0.0
+
+
+def _thinned(series: _Series, points: int = PAIRWISE_POINTS) -> _Series:
+    """At most ``points`` samples: consecutive blocks of samples averaged (time and value)."""
+    n = len(series.values)
+    if n <= points:
+        return series
+    times, values = [], []
+    for block in range(points):
+        lo, hi = block * n // points, (block + 1) * n // points
+        times.append(math.fsum(series.times[lo:hi]) / (hi - lo))
+        values.append(math.fsum(series.values[lo:hi]) / (hi - lo))
+    return _Series(series.labels, times, values)
 
 
 def _pointwise(series: list[_Series], aggregate: str) -> list[_Series]:

@@ -20,7 +20,19 @@ and the details carry, per group, the rate, the difference and relative lift aga
 the control with its confidence interval, the p-value and whether it is significant,
 plus ``winner``: the best variant when it is significantly better, the control when
 every variant is significantly worse, else ``not significant yet``. No correction for
-several variants is applied: with many, lower ``alpha``.
+several variants is applied: with many, lower ``alpha``. The same run checks the split
+(``srmPValue``, ``sampleRatioMismatch``: the sampleRatio test below on the groups'
+trials against ``expectedRatios``), since a broken split voids the comparison; the
+message says the winner (or "not significant yet") and whether the split holds.
+
+``proportionChange``: exactly two rows, the reference period first and the current
+one second (e.g. conversions in the period of equal length before the deployment and
+since it). The value is the relative change of the rate, ``current / reference - 1``
+(``changeCiLow``/``changeCiHigh`` its confidence interval); ``pValue`` is the
+two-proportion z-test's, ``tolerance`` the check's baseline tolerance (0.1 without
+one). ``drop`` is 1 when the rate fell by more than the tolerance *and* the fall is
+significant, and the message says which of the two holds, so that
+``failWhen: value < -tolerance and pValue < alpha`` reads the same way in status.
 
 ``sampleRatio``: Pearson's chi-square test of the groups' ``trials`` against
 ``expectedRatios`` (in row order; equal shares by default). The value is the p-value;
@@ -41,12 +53,13 @@ from postdeploy.decisions import statistics
 from postdeploy.models.checks import Baseline, StatisticsCheck
 from postdeploy.providers import details as details_
 from postdeploy.providers.base import Measurement, ReviewContext
-from postdeploy.providers.postgres import PostgresProvider, QueryFailed, Rows
+from postdeploy.providers.postgres import PostgresProvider, QueryFailed, Rows, failed
 
 __all__ = ["SRM_ALPHA", "StatisticsProvider"]
 
 SRM_ALPHA = 0.001  # sampleRatio's alpha when the check does not set one
 NOT_YET = "not significant yet"
+DEFAULT_TOLERANCE = 0.1  # as in postdeploy.decisions.checks, without a baseline
 
 
 class _BadRows(ValueError):
@@ -72,7 +85,7 @@ class StatisticsProvider:
                 spec.query, ctx, timeout_seconds=self._timeout, row_limit=self._max_groups
             )
         except QueryFailed as exc:
-            return Measurement.error(str(exc), query=spec.query)
+            return failed(exc, spec.optional, spec.query)
         if result.truncated:
             return Measurement.error(
                 f"the query returned more than {self._max_groups} groups", query=spec.query
@@ -82,6 +95,9 @@ class StatisticsProvider:
         try:
             if spec.test == "twoProportion":
                 measurement = _two_proportion(spec, _groups(result, with_successes=True))
+            elif spec.test == "proportionChange":
+                tolerance = baseline.tolerance if baseline is not None else DEFAULT_TOLERANCE
+                measurement = _proportion_change(spec, _groups(result, with_successes=True), tolerance)
             else:
                 measurement = _sample_ratio(spec, _groups(result, with_successes=False))
         except ValueError as exc:  # _BadRows, and the statistics module's own checks
@@ -121,6 +137,7 @@ def _two_proportion(spec: StatisticsCheck, groups: list[tuple[str, int, int]]) -
                 difference=test.difference,
                 lift=test.relative_lift,
                 ci=list(test.confidence_interval),
+                liftCi=_relative(test.confidence_interval, test.p1),
                 pValue=test.p_value,
                 significant=test.significant(spec.alpha),
             )
@@ -153,7 +170,118 @@ def _two_proportion(spec: StatisticsCheck, groups: list[tuple[str, int, int]]) -
     }
     if best.relative_lift is not None:
         found["lift"] = best.relative_lift
-    return Measurement.ok(best.p_value, details=details_.json_value(found))
+    found.update(_split(spec, groups))
+    message = _ab_message(found, best, best_name, control_name)
+    return Measurement.ok(best.p_value, message=message, details=details_.json_value(found))
+
+
+def _split(spec: StatisticsCheck, groups: list[tuple[str, int, int]]) -> dict[str, Any]:
+    """The sample-ratio test of the groups' trials, for an A/B comparison's details."""
+    ratios = spec.expected_ratios or [1.0] * len(groups)
+    if len(ratios) != len(groups):
+        raise _BadRows(
+            f"expectedRatios has {len(ratios)} entries but the query returned {len(groups)} groups"
+        )
+    test = statistics.sample_ratio_mismatch([t for _, t, _ in groups], ratios, alpha=SRM_ALPHA)
+    total = sum(t for _, t, _ in groups)
+    return {
+        "srmPValue": test.p_value,
+        "srmChiSquare": test.statistic,
+        "srmAlpha": SRM_ALPHA,
+        "sampleRatioMismatch": test.mismatch,
+        "shares": [t / total for _, t, _ in groups],
+        "expectedShares": [r / math.fsum(ratios) for r in ratios],
+    }
+
+
+def _ab_message(
+    found: dict[str, Any], best: statistics.ProportionTestResult, best_name: str, control: str
+) -> str:
+    comparison = (
+        f"{best_name} {best.p2:.2%} vs {control} {best.p1:.2%}"
+        + (f", lift {best.relative_lift:+.1%}" if best.relative_lift is not None else "")
+        + f" (difference {best.difference:+.2%}, {found['confidence']:.0%} CI "
+        f"{best.confidence_interval[0]:+.2%}..{best.confidence_interval[1]:+.2%}), p={best.p_value:.3g}"
+    )
+    winner = found["winner"]
+    verdict = f"winner {winner}" if winner != NOT_YET else NOT_YET
+    shares = "/".join(f"{share:.1%}" for share in found["shares"])
+    planned = "/".join(f"{share:.1%}" for share in found["expectedShares"])
+    if found["sampleRatioMismatch"]:
+        return (
+            f"sample-ratio mismatch: split {shares} where {planned} was planned "
+            f"(p={found['srmPValue']:.3g}), so the comparison cannot be trusted; {verdict}: {comparison}"
+        )
+    return f"{verdict}: {comparison}; split {shares} as planned (SRM p={found['srmPValue']:.3g})"
+
+
+def _relative(interval: tuple[float, float], reference: float) -> list[float] | None:
+    if reference == 0:
+        return None
+    return [interval[0] / reference, interval[1] / reference]
+
+
+def _proportion_change(
+    spec: StatisticsCheck, groups: list[tuple[str, int, int]], tolerance: float
+) -> Measurement:
+    if len(groups) != 2:
+        raise _BadRows(
+            f"proportionChange needs exactly 2 rows (the reference period, then the current one), "
+            f"got {len(groups)}"
+        )
+    (before_name, before_trials, before_successes), (now_name, now_trials, now_successes) = groups
+    if before_trials == 0 or now_trials == 0:
+        empty = before_name if before_trials == 0 else now_name
+        return Measurement.no_data(f"{empty!r} has no trials yet")
+    if before_successes == 0:
+        return Measurement.no_data(f"{before_name!r} has no successes: no rate to compare with")
+    test = statistics.two_proportion_z_test(
+        before_successes, before_trials, now_successes, now_trials, confidence=1.0 - spec.alpha
+    )
+    assert test.relative_lift is not None  # before_successes > 0
+    change = test.relative_lift
+    ci = _relative(test.confidence_interval, test.p1) or [change, change]
+    significant = test.significant(spec.alpha)
+    beyond = change < -tolerance
+    found: dict[str, Any] = {
+        "test": "proportionChange",
+        "reference": before_name,
+        "current": now_name,
+        "referenceRate": test.p1,
+        "currentRate": test.p2,
+        "referenceTrials": before_trials,
+        "currentTrials": now_trials,
+        "referenceSuccesses": before_successes,
+        "currentSuccesses": now_successes,
+        "change": change,
+        "changeCiLow": ci[0],
+        "changeCiHigh": ci[1],
+        "difference": test.difference,
+        "z": test.z,
+        "pValue": test.p_value,
+        "alpha": spec.alpha,
+        "confidence": 1.0 - spec.alpha,
+        "tolerance": tolerance,
+        "significant": significant,
+        "beyondTolerance": beyond,
+        "drop": 1 if beyond and significant else 0,
+    }
+    described = (
+        f"{now_name} {test.p2:.2%} vs {before_name} {test.p1:.2%} ({change:+.1%}, "
+        f"{1.0 - spec.alpha:.0%} CI {ci[0]:+.1%}..{ci[1]:+.1%}), p={test.p_value:.3g}"
+    )
+    limit = f"the {tolerance:.0%} tolerance"
+    if change >= 0:
+        verdict = "no drop"
+    elif beyond and significant:
+        verdict = f"a drop larger than {limit} and significant"
+    elif beyond:
+        verdict = f"a drop larger than {limit} but not significant (p >= {spec.alpha:g})"
+    elif significant:
+        verdict = f"a significant drop, but within {limit}"
+    else:
+        verdict = f"a drop within {limit} and not significant"
+    return Measurement.ok(change, message=f"{verdict}: {described}", details=found)
 
 
 def _sample_ratio(spec: StatisticsCheck, groups: list[tuple[str, int, int]]) -> Measurement:

@@ -6,9 +6,10 @@ Called by the providers before they send anything: ``prometheus`` (PromQL),
 
 Templates name values as ``{{name}}`` (spaces inside the braces allowed); the values
 are ``ReviewContext.template_values()``: ``target``, ``namespace``, ``kind``,
-``version``, ``deployedAt``, ``review``, ``phaseStart``, ``phaseEnd`` and the review's
-``spec.parameters``. A name that has no value is an error naming it, never an empty
-string that silently widens a label matcher.
+``version``, ``deployedAt``, ``review``, ``phaseStart``, ``phaseEnd``, the time windows
+``sinceDeploy``, ``phaseElapsed`` and ``phaseLength`` (PromQL durations) and the
+review's ``spec.parameters`` (over its template's). A name that has no value is an
+error naming it, never an empty string that silently widens a label matcher.
 
 Each language gets its own escaping, because a value is data and must not become
 syntax: PromQL values are escaped for a double-quoted string literal (put the
@@ -16,6 +17,14 @@ placeholder inside ``"..."``: a target named ``a"} or vector(1) #`` stays one la
 value), URL values are percent-encoded, and SQL never sees a value in its text at all,
 only as a bound parameter (``%(name)s``). Regex metacharacters in a value used with
 ``=~`` keep their meaning: escaping is about quoting, not about regex semantics.
+
+One exception, in PromQL only: a parameter named ``selector`` or ending in ``Selector``
+(``podSelector``) is a list of label matchers that the review's or template's author
+wrote, such as ``job="{{target}}"`` or ``app=~"{{target}}-.*", env="prod"``. It goes
+into the query as written, after its own placeholders are filled in (escaped as
+above), and only if the result is nothing but comma-separated matchers
+(``label op "string"``): a target name still cannot leave its string, and a selector
+cannot close the braces it sits in.
 """
 
 from __future__ import annotations
@@ -59,9 +68,49 @@ def escape_promql(value: str) -> str:
     return value.translate(_PROMQL_ESCAPES)
 
 
+def is_selector(name: str) -> bool:
+    """Whether the value named ``name`` is a label-matcher fragment in PromQL."""
+    return name == "selector" or name.endswith("Selector")
+
+
+_MATCHER = re.compile(r'\s*[A-Za-z_][A-Za-z0-9_]*\s*(?:=~|!~|!=|=)\s*"(?:[^"\\\n]|\\.)*"\s*')
+
+
+def check_matchers(name: str, text: str) -> str:
+    """``text`` when it is one or more comma-separated PromQL label matchers; else ValueError."""
+    position = 0
+    while True:
+        match = _MATCHER.match(text, position)
+        if match is None:
+            raise ValueError(
+                f"{{{{{name}}}}} must be label matchers such as job=\"checkout\", separated by "
+                f"commas; got {text!r}"
+            )
+        position = match.end()
+        if position == len(text):
+            return text
+        if text[position] != ",":
+            raise ValueError(f"{{{{{name}}}}}: expected ',' at column {position + 1} of {text!r}")
+        position += 1
+
+
 def render_promql(text: str, values: Mapping[str, str]) -> str:
-    """A PromQL query (or Alertmanager matcher) with its placeholders filled in."""
-    return render(text, values, escape_promql)
+    """A PromQL query (or Alertmanager matcher) with its placeholders filled in.
+
+    Selector parameters (``is_selector``) used by ``text`` are filled in first and go
+    in as matchers; every other value is escaped for a double-quoted string.
+    """
+    data = {k: v for k, v in values.items() if not is_selector(k)}
+    used = {m.group(1) for m in _PLACEHOLDER.finditer(text)}
+    fragments = {
+        name: check_matchers(name, render(values[name], data, escape_promql))
+        for name in used
+        if is_selector(name) and name in values
+    }
+    if not fragments:
+        return render(text, values, escape_promql)
+    marked = {**{k: escape_promql(v) for k, v in data.items()}, **fragments}
+    return render(text, {**marked, **{k: v for k, v in values.items() if k not in marked}}, str)
 
 
 def render_url(text: str, values: Mapping[str, str]) -> str:
