@@ -43,7 +43,9 @@ Every series carries ``namespace="shop"``, ``pod``, ``container``, ``job`` and
 (histogram, ``prometheus_client``'s default buckets, ``le`` spelt the same way),
 ``container_memory_working_set_bytes``,
 ``kube_pod_container_resource_limits{resource="memory",unit="byte"}`` and
-``kube_pod_container_resource_requests`` (same labels),
+``kube_pod_container_resource_requests`` (same labels), both also with
+``resource="cpu",unit="core"`` (checkout: request 0.25, limit 1; leaky: 0.1 and 0.5;
+creepy: 0.25 and 1; constant, like kube-state-metrics reports them),
 ``container_cpu_usage_seconds_total`` and ``app_errors_total{type}``.
 
 Besides the blocks, :func:`backfill` writes a JSON file of checkpoints: every series'
@@ -215,7 +217,9 @@ def _sround(rng: random.Random, x: float) -> int:
 class _Workload:
     """Accumulates the series of one pod while the generator walks through time."""
 
-    def __init__(self, workload: str, pod: str) -> None:
+    def __init__(self, workload: str, pod: str, cpu_request: float = 0.25, cpu_limit: float = 1.0) -> None:
+        self.cpu_request = cpu_request
+        self.cpu_limit = cpu_limit
         self.base = {
             "namespace": NAMESPACE,
             "pod": pod,
@@ -287,8 +291,16 @@ class _Workload:
             out.setdefault("http_request_duration_seconds", []).append(Metric(labels, samples))
         out["container_memory_working_set_bytes"] = [Metric(dict(self.base), [("", {}, self.memory)])]
         resource = {**self.base, "resource": "memory", "unit": "byte"}
-        out["kube_pod_container_resource_limits"] = [Metric(dict(resource), [("", {}, self.limit)])]
-        out["kube_pod_container_resource_requests"] = [Metric(dict(resource), [("", {}, self.request)])]
+        cpu = {**self.base, "resource": "cpu", "unit": "core"}
+        length = len(self.limit)
+        out["kube_pod_container_resource_limits"] = [
+            Metric(dict(resource), [("", {}, self.limit)]),
+            Metric(dict(cpu), [("", {}, array("d", [self.cpu_limit]) * length)]),
+        ]
+        out["kube_pod_container_resource_requests"] = [
+            Metric(dict(resource), [("", {}, self.request)]),
+            Metric(dict(cpu), [("", {}, array("d", [self.cpu_request]) * length)]),
+        ]
         out["container_cpu_usage_seconds"] = [Metric(dict(self.base), [("_total", {}, self.cpu)])]
         for kind, values in self.errors.items():
             out.setdefault("app_errors", []).append(
@@ -383,7 +395,7 @@ def build(tl: Timeline, pods: Sequence[str] | None = None, seed: int = DEFAULT_S
     pod_list = list(pods) if pods else default_pods(seed)
     leaky_pod, creepy_pod = helper_pods(seed)
     checkout = [_Workload("checkout", pod) for pod in pod_list]
-    leaky = _Workload("leaky", leaky_pod)
+    leaky = _Workload("leaky", leaky_pod, cpu_request=0.1, cpu_limit=0.5)
     creepy = _Workload("creepy", creepy_pod)
     for ts in tl.timestamps():
         for index, w in enumerate(checkout):

@@ -10,8 +10,8 @@ backfilled history (:mod:`testbed.history`); Prometheus must scrape it with
 Metrics: ``http_requests_total{method,handler,code}``,
 ``http_request_duration_seconds`` (histogram), ``container_memory_working_set_bytes``,
 ``kube_pod_container_resource_limits`` / ``kube_pod_container_resource_requests``
-``{resource="memory",unit="byte"}``, ``container_cpu_usage_seconds_total`` and
-``app_errors_total{type}``.
+``{resource="memory",unit="byte"}`` and ``{resource="cpu",unit="core"}``,
+``container_cpu_usage_seconds_total`` and ``app_errors_total{type}``.
 
 A control API on a second port steers it:
 
@@ -27,6 +27,8 @@ answered 500 (70 %) or 503 (30 %)), ``latency_seconds`` (median latency) and
 ``latency_jitter`` (log-normal sigma, p95 ≈ median x e^(1.645 sigma)),
 ``memory_bytes`` (working set per pod now), ``memory_growth_bytes_per_s`` (linear
 growth from the moment it is set), ``memory_limit_bytes``, ``memory_request_bytes``,
+``cpu_limit_cores``, ``cpu_request_cores`` (also exported as
+``kube_pod_container_resource_limits/requests{resource="cpu",unit="core"}``),
 ``error_types`` (``{"TimeoutError": 0.1}``: per-request probability that
 ``app_errors_total{type="TimeoutError"}`` is incremented; independent of the HTTP
 codes). Setting ``memory_bytes`` restarts the growth from that value.
@@ -96,6 +98,8 @@ class Settings:
     memory_growth_bytes_per_s: float = 0.0
     memory_limit_bytes: float = 512.0 * MIB
     memory_request_bytes: float = 256.0 * MIB
+    cpu_limit_cores: float = 1.0
+    cpu_request_cores: float = 0.25
     error_types: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -264,11 +268,15 @@ class SampleApp:
             memory = self._memory_now(now)
             limit = self._settings.memory_limit_bytes
             request = self._settings.memory_request_bytes
+            cpu_limit = self._settings.cpu_limit_cores
+            cpu_request = self._settings.cpu_request_cores
         for pod in self.pods:
             base = self._base(pod)
             self.memory.labels(*base).set(memory)
             self.limits.labels(*base, "memory", "byte").set(limit)
             self.requests_gauge.labels(*base, "memory", "byte").set(request)
+            self.limits.labels(*base, "cpu", "core").set(cpu_limit)
+            self.requests_gauge.labels(*base, "cpu", "core").set(cpu_request)
 
     # -- simulation ----------------------------------------------------------
 
