@@ -19,9 +19,14 @@ from postdeploy.models.base import Duration, SpecModel, StatusModel, cel
 from postdeploy.models.checks import Check, OnFailure, SecretKeyRef
 
 __all__ = [
+    "ActionRecord",
+    "ActionState",
     "CheckState",
     "CheckStatus",
     "Condition",
+    "Delivery",
+    "NotificationRecord",
+    "NotificationTarget",
     "Phase",
     "PhaseStatus",
     "PostDeploymentReviewSpec",
@@ -72,11 +77,37 @@ class ProviderDefaults(SpecModel):
 
 
 class RollbackSpec(SpecModel):
+    """How far a breach may act on the target; each check's onFailure asks, this caps."""
+
     policy: OnFailure = pydantic.Field(
-        default=OnFailure.NONE,
-        description="What a breach of a check with onFailure=rollback may do at most.",
+        default=OnFailure.ROLLBACK,
+        description="The strongest action any check's onFailure may take, on the ladder "
+        "none < annotate < notify < pause < rollback (each includes the ones before it). "
+        "rollback: as the checks ask; notify: tell people, change nothing but annotations; "
+        "annotate: only annotate the target; none: do nothing.",
     )
-    dry_run: bool = False
+    dry_run: bool = pydantic.Field(
+        default=False,
+        description="Record in status what would have been done; annotate, pause and roll "
+        "back nothing (notifications still go out, marked dryRun).",
+    )
+    allow_git_ops: bool = pydantic.Field(
+        default=False,
+        description="Roll back a target managed by Argo CD or Flux too; by default such a "
+        "target is annotated and notified instead, as a GitOps sync would undo the rollback.",
+    )
+
+
+class NotificationTarget(SpecModel):
+    """A webhook receiving one message per state change (breach, pause, rollback, completion)."""
+
+    name: str = pydantic.Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    url_secret_ref: SecretKeyRef = pydantic.Field(
+        description="The webhook URL, from a Secret in the review's namespace."
+    )
+    format: Literal["json", "slack"] = pydantic.Field(
+        default="json", description="json: the message as a JSON object; slack: an incoming-webhook body."
+    )
 
 
 class ReviewTemplateSpec(SpecModel):
@@ -122,6 +153,17 @@ class PostDeploymentReviewSpec(SpecModel):
         description="Phases and checks; override the template's by name.",
     )
     rollback: RollbackSpec | None = None
+    notifications: list[NotificationTarget] = pydantic.Field(
+        default_factory=list, max_length=10, description="Webhooks told about breaches and outcomes."
+    )
+
+    @pydantic.field_validator("notifications")
+    @classmethod
+    def _unique_receivers(cls, value: list[NotificationTarget]) -> list[NotificationTarget]:
+        names = [n.name for n in value]
+        if len(set(names)) != len(names):
+            raise ValueError("notification names must be unique")
+        return value
 
 
 class Verdict(enum.StrEnum):
@@ -198,6 +240,61 @@ class CheckStatus(StatusModel):
     history: list[Sample] = pydantic.Field(default_factory=list)
 
 
+class ActionState(enum.StrEnum):
+    PENDING = "Pending"  # decided, nothing done yet
+    APPLYING = "Applying"  # planned (from/to recorded); the target may or may not be patched yet
+    DONE = "Done"
+    DRY_RUN = "DryRun"  # what would have been done is recorded; nothing was changed
+    SKIPPED = "Skipped"  # deliberately not done; `reason` says why
+    FAILED = "Failed"  # could not be done; `reason` says why
+
+    @property
+    def final(self) -> bool:
+        return self not in (ActionState.PENDING, ActionState.APPLYING)
+
+
+class ActionRecord(StatusModel):
+    """One action on a breach, written before it is carried out (see postdeploy.engine.executions)."""
+
+    id: str
+    action: Literal["none", "annotate", "notify", "pause", "rollback"]
+    state: ActionState = ActionState.PENDING
+    check: str | None = None
+    requested: str | None = None  # the check's onFailure
+    cause: str = ""
+    value: float | None = None
+    threshold: str | None = None
+    dry_run: bool = False
+    reason: str | None = None  # why downgraded, skipped or failed
+    decided_at: str | None = None
+    at: str | None = None  # when it reached its final state
+    attempts: int = 0
+    from_revision: str | None = None
+    to_revision: str | None = None
+    from_image: str | None = None
+    to_image: str | None = None
+    source: str | None = None  # the ReplicaSet / ControllerRevision / stable hash rolled back to
+    from_template: str | None = None  # fingerprint of the target's template when the rollback was planned
+
+
+class Delivery(StatusModel):
+    receiver: str
+    state: Literal["Pending", "Delivered", "Failed"] = "Pending"
+    attempts: int = 0
+    at: str | None = None
+    error: str | None = None
+
+
+class NotificationRecord(StatusModel):
+    """One message (a state change), and its delivery to each receiver."""
+
+    id: str  # breach-CHECK, pause, rollback, completion
+    event: str
+    created_at: str
+    payload: dict[str, Any] = pydantic.Field(default_factory=dict, json_schema_extra=_FREE)
+    deliveries: list[Delivery] = pydantic.Field(default_factory=list)
+
+
 class ReviewStatus(StatusModel):
     phase: str | None = None
     verdict: Verdict | None = None
@@ -209,6 +306,5 @@ class ReviewStatus(StatusModel):
     conditions: list[Condition] = pydantic.Field(default_factory=list)
     phases: list[PhaseStatus] = pydantic.Field(default_factory=list)
     checks: list[CheckStatus] = pydantic.Field(default_factory=list)
-    actions: list[dict[str, Any]] = pydantic.Field(
-        default_factory=list, json_schema_extra={"items": _FREE}
-    )
+    actions: list[ActionRecord] = pydantic.Field(default_factory=list)
+    notifications: list[NotificationRecord] = pydantic.Field(default_factory=list)
