@@ -1,0 +1,113 @@
+"""Reading and patching the reviewed workload, whatever its kind.
+
+Used by the other action modules and by ``postdeploy.engine.executions``. Objects are
+plain dicts in their wire form; ``read`` fills in ``apiVersion`` and ``kind`` so the
+result can be handed to ``kopf.event`` as the Event's involved object.
+
+API use (for RBAC): get and patch on deployments, statefulsets and daemonsets
+(apps/v1) and on rollouts (argoproj.io/v1alpha1), patch on rollouts/status.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from kubernetes_asyncio import client
+
+from postdeploy import workloads
+
+__all__ = [
+    "API_VERSIONS",
+    "JSON_PATCH",
+    "MERGE_PATCH",
+    "STRATEGIC_MERGE_PATCH",
+    "ContentType",
+    "Obj",
+    "images",
+    "patch",
+    "read",
+    "reference",
+]
+
+Obj = dict[str, Any]
+API_VERSIONS = {
+    "Deployment": "apps/v1",
+    "StatefulSet": "apps/v1",
+    "DaemonSet": "apps/v1",
+    "Rollout": "argoproj.io/v1alpha1",
+}
+ContentType = Literal[
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+]
+JSON_PATCH: ContentType = "application/json-patch+json"
+MERGE_PATCH: ContentType = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH: ContentType = "application/strategic-merge-patch+json"
+
+
+async def read(api: client.ApiClient, kind: str, namespace: str, name: str) -> Obj | None:
+    """The target, or None when it does not exist."""
+    obj = await workloads.read(api, kind, namespace, name)
+    if obj is not None:
+        obj.setdefault("kind", kind)
+        obj.setdefault("apiVersion", API_VERSIONS[kind])
+    return obj
+
+
+def reference(obj: Obj) -> Obj:
+    """What ``kopf.event`` needs to post an Event about the object."""
+    metadata = obj.get("metadata") or {}
+    return {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": {k: metadata.get(k) for k in ("name", "namespace", "uid")},
+    }
+
+
+def images(template: Obj | None) -> str | None:
+    """The pod template's container images, comma-separated, in container order."""
+    containers = ((template or {}).get("spec") or {}).get("containers") or []
+    found = [str(c.get("image")) for c in containers if c.get("image")]
+    return ",".join(found) or None
+
+
+async def patch(
+    api: client.ApiClient,
+    kind: str,
+    namespace: str,
+    name: str,
+    body: Any,
+    content_type: ContentType,
+    *,
+    subresource: Literal["status"] | None = None,
+) -> Obj:
+    """Patch the target (or its status subresource) and return the result as a dict."""
+    # The client's stubs omit _content_type; the generated methods accept it.
+    options: dict[str, Any] = {"_content_type": content_type}
+    if kind == "Rollout":
+        group, version, plural = workloads.ROLLOUT_GROUP
+        objects = client.CustomObjectsApi(api)
+        if subresource == "status":
+            result = await objects.patch_namespaced_custom_object_status(
+                group, version, namespace, plural, name, body, **options
+            )
+        else:
+            result = await objects.patch_namespaced_custom_object(
+                group, version, namespace, plural, name, body, **options
+            )
+        return dict(result)
+    if subresource is not None:
+        raise ValueError(f"{kind}: only a Rollout's status is patched")
+    apps = client.AppsV1Api(api)
+    updated: Any
+    if kind == "Deployment":
+        updated = await apps.patch_namespaced_deployment(name, namespace, body, **options)
+    elif kind == "StatefulSet":
+        updated = await apps.patch_namespaced_stateful_set(name, namespace, body, **options)
+    elif kind == "DaemonSet":
+        updated = await apps.patch_namespaced_daemon_set(name, namespace, body, **options)
+    else:
+        raise ValueError(f"unsupported target kind {kind!r}")
+    plain: Obj = api.sanitize_for_serialization(updated)
+    return plain
