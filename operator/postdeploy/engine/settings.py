@@ -26,6 +26,12 @@ class Settings:
     concurrency_per_provider: int = 16
     # How long a review with nothing due may sleep before re-reading its inputs.
     max_sleep_seconds: float = 300.0
+    # Webhook deliveries: attempts per message and receiver, the first retry's delay
+    # (doubling after each failure, up to the maximum), and one request's timeout.
+    notify_attempts: int = 6
+    notify_backoff_seconds: float = 1.0
+    notify_max_backoff_seconds: float = 60.0
+    notify_timeout_seconds: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -38,4 +44,8 @@ class Settings:
             measure_timeout_seconds=float(env.get("POSTDEPLOY_MEASURE_TIMEOUT", "30")),
             concurrency_per_provider=int(env.get("POSTDEPLOY_CONCURRENCY", "16")),
             max_sleep_seconds=float(env.get("POSTDEPLOY_MAX_SLEEP", "300")),
+            notify_attempts=int(env.get("POSTDEPLOY_NOTIFY_ATTEMPTS", "6")),
+            notify_backoff_seconds=float(env.get("POSTDEPLOY_NOTIFY_BACKOFF", "1")),
+            notify_max_backoff_seconds=float(env.get("POSTDEPLOY_NOTIFY_MAX_BACKOFF", "60")),
+            notify_timeout_seconds=float(env.get("POSTDEPLOY_NOTIFY_TIMEOUT", "10")),
         )

@@ -24,14 +24,18 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from postdeploy import workloads
+from postdeploy.actions import decide, gitops, targets
 from postdeploy.decisions import checks as check_decisions
 from postdeploy.decisions import phases as phase_plans
 from postdeploy.decisions import templates, verdicts
 from postdeploy.engine.registry import Providers
 from postdeploy.engine.settings import Settings
 from postdeploy.models.reviews import (
+    ActionRecord,
+    ActionState,
     CheckState,
     CheckStatus,
+    Condition,
     PhaseStatus,
     ReviewStatus,
     Verdict,
@@ -128,6 +132,10 @@ class Engine:
                 )
         return templates.merge(template, spec)
 
+    async def read_secret(self, namespace: str, name: str, key: str) -> str:
+        """A Secret's value (webhook URLs, DSNs); raises LookupError naming what is missing."""
+        return await self._secret(namespace, name, key)
+
     async def _secret(self, namespace: str, name: str, key: str) -> str:
         try:
             secret = await client.CoreV1Api(self.api).read_namespaced_secret(name, namespace)
@@ -168,7 +176,7 @@ class Engine:
         previous = ReviewStatus.model_validate(body.get("status") or {})
         now = self.clock()
         if previous.phase == COMPLETED:
-            return TickResult(None, (), None, done=True)
+            return self._completed(previous, now, generation)
 
         status = previous.model_copy(deep=True)
         status.observed_generation = generation
@@ -250,11 +258,15 @@ class Engine:
         status.checks = [
             by_name.get(c.name) or check_decisions.initial(c) for p in review.phases for c in p.checks
         ]
+        # Decide actions for checks that failed and have none yet; the records are written
+        # with this status, before postdeploy.engine.executions carries any of them out.
+        deferred = not await self._decide(review, target, status, now)
         status.phases = [
             self._phase_status(p, previous, completed, deployed_at, now, plan) for p in review.phases
         ]
         status.phase = COMPLETED if complete else (plan.phase.name if plan.phase else None)
-        status.verdict = verdicts.verdict(status.checks, complete=complete, rolled_back=False)
+        rollback = _rollback_done(status.actions)
+        status.verdict = verdicts.verdict(status.checks, complete=complete, rolled_back=rollback is not None)
         status.conditions = verdicts.conditions_for(
             status.conditions,
             status.checks,
@@ -263,14 +275,50 @@ class Engine:
             now=now,
             generation=generation,
         )
-        status.message = self._message(status)
+        status.conditions = _rolled_back_condition(status, rollback, now, generation)
+        status.message = self._message(status, rollback)
         events = self._events(previous, status)
         wake = plan.wake_at
         if wake is not None:
             wake = min(wake, now + datetime.timedelta(seconds=self.settings.max_sleep_seconds))
+        if deferred:
+            wake = min(wake, now + _RETRY) if wake is not None else now + _RETRY
         new = status.dump()
         changed = new != previous.dump()
         return TickResult(new if changed else None, tuple(events), wake, done=complete)
+
+    async def _decide(
+        self,
+        review: templates.ResolvedReview,
+        target: Target,
+        status: ReviewStatus,
+        now: datetime.datetime,
+    ) -> bool:
+        """Append the action records for newly failed checks; False when deciding must wait."""
+        requests = {c.name: c.spec.on_failure for p in review.phases for c in p.checks}
+        if not decide.undecided(status.checks, requests, status.actions):
+            return True
+        try:
+            obj = await targets.read(self.api, target.kind, target.namespace, target.name)
+        except ApiException:
+            return False  # GitOps ownership unknown: decide on a later tick
+        owner = gitops.owner(obj.get("metadata") or {}) if obj is not None else None
+        policy = decide.Policy.from_spec(review.spec.rollback)
+        status.actions.extend(decide.decide(status.checks, requests, policy, owner, status.actions, now))
+        return True
+
+    def _completed(
+        self, previous: ReviewStatus, now: datetime.datetime, generation: int | None
+    ) -> TickResult:
+        """A completed review changes only when a rollback finished after its last phase."""
+        rollback = _rollback_done(previous.actions)
+        if rollback is None or previous.verdict is Verdict.ROLLED_BACK:
+            return TickResult(None, (), None, done=True)
+        status = previous.model_copy(deep=True)
+        status.verdict = Verdict.ROLLED_BACK
+        status.conditions = _rolled_back_condition(status, rollback, now, generation)
+        status.message = self._message(status, rollback)
+        return TickResult(status.dump(), tuple(self._events(previous, status)), None, done=True)
 
     async def _run(
         self,
@@ -351,7 +399,9 @@ class Engine:
         )
 
     @staticmethod
-    def _message(status: ReviewStatus) -> str:
+    def _message(status: ReviewStatus, rollback: ActionRecord | None = None) -> str:
+        if rollback is not None:
+            return f"{_rollback_text(status.target, rollback)}: {rollback.cause}"[:300]
         failed = [c for c in status.checks if c.state is CheckState.FAILED]
         if failed:
             return verdicts.summary(failed[0])[:300]
@@ -429,6 +479,43 @@ class Engine:
             kind = "Warning" if check.state in (CheckState.FAILED, CheckState.ERROR) else "Normal"
             events.append(Event(kind, f"Check{check.state.value}", verdicts.summary(check)[:1000]))
         if previous.verdict != status.verdict and status.verdict is not None:
-            kind = "Warning" if status.verdict in (Verdict.FAILING, Verdict.FAILED) else "Normal"
+            bad = (Verdict.FAILING, Verdict.FAILED, Verdict.ROLLED_BACK)
+            kind = "Warning" if status.verdict in bad else "Normal"
             events.append(Event(kind, f"Verdict{status.verdict.value}", status.message or ""))
         return events
+
+
+def _rollback_done(actions: list[ActionRecord]) -> ActionRecord | None:
+    """The rollback this review applied to its target, if any (dry runs do not count)."""
+    return next(
+        (r for r in actions if r.action == "rollback" and r.state is ActionState.DONE and not r.dry_run),
+        None,
+    )
+
+
+def _rollback_text(target: str | None, rollback: ActionRecord) -> str:
+    def side(revision: str | None, image: str | None) -> str:
+        return f"revision {revision or '?'}" + (f" ({image})" if image else "")
+
+    return (
+        f"rolled back {target or 'the target'} from {side(rollback.from_revision, rollback.from_image)} "
+        f"to {side(rollback.to_revision, rollback.to_image)}"
+    )
+
+
+def _rolled_back_condition(
+    status: ReviewStatus,
+    rollback: ActionRecord | None,
+    now: datetime.datetime,
+    generation: int | None,
+) -> list[Condition]:
+    """RolledBack: True with from/to once this review rolled its target back."""
+    if rollback is None:
+        message = "the target was not rolled back"
+        return verdicts.set_condition(
+            status.conditions, "RolledBack", "False", "NotRolledBack", message, now, generation
+        )
+    message = f"{_rollback_text(status.target, rollback)} at {rollback.at}: {rollback.cause}"
+    return verdicts.set_condition(
+        status.conditions, "RolledBack", "True", "RolledBack", message, now, generation
+    )

@@ -13,7 +13,8 @@ import httpx
 import kopf
 from kubernetes_asyncio import client, config
 
-from postdeploy.engine import registry, settings, ticks
+from postdeploy.actions import notifications
+from postdeploy.engine import executions, registry, settings, ticks
 
 __all__ = ["cleanup", "startup"]
 
@@ -43,6 +44,17 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any,
     memo.http = http_client
     memo.providers = providers
     memo.engine = ticks.Engine(api, providers, configuration)
+    # Webhooks get a client of their own: a receiver's timeouts are not a data source's.
+    memo.webhooks = httpx.AsyncClient(timeout=httpx.Timeout(configuration.notify_timeout_seconds))
+    memo.notifier = notifications.Notifier(
+        memo.webhooks,
+        memo.engine.read_secret,
+        attempts=configuration.notify_attempts,
+        backoff=configuration.notify_backoff_seconds,
+        max_backoff=configuration.notify_max_backoff_seconds,
+        timeout=configuration.notify_timeout_seconds,
+    )
+    memo.executor = executions.Executor(memo.notifier, memo.engine.clock)
     logger.info(
         "postdeploy started: prometheus=%s alertmanager=%s",
         configuration.prometheus_url or "-",
@@ -55,12 +67,16 @@ settings_module = settings
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    notifier = getattr(memo, "notifier", None)
+    if notifier is not None:
+        await notifier.close()  # undelivered messages stay Pending in status, sent after restart
     providers = getattr(memo, "providers", None)
     if providers is not None:
         await providers.close()
-    http_client = getattr(memo, "http", None)
-    if http_client is not None:
-        await http_client.aclose()
+    for name in ("http", "webhooks"):
+        http_client = getattr(memo, name, None)
+        if http_client is not None:
+            await http_client.aclose()
     api = getattr(memo, "api", None)
     if api is not None:
         await api.close()

@@ -2,10 +2,15 @@
 
 kopf starts ``review_daemon`` for every PostDeploymentReview (also after an operator
 restart) and stops it when the review is deleted. Each loop runs one engine tick,
-writes the status through the status subresource, posts the tick's Events, then
-sleeps until the tick's wake-up time or until ``review_changed`` reports a new spec
-or annotations. The daemon keeps the status it last wrote as its truth: the live
-body may lag behind its own write. A completed review's daemon exits at once, so
+writes the status through the status subresource, posts the tick's Events, then lets
+the executor carry out the actions the tick decided (each step written to status
+before and after it touches the target), then sleeps until the tick's wake-up time
+or until ``review_changed`` reports a new spec or annotations. When the executor
+changed something the loop ticks again at once, so the verdict shows it.
+
+The daemon keeps the status it last wrote as its truth (a ``Ledger``): the live body
+may lag behind its own writes. A completed review's daemon exits at once, unless an
+action or a notification of it is unfinished (an operator stopped in between), so
 finished reviews cost nothing but their place in kopf's watch.
 """
 
@@ -13,17 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kopf
-from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from postdeploy.engine import ticks
+from postdeploy.actions import notifications
+from postdeploy.engine import executions, ledgers, ticks
 
 __all__ = ["review_changed", "review_daemon"]
 
-GROUP, VERSION, PLURAL = "postdeploy.io", "v1alpha1", "postdeploymentreviews"
+GROUP, VERSION, PLURAL = ledgers.GROUP, ledgers.VERSION, ledgers.PLURAL
 _ERROR_BACKOFF = 10.0
 
 
@@ -42,18 +48,10 @@ async def review_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         wake.set()
 
 
-async def _write_status(api: client.ApiClient, namespace: str, name: str, status: dict[str, Any]) -> None:
-    await client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
-        GROUP,
-        VERSION,
-        namespace,
-        PLURAL,
-        name,
-        {"status": status},
-        # The stub omits _content_type; the client accepts it. Custom resources take no
-        # strategic merge patch, which the client would otherwise pick for a dict.
-        _content_type="application/merge-patch+json",  # type: ignore[call-arg]
-    )
+def _post(objs: Sequence[Mapping[str, Any]], type_: str, reason: str, message: str) -> None:
+    # kopf reads only apiVersion, kind and metadata of each object: plain dicts do.
+    bodies: Any = [dict(o) for o in objs]
+    kopf.event(bodies, type=type_, reason=reason, message=message)
 
 
 async def _sleep(stopped: kopf.DaemonStopped, wake: asyncio.Event, seconds: float) -> None:
@@ -75,22 +73,25 @@ async def review_daemon(
     body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, logger: Any, **_: Any
 ) -> None:
     engine: ticks.Engine = memo.engine
+    executor: executions.Executor = memo.executor
     memo.wake = asyncio.Event()
-    status: dict[str, Any] = copy.deepcopy(dict(body.get("status") or {}))
-    if status.get("phase") == ticks.COMPLETED:
-        return
     name, namespace = str(body.metadata.name), str(body.metadata.namespace)
+    ledger = ledgers.Ledger(engine.api, namespace, name, dict(body.get("status") or {}))
+    review = notifications.ReviewRef(name, namespace, str(body.metadata.uid))
+    receivers = len(body.spec.get("notifications") or [])
+    if ledger.status.get("phase") == ticks.COMPLETED and not executions.has_work(ledger.status, receivers):
+        return
     while not stopped:
         memo.wake.clear()
         memo.fingerprint = _fingerprint(body)
-        snapshot = {"metadata": dict(body.metadata), "spec": dict(body.spec), "status": status}
+        snapshot = {"metadata": dict(body.metadata), "spec": dict(body.spec), "status": ledger.status}
         try:
             result = await engine.tick(copy.deepcopy(snapshot))
             if result.status is not None:
-                await _write_status(engine.api, namespace, name, result.status)
-                status = result.status
+                await ledger.write(result.status)
             for event in result.events:
                 kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+            acted = await executor.run(engine.api, review, dict(body.spec), ledger, _post)
         except ApiException as error:
             if error.status == 404:
                 return  # the review is gone
@@ -101,8 +102,10 @@ async def review_daemon(
             logger.exception("review tick failed; retrying in %ss", _ERROR_BACKOFF)
             await _sleep(stopped, memo.wake, _ERROR_BACKOFF)
             continue
+        if acted:
+            continue  # tick again at once: the verdict and conditions show what was done
         if result.done:
-            logger.info("review completed: verdict %s", status.get("verdict"))
+            logger.info("review completed: verdict %s", ledger.status.get("verdict"))
             return
         if result.wake_at is None:
             await _sleep(stopped, memo.wake, engine.settings.max_sleep_seconds)
