@@ -8,6 +8,8 @@ wire form (camelCase), as ``kubectl get -o json`` shows them.
 from __future__ import annotations
 
 import datetime
+import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kubernetes_asyncio import client
@@ -17,6 +19,7 @@ __all__ = [
     "ROLLOUT_GROUP",
     "label_selector",
     "pods",
+    "raw",
     "read",
     "replica_counts",
     "rollout_state",
@@ -28,26 +31,47 @@ ROLLOUT_GROUP = ("argoproj.io", "v1alpha1", "rollouts")
 Obj = dict[str, Any]
 
 
-def _plain(api: client.ApiClient, obj: Any) -> Obj:
-    result: Obj = api.sanitize_for_serialization(obj)
+async def raw(call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Obj:
+    """Call a client method and return the JSON body as a dict.
+
+    Skips the client's model classes: deserialising into them and back costs several
+    times the request itself, and every caller here wants the wire form anyway.
+    Raises ApiException for non-2xx answers, as the typed call would.
+    """
+    response = await call(*args, _preload_content=False, **kwargs)
+    try:
+        body = await response.read()
+    finally:
+        response.release()
+    if not 200 <= response.status <= 299:
+        raise ApiException(status=response.status, reason=response.reason)
+    result: Obj = json.loads(body)
     return result
 
 
 async def read(api: client.ApiClient, kind: str, namespace: str, name: str) -> Obj | None:
     """The workload, or None when it does not exist."""
+    apps = client.AppsV1Api(api)
+    calls: dict[str, Callable[..., Awaitable[Any]]] = {
+        "Deployment": apps.read_namespaced_deployment,
+        "StatefulSet": apps.read_namespaced_stateful_set,
+        "DaemonSet": apps.read_namespaced_daemon_set,
+    }
     try:
-        if kind == "Deployment":
-            return _plain(api, await client.AppsV1Api(api).read_namespaced_deployment(name, namespace))
-        if kind == "StatefulSet":
-            return _plain(api, await client.AppsV1Api(api).read_namespaced_stateful_set(name, namespace))
-        if kind == "DaemonSet":
-            return _plain(api, await client.AppsV1Api(api).read_namespaced_daemon_set(name, namespace))
+        if kind in calls:
+            obj = await raw(calls[kind], name, namespace)
+            obj.setdefault("kind", kind)
+            return obj
         if kind == "Rollout":
             group, version, plural = ROLLOUT_GROUP
-            obj = await client.CustomObjectsApi(api).get_namespaced_custom_object(
-                group, version, namespace, plural, name
+            return await raw(
+                client.CustomObjectsApi(api).get_namespaced_custom_object,
+                group,
+                version,
+                namespace,
+                plural,
+                name,
             )
-            return dict(obj)
     except ApiException as error:
         if error.status == 404:
             return None
@@ -76,10 +100,11 @@ def label_selector(workload: Obj) -> str:
 
 async def pods(api: client.ApiClient, workload: Obj) -> list[Obj]:
     namespace = workload["metadata"]["namespace"]
-    result = await client.CoreV1Api(api).list_namespaced_pod(
-        namespace, label_selector=label_selector(workload)
+    result = await raw(
+        client.CoreV1Api(api).list_namespaced_pod, namespace, label_selector=label_selector(workload)
     )
-    return [_plain(api, pod) for pod in result.items]
+    items: list[Obj] = result.get("items") or []
+    return items
 
 
 def rollout_state(workload: Obj) -> tuple[int, str]:

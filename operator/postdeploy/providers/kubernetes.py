@@ -20,6 +20,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from postdeploy import workloads
 from postdeploy.models.checks import KubernetesCheck, KubernetesMeasure
+from postdeploy.providers import coalescing
 from postdeploy.providers.base import Measurement, ReviewContext
 
 __all__ = ["KubernetesProvider"]
@@ -48,8 +49,11 @@ def _waiting_reason(container: Obj) -> str | None:
 
 
 class KubernetesProvider:
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, coalesce_seconds: float = 1.0) -> None:
         self.api = api
+        # The five workload checks of a review's tick, and reviews of the same target
+        # within a second, share one read of the workload and one list of its pods.
+        self._reads: coalescing.Coalescer[Any] = coalescing.Coalescer(coalesce_seconds)
         self._measures: dict[KubernetesMeasure, Callable[[Obj, ReviewContext], Awaitable[Measurement]]] = {
             KubernetesMeasure.ROLLOUT_COMPLETE: self._rollout_complete,
             KubernetesMeasure.READY_RATIO: self._ready_ratio,
@@ -62,16 +66,24 @@ class KubernetesProvider:
             KubernetesMeasure.NODE_PRESSURE: self._node_pressure,
         }
 
+    async def _pods(self, workload: Obj) -> list[Obj]:
+        metadata = workload["metadata"]
+        key = ("pods", metadata["namespace"], workloads.label_selector(workload))
+        pods: list[Obj] = await self._reads.run(key, lambda: workloads.pods(self.api, workload))
+        return pods
+
     async def measure(self, spec: KubernetesCheck, ctx: ReviewContext) -> Measurement:
         target = ctx.target
         query = f"{spec.measure.value} of {target.kind}/{target.namespace}/{target.name}"
         try:
-            workload = await workloads.read(self.api, target.kind, target.namespace, target.name)
+            workload = await self._reads.run(
+                ("workload", target.kind, target.namespace, target.name),
+                lambda: workloads.read(self.api, target.kind, target.namespace, target.name),
+            )
             if workload is None:
                 return Measurement.error(
                     f"target {target.kind} {target.namespace}/{target.name} not found", query=query
                 )
-            workload.setdefault("kind", target.kind)
             measurement = await self._measures[spec.measure](workload, ctx)
         except ApiException as error:
             return Measurement.error(f"Kubernetes API: {error.status} {error.reason}", query=query)
@@ -111,7 +123,7 @@ class KubernetesProvider:
         # Pods created before the deployment belong to the previous version; restarts
         # that happened before deployedAt are not this release's.
         total, by_pod = 0, {}
-        for pod in await workloads.pods(self.api, workload):
+        for pod in await self._pods(workload):
             if _created(pod) < ctx.deployed_at:
                 continue
             count = sum(int(c.get("restartCount", 0)) for c in _container_statuses(pod))
@@ -124,7 +136,7 @@ class KubernetesProvider:
 
     async def _waiting(self, workload: Obj, reasons: frozenset[str], label: str) -> Measurement:
         found: list[str] = []
-        for pod in await workloads.pods(self.api, workload):
+        for pod in await self._pods(workload):
             for container in _container_statuses(pod):
                 reason = _waiting_reason(container)
                 if reason in reasons:
@@ -200,7 +212,7 @@ class KubernetesProvider:
         )
 
     async def _node_pressure(self, workload: Obj, ctx: ReviewContext) -> Measurement:
-        nodes = {pod.get("spec", {}).get("nodeName") for pod in await workloads.pods(self.api, workload)}
+        nodes = {pod.get("spec", {}).get("nodeName") for pod in await self._pods(workload)}
         nodes.discard(None)
         core = client.CoreV1Api(self.api)
         under_pressure: list[str] = []

@@ -1,0 +1,66 @@
+"""Identical reads share one request: in flight together, or within a short TTL.
+
+Used by providers whose reads repeat across checks and reviews in the same moment
+(the kubernetes provider reads a workload once for its five checks of a tick, and
+once for all reviews of the same target in that second; the prometheus provider
+sends an identical query at the same evaluation second once). Failures are shared
+with the callers that were waiting on them but never cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, Generic, TypeVar
+
+__all__ = ["Coalescer"]
+
+T = TypeVar("T")
+
+
+class Coalescer(Generic[T]):
+    def __init__(
+        self, ttl: float = 1.0, clock: Callable[[], float] = time.monotonic, limit: int = 10000
+    ) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self.limit = limit
+        self._done: dict[Hashable, tuple[float, T]] = {}
+        self._flying: dict[Hashable, asyncio.Future[T]] = {}
+        self.requests = 0  # requests actually made
+        self.shared = 0  # calls answered by another call's request
+
+    async def run(self, key: Hashable, factory: Callable[[], Awaitable[T]]) -> T:
+        now = self.clock()
+        cached = self._done.get(key)
+        if cached is not None and now - cached[0] < self.ttl:
+            self.shared += 1
+            return cached[1]
+        flying = self._flying.get(key)
+        if flying is not None:
+            self.shared += 1
+            return await asyncio.shield(flying)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._flying[key] = future
+        self.requests += 1
+        try:
+            result = await factory()
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody waits
+            raise
+        else:
+            future.set_result(result)
+            self._remember(key, result)
+            return result
+        finally:
+            self._flying.pop(key, None)
+
+    def _remember(self, key: Hashable, value: Any) -> None:
+        now = self.clock()
+        if len(self._done) >= self.limit:
+            self._done = {k: v for k, v in self._done.items() if now - v[0] < self.ttl}
+            if len(self._done) >= self.limit:
+                self._done.clear()
+        self._done[key] = (now, value)
