@@ -154,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     control = state["env"]["SAMPLEAPP_CONTROL_URL"]
     try:
         httpx.post(control, json={"error_rate": 0.002, "latency_seconds": 0.08}).raise_for_status()
-        _kubectl(env, "apply", "-f", str(ROOT / "crds"))
+        # The CRDs only: crds/ also ships the built-in template, which needs them first.
+        crds = [p for p in sorted((ROOT / "crds").glob("*.yaml")) if p.name != "postdeploy-default.yaml"]
+        _kubectl(env, "apply", *(a for p in crds for a in ("-f", str(p))))
         _kubectl(env, "wait", "--for=condition=Established", "crd/postdeploymentreviews.postdeploy.io")
         secret = _kubectl(
             env,

@@ -1,7 +1,8 @@
 """The operator under test: CRDs applied to the test bed, a namespace per test, and
 postdeploy running as a real process (``python -m postdeploy run``).
 
-Fixtures: ``crds`` (session: the generated CRDs applied), ``namespace`` (a fresh
+Fixtures: ``crds`` (session: the generated CRDs applied), ``default_template`` (the
+built-in ClusterReviewTemplate, for one test), ``namespace`` (a fresh
 namespace with the sample Deployment ``checkout``, deleted afterwards),
 ``operator_env`` (what the operator process needs), ``run_operator`` (a factory for
 operator processes; each is stopped at the end of the test). Helpers wait for
@@ -25,6 +26,7 @@ import pytest
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+DEFAULT_TEMPLATE = ROOT / "crds" / "postdeploy-default.yaml"
 SAMPLE_DEPLOYMENT = """
 apiVersion: apps/v1
 kind: Deployment
@@ -107,9 +109,20 @@ def kubectl(kube_cluster: dict[str, Any]) -> Kubectl:
 
 @pytest.fixture(scope="session")
 def crds(kubectl: Kubectl) -> None:
-    kubectl("apply", "-f", str(ROOT / "crds"))
+    # Only the CRDs: crds/ also ships the built-in ClusterReviewTemplate, which the API
+    # server takes only once its CRD is established (see the default_template fixture).
+    files = [p for p in sorted((ROOT / "crds").glob("*.yaml")) if p.name != DEFAULT_TEMPLATE.name]
+    kubectl("apply", *(a for p in files for a in ("-f", str(p))))
     for name in ("postdeploymentreviews", "reviewtemplates", "clusterreviewtemplates"):
         kubectl("wait", "--for=condition=Established", f"crd/{name}.postdeploy.io", "--timeout=60s")
+
+
+@pytest.fixture
+def default_template(kubectl: Kubectl, crds: None) -> Iterator[dict[str, Any]]:
+    """The built-in ``postdeploy-default`` ClusterReviewTemplate, installed for one test."""
+    kubectl("apply", "-f", str(DEFAULT_TEMPLATE))
+    yield yaml.safe_load(DEFAULT_TEMPLATE.read_text())
+    kubectl("delete", "-f", str(DEFAULT_TEMPLATE), "--ignore-not-found", check=False)
 
 
 @pytest.fixture

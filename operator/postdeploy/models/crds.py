@@ -1,7 +1,8 @@
 """Generates the CustomResourceDefinitions in ``crds/`` from the pydantic models.
 
-Run ``python -m postdeploy.models.crds crds/`` to rewrite them; a unit test fails
-when the committed files differ. pydantic emits JSON Schema 2020-12; Kubernetes
+Run ``python -m postdeploy.models.crds crds/`` to rewrite them (and the built-in
+default template beside them, ``postdeploy.defaults``); a unit test fails when the
+committed files differ. pydantic emits JSON Schema 2020-12; Kubernetes
 wants a structural OpenAPI v3 subset, so this module inlines ``$ref``, drops
 ``null`` branches, titles and defaults (defaults are applied after template
 merging, so the API server must not fill them in), and rewrites numeric
@@ -17,6 +18,7 @@ from typing import Any
 import pydantic
 import yaml
 
+from postdeploy import defaults
 from postdeploy.models import reviews
 
 __all__ = ["GROUP", "VERSION", "all_crds", "openapi_schema", "write"]
@@ -172,12 +174,16 @@ def render(document: dict[str, Any]) -> str:
 
 
 def write(directory: pathlib.Path) -> list[pathlib.Path]:
+    """The CRDs, and beside them the built-in default template they ship with."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for name, document in all_crds().items():
         path = directory / name
         path.write_text(render(document))
         written.append(path)
+    path = directory / defaults.FILE_NAME
+    path.write_text(defaults.render())
+    written.append(path)
     return written
 
 
