@@ -1,0 +1,126 @@
+"""Sign-offs people can trust: the signer is whom the API server authenticated.
+
+Called by the admission handlers in ``postdeploy.handlers.signoffs`` for every
+``ReviewSignoff`` being created:
+
+1. *stamp* (mutating): ``spec.signedBy`` becomes the request's ``userInfo``
+   (username, uid, groups) and ``spec.signedAt`` the time of admission, whatever the
+   request said; a different claimed name is replaced and the client is warned.
+2. *authorize* (validating, after every mutation): the stamp still matches
+   ``userInfo``; the review exists and requires the role; and the user may sign for
+   the role: a SubjectAccessReview for verb ``sign`` on resource ``signoffs`` of
+   group ``postdeploy.io``, named after the role, in the review's namespace. RBAC
+   grants it (``manifests/people/signers.yaml``):
+
+       - apiGroups: [postdeploy.io]
+         resources: [signoffs]
+         verbs: [sign]
+         resourceNames: [product-owner]
+
+The spec is immutable afterwards (a CEL rule on the CRD), so the stamp stays true.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from postdeploy.models.people import DEFAULT_ROLES
+
+__all__ = ["Refused", "authorize", "required_roles", "stamp"]
+
+GROUP, VERSION = "postdeploy.io", "v1alpha1"
+VERB, RESOURCE = "sign", "signoffs"
+
+
+class Refused(Exception):
+    """The sign-off may not be made; ``code`` is the HTTP status the user sees."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def stamp(userinfo: Mapping[str, Any], now: datetime.datetime) -> dict[str, Any]:
+    """The fields the webhook writes into ``spec``."""
+    signed_by: dict[str, Any] = {"username": str(userinfo.get("username", ""))}
+    if userinfo.get("uid"):
+        signed_by["uid"] = str(userinfo["uid"])
+    signed_by["groups"] = [str(g) for g in userinfo.get("groups") or []]
+    return {"signedBy": signed_by, "signedAt": now.isoformat(timespec="seconds")}
+
+
+def roles_of(review: Mapping[str, Any]) -> Sequence[str]:
+    policy = (review.get("spec") or {}).get("signoffs") or {}
+    roles = policy.get("roles")
+    return list(roles) if roles else list(DEFAULT_ROLES)
+
+
+async def required_roles(api: client.ApiClient, namespace: str, review: str) -> Sequence[str] | None:
+    """The roles the review asks for; None when there is no such review."""
+    try:
+        body = await client.CustomObjectsApi(api).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "postdeploymentreviews", review
+        )
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return roles_of(body)
+
+
+async def may_sign(
+    api: client.ApiClient, userinfo: Mapping[str, Any], namespace: str, role: str
+) -> tuple[bool, str]:
+    review = client.V1SubjectAccessReview(
+        spec=client.V1SubjectAccessReviewSpec(
+            user=userinfo.get("username"),
+            uid=userinfo.get("uid"),
+            groups=list(userinfo.get("groups") or []),
+            extra={k: list(v) for k, v in (userinfo.get("extra") or {}).items()},
+            resource_attributes=client.V1ResourceAttributes(
+                group=GROUP, resource=RESOURCE, verb=VERB, name=role, namespace=namespace
+            ),
+        )
+    )
+    result = await client.AuthorizationV1Api(api).create_subject_access_review(review)
+    return bool(result.status.allowed), str(result.status.reason or "")
+
+
+async def authorize(
+    api: client.ApiClient, spec: Mapping[str, Any], userinfo: Mapping[str, Any], namespace: str
+) -> None:
+    """Raise ``Refused`` unless this user may make this sign-off."""
+    username = str(userinfo.get("username", ""))
+    signed_by = (spec.get("signedBy") or {}).get("username")
+    if signed_by != username:
+        raise Refused(
+            f"spec.signedBy.username is {signed_by!r} but the request was made by {username!r}; "
+            "the signer is set by the API server's authentication, not by the request",
+            403,
+        )
+    review, role = str(spec.get("review", "")), str(spec.get("role", ""))
+    try:
+        roles = await required_roles(api, namespace, review)
+    except ApiException as error:
+        raise Refused(
+            f"cannot read review {namespace}/{review}: {error.status} {error.reason}", 500
+        ) from None
+    if roles is None:
+        raise Refused(f"no PostDeploymentReview {namespace}/{review}", 404)
+    if role not in roles:
+        raise Refused(f"review {review} does not ask for role {role!r} (it asks for {', '.join(roles)})", 422)
+    try:
+        allowed, reason = await may_sign(api, userinfo, namespace, role)
+    except ApiException as error:
+        raise Refused(f"cannot check {username}'s rights: {error.status} {error.reason}", 500) from None
+    if not allowed:
+        raise Refused(
+            f"{username} may not sign off as {role} in namespace {namespace} (RBAC: verb {VERB!r} on "
+            f"{RESOURCE}.{GROUP} named {role!r} is not granted){': ' + reason if reason else ''}",
+            403,
+        )

@@ -1,0 +1,84 @@
+"""Sign-off admission webhooks, and waking a review when one of its sign-offs changes.
+
+Start-up reads the webhook mode (``postdeploy.admission.servers``) and hands kopf
+its server; kopf then keeps the Mutating/ValidatingWebhookConfiguration
+``postdeploy.io`` pointing at it. Both webhooks are ``persistent``: they stay
+registered when the operator stops, so while it is down a sign-off cannot be created
+at all (failurePolicy Fail), rather than be created unverified.
+
+``signoff_changed`` touches the review's annotation ``postdeploy.io/signoffs-seen``
+so that its daemon (``postdeploy.handlers.reviews``) wakes and the final review sees
+the sign-off at once.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from postdeploy.admission import servers, signoffs
+
+__all__ = ["authorize_signer", "signoff_changed", "stamp_signer", "webhook_startup"]
+
+GROUP, VERSION, PLURAL = "postdeploy.io", "v1alpha1", "reviewsignoffs"
+SEEN_ANNOTATION = "postdeploy.io/signoffs-seen"
+
+
+@kopf.on.startup()
+async def webhook_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    config = servers.WebhookSettings.from_env()
+    server = servers.server_for(config)
+    memo.signoff_webhook = server is not None
+    if server is not None:
+        settings.admission.server = server
+        settings.admission.managed = config.managed
+        logger.info("sign-off webhook: %s on %s:%s", config.mode, config.addr, config.port)
+
+
+@kopf.on.mutate(GROUP, VERSION, PLURAL, operations=["CREATE"], persistent=True, id="stamp-signer")
+async def stamp_signer(
+    spec: kopf.Spec, patch: kopf.Patch, userinfo: Mapping[str, Any], warnings: list[str], **_: Any
+) -> None:
+    claimed = (spec.get("signedBy") or {}).get("username")
+    username = userinfo.get("username")
+    if claimed and claimed != username:
+        warnings.append(f"signedBy {claimed!r} ignored: signed by the authenticated user {username!r}")
+    for key, value in signoffs.stamp(userinfo, datetime.datetime.now(datetime.UTC)).items():
+        patch.spec[key] = value
+
+
+@kopf.on.validate(GROUP, VERSION, PLURAL, operations=["CREATE"], persistent=True, id="authorize-signer")
+async def authorize_signer(
+    spec: kopf.Spec, userinfo: Mapping[str, Any], namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    try:
+        await signoffs.authorize(memo.api, dict(spec), userinfo, namespace or "")
+    except signoffs.Refused as refused:
+        raise kopf.AdmissionError(str(refused), code=refused.code) from None
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def signoff_changed(
+    type: str, spec: kopf.Spec, namespace: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    if not type or not namespace or not spec.get("review"):
+        return  # the initial listing: review daemons read their sign-offs when they start
+    stamp = f"{type}:{body.metadata.name}:{body.metadata.get('resourceVersion', '')}"
+    try:
+        await client.CustomObjectsApi(memo.api).patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            "postdeploymentreviews",
+            spec["review"],
+            {"metadata": {"annotations": {SEEN_ANNOTATION: stamp}}},
+            _content_type="application/merge-patch+json",  # type: ignore[call-arg]
+        )
+    except ApiException as error:
+        if error.status != 404:
+            raise

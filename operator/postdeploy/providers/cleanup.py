@@ -1,0 +1,71 @@
+"""The cleanup provider: phase 5's housekeeping as a check.
+
+Called by ``postdeploy.engine`` for checks with a ``cleanup`` block; the deleting is
+done by ``postdeploy.actions.cleanups``. The value is the number of objects deleted
+(or, on a dry run, that would be); the details list each one with why it was chosen
+and what happened, and carry ``failed`` and ``credentials`` counts for conditions
+(the default condition fails the check when a deletion failed). The first real run
+is kept in the check's memo and reported again by later runs, so a cleanup happens
+once per review even though its phase may run the check several times.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from postdeploy.actions import cleanups
+from postdeploy.models.people import CleanupCheck
+from postdeploy.providers import details as details_
+from postdeploy.providers.base import Measurement, ReviewContext
+
+__all__ = ["CleanupProvider"]
+
+
+class CleanupProvider:
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+
+    @staticmethod
+    def _measurement(result: dict[str, Any], memo: dict[str, Any] | None) -> Measurement:
+        verb = "would delete" if result["dryRun"] else "deleted"
+        message = f"{verb} {result['count']} object(s)"
+        if result["credentials"]:
+            message += f", {result['credentials']} credential(s) among them"
+        if result["failed"]:
+            message += f"; {result['failed']} deletion(s) failed"
+        if result["problems"]:
+            message += f"; {'; '.join(result['problems'])}"
+        return Measurement.ok(
+            float(result["count"]),
+            message=message[:500],
+            query=result["query"],
+            details=details_.fit(result, "objects"),
+            memo=memo,
+        )
+
+    async def measure(self, spec: CleanupCheck, ctx: ReviewContext) -> Measurement:
+        if ctx.memo.get("result") and not spec.dry_run:
+            return self._measurement(dict(ctx.memo["result"]), None)
+        namespaces = [ctx.target.namespace, ctx.review_namespace]
+        target = (ctx.target.kind, ctx.target.namespace, ctx.target.name)
+        candidates, problems = await cleanups.plan(
+            self.api, spec, namespaces, ctx.review_name, ctx.version, target
+        )
+        if problems and not candidates:
+            return Measurement.error("; ".join(problems)[:500], query=f"label {spec.label}")
+        await cleanups.apply(self.api, candidates, spec.dry_run)
+        rows = [c.row() for c in candidates]
+        done = [r for r in rows if r["result"] in ("deleted", "would delete")]
+        result = {
+            "query": f"{spec.label} in ({ctx.review_name}, {ctx.version})",
+            "dryRun": spec.dry_run,
+            "count": len(done),
+            "credentials": sum(1 for r in done if r["credential"]),
+            "failed": sum(1 for r in rows if r["result"].startswith("failed")),
+            "problems": problems,
+            "objects": rows,
+        }
+        memo = None if spec.dry_run else {"result": details_.fit(result, "objects", budget=2500)}
+        return self._measurement(result, memo)

@@ -1,0 +1,64 @@
+"""The report provider: phase 4's deployment report as a check.
+
+Called by ``postdeploy.engine`` for checks with a ``report`` block. Reads the review
+as last written, draws the before/after charts from Prometheus, builds the report
+(``postdeploy.reports.documents``) and writes it to the ConfigMap ``<review>-report``
+(``postdeploy.reports.store``). The value is the number of action items; the details
+name the ConfigMap. The final review rewrites the report once more with the SLOs and
+sign-offs.
+"""
+
+from __future__ import annotations
+
+import httpx
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from postdeploy.decisions import durations
+from postdeploy.models.people import ReportCheck
+from postdeploy.providers.base import Measurement, ReviewContext
+from postdeploy.reports import documents, store
+
+__all__ = ["ReportProvider"]
+
+GROUP, VERSION, PLURAL = "postdeploy.io", "v1alpha1", "postdeploymentreviews"
+
+
+class ReportProvider:
+    def __init__(self, api: client.ApiClient, http: httpx.AsyncClient, prometheus_url: str | None) -> None:
+        self.api = api
+        self.http = http
+        self.prometheus_url = prometheus_url
+
+    async def measure(self, spec: ReportCheck, ctx: ReviewContext) -> Measurement:
+        objects = client.CustomObjectsApi(self.api)
+        try:
+            body = await objects.get_namespaced_custom_object(
+                GROUP, VERSION, ctx.review_namespace, PLURAL, ctx.review_name
+            )
+            url = ((body.get("spec") or {}).get("providers") or {}).get(
+                "prometheusUrl"
+            ) or self.prometheus_url
+            start = ctx.deployed_at - durations.parse_duration(spec.window)
+            step = durations.parse_duration(spec.step) if spec.step else None
+            charts = await store.fetch_charts(
+                self.http,
+                url,
+                spec.charts or store.DEFAULT_CHARTS,
+                ctx.template_values(),
+                start,
+                ctx.now,
+                step,
+            )
+            report = documents.build(body, charts, ctx.now)
+            name = await store.write(self.api, body, report)
+        except ApiException as error:
+            return Measurement.error(f"Kubernetes API: {error.status} {error.reason}")
+        drawn = sum(1 for c in charts if c.points)
+        return Measurement.ok(
+            float(len(report.action_items)),
+            message=f"report written to ConfigMap {name}: {len(report.action_items)} action item(s), "
+            f"{drawn}/{len(charts)} chart(s) with data",
+            query=f"ConfigMap {ctx.review_namespace}/{name}",
+            details={"configMap": name, "actionItems": len(report.action_items), "charts": drawn},
+        )
