@@ -39,4 +39,6 @@ def default_conditions(check: checks.Check) -> tuple[str | None, str | None]:
         return "value < 1", None  # a person rejected it
     if check.alertmanager is not None:
         return "value > 0", None  # any matching alert firing
+    if check.cleanup is not None:
+        return "failed > 0", None  # a deletion failed (the details count them)
     return None, None

@@ -19,12 +19,14 @@ from postdeploy.engine.settings import Settings
 from postdeploy.models.checks import Check
 from postdeploy.providers import (
     alertmanager,
+    cleanup,
     http,
     job,
     kubernetes,
     manual,
     postgres,
     prometheus,
+    report,
     statistics,
 )
 from postdeploy.providers.base import Measurement, ReviewContext
@@ -35,6 +37,7 @@ __all__ = ["Providers"]
 class Providers:
     def __init__(self, api: client.ApiClient, http_client: httpx.AsyncClient, settings: Settings) -> None:
         self.settings = settings
+        self.http = http_client  # shared with the final review (postdeploy.engine.finals)
         self._postgres = postgres.PostgresProvider(default_dsn=settings.postgres_dsn)
         self._providers: dict[str, Any] = {
             "kubernetes": kubernetes.KubernetesProvider(api),
@@ -45,6 +48,8 @@ class Providers:
             "job": job.JobProvider(api),
             "manual": manual.ManualProvider(),
             "statistics": statistics.StatisticsProvider(self._postgres),
+            "cleanup": cleanup.CleanupProvider(api),
+            "report": report.ReportProvider(api, http_client, settings.prometheus_url),
         }
         self._limits: collections.defaultdict[str, asyncio.Semaphore] = collections.defaultdict(
             lambda: asyncio.Semaphore(settings.concurrency_per_provider)
@@ -59,7 +64,7 @@ class Providers:
             async with self._limits[name]:
                 self.calls[name] += 1
                 async with asyncio.timeout(self.settings.measure_timeout_seconds):
-                    if name in ("kubernetes", "job", "manual"):
+                    if name in ("kubernetes", "job", "manual", "cleanup", "report"):
                         result: Measurement = await provider.measure(spec, ctx)
                     else:
                         result = await provider.measure(spec, ctx, baseline=check.baseline)

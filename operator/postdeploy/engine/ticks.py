@@ -28,6 +28,7 @@ from postdeploy.actions import decide, gitops, targets
 from postdeploy.decisions import checks as check_decisions
 from postdeploy.decisions import phases as phase_plans
 from postdeploy.decisions import templates, verdicts
+from postdeploy.engine import finals, reruns
 from postdeploy.engine.registry import Providers
 from postdeploy.engine.settings import Settings
 from postdeploy.models.reviews import (
@@ -90,6 +91,7 @@ class Engine:
         self.settings = settings
         self.clock = clock
         self._templates: dict[tuple[str, str, str], tuple[float, dict[str, Any] | None]] = {}
+        self.finals = finals.FinalReviews(api, providers.http, settings)
 
     # --- inputs -------------------------------------------------------------------------
 
@@ -231,6 +233,7 @@ class Engine:
         by_name = {c.name: c for c in status.checks}
         completed = {p.name for p in status.phases if p.state == COMPLETED}
         annotations = dict(metadata.get("annotations") or {})
+        by_name = reruns.apply(by_name, annotations, completed)  # `kubectl postdeploy rerun`
 
         # Run due checks; finishing a phase may make the next one due in the same tick.
         plan = phase_plans.plan(review, deployed_at, now, frozenset(completed), by_name)
@@ -267,6 +270,10 @@ class Engine:
         status.phase = COMPLETED if complete else (plan.phase.name if plan.phase else None)
         rollback = _rollback_done(status.actions)
         status.verdict = verdicts.verdict(status.checks, complete=complete, rolled_back=rollback is not None)
+        # The final review (SLOs, sign-offs, report) once every phase has completed; the
+        # review is Complete only when the required roles have signed off.
+        final = await self.finals.conclude(body, review, status, target, now) if complete else None
+        complete = complete and not (final is not None and final.awaiting)
         status.conditions = verdicts.conditions_for(
             status.conditions,
             status.checks,
@@ -277,8 +284,13 @@ class Engine:
         )
         status.conditions = _rolled_back_condition(status, rollback, now, generation)
         status.message = self._message(status, rollback)
+        if final is not None:
+            self.finals.settle(status, final, now, generation)
         events = self._events(previous, status)
+        events += [Event(*e) for e in final.events] if final is not None else []
         wake = plan.wake_at
+        if final is not None and final.awaiting:
+            wake = now + datetime.timedelta(seconds=self.settings.max_sleep_seconds)
         if wake is not None:
             wake = min(wake, now + datetime.timedelta(seconds=self.settings.max_sleep_seconds))
         if deferred:

@@ -15,6 +15,7 @@ import pydantic
 
 from postdeploy.decisions import durations
 from postdeploy.models.base import Duration, SpecModel, cel
+from postdeploy.models.people import CleanupCheck, ReportCheck
 
 __all__ = [
     "PROVIDER_FIELDS",
@@ -266,7 +267,8 @@ class Baseline(SpecModel):
 
 
 PROVIDER_FIELDS = (
-    "kubernetes", "prometheus", "alertmanager", "postgres", "http", "job", "manual", "statistics"
+    "kubernetes", "prometheus", "alertmanager", "postgres", "http", "job", "manual", "statistics",
+    "cleanup", "report",
 )
 # In a review a check may name no provider: it then overrides fields of the template's
 # check of the same name. After merging, exactly one is required (``resolved()``).
@@ -307,6 +309,8 @@ class Check(SpecModel):
     job: JobCheck | None = None
     manual: ManualCheck | None = None
     statistics: StatisticsCheck | None = None
+    cleanup: CleanupCheck | None = None
+    report: ReportCheck | None = None
 
     @pydantic.model_validator(mode="after")
     def _at_most_one_provider(self) -> Check:

@@ -19,7 +19,7 @@ import pydantic
 import yaml
 
 from postdeploy import defaults
-from postdeploy.models import reviews
+from postdeploy.models import people, reviews
 
 __all__ = ["GROUP", "VERSION", "all_crds", "openapi_schema", "write"]
 
@@ -164,6 +164,17 @@ def all_crds() -> dict[str, dict[str, Any]]:
             "ClusterReviewTemplate", "clusterreviewtemplates", "Cluster",
             reviews.ReviewTemplateSpec, short_names=["cpdrt"], status=False,
             columns=template_columns,
+        ),
+        "reviewsignoffs.yaml": _crd(
+            "ReviewSignoff", "reviewsignoffs", "Namespaced", people.ReviewSignoffSpec,
+            short_names=["pdrsign"], status=False,
+            columns=[
+                _column("Review", ".spec.review"),
+                _column("Role", ".spec.role"),
+                _column("Signed-By", ".spec.signedBy.username"),
+                _column("Signed-At", ".spec.signedAt"),
+                _column("Age", ".metadata.creationTimestamp", "date"),
+            ],
         ),
     }
 

@@ -17,6 +17,7 @@ from pydantic import JsonValue
 
 from postdeploy.models.base import Duration, SpecModel, StatusModel, cel
 from postdeploy.models.checks import Check, OnFailure, SecretKeyRef
+from postdeploy.models.people import FinalReview, SignoffPolicy, SloTargets
 
 __all__ = [
     "ActionRecord",
@@ -156,6 +157,12 @@ class PostDeploymentReviewSpec(SpecModel):
     notifications: list[NotificationTarget] = pydantic.Field(
         default_factory=list, max_length=10, description="Webhooks told about breaches and outcomes."
     )
+    signoffs: SignoffPolicy | None = pydantic.Field(
+        default=None,
+        description="Roles that sign off in the final review (default: engineering-lead, "
+        "operations-lead, product-owner; awaited by default only on the built-in checklist).",
+    )
+    slo: SloTargets | None = pydantic.Field(default=None, description="The final review's SLO targets.")
 
     @pydantic.field_validator("notifications")
     @classmethod
@@ -238,6 +245,7 @@ class CheckStatus(StatusModel):
     details: dict[str, Any] | None = pydantic.Field(default=None, json_schema_extra=_FREE)
     memo: dict[str, Any] | None = pydantic.Field(default=None, json_schema_extra=_FREE)
     history: list[Sample] = pydantic.Field(default_factory=list)
+    rerun: str | None = None  # the last `kubectl postdeploy rerun` token acted on
 
 
 class ActionState(enum.StrEnum):
@@ -308,3 +316,4 @@ class ReviewStatus(StatusModel):
     checks: list[CheckStatus] = pydantic.Field(default_factory=list)
     actions: list[ActionRecord] = pydantic.Field(default_factory=list)
     notifications: list[NotificationRecord] = pydantic.Field(default_factory=list)
+    final_review: FinalReview | None = None
