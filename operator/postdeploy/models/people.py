@@ -12,7 +12,7 @@ Imported by ``models.checks`` and ``models.reviews``; imports nothing of theirs.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import pydantic
 
@@ -51,12 +51,14 @@ DEFAULT_CLEANUP_KINDS: tuple[CLEANUP_KINDS, ...] = (
 )
 
 
+Role = Annotated[str, pydantic.Field(pattern=_NAME, max_length=63)]
+
+
 class SignoffPolicy(SpecModel):
-    roles: list[str] = pydantic.Field(
+    roles: list[Role] = pydantic.Field(
         default_factory=lambda: list(DEFAULT_ROLES),
         max_length=10,
         description="Roles that must sign off before the review is Complete.",
-        json_schema_extra={"items": {"pattern": _NAME, "maxLength": 63}},
     )
     required: bool = pydantic.Field(
         default=True, description="false: sign-offs are recorded and reported, but not awaited."
