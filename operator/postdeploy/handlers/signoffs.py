@@ -40,7 +40,6 @@ async def webhook_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logg
         logger.info("sign-off webhook: %s on %s:%s", config.mode, config.addr, config.port)
 
 
-@kopf.on.mutate(GROUP, VERSION, PLURAL, operations=["CREATE"], persistent=True, id="stamp-signer")
 async def stamp_signer(
     spec: kopf.Spec, patch: kopf.Patch, userinfo: Mapping[str, Any], warnings: list[str], **_: Any
 ) -> None:
@@ -52,7 +51,6 @@ async def stamp_signer(
         patch.spec[key] = value
 
 
-@kopf.on.validate(GROUP, VERSION, PLURAL, operations=["CREATE"], persistent=True, id="authorize-signer")
 async def authorize_signer(
     spec: kopf.Spec, userinfo: Mapping[str, Any], namespace: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
@@ -62,7 +60,6 @@ async def authorize_signer(
         raise kopf.AdmissionError(str(refused), code=refused.code) from None
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
 async def signoff_changed(
     type: str, spec: kopf.Spec, namespace: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
@@ -82,3 +79,16 @@ async def signoff_changed(
     except ApiException as error:
         if error.status != 404:
             raise
+
+
+# kopf refuses to run with admission handlers and no server: register them only when
+# the webhook is on (the environment is read once, when the handlers are imported).
+# Without the webhook no sign-off is verified, so none needs watching either.
+if servers.WebhookSettings.from_env().mode != "off":
+    kopf.on.mutate(GROUP, VERSION, PLURAL, operations=["CREATE"], persistent=True, id="stamp-signer")(
+        stamp_signer
+    )
+    kopf.on.validate(GROUP, VERSION, PLURAL, operations=["CREATE"], persistent=True, id="authorize-signer")(
+        authorize_signer
+    )
+    kopf.on.event(GROUP, VERSION, PLURAL)(signoff_changed)
