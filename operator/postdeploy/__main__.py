@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     # One line per HTTP request or per watch event drowns what matters.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("kopf.objects").addFilter(
-        lambda record: "Handler 'review_changed'" not in record.getMessage()
+        lambda record: not (record.getMessage().startswith("Handler '") and record.getMessage().endswith("succeeded."))
     )
     asyncio.run(
         kopf.operator(

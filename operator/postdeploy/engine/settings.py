@@ -24,6 +24,8 @@ class Settings:
     measure_timeout_seconds: float = 30.0
     # Concurrent measurements per provider across all reviews.
     concurrency_per_provider: int = 16
+    # Reviews ticking at the same time (each tick runs its due checks concurrently).
+    concurrent_reviews: int = 64
     # How long a review with nothing due may sleep before re-reading its inputs.
     max_sleep_seconds: float = 300.0
     # Webhook deliveries: attempts per message and receiver, the first retry's delay
@@ -44,6 +46,7 @@ class Settings:
             measure_timeout_seconds=float(env.get("POSTDEPLOY_MEASURE_TIMEOUT", "30")),
             concurrency_per_provider=int(env.get("POSTDEPLOY_CONCURRENCY", "16")),
             max_sleep_seconds=float(env.get("POSTDEPLOY_MAX_SLEEP", "300")),
+            concurrent_reviews=int(env.get("POSTDEPLOY_CONCURRENT_REVIEWS", "64")),
             notify_attempts=int(env.get("POSTDEPLOY_NOTIFY_ATTEMPTS", "6")),
             notify_backoff_seconds=float(env.get("POSTDEPLOY_NOTIFY_BACKOFF", "1")),
             notify_max_backoff_seconds=float(env.get("POSTDEPLOY_NOTIFY_MAX_BACKOFF", "60")),

@@ -6,6 +6,8 @@ account, or ``KUBECONFIG`` when run outside the cluster).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from typing import Any
 
@@ -14,7 +16,8 @@ import kopf
 from kubernetes_asyncio import client, config
 
 from postdeploy.actions import notifications
-from postdeploy.engine import executions, registry, settings, ticks
+from postdeploy.engine import executions, registry, schedulers, settings, ticks
+from postdeploy.handlers import reviews
 
 __all__ = ["cleanup", "startup"]
 
@@ -32,6 +35,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any,
     configuration = settings_module.Settings.from_env()
     settings.posting.level = 20  # post Events of INFO and above
     settings.watching.server_timeout = 300
+    # Only raw event handlers are registered: kopf stores nothing on the objects, but
+    # should a handler ever need it, its marks carry our prefix, not kopf's.
     settings.persistence.finalizer = "postdeploy.io/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="postdeploy.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -55,6 +60,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any,
         timeout=configuration.notify_timeout_seconds,
     )
     memo.executor = executions.Executor(memo.notifier, memo.engine.clock)
+    memo.scheduler = schedulers.Scheduler(
+        memo.engine, memo.executor, reviews.post_event, concurrency=configuration.concurrent_reviews
+    )
+    memo.scheduler_task = asyncio.create_task(memo.scheduler.run(), name="postdeploy-scheduler")
     logger.info(
         "postdeploy started: prometheus=%s alertmanager=%s",
         configuration.prometheus_url or "-",
@@ -67,6 +76,11 @@ settings_module = settings
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    task = getattr(memo, "scheduler_task", None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     notifier = getattr(memo, "notifier", None)
     if notifier is not None:
         await notifier.close()  # undelivered messages stay Pending in status, sent after restart

@@ -1,0 +1,208 @@
+"""One scheduler for all reviews: a heap of wake-up times and bounded concurrent ticks.
+
+Made at start-up by ``postdeploy.handlers.lifecycle`` and fed by the watch handler in
+``postdeploy.handlers.reviews``, which reports every review it sees (``observe``) and
+every deletion (``forget``). The scheduler keeps, per review, the latest metadata and
+spec from the watch and the status it last wrote itself (a ``Ledger``: the watched
+body may lag behind its own writes), and one wake-up time. Its loop runs the reviews
+that are due — one engine tick, the status write, the tick's Events, then the
+executor's actions — at most ``concurrency`` at a time, and sleeps until the next
+wake-up or until a spec or annotation change makes a review due at once.
+
+Compared with one kopf daemon per review this holds no task per idle review, puts no
+finalizer on reviews (kopf adds one for every daemon, so a review could not be deleted
+while the operator is away), and never looks at a completed review again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import dataclasses
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from postdeploy.actions import notifications
+from postdeploy.engine import executions, ledgers, ticks
+
+__all__ = ["Scheduler"]
+
+logger = logging.getLogger(__name__)
+Key = tuple[str, str]  # namespace, name
+Poster = Callable[[Sequence[Mapping[str, Any]], str, str, str], None]
+ERROR_BACKOFF = 10.0
+
+
+def fingerprint(metadata: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What makes a review due at once when it changes: its spec and annotations."""
+    annotations = {k: v for k, v in (metadata.get("annotations") or {}).items() if not k.startswith("kopf.")}
+    return (metadata.get("generation"), tuple(sorted(annotations.items())))
+
+
+@dataclasses.dataclass
+class _Entry:
+    metadata: dict[str, Any]
+    spec: dict[str, Any]
+    ledger: ledgers.Ledger
+    fingerprint: tuple[Any, ...]
+    wake_at: float | None = None  # monotonic; None: not scheduled (done)
+    running: bool = False
+    again: bool = False  # changed while running: run again right after
+
+
+class Scheduler:
+    def __init__(
+        self,
+        engine: ticks.Engine,
+        executor: executions.Executor,
+        post: Poster,
+        *,
+        concurrency: int = 64,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self.executor = executor
+        self.post = post
+        self.clock = clock
+        self._entries: dict[Key, _Entry] = {}
+        self._heap: list[tuple[float, int, Key]] = []
+        self._order = itertools.count()
+        self._changed = asyncio.Event()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.ticks = 0
+
+    # --- what the watch reports ----------------------------------------------------------
+
+    def observe(self, body: Mapping[str, Any]) -> None:
+        metadata = dict(body.get("metadata") or {})
+        key = (str(metadata.get("namespace")), str(metadata.get("name")))
+        spec = dict(body.get("spec") or {})
+        entry = self._entries.get(key)
+        if entry is None:
+            status = dict(body.get("status") or {})
+            ledger = ledgers.Ledger(self.engine.api, key[0], key[1], status)
+            entry = _Entry(metadata, spec, ledger, fingerprint(metadata))
+            self._entries[key] = entry
+            receivers = len(spec.get("notifications") or [])
+            if status.get("phase") == ticks.COMPLETED and not executions.has_work(status, receivers):
+                return  # finished before we saw it: nothing to do, ever
+            self._schedule(key, self.clock())
+            return
+        entry.metadata, entry.spec = metadata, spec
+        current = fingerprint(metadata)
+        if current != entry.fingerprint:
+            entry.fingerprint = current
+            if entry.running:
+                entry.again = True
+            elif entry.wake_at is not None or entry.ledger.status.get("phase") == ticks.INVALID:
+                self._schedule(key, self.clock())
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._entries.pop((namespace, name), None)  # its heap items are skipped when popped
+
+    @property
+    def active(self) -> int:
+        return sum(1 for e in self._entries.values() if e.wake_at is not None or e.running)
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def _schedule(self, key: Key, when: float) -> None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return
+        if entry.wake_at is not None and entry.wake_at <= when:
+            return  # already due earlier
+        entry.wake_at = when
+        heapq.heappush(self._heap, (when, next(self._order), key))
+        self._changed.set()
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        try:
+            while True:
+                self._changed.clear()
+                now = self.clock()
+                while self._heap and self._heap[0][0] <= now:
+                    when, _, key = heapq.heappop(self._heap)
+                    entry = self._entries.get(key)
+                    if entry is None or entry.wake_at != when or entry.running:
+                        continue  # forgotten, rescheduled, or already running
+                    entry.wake_at = None
+                    entry.running = True
+                    await self._slots.acquire()
+                    task = asyncio.create_task(self._step(key, entry))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                delay = self._heap[0][0] - self.clock() if self._heap else 3600.0
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), timeout=max(0.0, delay))
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _step(self, key: Key, entry: _Entry) -> None:
+        """One tick of one review; schedules its next."""
+        next_at: float | None = None
+        try:
+            next_at = await self._tick(key, entry)
+        except ApiException as error:
+            if error.status == 404:
+                self.forget(*key)
+                return
+            logger.warning("review %s/%s: API %s %s; retrying", *key, error.status, error.reason)
+            next_at = self.clock() + ERROR_BACKOFF
+        except Exception:
+            logger.exception("review %s/%s: tick failed; retrying in %ss", *key, ERROR_BACKOFF)
+            next_at = self.clock() + ERROR_BACKOFF
+        finally:
+            self._slots.release()
+            entry.running = False
+            if entry.again:
+                entry.again = False
+                next_at = self.clock()
+            if next_at is not None and key in self._entries:
+                self._schedule(key, next_at)
+
+    async def _tick(self, key: Key, entry: _Entry) -> float | None:
+        self.ticks += 1
+        ledger = entry.ledger
+        snapshot = {"metadata": entry.metadata, "spec": entry.spec, "status": ledger.status}
+        result = await self.engine.tick(copy.deepcopy(snapshot))
+        if result.status is not None:
+            await ledger.write(result.status)
+        involved = [self._reference(entry)]
+        for event in result.events:
+            self.post(involved, event.type, event.reason, event.message)
+        review = notifications.ReviewRef(key[1], key[0], str(entry.metadata.get("uid", "")))
+        acted = await self.executor.run(self.engine.api, review, dict(entry.spec), ledger, self.post)
+        if acted:
+            return self.clock()  # tick again at once: the verdict shows what was done
+        if result.done:
+            logger.info("review %s/%s completed: verdict %s", *key, ledger.status.get("verdict"))
+            return None
+        if result.wake_at is None:
+            return self.clock() + self.engine.settings.max_sleep_seconds
+        delay = (result.wake_at - self.engine.clock()).total_seconds()
+        return self.clock() + max(0.0, delay) + 0.05
+
+    @staticmethod
+    def _reference(entry: _Entry) -> dict[str, Any]:
+        return {
+            "apiVersion": f"{ledgers.GROUP}/{ledgers.VERSION}",
+            "kind": "PostDeploymentReview",
+            "metadata": {
+                "name": entry.metadata.get("name"),
+                "namespace": entry.metadata.get("namespace"),
+                "uid": entry.metadata.get("uid"),
+                "resourceVersion": entry.metadata.get("resourceVersion"),
+            },
+        }
