@@ -16,8 +16,7 @@ import kopf
 from kubernetes_asyncio import client, config
 
 from postdeploy.actions import notifications
-from postdeploy.engine import executions, registry, schedulers, settings, ticks
-from postdeploy.handlers import reviews
+from postdeploy.engine import events, executions, registry, schedulers, settings, ticks
 
 __all__ = ["cleanup", "startup"]
 
@@ -60,8 +59,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any,
         timeout=configuration.notify_timeout_seconds,
     )
     memo.executor = executions.Executor(memo.notifier, memo.engine.clock)
+    memo.events = events.EventPoster(api)
     memo.scheduler = schedulers.Scheduler(
-        memo.engine, memo.executor, reviews.post_event, concurrency=configuration.concurrent_reviews
+        memo.engine, memo.executor, memo.events.post, concurrency=configuration.concurrent_reviews
     )
     memo.scheduler_task = asyncio.create_task(memo.scheduler.run(), name="postdeploy-scheduler")
     logger.info(
@@ -81,6 +81,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    poster = getattr(memo, "events", None)
+    if poster is not None:
+        await poster.flush()
     notifier = getattr(memo, "notifier", None)
     if notifier is not None:
         await notifier.close()  # undelivered messages stay Pending in status, sent after restart

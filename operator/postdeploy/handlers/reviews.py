@@ -9,22 +9,15 @@ annotations.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kopf
 
 from postdeploy.engine import ledgers, schedulers
 
-__all__ = ["post_event", "review_event"]
+__all__ = ["review_event"]
 
 GROUP, VERSION, PLURAL = ledgers.GROUP, ledgers.VERSION, ledgers.PLURAL
-
-
-def post_event(objs: Sequence[Mapping[str, Any]], type_: str, reason: str, message: str) -> None:
-    # kopf reads only apiVersion, kind and metadata of each object: plain dicts do.
-    bodies: Any = [dict(o) for o in objs]
-    kopf.event(bodies, type=type_, reason=reason, message=message)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
