@@ -14,12 +14,6 @@ import sys
 __all__ = ["main"]
 
 
-def _not_routine(record: logging.LogRecord) -> bool:
-    """Drop kopf's line for every watch event handled; keep everything else."""
-    message = record.getMessage()
-    return not (message.startswith("Handler '") and message.endswith("succeeded."))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="postdeploy", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -49,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     # One line per HTTP request or per watch event drowns what matters.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("kopf.objects").addFilter(_not_routine)
+    logging.getLogger("kopf.objects").addFilter(
+        lambda record: "Handler 'review_changed'" not in record.getMessage()
+    )
     asyncio.run(
         kopf.operator(
             clusterwide=not args.namespace,
