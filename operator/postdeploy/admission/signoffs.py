@@ -10,7 +10,7 @@ Called by the admission handlers in ``postdeploy.handlers.signoffs`` for every
    ``userInfo``; the review exists and requires the role; and the user may sign for
    the role: a SubjectAccessReview for verb ``sign`` on resource ``signoffs`` of
    group ``postdeploy.io``, named after the role, in the review's namespace. RBAC
-   grants it (``manifests/people/signers.yaml``):
+   grants it (``docs/rbac/signers.yaml``):
 
        - apiGroups: [postdeploy.io]
          resources: [signoffs]
