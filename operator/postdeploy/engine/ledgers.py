@@ -57,6 +57,10 @@ class Ledger:
         """A copy of the status as last written."""
         return copy.deepcopy(self._status)
 
+    def adopt(self, status: Status) -> None:
+        """Take a status someone else wrote (the leader, while this replica stands by)."""
+        self._status = copy.deepcopy(status)
+
     async def write(self, status: Status) -> None:
         async with self._lock:
             merged = keep_deliveries(status, self._status)

@@ -55,6 +55,7 @@ class _Entry:
     wake_at: float | None = None  # monotonic; None: not scheduled (done)
     running: bool = False
     again: bool = False  # changed while running: run again right after
+    done: bool = False  # completed, with nothing left to do
 
 
 class Scheduler:
@@ -66,6 +67,7 @@ class Scheduler:
         *,
         concurrency: int = 64,
         clock: Callable[[], float] = time.monotonic,
+        leadership: Callable[[], bool] | None = None,
     ) -> None:
         self.engine = engine
         self.executor = executor
@@ -78,6 +80,8 @@ class Scheduler:
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self.ticks = 0
+        # Without leader election every replica is the leader of what it watches.
+        self.is_leader: Callable[[], bool] = leadership or (lambda: True)
 
     # --- what the watch reports ----------------------------------------------------------
 
@@ -86,17 +90,20 @@ class Scheduler:
         key = (str(metadata.get("namespace")), str(metadata.get("name")))
         spec = dict(body.get("spec") or {})
         entry = self._entries.get(key)
+        status = dict(body.get("status") or {})
         if entry is None:
-            status = dict(body.get("status") or {})
             ledger = ledgers.Ledger(self.engine.api, key[0], key[1], status)
             entry = _Entry(metadata, spec, ledger, fingerprint(metadata))
             self._entries[key] = entry
-            receivers = len(spec.get("notifications") or [])
-            if status.get("phase") == ticks.COMPLETED and not executions.has_work(status, receivers):
+            if self._finished(entry):
                 return  # finished before we saw it: nothing to do, ever
             self._schedule(key, self.clock())
             return
         entry.metadata, entry.spec = metadata, spec
+        if not self.is_leader():
+            # Standing by: the leader writes the status; follow it.
+            entry.ledger.adopt(status)
+            entry.done = entry.done or self._finished(entry)
         current = fingerprint(metadata)
         if current != entry.fingerprint:
             entry.fingerprint = current
@@ -104,6 +111,23 @@ class Scheduler:
                 entry.again = True
             elif entry.wake_at is not None or entry.ledger.status.get("phase") == ticks.INVALID:
                 self._schedule(key, self.clock())
+
+    @staticmethod
+    def _finished(entry: _Entry) -> bool:
+        status = entry.ledger.status
+        receivers = len(entry.spec.get("notifications") or [])
+        entry.done = status.get("phase") == ticks.COMPLETED and not executions.has_work(status, receivers)
+        return entry.done
+
+    def leadership_changed(self, leader: bool) -> None:
+        """On becoming leader, run every unfinished review at once (from the status the
+        previous leader left, which standing by kept up to date)."""
+        if leader:
+            for key, entry in self._entries.items():
+                if not entry.done:
+                    entry.wake_at = None
+                    self._schedule(key, self.clock())
+        self._changed.set()
 
     def forget(self, namespace: str, name: str) -> None:
         self._entries.pop((namespace, name), None)  # its heap items are skipped when popped
@@ -130,6 +154,10 @@ class Scheduler:
             while True:
                 self._changed.clear()
                 now = self.clock()
+                if not self.is_leader():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), timeout=1.0)
+                    continue
                 while self._heap and self._heap[0][0] <= now:
                     when, _, key = heapq.heappop(self._heap)
                     entry = self._entries.get(key)
@@ -188,6 +216,7 @@ class Scheduler:
             return self.clock()  # tick again at once: the verdict shows what was done
         if result.done:
             logger.info("review %s/%s completed: verdict %s", *key, ledger.status.get("verdict"))
+            entry.done = True
             return None
         if result.wake_at is None:
             return self.clock() + self.engine.settings.max_sleep_seconds

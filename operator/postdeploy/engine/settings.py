@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from collections.abc import Mapping
 
 __all__ = ["Settings"]
@@ -24,6 +25,10 @@ class Settings:
     measure_timeout_seconds: float = 30.0
     # Concurrent measurements per provider across all reviews.
     concurrency_per_provider: int = 16
+    # "<namespace>/<name>" of the Lease replicas elect a leader with; unset: no election.
+    leader_lease: str | None = None
+    # This replica's name in the Lease.
+    identity: str = dataclasses.field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     # Reviews ticking at the same time (each tick runs its due checks concurrently).
     concurrent_reviews: int = 64
     # How long a review with nothing due may sleep before re-reading its inputs.
@@ -47,6 +52,8 @@ class Settings:
             concurrency_per_provider=int(env.get("POSTDEPLOY_CONCURRENCY", "16")),
             max_sleep_seconds=float(env.get("POSTDEPLOY_MAX_SLEEP", "300")),
             concurrent_reviews=int(env.get("POSTDEPLOY_CONCURRENT_REVIEWS", "64")),
+            leader_lease=env.get("POSTDEPLOY_LEADER_LEASE") or None,
+            identity=env.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
             notify_attempts=int(env.get("POSTDEPLOY_NOTIFY_ATTEMPTS", "6")),
             notify_backoff_seconds=float(env.get("POSTDEPLOY_NOTIFY_BACKOFF", "1")),
             notify_max_backoff_seconds=float(env.get("POSTDEPLOY_NOTIFY_MAX_BACKOFF", "60")),

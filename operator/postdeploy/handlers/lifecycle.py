@@ -16,7 +16,7 @@ import kopf
 from kubernetes_asyncio import client, config
 
 from postdeploy.actions import notifications
-from postdeploy.engine import events, executions, registry, schedulers, settings, ticks
+from postdeploy.engine import events, executions, leadership, registry, schedulers, settings, ticks
 
 __all__ = ["cleanup", "startup"]
 
@@ -64,6 +64,17 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any,
         memo.engine, memo.executor, memo.events.post, concurrency=configuration.concurrent_reviews
     )
     memo.scheduler_task = asyncio.create_task(memo.scheduler.run(), name="postdeploy-scheduler")
+    if configuration.leader_lease:
+        lease_namespace, _sep, lease_name = configuration.leader_lease.rpartition("/")
+        election = leadership.Leadership(
+            api,
+            lease_namespace or "default",
+            lease_name,
+            configuration.identity,
+            on_change=memo.scheduler.leadership_changed,
+        )
+        memo.scheduler.is_leader = lambda: election.is_leader
+        memo.election_task = asyncio.create_task(election.run(), name="postdeploy-leader-election")
     logger.info(
         "postdeploy started: prometheus=%s alertmanager=%s",
         configuration.prometheus_url or "-",
@@ -76,11 +87,12 @@ settings_module = settings
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    task = getattr(memo, "scheduler_task", None)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    for name in ("scheduler_task", "election_task"):
+        task = getattr(memo, name, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     poster = getattr(memo, "events", None)
     if poster is not None:
         await poster.flush()

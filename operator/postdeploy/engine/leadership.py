@@ -1,0 +1,165 @@
+"""Leader election on a coordination.k8s.io Lease: one replica ticks, the others wait.
+
+Used by the scheduler when ``POSTDEPLOY_LEADER_LEASE=<namespace>/<name>`` is set (the
+chart sets it whenever it runs more than one replica). Every replica watches every
+review, so a standby holds the same index as the leader and takes over within one
+lease duration of the leader's death; only the holder of the Lease runs ticks. A
+leader that cannot renew stops ticking ``renew_deadline`` after its last renewal,
+before anyone else may take the Lease, so two replicas never act at once. Updates use
+the Lease's resourceVersion (optimistic concurrency): of two replicas racing for an
+expired Lease, the API server lets exactly one win.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+__all__ = ["Leadership"]
+
+logger = logging.getLogger(__name__)
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _micro(moment: datetime.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Leadership:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        namespace: str,
+        name: str,
+        identity: str,
+        *,
+        duration: float = 15.0,
+        renew_every: float = 3.0,
+        renew_deadline: float = 10.0,
+        on_change: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.api = api
+        self.namespace, self.name, self.identity = namespace, name, identity
+        self.duration, self.renew_every, self.renew_deadline = duration, renew_every, renew_deadline
+        self.on_change = on_change
+        self._renewed_at: float | None = None  # monotonic time of our last successful renewal
+
+    @property
+    def is_leader(self) -> bool:
+        return self._renewed_at is not None and time.monotonic() - self._renewed_at < self.renew_deadline
+
+    async def run(self) -> None:
+        """Keep trying to hold the Lease until cancelled."""
+        was = False
+        try:
+            while True:
+                try:
+                    if await self._try():
+                        self._renewed_at = time.monotonic()
+                except (ApiException, OSError, TimeoutError) as error:
+                    logger.warning("leader election: %s", error)
+                now = self.is_leader
+                if now != was:
+                    logger.info("leadership %s (%s)", "acquired" if now else "lost", self.identity)
+                    was = now
+                    if self.on_change is not None:
+                        self.on_change(now)
+                await asyncio.sleep(self.renew_every)
+        finally:
+            if self.is_leader:
+                await self._release()
+
+    async def _try(self) -> bool:
+        leases = client.CoordinationV1Api(self.api)
+        now = _now()
+        spec = {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": int(self.duration),
+            "renewTime": _micro(now),
+        }
+        try:
+            lease: Any = await leases.read_namespaced_lease(self.name, self.namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            body: Any = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": self.name, "namespace": self.namespace},
+                "spec": {**spec, "acquireTime": _micro(now), "leaseTransitions": 0},
+            }
+            try:
+                await leases.create_namespaced_lease(self.namespace, body)
+            except ApiException as conflict:
+                if conflict.status == 409:
+                    return False
+                raise
+            return True
+        current = lease.spec
+        holder = current.holder_identity
+        renewed = current.renew_time
+        expired = renewed is None or (now - renewed).total_seconds() > (
+            current.lease_duration_seconds or self.duration
+        )
+        if holder != self.identity and holder and not expired:
+            return False
+        transitions = (current.lease_transitions or 0) + (0 if holder == self.identity else 1)
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "resourceVersion": lease.metadata.resource_version,
+            },
+            "spec": {
+                **spec,
+                "acquireTime": _micro(current.acquire_time)
+                if holder == self.identity and current.acquire_time
+                else _micro(now),
+                "leaseTransitions": transitions,
+            },
+        }
+        try:
+            await leases.replace_namespaced_lease(self.name, self.namespace, body)
+        except ApiException as conflict:
+            if conflict.status == 409:
+                return False  # someone else updated it first
+            raise
+        return True
+
+    async def _release(self) -> None:
+        """Give the Lease up on a clean stop, so a standby need not wait for it to expire."""
+        leases = client.CoordinationV1Api(self.api)
+        try:
+            lease: Any = await leases.read_namespaced_lease(self.name, self.namespace)
+            if lease.spec.holder_identity != self.identity:
+                return
+            body: Any = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {
+                    "name": self.name,
+                    "namespace": self.namespace,
+                    "resourceVersion": lease.metadata.resource_version,
+                },
+                "spec": {
+                    "holderIdentity": "",
+                    "leaseDurationSeconds": int(self.duration),
+                    "renewTime": _micro(_now()),
+                },
+            }
+            await leases.replace_namespaced_lease(self.name, self.namespace, body)
+            self._renewed_at = None
+        except (ApiException, OSError, TimeoutError) as error:
+            logger.warning("could not release the Lease: %s", error)
