@@ -298,7 +298,8 @@ def _plant(
 
 def _names(kubectl: Kubectl, namespace: str, kind: str) -> set[str]:
     items = json.loads(kubectl("-n", namespace, "get", kind, "-o", "json"))["items"]
-    return {i["metadata"]["name"] for i in items}
+    # Each finished review writes its report ConfigMap: not a planted object.
+    return {i["metadata"]["name"] for i in items if not i["metadata"]["name"].endswith("-report")}
 
 
 def _revisions(kubectl: Kubectl, namespace: str) -> set[str]:
