@@ -37,8 +37,8 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from postdeploy import workloads
+from postdeploy.decisions import durations, templates, verdicts
 from postdeploy.decisions import slos as slo_decisions
-from postdeploy.decisions import templates, verdicts
 from postdeploy.engine.settings import Settings
 from postdeploy.models.people import FinalReview, Impact, SignoffPolicy, SignoffRecord, SloTargets
 from postdeploy.models.reviews import ReviewStatus
@@ -52,8 +52,8 @@ logger = logging.getLogger(__name__)
 GROUP, VERSION = "postdeploy.io", "v1alpha1"
 AWAITING_SIGNOFF = "AwaitingSignoff"
 _DEFAULT_ERROR_RATE = (
-    'sum(rate(http_requests_total{namespace="{{namespace}}",job="{{target}}",code=~"5.."}[1m]))'
-    ' / sum(rate(http_requests_total{namespace="{{namespace}}",job="{{target}}"}[1m]))'
+    'sum(rate(http_requests_total{namespace="{{namespace}}",job="{{target}}",code=~"5.."}[5m]))'
+    ' / sum(rate(http_requests_total{namespace="{{namespace}}",job="{{target}}"}[5m]))'
 )
 
 
@@ -327,7 +327,7 @@ class FinalReviews:
         )
         specs = (report_spec.charts if report_spec else None) or store.DEFAULT_CHARTS
         deployed_at = _time(status.deployed_at) or now
-        window = datetime.timedelta(hours=1)
+        window = durations.parse_duration(report_spec.window if report_spec else "1h")
         providers = review.spec.providers
         url = (providers.prometheus_url if providers else None) or self.settings.prometheus_url
         metadata = body.get("metadata") or {}

@@ -36,16 +36,16 @@ DEFAULT_CHARTS = (
     ChartSpec(
         name="Error rate",
         unit="ratio",
-        query=f'sum(rate(http_requests_total{{{_SELECTOR},code=~"5.."}}[1m]))'
-        f" / sum(rate(http_requests_total{{{_SELECTOR}}}[1m]))",
+        query=f'sum(rate(http_requests_total{{{_SELECTOR},code=~"5.."}}[5m]))'
+        f" / sum(rate(http_requests_total{{{_SELECTOR}}}[5m]))",
     ),
     ChartSpec(
         name="p95 latency",
         unit="s",
         query="histogram_quantile(0.95, sum by (le) "
-        f"(rate(http_request_duration_seconds_bucket{{{_SELECTOR}}}[1m])))",
+        f"(rate(http_request_duration_seconds_bucket{{{_SELECTOR}}}[5m])))",
     ),
-    ChartSpec(name="Throughput", unit="req/s", query=f"sum(rate(http_requests_total{{{_SELECTOR}}}[1m]))"),
+    ChartSpec(name="Throughput", unit="req/s", query=f"sum(rate(http_requests_total{{{_SELECTOR}}}[5m]))"),
     ChartSpec(
         name="Memory (working set)",
         unit="bytes",
