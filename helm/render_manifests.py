@@ -1,11 +1,17 @@
 """Keep the install files in step with their sources.
 
-- ``helm/postdeploy/crds/``: copies of the generated ``crds/*.yaml`` (Helm installs
+- ``helm/postdeploy/crds/``: copies of the generated CRDs in ``crds/`` (Helm installs
   only what is inside the chart), beside kopf's peering CRDs (``kopf-peerings.yaml``,
-  whose source is this directory).
+  whose source is this directory); ``helm/postdeploy/files/``: copies of the built-in
+  ClusterReviewTemplate(s), also in ``crds/``.
 - ``manifests/``: the kustomize base, which is the chart rendered with its defaults
   (release ``postdeploy`` in namespace ``postdeploy``) without Helm's own labels, one
-  file per chart template, plus the CRDs and the namespace (Pod Security ``restricted``).
+  file per chart template, plus the CRDs and the namespace (Pod Security ``restricted``);
+  ``manifests/templates/``: the built-in templates, a second kustomization applied once
+  the CRDs exist (one ``kubectl apply`` cannot create a CRD and its objects).
+
+Only files this script writes are ever rewritten or removed: rendered files carry the
+header below, copies are CRDs or ClusterReviewTemplates in the directories above.
 
 Usage::
 
@@ -34,6 +40,8 @@ RELEASE = NAMESPACE = "postdeploy"
 KUBE_VERSION = "v1.34.4"
 HELM_VERSION = "v3.19.0"
 PEERING_CRDS = "kopf-peerings.yaml"
+# The chart template that installs the built-in ClusterReviewTemplate(s).
+BUILTIN_TEMPLATES = "default-template.yaml"
 # Labels that describe Helm's bookkeeping, not the install.
 HELM_ONLY_LABELS = re.compile(r"^\s*(helm\.sh/chart|app\.kubernetes\.io/managed-by):.*\n", re.MULTILINE)
 HEADER = "# Rendered from helm/postdeploy by helm/render_manifests.py; do not edit.\n"
@@ -91,46 +99,79 @@ def render_chart() -> dict[str, str]:
     return {name: HEADER + "---\n".join(documents) for name, documents in files.items()}
 
 
-def kustomization(resources: list[str]) -> str:
+def kustomization(resources: list[str], usage: str, namespace: str | None = NAMESPACE) -> str:
     lines = [
         HEADER.rstrip("\n"),
-        "# kubectl apply -k manifests/",
+        f"# {usage}",
         "apiVersion: kustomize.config.k8s.io/v1beta1",
         "kind: Kustomization",
-        f"namespace: {NAMESPACE}",
+        *([f"namespace: {namespace}"] if namespace else []),
         "resources:",
         *[f"  - {resource}" for resource in resources],
     ]
     return "\n".join(lines) + "\n"
 
 
+def is_crd(path: pathlib.Path) -> bool:
+    return "kind: CustomResourceDefinition" in path.read_text()
+
+
 def wanted() -> dict[pathlib.Path, str]:
     """Every file this script owns, with the text it should have."""
     files: dict[pathlib.Path, str] = {}
-    # crds/ also holds the built-in ClusterReviewTemplate, which is not a CRD.
-    generated = [
-        p for p in sorted((ROOT / "crds").glob("*.yaml")) if "kind: CustomResourceDefinition" in p.read_text()
-    ]
+    # crds/ holds the generated CRDs and the built-in ClusterReviewTemplate(s).
+    sources = sorted((ROOT / "crds").glob("*.yaml"))
+    generated = [p for p in sources if is_crd(p)]
+    builtins = [p for p in sources if not is_crd(p)]
     for source in generated:
         files[CHART / "crds" / source.name] = source.read_text()
     crds = [*generated, CHART / "crds" / PEERING_CRDS]
     for source in crds:
         files[MANIFESTS / "crds" / source.name] = source.read_text()
+    # The built-in templates: the chart installs them from files/ (after its CRDs); the
+    # kustomize base keeps them in templates/, applied once the CRDs are established.
+    for source in builtins:
+        files[CHART / "files" / source.name] = source.read_text()
+        files[MANIFESTS / "templates" / source.name] = source.read_text()
+    files[MANIFESTS / "templates" / "kustomization.yaml"] = kustomization(
+        [b.name for b in builtins],
+        "kubectl apply -k manifests/templates/   (after manifests/: needs the CRDs)",
+        namespace=None,
+    )
     files[MANIFESTS / "namespace.yaml"] = NAMESPACE_YAML
     templates = render_chart()
+    templates.pop(BUILTIN_TEMPLATES, None)
     for name, text in templates.items():
         files[MANIFESTS / name] = text
     resources = ["namespace.yaml", *[f"crds/{c.name}" for c in crds], *sorted(templates)]
-    files[MANIFESTS / "kustomization.yaml"] = kustomization(resources)
+    files[MANIFESTS / "kustomization.yaml"] = kustomization(resources, "kubectl apply -k manifests/")
     return files
+
+
+def owned(path: pathlib.Path) -> bool:
+    """Whether this script wrote PATH (so may remove it): a copy it makes, or a rendered file.
+
+    Anything else under manifests/ (say, manifests/people/) belongs to someone else.
+    """
+    if path.parent in (CHART / "crds", MANIFESTS / "crds"):
+        return path.name != PEERING_CRDS and is_crd(path)
+    if path.parent in (CHART / "files", MANIFESTS / "templates"):
+        return path.name == "kustomization.yaml" or "kind: ClusterReviewTemplate" in path.read_text()
+    return path.parent == MANIFESTS and path.read_text().startswith(HEADER)
 
 
 def stale_files() -> list[pathlib.Path]:
     """Files that differ from what they should be, and files this script no longer writes."""
     files = wanted()
     stale = [path for path, text in files.items() if not path.exists() or path.read_text() != text]
-    owned = [*MANIFESTS.rglob("*.yaml"), *(CHART / "crds").glob("*.yaml")]
-    extra = [p for p in owned if p not in files and p.name != PEERING_CRDS]
+    candidates = [
+        *MANIFESTS.glob("*.yaml"),
+        *(MANIFESTS / "crds").glob("*.yaml"),
+        *(MANIFESTS / "templates").glob("*.yaml"),
+        *(CHART / "crds").glob("*.yaml"),
+        *(CHART / "files").glob("*.yaml"),
+    ]
+    extra = [p for p in candidates if p not in files and owned(p)]
     return sorted(stale + extra)
 
 

@@ -6,7 +6,8 @@ Load it as a plugin in a test module (``pytest_plugins = ["tests.e2e.conftest_in
   ``testbed/build-binaries.sh`` builds (``$HELM`` overrides it).
 - ``chart_release`` (session): the default chart rendered as release ``pd-e2e`` in the
   namespace ``pd-e2e-system`` (labelled Pod Security ``restricted``) and applied to the
-  test bed, CRDs first, with warnings as errors; its value says what was installed.
+  test bed, CRDs first, with warnings as errors, but without the built-in template
+  (other tests expect a cluster without it); its value says what was installed.
 - ``service_account_kubeconfig`` (session): a kubeconfig for that ServiceAccount, with
   a token from ``kubectl create token --duration``: no client certificate, no admin.
 """
@@ -49,7 +50,9 @@ def chart_release(kubectl: Kubectl, helm: Helm) -> Release:
     release, namespace = "pd-e2e", "pd-e2e-system"
     create_restricted_namespace(kubectl, namespace)
     apply_crds(kubectl, CHART / "crds")
-    rendered = helm.template({}, release, namespace)
+    # Without the built-in ClusterReviewTemplate: the other e2e tests expect a cluster
+    # without it (tests that need it install it); test_install dry-runs it.
+    rendered = helm.template({"defaultTemplate.install": False}, release, namespace)
     # --warnings-as-errors: a Pod Security "would violate" warning fails the apply.
     result = subprocess.run(
         ["kubectl", "apply", "--warnings-as-errors", "-f", "-"],
