@@ -83,7 +83,12 @@ def svg(chart: Chart, deployed: float | None) -> str:
             f'<line class="deploy" x1="{dx:.1f}" y1="{TOP}" x2="{dx:.1f}" y2="{TOP + plot_h}" '
             'stroke="#cf222e" stroke-width="1.5"/>'
         )
-        parts.append(f'<text x="{dx + 4:.1f}" y="{TOP + 12}" font-size="11" fill="#cf222e">deploy</text>')
+        # The label sits right of the line, or left of it near the right edge.
+        label_x, anchor = (dx + 4, "start") if dx < WIDTH - RIGHT - 50 else (dx - 4, "end")
+        parts.append(
+            f'<text x="{label_x:.1f}" y="{TOP + 12}" font-size="11" fill="#cf222e" '
+            f'text-anchor="{anchor}">deploy</text>'
+        )
         for mean, start, end in ((before, t0, deployed), (after, deployed, t1)):
             if mean is not None and end > start:
                 parts.append(
