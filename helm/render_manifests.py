@@ -1,8 +1,7 @@
 """Keep the install files in step with their sources.
 
 - ``helm/postdeploy/crds/``: copies of the generated CRDs in ``crds/`` (Helm installs
-  only what is inside the chart), beside kopf's peering CRDs (``kopf-peerings.yaml``,
-  whose source is this directory); ``helm/postdeploy/files/``: copies of the built-in
+  only what is inside the chart); ``helm/postdeploy/files/``: copies of the built-in
   ClusterReviewTemplate(s), also in ``crds/``.
 - ``manifests/``: the kustomize base, which is the chart rendered with its defaults
   (release ``postdeploy`` in namespace ``postdeploy``) without Helm's own labels, one
@@ -39,7 +38,6 @@ MANIFESTS = ROOT / "manifests"
 RELEASE = NAMESPACE = "postdeploy"
 KUBE_VERSION = "v1.34.4"
 HELM_VERSION = "v3.19.0"
-PEERING_CRDS = "kopf-peerings.yaml"
 # The chart template that installs the built-in ClusterReviewTemplate(s).
 BUILTIN_TEMPLATES = "default-template.yaml"
 # Labels that describe Helm's bookkeeping, not the install.
@@ -125,7 +123,7 @@ def wanted() -> dict[pathlib.Path, str]:
     builtins = [p for p in sources if not is_crd(p)]
     for source in generated:
         files[CHART / "crds" / source.name] = source.read_text()
-    crds = [*generated, CHART / "crds" / PEERING_CRDS]
+    crds = generated
     for source in crds:
         files[MANIFESTS / "crds" / source.name] = source.read_text()
     # The built-in templates: the chart installs them from files/ (after its CRDs); the
@@ -154,7 +152,7 @@ def owned(path: pathlib.Path) -> bool:
     Anything else under manifests/ (say, manifests/people/) belongs to someone else.
     """
     if path.parent in (CHART / "crds", MANIFESTS / "crds"):
-        return path.name != PEERING_CRDS and is_crd(path)
+        return is_crd(path)
     if path.parent in (CHART / "files", MANIFESTS / "templates"):
         return path.name == "kustomization.yaml" or "kind: ClusterReviewTemplate" in path.read_text()
     return path.parent == MANIFESTS and path.read_text().startswith(HEADER)

@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import logging
 import pathlib
-import random
 import sys
 
 __all__ = ["main"]
@@ -21,21 +20,6 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="run the operator")
     run.add_argument("-n", "--namespace", action="append", default=[], help="watch only these namespaces")
     run.add_argument("--peering", default=None, help="kopf peering name (HA); standalone when unset")
-    run.add_argument(
-        "--priority",
-        type=int,
-        default=None,
-        help="peering priority: the live peer with the highest one is active (default: random, so "
-        "that replicas differ; kopf pauses every peer when two share the highest priority)",
-    )
-    run.add_argument(
-        "--peering-lifetime",
-        type=int,
-        default=None,
-        metavar="SECONDS",
-        help="how long a silent peer still counts as alive, i.e. the takeover time after a crash "
-        "(kopf's default: 60)",
-    )
     run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--verbose", action="store_true")
     crds = commands.add_parser("crds", help="write the generated CRDs")
@@ -63,26 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("kopf.objects").addFilter(
         lambda record: "Handler 'review_changed'" not in record.getMessage()
     )
-    operator_settings = kopf.OperatorSettings()
-    priority = None
-    if args.peering is not None:
-        priority = args.priority if args.priority is not None else random.randint(1, 2**31 - 1)
-        if args.peering_lifetime is not None:
-            operator_settings.peering.lifetime = args.peering_lifetime
-        logging.getLogger("postdeploy").info(
-            "peering %r with priority %d (lifetime %ss)",
-            args.peering,
-            priority,
-            operator_settings.peering.lifetime,
-        )
     asyncio.run(
         kopf.operator(
             clusterwide=not args.namespace,
             namespaces=args.namespace,
             standalone=args.peering is None,
             peering_name=args.peering,
-            priority=priority,
-            settings=operator_settings,
             liveness_endpoint=args.liveness,
         )
     )

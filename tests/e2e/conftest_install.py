@@ -10,6 +10,8 @@ Load it as a plugin in a test module (``pytest_plugins = ["tests.e2e.conftest_in
   (other tests expect a cluster without it); its value says what was installed.
 - ``service_account_kubeconfig`` (session): a kubeconfig for that ServiceAccount, with
   a token from ``kubectl create token --duration``: no client certificate, no admin.
+- ``ha_release``, ``ha_kubeconfig`` (session): the same for the chart with two
+  replicas (leader election on a Lease), release ``pd-ha`` in ``pd-ha-system``.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from tests.e2e.installs import (
     whoami,
 )
 
-__all__ = ["chart_release", "helm", "service_account_kubeconfig"]
+__all__ = ["chart_release", "ha_kubeconfig", "ha_release", "helm", "install", "service_account_kubeconfig"]
 
 
 @pytest.fixture(scope="session")
@@ -45,14 +47,11 @@ def helm() -> Helm:
     return Helm(binary)
 
 
-@pytest.fixture(scope="session")
-def chart_release(kubectl: Kubectl, helm: Helm) -> Release:
-    release, namespace = "pd-e2e", "pd-e2e-system"
+def install(kubectl: Kubectl, helm: Helm, release: str, namespace: str, values: dict[str, Any]) -> Release:
+    """Render the chart with VALUES and apply it in NAMESPACE (Pod Security restricted)."""
     create_restricted_namespace(kubectl, namespace)
     apply_crds(kubectl, CHART / "crds")
-    # Without the built-in ClusterReviewTemplate: the other e2e tests expect a cluster
-    # without it (tests that need it install it); test_install dry-runs it.
-    rendered = helm.template({"defaultTemplate.install": False}, release, namespace)
+    rendered = helm.template(values, release, namespace)
     # --warnings-as-errors: a Pod Security "would violate" warning fails the apply.
     result = subprocess.run(
         ["kubectl", "apply", "--warnings-as-errors", "-f", "-"],
@@ -77,6 +76,29 @@ def chart_release(kubectl: Kubectl, helm: Helm) -> Release:
     )
 
 
+def token_kubeconfig(
+    kube_cluster: dict[str, Any], kubectl: Kubectl, release: Release, path: pathlib.Path
+) -> pathlib.Path:
+    """A kubeconfig for RELEASE's ServiceAccount: a token from ``kubectl create token``."""
+    token = kubectl(
+        "-n", release.namespace, "create", "token", release.service_account, "--duration=2h"
+    ).strip()
+    kubeconfig_for_token(kube_cluster, token, path)
+    wait_for(
+        "the API server to accept the token",
+        lambda: whoami(kubectl, path).endswith(f":{release.service_account}"),
+        30,
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def chart_release(kubectl: Kubectl, helm: Helm) -> Release:
+    # Without the built-in ClusterReviewTemplate: the other e2e tests expect a cluster
+    # without it (tests that need it install it); test_install dry-runs it.
+    return install(kubectl, helm, "pd-e2e", "pd-e2e-system", {"defaultTemplate.install": False})
+
+
 @pytest.fixture(scope="session")
 def service_account_kubeconfig(
     kube_cluster: dict[str, Any],
@@ -84,19 +106,22 @@ def service_account_kubeconfig(
     chart_release: Release,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> pathlib.Path:
-    token = kubectl(
-        "-n",
-        chart_release.namespace,
-        "create",
-        "token",
-        chart_release.service_account,
-        "--duration=2h",
-    ).strip()
     path = tmp_path_factory.mktemp("service-account") / "operator.kubeconfig"
-    kubeconfig_for_token(kube_cluster, token, path)
-    wait_for(
-        "the API server to accept the token",
-        lambda: whoami(kubectl, path).endswith(f":{chart_release.service_account}"),
-        30,
-    )
-    return path
+    return token_kubeconfig(kube_cluster, kubectl, chart_release, path)
+
+
+@pytest.fixture(scope="session")
+def ha_release(kubectl: Kubectl, helm: Helm) -> Release:
+    """The chart with two replicas (leader election), as release ``pd-ha`` in ``pd-ha-system``."""
+    return install(kubectl, helm, "pd-ha", "pd-ha-system", {"replicas": 2, "defaultTemplate.install": False})
+
+
+@pytest.fixture(scope="session")
+def ha_kubeconfig(
+    kube_cluster: dict[str, Any],
+    kubectl: Kubectl,
+    ha_release: Release,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> pathlib.Path:
+    path = tmp_path_factory.mktemp("ha-service-account") / "operator.kubeconfig"
+    return token_kubeconfig(kube_cluster, kubectl, ha_release, path)

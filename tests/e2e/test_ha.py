@@ -1,16 +1,17 @@
-"""Health and high availability: kopf's liveness endpoint and kopf peering.
+"""The chart's health probes and its two-replica install, run as the chart configures them.
 
 Covers, with the operator as real processes on the test bed:
-- the liveness endpoint the chart probes (``--liveness``) answers 200 once the
-  operator runs, also on a standby peer;
-- two operators in one peering (a KopfPeering in the watched namespace, the CRD from
-  the chart) with different priorities: both announce themselves in it, the higher one
-  resumes (kopf starts every peer paused), the lower one stays paused;
-  a review is created, the active one is SIGKILLed mid-review (as when its node dies),
-  the standby resumes once the dead peer's lifetime has passed and finishes the review
-  with verdict Passed; no slot ran twice, no Event was posted twice, nothing was lost;
-- replicas started without ``--priority`` get distinct random priorities (kopf would
-  pause every peer if the highest priority were shared).
+- the liveness endpoint the chart's probes use (``--liveness``) answers 200 once the
+  operator runs, also on a replica that is not the leader;
+- the chart with ``replicas: 2`` (release ``pd-ha``, applied by the ``ha_release``
+  fixture): two operators with the environment its Deployment sets (the Lease in the
+  release's namespace, ``POD_NAME`` as identity) and only its ServiceAccount's token.
+  One holds the Lease; a review is created; the leader is SIGKILLed mid-review (as when
+  its node dies); the other takes the Lease once it expires and finishes the review
+  with verdict Passed: no slot ran twice, no Event was posted twice, nothing was lost,
+  and neither log holds a refusal (the Role for the one Lease suffices).
+
+``tests/e2e/test_leadership.py`` covers the election itself with admin credentials.
 """
 
 from __future__ import annotations
@@ -21,24 +22,24 @@ import pathlib
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
 import httpx
-import pytest
 
 from testbed.ports import free_port
 from tests.e2e import test_reviews
 from tests.e2e.harness import ROOT, Kubectl, OperatorProcess, wait_for
-from tests.e2e.installs import CHART, apply_crds
+from tests.e2e.installs import Release
 
-PEERING = "postdeploy-ha"
-LIFETIME = 5  # seconds a silent peer still counts as alive: the takeover time
+pytest_plugins = ["tests.e2e.conftest_install"]
+
+LEASE_SECONDS = "6"  # the chart's 15 s, shortened: the takeover time
+REFUSAL = re.compile(r"\b403\b|forbidden|not enough permissions", re.IGNORECASE)
 steer = test_reviews.steer
 
 
-class PeeredOperator(OperatorProcess):
-    """An operator process with extra ``postdeploy run`` arguments (peering, liveness)."""
+class OperatorWithArgs(OperatorProcess):
+    """An operator process with extra ``postdeploy run`` arguments."""
 
     def __init__(
         self, env: Mapping[str, str], namespace: str, log: pathlib.Path, args: Sequence[str]
@@ -55,33 +56,6 @@ class PeeredOperator(OperatorProcess):
         )
 
 
-@pytest.fixture
-def peers(
-    operator_env: dict[str, str], namespace: str, kubectl: Kubectl, tmp_path: pathlib.Path
-) -> Iterator[Callable[..., tuple[PeeredOperator, str]]]:
-    """Start operators in the peering PEERING of the test's namespace; returns (process, health URL)."""
-    apply_crds(kubectl, CHART / "crds")
-    kubectl.apply(
-        namespace, {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": PEERING}}
-    )
-    started: list[PeeredOperator] = []
-
-    def start(*args: str) -> tuple[PeeredOperator, str]:
-        health = f"http://127.0.0.1:{free_port()}/healthz"
-        process = PeeredOperator(
-            operator_env,
-            namespace,
-            tmp_path / f"peer-{len(started)}.log",
-            ["--peering", PEERING, "--peering-lifetime", str(LIFETIME), "--liveness", health, *args],
-        )
-        started.append(process)
-        return process, health
-
-    yield start
-    for process in started:
-        process.stop()
-
-
 def healthy(url: str) -> bool:
     try:
         return httpx.get(url, timeout=2).status_code == 200
@@ -89,52 +63,73 @@ def healthy(url: str) -> bool:
         return False
 
 
-def active(process: OperatorProcess) -> bool:
-    """Whether kopf's last word on peering in PROCESS's log is that it resumed.
-
-    kopf starts paused in a peering; it logs "Resuming operations" once it sees no live
-    peer with a higher priority, and "Pausing operations" when one shows up later.
-    """
-    said = re.findall(r"(Resuming|Pausing) operations", process.output())
-    return bool(said) and said[-1] == "Resuming"
-
-
-def peers_in(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
-    status: dict[str, Any] = kubectl.get(namespace, "kopfpeering", PEERING).get("status") or {}
-    return status
+def holder(kubectl: Kubectl, namespace: str, name: str) -> str | None:
+    out = kubectl("-n", namespace, "get", "lease", name, "-o", "json", check=False)
+    try:
+        spec = json.loads(out).get("spec", {})
+    except ValueError:
+        return None
+    return str(spec["holderIdentity"]) if spec.get("holderIdentity") else None
 
 
-def test_standby_takes_over_a_review_when_the_active_operator_dies(
+def test_liveness_endpoint_answers_on_leader_and_standby(
+    operator_env: dict[str, str], namespace: str, tmp_path: pathlib.Path
+) -> None:
+    lease = {"POSTDEPLOY_LEADER_LEASE": f"{namespace}/liveness-leader", "POSTDEPLOY_LEASE_SECONDS": "6"}
+    processes = []
+    try:
+        for name in ("a", "b"):
+            url = f"http://127.0.0.1:{free_port()}/healthz"
+            env = {**operator_env, **lease, "POD_NAME": f"replica-{name}"}
+            processes.append(OperatorWithArgs(env, namespace, tmp_path / f"{name}.log", ["--liveness", url]))
+            wait_for(f"replica-{name}'s liveness endpoint", lambda u=url: healthy(u), 60)
+    finally:
+        for process in processes:
+            process.stop()
+
+
+def test_chart_ha_install_survives_the_loss_of_its_leader(
     kubectl: Kubectl,
     namespace: str,
-    peers: Callable[..., tuple[PeeredOperator, str]],
+    run_operator: Callable[..., OperatorProcess],
     steer: Callable[..., None],
+    ha_release: Release,
+    ha_kubeconfig: pathlib.Path,
 ) -> None:
+    deployment = next(o for o in ha_release.objects if o["kind"] == "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    rendered = {e["name"]: e.get("value") for e in container["env"]}
+    lease_namespace, _, lease_name = rendered["POSTDEPLOY_LEADER_LEASE"].partition("/")
+    assert lease_namespace == ha_release.namespace
+    env = {
+        "KUBECONFIG": str(ha_kubeconfig),
+        "POSTDEPLOY_LEADER_LEASE": rendered["POSTDEPLOY_LEADER_LEASE"],
+        "POSTDEPLOY_LEASE_SECONDS": LEASE_SECONDS,
+    }
+
+    def lease_holder() -> str | None:
+        return holder(kubectl, lease_namespace, lease_name)
+
     steer(error_rate=0.0)
-    first, first_health = peers("--priority", "200")
-    wait_for("the first operator to resume as the only peer", lambda: active(first), 60)
-    wait_for("its liveness endpoint", lambda: healthy(first_health), 30)
-    standby, standby_health = peers("--priority", "100")
-    wait_for("both peers in the KopfPeering", lambda: len(peers_in(kubectl, namespace)) == 2, 60)
-    wait_for("the standby's liveness endpoint", lambda: healthy(standby_health), 30)
-    assert active(first) and not active(standby)
+    first = run_operator(**env, POD_NAME="replica-a")
+    wait_for("replica-a to hold the Lease", lambda: lease_holder() == "replica-a", 60)
+    second = run_operator(**env, POD_NAME="replica-b")
 
     kubectl.apply(namespace, test_reviews.review("ha", test_reviews.healthy_phases(end="15s")))
     wait_for(
-        "a few runs by the active operator",
+        "a few runs by the leader",
         lambda: any(
             c.get("runs", 0) >= 2 for c in test_reviews.status_of(kubectl, namespace, "ha").get("checks", [])
         ),
         60,
     )
+    assert lease_holder() == "replica-a"
     first.kill()
     before = test_reviews.status_of(kubectl, namespace, "ha")
-    assert "completed: verdict" not in standby.output()
+    wait_for("replica-b to take the Lease", lambda: lease_holder() == "replica-b", 60)
 
     status = test_reviews.wait_verdict(kubectl, namespace, "ha", timeout=120)
     assert status["verdict"] == "Passed", json.dumps(status, indent=1)
-    assert active(standby)
-    assert "completed: verdict Passed" in standby.output(), "the standby finished it"
     for check in status["checks"]:
         old = next(c for c in before["checks"] if c["name"] == check["name"])
         assert check["runs"] >= old["runs"]
@@ -143,23 +138,6 @@ def test_standby_takes_over_a_review_when_the_active_operator_dies(
     counts = collections.Counter((e["reason"], e["message"]) for e in events)
     assert not {k: n for k, n in counts.items() if n > 1}
     assert all(e.get("count", 1) == 1 for e in events)
-
-
-def test_replicas_without_a_priority_get_distinct_ones(
-    kubectl: Kubectl, namespace: str, peers: Callable[..., tuple[PeeredOperator, str]]
-) -> None:
-    first, _ = peers()
-    second, _ = peers()
-
-    def priorities() -> list[int]:
-        found = [re.search(r"with priority (\d+)", p.output()) for p in (first, second)]
-        return [int(m.group(1)) for m in found if m]
-
-    chosen = wait_for(
-        "both operators to choose a priority", lambda: len(priorities()) == 2 and priorities(), 60
-    )
-    assert chosen[0] != chosen[1]
-    higher, lower = (first, second) if chosen[0] > chosen[1] else (second, first)
-    wait_for("both peers in the KopfPeering", lambda: len(peers_in(kubectl, namespace)) == 2, 60)
-    wait_for("the higher one to be the active one", lambda: active(higher) and not active(lower), 60)
-    assert "Possibly conflicting operators" not in first.output() + second.output()
+    for process in (first, second):
+        refused = [line for line in process.output().splitlines() if REFUSAL.search(line)]
+        assert not refused, "\n".join(refused)

@@ -6,8 +6,9 @@ Covers:
 - ``manifests/`` is the chart's default render (``helm/render_manifests.py --check``),
   and ``kubectl kustomize manifests/`` yields the same objects as ``helm template``;
 - the rendered Deployment: restricted security context, read-only root with /tmp the
-  only writable mount, probes on kopf's liveness endpoint, Recreate without peering;
-  replicas > 1 turn peering on (argument, peering object, RBAC, PDB, spread);
+  only writable mount, probes on kopf's liveness endpoint, Recreate with one replica;
+  replicas > 1 elect a leader on one Lease (its env, a Role for that Lease only in the
+  release's namespace, rolling updates, PDB, spread over nodes);
   watched namespaces bind the namespaced role in those namespaces only; provider URLs
   and the PostgreSQL Secret reach the container as environment, never as values;
   ServiceMonitor and PrometheusRule select the metrics Service;
@@ -234,7 +235,7 @@ def test_default_deployment_is_restricted_and_probed(helm: Helm) -> None:
     assert ports == {"health": 8080, "metrics": 9090}
     assert operator["resources"]["requests"] and operator["resources"]["limits"]["memory"]
     env = {e["name"]: e for e in operator["env"]}
-    assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert "POSTDEPLOY_PROMETHEUS_URL" not in env and "POSTDEPLOY_POSTGRES_DSN" not in env
     service = one(objects, "Service")
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
@@ -243,13 +244,13 @@ def test_default_deployment_is_restricted_and_probed(helm: Helm) -> None:
     ]
 
 
-def test_replicas_turn_peering_on(helm: Helm) -> None:
+def test_replicas_elect_a_leader_on_one_lease(helm: Helm) -> None:
     objects = helm.render({"replicas": 2})
     deployment = one(objects, "Deployment")
-    peering = one(objects, "ClusterKopfPeering")["metadata"]["name"]
-    assert f"--peering={peering}" in container(objects)["args"]
-    assert "--peering-lifetime=30" in container(objects)["args"]
-    assert not any(a.startswith("--priority") for a in container(objects)["args"]), "one per replica"
+    env = {e["name"]: e for e in container(objects)["env"]}
+    assert env["POSTDEPLOY_LEADER_LEASE"]["value"] == "postdeploy/pd-postdeploy-leader"
+    assert env["POSTDEPLOY_LEASE_SECONDS"]["value"] == "15"
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"  # the identity
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     anti = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
@@ -257,19 +258,30 @@ def test_replicas_turn_peering_on(helm: Helm) -> None:
         "kubernetes.io/hostname"
     )
     assert one(objects, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
-    namespaced, cluster = roles(objects)
-    assert rules_of(cluster)[("kopf.dev", "clusterkopfpeerings")] == {"list", "watch", "patch"}
-    assert ("kopf.dev", "kopfpeerings") not in rules_of(namespaced)
-    # One replica: standalone, no peering object, no peering rights.
+    role = one(objects, "Role")
+    assert role["metadata"]["namespace"] == "postdeploy"
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["pd-postdeploy-leader"],
+            "verbs": ["get", "update"],
+        },
+    ]
+    (binding,) = [b for b in by_kind(objects, "RoleBinding") if b["roleRef"]["kind"] == "Role"]
+    assert binding["metadata"]["namespace"] == "postdeploy"
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    # One replica: no election, no Lease rights, no PDB.
     single = helm.render()
-    assert not by_kind(single, "ClusterKopfPeering") and not by_kind(single, "PodDisruptionBudget")
-    assert not any(a.startswith("--peering") for a in container(single)["args"])
+    assert not by_kind(single, "Role") and not by_kind(single, "PodDisruptionBudget")
+    assert "POSTDEPLOY_LEADER_LEASE" not in {e["name"] for e in container(single)["env"]}
 
 
 def test_watched_namespaces_confine_the_namespaced_role(helm: Helm) -> None:
     objects = helm.render(FULL_VALUES, "pd", "ops")
     namespaced, cluster = roles(objects)
-    bindings = by_kind(objects, "RoleBinding")
+    bindings = [b for b in by_kind(objects, "RoleBinding") if b["roleRef"]["kind"] == "ClusterRole"]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     for binding in bindings:
         assert binding["roleRef"] == {
@@ -284,10 +296,7 @@ def test_watched_namespaces_confine_the_namespaced_role(helm: Helm) -> None:
     assert cluster_binding["roleRef"]["name"] == cluster["metadata"]["name"]
     args = container(objects)["args"]
     assert "--namespace=team-a" in args and "--namespace=team-b" in args
-    peerings = by_kind(objects, "KopfPeering")
-    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
-    assert rules_of(namespaced)[("kopf.dev", "kopfpeerings")] == {"list", "watch", "patch"}
-    assert ("kopf.dev", "clusterkopfpeerings") not in rules_of(cluster)
+    assert rules_of(namespaced) == NAMESPACED_RULES and rules_of(cluster) == CLUSTER_RULES
 
 
 def test_providers_and_secrets_reach_the_container(helm: Helm) -> None:
@@ -315,15 +324,10 @@ def test_service_monitor_and_rule_select_the_metrics_service(helm: Helm) -> None
 
 
 ARGUMENT_CASES = {
-    "defaults": ({}, {"clusterwide": True, "namespaces": [], "standalone": True, "peering_name": None}),
+    "defaults": ({}, {"clusterwide": True, "namespaces": [], "standalone": True}),
     "ha-sharded": (
         {"replicas": 2, "watch.namespaces": ["team-a", "team-b"]},
-        {
-            "clusterwide": False,
-            "namespaces": ["team-a", "team-b"],
-            "standalone": False,
-            "peering_name": "pd-postdeploy",
-        },
+        {"clusterwide": False, "namespaces": ["team-a", "team-b"], "standalone": True},
     ),
 }
 
@@ -346,9 +350,6 @@ def test_rendered_arguments_are_what_the_operator_accepts(
     assert cli.main(["run", *container(helm.render(values))["args"]]) == 0
     assert seen["liveness_endpoint"] == "http://0.0.0.0:8080/healthz"
     assert {k: seen[k] for k in expected} == expected
-    if not expected["standalone"]:
-        assert seen["settings"].peering.lifetime == 30
-        assert isinstance(seen["priority"], int) and seen["priority"] > 0
 
 
 @pytest.mark.xfail(strict=True, reason="`postdeploy run` has no --selector yet: sharding by label needs it")
@@ -425,7 +426,7 @@ def test_ha_and_sharded_render_passes_a_server_dry_run(
         values.pop("metrics.prometheusRule.enabled")
         rendered = helm.template(values, "pd-ha", operator_ns)
         out = kubectl("apply", "--dry-run=server", "--warnings-as-errors", "-f", "-", input_text=rendered)
-        assert "kopfpeering.kopf.dev/pd-ha-postdeploy created (server dry run)" in out
+        assert "role.rbac.authorization.k8s.io/pd-ha-postdeploy-leader-election created" in out
         assert "deployment.apps/pd-ha-postdeploy created (server dry run)" in out
     finally:
         for name in (operator_ns, *watched):

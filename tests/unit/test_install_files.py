@@ -2,8 +2,8 @@
 
 Covers: the Helm chart's ``crds/`` and the kustomize base's ``manifests/crds/`` hold
 byte-identical copies of every generated CRD (refresh with
-``python helm/render_manifests.py``); both ship kopf's peering CRDs, which kopf can
-write to (status kept as written) in both scopes; the kustomize base lists every CRD.
+``python helm/render_manifests.py``) and no other CRD; the kustomize base lists every
+CRD.
 The rendering of the chart itself is covered by tests/e2e/test_install.py.
 """
 
@@ -33,25 +33,9 @@ def test_generated_crds_are_copied_verbatim(copies: pathlib.Path, name: str) -> 
 
 
 def test_no_other_crds_are_shipped() -> None:
-    expected = {*GENERATED, "kopf-peerings.yaml"}
+    expected = set(GENERATED)
     assert {p.name for p in CHART_CRDS.glob("*.yaml")} == expected
     assert {p.name for p in MANIFEST_CRDS.glob("*.yaml")} == expected
-
-
-def test_peering_crds_let_kopf_keep_its_status() -> None:
-    text = (CHART_CRDS / "kopf-peerings.yaml").read_text()
-    assert (MANIFEST_CRDS / "kopf-peerings.yaml").read_text() == text
-    documents = {d["metadata"]["name"]: d for d in yaml.safe_load_all(text)}
-    assert set(documents) == {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
-    scopes = {name: d["spec"]["scope"] for name, d in documents.items()}
-    assert scopes == {"clusterkopfpeerings.kopf.dev": "Cluster", "kopfpeerings.kopf.dev": "Namespaced"}
-    for document in documents.values():
-        (version,) = document["spec"]["versions"]
-        assert version["name"] == "v1" and version["served"] and version["storage"]
-        # kopf patches the object itself, not a status subresource.
-        assert "subresources" not in version
-        status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
-        assert status["x-kubernetes-preserve-unknown-fields"] is True
 
 
 def test_kustomization_lists_every_crd() -> None:

@@ -59,13 +59,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if not .Values.watch.namespaces }}true{{ end }}
 {{- end }}
 
-{{/* "true" when kopf peering is on: more than one replica, or asked for. */}}
-{{- define "postdeploy.peering" -}}
-{{- if or .Values.peering.enabled (gt (int .Values.replicas) 1) }}true{{ end }}
+{{/* "true" when the replicas elect a leader: more than one replica, or asked for. */}}
+{{- define "postdeploy.leaderElection" -}}
+{{- if or .Values.leaderElection.enabled (gt (int .Values.replicas) 1) }}true{{ end }}
 {{- end }}
 
-{{- define "postdeploy.peeringName" -}}
-{{- default (include "postdeploy.fullname" .) .Values.peering.name }}
+{{- define "postdeploy.leaseName" -}}
+{{- default (printf "%s-leader" (include "postdeploy.fullname" .)) .Values.leaderElection.leaseName }}
 {{- end }}
 
 {{/* The operator's ServiceAccount as an RBAC subject (a list item). */}}
