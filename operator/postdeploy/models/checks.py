@@ -282,7 +282,8 @@ class Check(SpecModel):
         json_schema_extra=cel(
             (_AT_MOST_ONE_PROVIDER, "a check takes at most one provider: " + ", ".join(PROVIDER_FIELDS)),
             (
-                "!has(self.baseline) || !has(self.baseline.offset) || !self.baseline.preDeploy",
+                "!has(self.baseline) || !has(self.baseline.offset) || !has(self.baseline.preDeploy) "
+                "|| !self.baseline.preDeploy",
                 "baseline: choose offset or preDeploy, not both",
             ),
         )
