@@ -11,7 +11,10 @@ Covers:
   release's namespace, rolling updates, PDB, spread over nodes);
   watched namespaces bind the namespaced role in those namespaces only; provider URLs
   and the PostgreSQL Secret reach the container as environment, never as values;
-  ServiceMonitor and PrometheusRule select the metrics Service;
+  ServiceMonitor and PrometheusRule select the metrics Service; the sign-off webhook is
+  served through its Service with a mounted TLS Secret (cert-manager optional), and only
+  then are its cluster rights granted; cleanup kinds grant list/get/delete on those
+  kinds only (none by default);
 - the arguments the chart renders are ones ``postdeploy run`` accepts, and reach kopf;
 - the ClusterRoles grant exactly the table below, no wildcard, and less when told not to act
   on workloads;
@@ -58,9 +61,10 @@ CHART = ROOT / "helm" / "postdeploy"
 
 # (API group, resource) -> verbs: every call the operator makes, nothing else.
 NAMESPACED_RULES: dict[tuple[str, str], set[str]] = {
-    ("postdeploy.io", "postdeploymentreviews"): {"list", "watch", "patch", "create"},
+    ("postdeploy.io", "postdeploymentreviews"): {"get", "list", "watch", "patch", "create"},
     ("postdeploy.io", "postdeploymentreviews/status"): {"patch"},
     ("postdeploy.io", "reviewtemplates"): {"get"},
+    ("postdeploy.io", "reviewsignoffs"): {"list", "watch"},
     ("", "events"): {"create"},
     ("apps", "deployments"): {"get", "list", "watch", "patch"},
     ("apps", "statefulsets"): {"get", "list", "watch", "patch"},
@@ -98,6 +102,16 @@ FULL_VALUES: dict[str, Any] = {
     "metrics.serviceMonitor.enabled": True,
     "metrics.prometheusRule.enabled": True,
     "settings.verbose": True,
+    "signoffWebhook.enabled": True,
+    "signoffWebhook.certificate.certManager.enabled": True,
+    "signoffWebhook.certificate.certManager.issuerRef.name": "cluster-ca",
+    "rbac.cleanupKinds": ["ConfigMap", "ReplicaSet"],
+}
+# With the sign-off webhook: cluster-wide, besides CLUSTER_RULES.
+WEBHOOK_CLUSTER_RULES: dict[tuple[str, str], set[str]] = {
+    ("authorization.k8s.io", "subjectaccessreviews"): {"create"},
+    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"): {"create", "patch(postdeploy.io)"},
+    ("admissionregistration.k8s.io", "validatingwebhookconfigurations"): {"create", "patch(postdeploy.io)"},
 }
 
 
@@ -117,13 +131,24 @@ def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def rules_of(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    """(group, resource) -> verbs; a verb allowed on named objects only reads "verb(name)"."""
     table: dict[tuple[str, str], set[str]] = {}
     for rule in role["rules"]:
-        assert set(rule) == {"apiGroups", "resources", "verbs"}, rule  # no resourceNames, no URLs
+        assert set(rule) <= {"apiGroups", "resources", "verbs", "resourceNames"}, rule  # no URLs
+        names = ",".join(rule.get("resourceNames", []))
+        verbs = {f"{v}({names})" if names else v for v in rule["verbs"]}
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
-                table.setdefault((group, resource), set()).update(rule["verbs"])
+                table.setdefault((group, resource), set()).update(verbs)
     return table
+
+
+def merged(*tables: dict[tuple[str, str], set[str]]) -> dict[tuple[str, str], set[str]]:
+    result: dict[tuple[str, str], set[str]] = {}
+    for table in tables:
+        for key, verbs in table.items():
+            result.setdefault(key, set()).update(verbs)
+    return result
 
 
 def roles(objects: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -296,7 +321,12 @@ def test_watched_namespaces_confine_the_namespaced_role(helm: Helm) -> None:
     assert cluster_binding["roleRef"]["name"] == cluster["metadata"]["name"]
     args = container(objects)["args"]
     assert "--namespace=team-a" in args and "--namespace=team-b" in args
-    assert rules_of(namespaced) == NAMESPACED_RULES and rules_of(cluster) == CLUSTER_RULES
+    cleanup = {
+        ("", "configmaps"): {"list", "get", "delete"},
+        ("apps", "replicasets"): {"list", "get", "delete"},
+    }
+    assert rules_of(namespaced) == merged(NAMESPACED_RULES, cleanup)
+    assert rules_of(cluster) == merged(CLUSTER_RULES, WEBHOOK_CLUSTER_RULES)
 
 
 def test_providers_and_secrets_reach_the_container(helm: Helm) -> None:
@@ -313,14 +343,54 @@ def test_providers_and_secrets_reach_the_container(helm: Helm) -> None:
 
 def test_service_monitor_and_rule_select_the_metrics_service(helm: Helm) -> None:
     objects = helm.render(FULL_VALUES, "pd", "ops")
-    service = one(objects, "Service")
+    services = {s["metadata"]["name"]: s for s in by_kind(objects, "Service")}
+    service = services.pop("pd-postdeploy-metrics")
     monitor = one(objects, "ServiceMonitor")
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    selector = monitor["spec"]["selector"]["matchLabels"].items()
+    assert selector <= service["metadata"]["labels"].items()
+    assert not [name for name, other in services.items() if selector <= other["metadata"]["labels"].items()]
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["ops"]}
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == [service["spec"]["ports"][0]["name"]]
     rule = one(objects, "PrometheusRule")
     expressions = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
     assert any(f'job="{service["metadata"]["name"]}"' in e for e in expressions)
+
+
+def test_signoff_webhook_is_served_through_a_service_with_tls(helm: Helm) -> None:
+    objects = helm.render(FULL_VALUES, "pd", "ops")
+    env = {e["name"]: e.get("value") for e in container(objects)["env"]}
+    assert env["POSTDEPLOY_WEBHOOK"] == "service"
+    assert env["POSTDEPLOY_WEBHOOK_SERVICE"] == "ops/pd-postdeploy-webhook"
+    assert env["POSTDEPLOY_WEBHOOK_PORT"] == "9443"
+    assert env["POSTDEPLOY_WEBHOOK_CONFIGURATION"] == "postdeploy.io"
+    (service,) = [s for s in by_kind(objects, "Service") if s["metadata"]["name"] == "pd-postdeploy-webhook"]
+    # kopf tells the API server the container's port: the Service must use the same.
+    assert service["spec"]["ports"] == [
+        {"name": "webhook", "port": 9443, "targetPort": "webhook", "protocol": "TCP"}
+    ]
+    assert {"name": "webhook", "containerPort": 9443, "protocol": "TCP"} in container(objects)["ports"]
+    mount = next(m for m in container(objects)["volumeMounts"] if m["name"] == "webhook-tls")
+    assert mount == {"name": "webhook-tls", "mountPath": env["POSTDEPLOY_WEBHOOK_CERT_DIR"], "readOnly": True}
+    volumes = one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    secret = next(v for v in volumes if v["name"] == "webhook-tls")["secret"]["secretName"]
+    certificate = one(objects, "Certificate")
+    assert certificate["spec"]["secretName"] == secret
+    assert "pd-postdeploy-webhook.ops.svc" in certificate["spec"]["dnsNames"]
+    assert certificate["spec"]["issuerRef"] == {"name": "cluster-ca", "kind": "Issuer"}
+    # Off by default: no webhook, no rights it needs.
+    default = helm.render()
+    assert "POSTDEPLOY_WEBHOOK" not in {e["name"] for e in container(default)["env"]}
+    assert not WEBHOOK_CLUSTER_RULES.keys() & rules_of(roles(default)[1]).keys()
+
+
+def test_cleanup_kinds_grant_list_get_delete_and_nothing_else(helm: Helm) -> None:
+    namespaced, _ = roles(helm.render({"rbac.cleanupKinds": ["Secret", "Job"]}))
+    assert rules_of(namespaced) == merged(
+        NAMESPACED_RULES, {("", "secrets"): {"list", "delete"}, ("batch", "jobs"): {"list", "delete"}}
+    )
+    assert not any("delete" in verbs for verbs in NAMESPACED_RULES.values()), "nothing deleted by default"
+    refused = helm("template", "pd", str(CHART), "--set", "rbac.cleanupKinds={Deployment}", check=False)
+    assert refused.returncode != 0 and "cleanupKinds" in refused.stderr
 
 
 ARGUMENT_CASES = {
@@ -422,8 +492,12 @@ def test_ha_and_sharded_render_passes_a_server_dry_run(
         create_restricted_namespace(kubectl, name)
     try:
         values = {**FULL_VALUES, "watch.namespaces": watched, "defaultTemplate.install": False}
-        values.pop("metrics.serviceMonitor.enabled")  # no Prometheus Operator CRDs on the test bed
-        values.pop("metrics.prometheusRule.enabled")
+        for absent in (  # no Prometheus Operator or cert-manager CRDs on the test bed
+            "metrics.serviceMonitor.enabled",
+            "metrics.prometheusRule.enabled",
+            "signoffWebhook.certificate.certManager.enabled",
+        ):
+            values.pop(absent)
         rendered = helm.template(values, "pd-ha", operator_ns)
         out = kubectl("apply", "--dry-run=server", "--warnings-as-errors", "-f", "-", input_text=rendered)
         assert "role.rbac.authorization.k8s.io/pd-ha-postdeploy-leader-election created" in out

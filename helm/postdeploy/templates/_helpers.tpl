@@ -74,3 +74,24 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   name: {{ include "postdeploy.serviceAccountName" . }}
   namespace: {{ .Release.Namespace }}
 {{- end }}
+
+{{/* The kinds a cleanup check may delete (actions/cleanups.py), as RBAC group/resource. */}}
+{{- define "postdeploy.cleanupResources" -}}
+ConfigMap: {group: "", resource: configmaps}
+Secret: {group: "", resource: secrets}
+ServiceAccount: {group: "", resource: serviceaccounts}
+Service: {group: "", resource: services}
+Pod: {group: "", resource: pods}
+Job: {group: batch, resource: jobs}
+Role: {group: rbac.authorization.k8s.io, resource: roles}
+RoleBinding: {group: rbac.authorization.k8s.io, resource: rolebindings}
+ReplicaSet: {group: apps, resource: replicasets}
+{{- end }}
+
+{{- define "postdeploy.webhookService" -}}
+{{- printf "%s-webhook" (include "postdeploy.fullname" .) }}
+{{- end }}
+
+{{- define "postdeploy.webhookSecret" -}}
+{{- default (printf "%s-webhook-tls" (include "postdeploy.fullname" .)) .Values.signoffWebhook.certificate.secretName }}
+{{- end }}
