@@ -522,11 +522,6 @@ def test_kustomize_base_installs(kubectl: Kubectl) -> None:
     assert all(line.endswith("unchanged") for line in again.splitlines()), again
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the CRD's CEL rule 'baseline: choose offset or preDeploy' reads baseline.preDeploy "
-    "without has() (models/checks.py): the API server refuses the built-in template",
-)
 def test_builtin_template_installs_once_the_crds_exist(kubectl: Kubectl) -> None:
     """manifests/templates/ after manifests/; the chart's own copy is the same file."""
     kubectl("apply", "-k", str(ROOT / "manifests"))
