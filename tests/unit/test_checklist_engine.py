@@ -10,6 +10,8 @@ Covers:
 - a measurement that does not apply (no HPA) is a Skipped run; a check whose last run
   was skipped ends Skipped, and the review can still pass;
 - a run's message carries what the provider said besides the decision;
+- a review's provider block may be partial (the CRD requires none of its fields), the
+  merged check must be complete;
 - merging by name: the template's parameters are defaults; a provider block of the
   same provider is merged field by field; a baseline switched to preDeploy drops
   the template's offset and the other way round.
@@ -25,6 +27,7 @@ import pytest
 
 from postdeploy.decisions import checks as check_decisions
 from postdeploy.decisions import templates, verdicts
+from postdeploy.models import crds
 from postdeploy.models.checks import PrometheusCheck
 from postdeploy.models.reviews import CheckState
 from postdeploy.providers import prometheus, templating
@@ -195,3 +198,27 @@ def test_a_baseline_switches_between_offset_and_pre_deploy() -> None:
     assert rps.spec.baseline.tolerance == 0.3
     assert errors is not None and errors.spec.baseline is not None
     assert errors.spec.baseline.offset == "1d" and not errors.spec.baseline.pre_deploy
+
+
+def test_a_partial_provider_block_needs_a_template_check_to_complete_it() -> None:
+    phase = {
+        "name": "p",
+        "start": "0s",
+        "end": "1h",
+        "checks": [{"name": "c", "prometheus": {"step": "10s"}}],
+    }
+    with pytest.raises(templates.InvalidSpec, match=r"^spec\.phases\[p\]\.checks\[c\]\.prometheus\.query: "):
+        templates.resolve({"target": {"name": "app"}, "phases": [phase]})
+
+
+def test_only_the_review_crd_takes_partial_provider_blocks() -> None:
+    def check_schema(name: str) -> dict[str, Any]:
+        spec = crds.all_crds()[name]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        schema: dict[str, Any] = spec["properties"]["phases"]["items"]["properties"]["checks"]["items"]
+        return schema
+
+    review = check_schema("postdeploymentreviews.yaml")
+    template = check_schema("clusterreviewtemplates.yaml")
+    assert "required" not in review["properties"]["prometheus"]
+    assert template["properties"]["prometheus"]["required"] == ["query"]
+    assert review["required"] == template["required"] == ["name"]

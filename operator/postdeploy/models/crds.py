@@ -19,7 +19,7 @@ import pydantic
 import yaml
 
 from postdeploy import defaults
-from postdeploy.models import people, reviews
+from postdeploy.models import checks, people, reviews
 
 __all__ = ["GROUP", "VERSION", "all_crds", "openapi_schema", "write"]
 
@@ -89,6 +89,8 @@ def _crd(
     columns: list[dict[str, Any]],
 ) -> dict[str, Any]:
     properties: dict[str, Any] = {"spec": openapi_schema(spec_model)}
+    if spec_model is reviews.PostDeploymentReviewSpec:
+        _partial_provider_blocks(properties["spec"])
     if status:
         properties["status"] = openapi_schema(reviews.ReviewStatus)
     version: dict[str, Any] = {
@@ -130,6 +132,15 @@ def _crd(
             "versions": [version],
         },
     }
+
+
+def _partial_provider_blocks(spec: dict[str, Any]) -> None:
+    """A review's provider block may hold only the fields it overrides in its template's
+    check of the same provider (``step`` alone, say), so the API server requires none of
+    them; the operator validates the merged check, and reports what is missing."""
+    check = spec["properties"]["phases"]["items"]["properties"]["checks"]["items"]
+    for field in checks.PROVIDER_FIELDS:
+        check["properties"][field].pop("required", None)
 
 
 def _column(name: str, path: str, kind: str = "string", priority: int = 0) -> dict[str, Any]:
