@@ -21,6 +21,7 @@ Covers, on the test bed (real API server with RBAC, the non-admin user ``alice``
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -107,7 +108,7 @@ def test_manual_check_waits_for_a_person(
         {
             "name": "immediate",
             "start": "0s",
-            "end": "40s",
+            "end": "60s",
             "interval": "2s",
             "checks": [
                 {"name": "support-tickets", "manual": {"description": "Support tickets checked"}},
@@ -115,7 +116,9 @@ def test_manual_check_waits_for_a_person(
             ],
         }
     ]
-    kubectl.apply(namespace, review("ux", phases))
+    # The phase counts from now, not from the Deployment's rollout a while ago.
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    kubectl.apply(namespace, review("ux", phases, deployedAt=now))
 
     def manual() -> dict[str, Any]:
         return checks_by_name(status_of(kubectl, namespace, "ux")).get("support-tickets", {})
@@ -154,7 +157,7 @@ def test_manual_check_waits_for_a_person(
         lambda: checks_by_name(status_of(kubectl, namespace, "ux"))["rollout"].get("rerun") == token,
         20,
     )
-    status = wait_verdict(kubectl, namespace, "ux", timeout=90)
+    status = wait_verdict(kubectl, namespace, "ux", timeout=120)
     assert checks_by_name(status)["support-tickets"]["state"] == "Passed", status
 
 
@@ -415,7 +418,8 @@ def test_report_has_the_measured_values_and_renders_offline(
             ],
         },
     ]
-    kubectl.apply(namespace, review("reported", phases, parameters={"namespace": "shop"}))
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    kubectl.apply(namespace, review("reported", phases, parameters={"namespace": "shop"}, deployedAt=now))
     wait_for("the review to start", lambda: status_of(kubectl, namespace, "reported").get("checks"), 30)
     lesson = plugin(
         "-n",
