@@ -21,6 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("-n", "--namespace", action="append", default=[], help="watch only these namespaces")
     run.add_argument("--peering", default=None, help="kopf peering name (HA); standalone when unset")
     run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument(
+        "--metrics-port", type=int, default=None, help="serve the operator's own metrics on :PORT/metrics"
+    )
+    run.add_argument("--metrics-address", default="0.0.0.0", help="the address --metrics-port listens on")
     run.add_argument("--verbose", action="store_true")
     crds = commands.add_parser("crds", help="write the generated CRDs")
     crds.add_argument("directory", type=pathlib.Path)
@@ -47,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("kopf.objects").addFilter(
         lambda record: "Handler 'review_changed'" not in record.getMessage()
     )
+    if args.metrics_port is not None:
+        from postdeploy import metrics
+
+        metrics.serve(args.metrics_port, args.metrics_address)
     asyncio.run(
         kopf.operator(
             clusterwide=not args.namespace,

@@ -11,7 +11,8 @@ Covers:
   release's namespace, rolling updates, PDB, spread over nodes);
   watched namespaces bind the namespaced role in those namespaces only; provider URLs
   and the PostgreSQL Secret reach the container as environment, never as values;
-  ServiceMonitor and PrometheusRule select the metrics Service; the sign-off webhook is
+  ServiceMonitor and PrometheusRule select the metrics Service, the alert rules pass
+  ``promtool check rules``, the Grafana dashboard ships in a ConfigMap; the sign-off webhook is
   served through its Service with a mounted TLS Secret (cert-manager optional), and only
   then are its cluster rights granted; cleanup kinds grant list/get/delete on those
   kinds only (none by default);
@@ -253,7 +254,7 @@ def test_default_deployment_is_restricted_and_probed(helm: Helm) -> None:
     assert security["capabilities"] == {"drop": ["ALL"]}
     assert operator["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
     assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
-    assert operator["args"] == ["--liveness=http://0.0.0.0:8080/healthz"]
+    assert operator["args"] == ["--liveness=http://0.0.0.0:8080/healthz", "--metrics-port=9090"]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert operator[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     ports = {p["name"]: p["containerPort"] for p in operator["ports"]}
@@ -356,6 +357,30 @@ def test_service_monitor_and_rule_select_the_metrics_service(helm: Helm) -> None
     assert any(f'job="{service["metadata"]["name"]}"' in e for e in expressions)
 
 
+def test_alert_rules_pass_promtool(helm: Helm, tmp_path: pathlib.Path) -> None:
+    from testbed import observability
+
+    rule = one(helm.render(FULL_VALUES, "pd", "ops"), "PrometheusRule")
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    checked = subprocess.run(
+        [observability.PROMTOOL_BIN, "check", "rules", str(rules_file)], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 5 rules found" in checked.stdout
+
+
+def test_dashboard_ships_in_a_configmap_for_grafana(helm: Helm) -> None:
+    objects = helm.render({"metrics.dashboard.enabled": True})
+    (configmap,) = [
+        c for c in by_kind(objects, "ConfigMap") if c["metadata"]["name"] == "pd-postdeploy-dashboard"
+    ]
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads(configmap["data"]["postdeploy.json"])
+    assert shipped == json.loads((CHART / "dashboards" / "postdeploy.json").read_text())
+    assert not [c for c in by_kind(helm.render(), "ConfigMap")], "off by default"
+
+
 def test_signoff_webhook_is_served_through_a_service_with_tls(helm: Helm) -> None:
     objects = helm.render(FULL_VALUES, "pd", "ops")
     env = {e["name"]: e.get("value") for e in container(objects)["env"]}
@@ -409,6 +434,7 @@ def test_rendered_arguments_are_what_the_operator_accepts(
     import kopf
 
     from postdeploy import __main__ as cli
+    from postdeploy import metrics
 
     values, expected = ARGUMENT_CASES[case]
     seen: dict[str, Any] = {}
@@ -417,8 +443,10 @@ def test_rendered_arguments_are_what_the_operator_accepts(
         seen.update(kwargs)
 
     monkeypatch.setattr(kopf, "operator", operator)
+    monkeypatch.setattr(metrics, "serve", lambda port, addr: seen.update(metrics=(port, addr)))
     assert cli.main(["run", *container(helm.render(values))["args"]]) == 0
     assert seen["liveness_endpoint"] == "http://0.0.0.0:8080/healthz"
+    assert seen["metrics"] == (9090, "0.0.0.0"), "the metrics Service's target port"
     assert {k: seen[k] for k in expected} == expected
 
 
@@ -434,6 +462,7 @@ def test_label_selector_argument_is_accepted(helm: Helm, monkeypatch: pytest.Mon
         seen.update(kwargs)
 
     monkeypatch.setattr(kopf, "operator", operator)
+    monkeypatch.setattr("postdeploy.metrics.serve", lambda port, addr: None)
     args = container(helm.render({"watch.labelSelector": "shard=a"}))["args"]
     assert "--selector=shard=a" in args
     assert cli.main(["run", *args]) == 0  # today argparse exits 2: unrecognized arguments
