@@ -8,9 +8,10 @@ the review's status, with one ``Delivery`` per receiver named in
 so a repeated tick or a restarted operator never makes a second message for the
 same change.
 
-``Notifier`` sends the pending deliveries in asyncio tasks of its own, so a slow or
-failing receiver never holds up a review: each delivery is retried with exponential
-backoff and jitter, a bounded number of times; a 4xx answer other than 408/425/429
+``Notifier`` sends the pending deliveries in asyncio tasks of its own (one sender per
+review and receiver, so each receiver gets a review's messages in the order they
+happened), so a slow or failing receiver never holds up a review: each delivery is
+retried with exponential backoff and jitter, a bounded number of times; a 4xx answer other than 408/425/429
 is final at once. The outcome is reported back through a callback that writes it to
 the review's status; a delivery still Pending after a restart is sent again (at
 least once: a receiver can drop repeats by the message's ``id``).
@@ -160,36 +161,64 @@ class Notifier:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.timeout = timeout
-        self._tasks: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+        self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     def dispatch(
         self,
         review: ReviewRef,
-        records: Sequence[NotificationRecord],
         receivers: Sequence[NotificationTarget],
+        pending: Callable[[], Sequence[NotificationRecord]],
         report: Reporter,
     ) -> int:
-        """Start a task for each Pending delivery not already under way; how many started."""
+        """Start a sender for each receiver with Pending deliveries and none running.
+
+        ``pending`` gives the review's messages as last written; a sender reads it again
+        after each delivery, so messages added meanwhile are sent by the same sender, in
+        the order they were created. Returns how many senders started.
+        """
         by_name = {r.name: r for r in receivers}
+        waiting = {d.receiver for item in pending() for d in item.deliveries if d.state == "Pending"}
         started = 0
-        for item in records:
-            for delivery in item.deliveries:
-                key = (review.key, item.id, delivery.receiver)
-                if delivery.state != "Pending" or key in self._tasks:
-                    continue
-                receiver = by_name.get(delivery.receiver)
-                task: asyncio.Task[None]
-                if receiver is None:
-                    gone = delivery.model_copy(
-                        update={"state": "Failed", "error": "receiver no longer in spec.notifications"}
-                    )
-                    task = asyncio.create_task(report(item.id, gone))
-                else:
-                    task = asyncio.create_task(self._deliver(review, item, delivery, receiver, report))
-                self._tasks[key] = task
-                task.add_done_callback(lambda _, key=key: self._tasks.pop(key, None))  # type: ignore[misc]
-                started += 1
+        for name in sorted(waiting):
+            key = (review.key, name)
+            if key in self._tasks:
+                continue
+            task = asyncio.create_task(self._sender(review, name, by_name.get(name), pending, report))
+            self._tasks[key] = task
+            task.add_done_callback(lambda _, key=key: self._tasks.pop(key, None))  # type: ignore[misc]
+            started += 1
         return started
+
+    async def _sender(
+        self,
+        review: ReviewRef,
+        name: str,
+        receiver: NotificationTarget | None,
+        pending: Callable[[], Sequence[NotificationRecord]],
+        report: Reporter,
+    ) -> None:
+        """Deliver one receiver's pending messages one after another, oldest first."""
+        tried: set[str] = set()
+        while True:
+            found = [
+                (item, d)
+                for item in pending()
+                if item.id not in tried
+                for d in item.deliveries
+                if d.receiver == name and d.state == "Pending"
+            ]
+            if not found:
+                return
+            item, delivery = found[0]
+            tried.add(item.id)
+            if receiver is None:
+                now = datetime.datetime.now(datetime.UTC).isoformat()
+                gone = delivery.model_copy(
+                    update={"state": "Failed", "at": now, "error": "receiver no longer in spec.notifications"}
+                )
+                await self._report(review, report, item.id, gone)
+            else:
+                await self._deliver(review, item, delivery, receiver, report)
 
     def busy(self, review: ReviewRef) -> bool:
         return any(key[0] == review.key for key in self._tasks)
@@ -243,10 +272,14 @@ class Notifier:
                 receiver=receiver.name, state="Failed", attempts=attempts, at=now,
                 error=error.removeprefix("final: "),
             )
+        await self._report(review, report, item.id, outcome)
+
+    @staticmethod
+    async def _report(review: ReviewRef, report: Reporter, message_id: str, outcome: Delivery) -> None:
         try:
-            await report(item.id, outcome)
+            await report(message_id, outcome)
         except Exception:  # the status write failed: the delivery stays Pending and is sent again
-            logger.exception("review %s: cannot record notification %s", review.key, item.id)
+            logger.exception("review %s: cannot record notification %s", review.key, message_id)
 
     async def _attempt(self, review: ReviewRef, ref: SecretKeyRef, content: Mapping[str, Any]) -> str | None:
         try:

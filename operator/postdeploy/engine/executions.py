@@ -153,8 +153,10 @@ class Executor:
             if not record.state.final:
                 await self._carry_out(api, review, record)
         status = ReviewStatus.model_validate(ledger.status)
-        if status.phase == COMPLETED and review.receivers and not any(
-            n.id == "completion" for n in status.notifications
+        if (
+            status.phase == COMPLETED
+            and review.receivers
+            and not any(n.id == "completion" for n in status.notifications)
         ):
             verdict = status.verdict.value if status.verdict else None
             await self._notify(
@@ -165,8 +167,8 @@ class Executor:
             )
         self.notifier.dispatch(
             ref,
-            ReviewStatus.model_validate(ledger.status).notifications,
             review.receivers,
+            lambda: ReviewStatus.model_validate(ledger.status).notifications,
             ledger.record_delivery,
         )
         return ledger.status != before
@@ -210,14 +212,17 @@ class Executor:
                     await self._finish(review, record, ActionState.FAILED, reason)
                     return
                 attempts += 1
-                logger.warning("review %s: action %s failed (attempt %d): %r",
-                               review.ref.key, record.id, attempts, error)
+                logger.warning(
+                    "review %s: action %s failed (attempt %d): %r", review.ref.key, record.id, attempts, error
+                )
                 # Continue from what was written last (a rollback may be Applying by now).
                 current = self._current(review, record.id)
                 if attempts >= self.retries:
                     await self._finish(
-                        review, current.model_copy(update={"attempts": attempts}),
-                        ActionState.FAILED, f"gave up after {attempts} attempts: {error!r}"[:500],
+                        review,
+                        current.model_copy(update={"attempts": attempts}),
+                        ActionState.FAILED,
+                        f"gave up after {attempts} attempts: {error!r}"[:500],
                     )
                     return
                 record = current.model_copy(update={"attempts": attempts})
@@ -237,7 +242,11 @@ class Executor:
         reason: str | None,
         message: tuple[str, str] | None = None,
     ) -> None:
-        """Write the record's final state, with the message (event, summary) it makes."""
+        """Write the record's final state, with the message (event, summary) it makes.
+
+        ``reason`` None keeps the reason the decision gave (why an action was capped).
+        """
+        reason = reason if reason is not None else record.reason
         done = record.model_copy(update={"state": state, "reason": reason, "at": self.clock().isoformat()})
         messages = []
         if message is not None and review.receivers:
@@ -312,9 +321,7 @@ class Executor:
         summary = f"paused {review.where}: {record.cause}"
         if not changed:
             summary = f"{review.where} was already paused"
-        await self._finish(
-            review, record, ActionState.DONE, None if changed else summary, ("pause", summary)
-        )
+        await self._finish(review, record, ActionState.DONE, None if changed else summary, ("pause", summary))
         review.post([review.body, targets.reference(obj)], "Warning", "Paused", summary)
 
     async def _rollback(self, api: Any, review: _Review, record: ActionRecord) -> None:
@@ -423,4 +430,3 @@ def _action_summary(record: ActionRecord) -> dict[str, Any]:
     keep = ("action", "state", "dryRun", "reason", "fromRevision", "toRevision", "fromImage", "toImage", "at")
     dumped = record.dump()
     return {k: dumped[k] for k in keep if k in dumped}
-
