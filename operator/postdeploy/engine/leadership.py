@@ -68,6 +68,8 @@ class Leadership:
                         self._renewed_at = time.monotonic()
                 except (ApiException, OSError, TimeoutError) as error:
                     logger.warning("leader election: %s", error)
+                except Exception:  # never let the election die silently: keep trying
+                    logger.exception("leader election failed; retrying")
                 now = self.is_leader
                 if now != was:
                     logger.info("leadership %s (%s)", "acquired" if now else "lost", self.identity)

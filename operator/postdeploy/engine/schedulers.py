@@ -155,6 +155,7 @@ class Scheduler:
                 self._changed.clear()
                 now = self.clock()
                 if not self.is_leader():
+                    logger.debug("not the leader: %d review(s) wait", len(self._heap))
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._changed.wait(), timeout=1.0)
                     continue
@@ -202,6 +203,7 @@ class Scheduler:
 
     async def _tick(self, key: Key, entry: _Entry) -> float | None:
         self.ticks += 1
+        logger.debug("tick %s/%s", *key)
         ledger = entry.ledger
         snapshot = {"metadata": entry.metadata, "spec": entry.spec, "status": ledger.status}
         result = await self.engine.tick(copy.deepcopy(snapshot))
@@ -221,6 +223,7 @@ class Scheduler:
         if result.wake_at is None:
             return self.clock() + self.engine.settings.max_sleep_seconds
         delay = (result.wake_at - self.engine.clock()).total_seconds()
+        logger.debug("%s/%s: %s, next tick in %.1fs", *key, ledger.status.get("phase"), delay)
         return self.clock() + max(0.0, delay) + 0.05
 
     @staticmethod

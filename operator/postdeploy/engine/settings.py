@@ -27,6 +27,8 @@ class Settings:
     concurrency_per_provider: int = 16
     # "<namespace>/<name>" of the Lease replicas elect a leader with; unset: no election.
     leader_lease: str | None = None
+    # Seconds a leader's Lease lasts without renewal: the takeover time after a crash.
+    lease_seconds: float = 15.0
     # This replica's name in the Lease.
     identity: str = dataclasses.field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     # Reviews ticking at the same time (each tick runs its due checks concurrently).
@@ -53,6 +55,7 @@ class Settings:
             max_sleep_seconds=float(env.get("POSTDEPLOY_MAX_SLEEP", "300")),
             concurrent_reviews=int(env.get("POSTDEPLOY_CONCURRENT_REVIEWS", "64")),
             leader_lease=env.get("POSTDEPLOY_LEADER_LEASE") or None,
+            lease_seconds=float(env.get("POSTDEPLOY_LEASE_SECONDS", "15")),
             identity=env.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
             notify_attempts=int(env.get("POSTDEPLOY_NOTIFY_ATTEMPTS", "6")),
             notify_backoff_seconds=float(env.get("POSTDEPLOY_NOTIFY_BACKOFF", "1")),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from typing import Any
 
@@ -32,6 +33,7 @@ async def _api_client() -> client.ApiClient:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     configuration = settings_module.Settings.from_env()
+    logging.getLogger("postdeploy").setLevel(os.environ.get("POSTDEPLOY_LOG_LEVEL", "INFO").upper())
     settings.posting.level = 20  # post Events of INFO and above
     settings.watching.server_timeout = 300
     # Only raw event handlers are registered: kopf stores nothing on the objects, but
@@ -71,6 +73,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any,
             lease_namespace or "default",
             lease_name,
             configuration.identity,
+            duration=configuration.lease_seconds,
+            renew_every=configuration.lease_seconds / 5,
+            renew_deadline=configuration.lease_seconds * 2 / 3,
             on_change=memo.scheduler.leadership_changed,
         )
         memo.scheduler.is_leader = lambda: election.is_leader
