@@ -62,8 +62,8 @@ from urllib3.util import Retry
 
 from postdeploy.decisions import durations, statistics
 from postdeploy.models.checks import Baseline, PrometheusCheck
+from postdeploy.providers import coalescing, templating
 from postdeploy.providers import details as details_
-from postdeploy.providers import templating
 from postdeploy.providers.base import Measurement, MeasurementState, ReviewContext
 
 __all__ = ["NOT_GROWING_HOURS", "PAIRWISE_POINTS", "SERIES_SHOWN", "PrometheusProvider"]
@@ -110,6 +110,9 @@ class PrometheusProvider:
         self._default_url = default_url
         self._timeout = timeout_seconds
         self._clients: dict[str, PrometheusConnect] = {}
+        # Identical queries at the same evaluation second (reviews of one target, or
+        # namespace-wide checks) are sent once; the answer is shared.
+        self.coalescer: coalescing.Coalescer[Any] = coalescing.Coalescer(ttl=1.0)
 
     async def close(self) -> None:
         """Close the HTTP sessions of every Prometheus this provider talked to."""
@@ -143,7 +146,7 @@ class PrometheusProvider:
             return Measurement.error("trend timeToLimit needs limitQuery", query=query)
 
         evaluation = _Evaluation(self._client(url), url, self._timeout, spec, query, limit_query,
-                                 range_, step)
+                                 range_, step, self.coalescer)
         when = _baseline_time(baseline, ctx)
         if when is None:
             measurement = await evaluation.run(ctx.now)
@@ -217,6 +220,7 @@ class _Evaluation:
     limit_query: str | None
     range: datetime.timedelta | None
     step: float
+    coalescer: coalescing.Coalescer[Any]
 
     async def run(self, at: datetime.datetime) -> Measurement:
         try:
@@ -260,9 +264,15 @@ class _Evaluation:
             ) from None
 
     async def _instant_series(self, query: str, at: datetime.datetime) -> list[_Series]:
-        params = {"time": f"{at.timestamp():.3f}", "timeout": f"{self.timeout:g}s"}
+        # Whole seconds: Prometheus's own resolution for rules, and what lets queries of
+        # different reviews in the same tick coincide.
+        second = math.floor(at.timestamp())
+        params = {"time": str(second), "timeout": f"{self.timeout:g}s"}
         logger.debug("PromQL instant query at %s: %s", at.isoformat(), query)
-        result = await self._call(self.client.custom_query, query, params=params)
+        result = await self.coalescer.run(
+            (self.url, "instant", query, second),
+            lambda: self._call(self.client.custom_query, query, params=params),
+        )
         return _parse_instant(result)
 
     async def _range_series(self, at: datetime.datetime) -> list[_Series]:
@@ -270,13 +280,18 @@ class _Evaluation:
         seconds = self.range.total_seconds()
         step = max(self.step, math.ceil(seconds / _MAX_POINTS))
         logger.debug("PromQL range query %gs ending %s: %s", seconds, at.isoformat(), self.query)
-        result = await self._call(
-            self.client.custom_query_range,
-            self.query,
-            start_time=at - self.range,
-            end_time=at,
-            step=f"{step:g}",
-            params={"timeout": f"{self.timeout:g}s"},
+        end = datetime.datetime.fromtimestamp(math.floor(at.timestamp()), datetime.UTC)
+        start = end - self.range
+        result = await self.coalescer.run(
+            (self.url, "range", self.query, end.timestamp(), seconds, step),
+            lambda: self._call(
+                self.client.custom_query_range,
+                self.query,
+                start_time=start,
+                end_time=end,
+                step=f"{step:g}",
+                params={"timeout": f"{self.timeout:g}s"},
+            ),
         )
         return _parse_range(result)
 
