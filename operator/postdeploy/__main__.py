@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import pathlib
 import sys
 
@@ -25,6 +26,13 @@ def main(argv: list[str] | None = None) -> int:
         "--metrics-port", type=int, default=None, help="serve the operator's own metrics on :PORT/metrics"
     )
     run.add_argument("--metrics-address", default="0.0.0.0", help="the address --metrics-port listens on")
+    run.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=os.environ.get("POSTDEPLOY_LOG_FORMAT", "text"),
+        help="text lines, or one JSON object per line with review and check names "
+        "(default: $POSTDEPLOY_LOG_FORMAT, else text); secrets are masked in both",
+    )
     run.add_argument("--verbose", action="store_true")
     crds = commands.add_parser("crds", help="write the generated CRDs")
     crds.add_argument("directory", type=pathlib.Path)
@@ -40,11 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     import kopf
 
     import postdeploy.handlers  # noqa: F401  (registers the handlers)
+    from postdeploy import logs
 
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    logs.configure(args.log_format, logging.DEBUG if args.verbose else logging.INFO)
+    logs.add_secret(os.environ.get("POSTDEPLOY_POSTGRES_DSN"))
     # One line per HTTP request or per watch event drowns what matters.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # a line per liveness probe

@@ -103,6 +103,7 @@ FULL_VALUES: dict[str, Any] = {
     "metrics.serviceMonitor.enabled": True,
     "metrics.prometheusRule.enabled": True,
     "settings.verbose": True,
+    "settings.logFormat": "json",
     "signoffWebhook.enabled": True,
     "signoffWebhook.certificate.certManager.enabled": True,
     "signoffWebhook.certificate.certManager.issuerRef.name": "cluster-ca",
@@ -340,6 +341,7 @@ def test_providers_and_secrets_reach_the_container(helm: Helm) -> None:
         "valueFrom": {"secretKeyRef": {"name": "postdeploy-postgres", "key": "dsn"}},
     }
     assert "--verbose" in container(objects)["args"]
+    assert env["POSTDEPLOY_LOG_FORMAT"]["value"] == "json"
 
 
 def test_service_monitor_and_rule_select_the_metrics_service(helm: Helm) -> None:
@@ -444,6 +446,7 @@ def test_rendered_arguments_are_what_the_operator_accepts(
 
     monkeypatch.setattr(kopf, "operator", operator)
     monkeypatch.setattr(metrics, "serve", lambda port, addr: seen.update(metrics=(port, addr)))
+    monkeypatch.setattr("postdeploy.logs.configure", lambda fmt, level: None)  # keep pytest's logging
     assert cli.main(["run", *container(helm.render(values))["args"]]) == 0
     assert seen["liveness_endpoint"] == "http://0.0.0.0:8080/healthz"
     assert seen["metrics"] == (9090, "0.0.0.0"), "the metrics Service's target port"
@@ -463,6 +466,7 @@ def test_label_selector_argument_is_accepted(helm: Helm, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(kopf, "operator", operator)
     monkeypatch.setattr("postdeploy.metrics.serve", lambda port, addr: None)
+    monkeypatch.setattr("postdeploy.logs.configure", lambda fmt, level: None)
     args = container(helm.render({"watch.labelSelector": "shard=a"}))["args"]
     assert "--selector=shard=a" in args
     assert cli.main(["run", *args]) == 0  # today argparse exits 2: unrecognized arguments
