@@ -41,7 +41,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from psycopg import conninfo, sql
+from psycopg import sql
 
 from postdeploy import defaults
 from postdeploy.decisions import checks as check_decisions
@@ -52,6 +52,7 @@ from postdeploy.models.reviews import CheckStatus
 from postdeploy.providers.base import Measurement, ReviewContext, Target
 from testbed import observability as bed
 from testbed import postgres, sampleapp
+from tests.e2e.shops import ShopCopy, copy_of_shop
 
 pytestmark = pytest.mark.e2e
 
@@ -409,28 +410,16 @@ async def test_slow_statements_new_or_slower_since_the_deployment(
 
 
 @pytest.fixture
-def shop_copy(postgres_db: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """A copy of ``shop`` that faults may be injected into; readable by the read-only role."""
-    admin = postgres_db["env"]["POSTGRES_ADMIN_DSN"]
-    name = f"shop_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE shop").format(sql.Identifier(name)))
-    try:
-        yield {
-            "admin": conninfo.make_conninfo(admin, dbname=name),
-            "read_only": conninfo.make_conninfo(postgres_db["env"]["POSTGRES_DSN"], dbname=name),
-            "seeded_at": datetime.datetime.fromisoformat(postgres_db["seed"]["seeded_at"]),
-        }
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+def shop_copy(postgres_db: dict[str, Any]) -> Iterator[ShopCopy]:
+    with copy_of_shop(postgres_db) as copy:
+        yield copy
 
 
 @pytest.fixture
-async def business(shop_copy: dict[str, Any], observability: dict[str, Any]) -> AsyncIterator[Providers]:
+async def business(shop_copy: ShopCopy, observability: dict[str, Any]) -> AsyncIterator[Providers]:
     settings = Settings(
         prometheus_url=observability["env"]["PROMETHEUS_URL"],
-        postgres_dsn=shop_copy["read_only"],
+        postgres_dsn=shop_copy.read_only,
         measure_timeout_seconds=60,
     )
     async with httpx.AsyncClient() as client:
@@ -439,8 +428,8 @@ async def business(shop_copy: dict[str, Any], observability: dict[str, Any]) -> 
         await registry.close()
 
 
-async def test_engagement_and_feature_adoption(business: Providers, shop_copy: dict[str, Any]) -> None:
-    now = shop_copy["seeded_at"]
+async def test_engagement_and_feature_adoption(business: Providers, shop_copy: ShopCopy) -> None:
+    now = shop_copy.seeded_at
     deployed = now - 30 * HOUR
     checklist = Checklist(business, "checkout")
     engagement = await checklist.run("engagement", now=now, deployed=deployed)
@@ -471,10 +460,10 @@ async def test_engagement_and_feature_adoption(business: Providers, shop_copy: d
 
 
 async def test_conversion_and_revenue_stay_quiet_on_healthy_periods(
-    business: Providers, shop_copy: dict[str, Any]
+    business: Providers, shop_copy: ShopCopy
 ) -> None:
     checklist = Checklist(business, "checkout")
-    seeded = shop_copy["seeded_at"]
+    seeded = shop_copy.seeded_at
     failed: dict[str, list[str]] = {"conversion": [], "revenue": []}
     for half_days in range(4, 16):  # deployed 2 to 7.5 days before seeding, 30 hours on
         deployed = seeded - half_days * DAY / 2
@@ -490,12 +479,12 @@ async def test_conversion_and_revenue_stay_quiet_on_healthy_periods(
 
 
 async def test_a_halved_conversion_rate_fails_conversion_and_revenue(
-    business: Providers, shop_copy: dict[str, Any]
+    business: Providers, shop_copy: ShopCopy
 ) -> None:
     checklist = Checklist(business, "checkout")
-    seeded = shop_copy["seeded_at"]
+    seeded = shop_copy.seeded_at
     deployed = seeded - 30 * HOUR
-    removed = postgres.inject_conversion_drop(shop_copy["admin"], deployed, 0.5)
+    removed = postgres.inject_conversion_drop(shop_copy.admin, deployed, 0.5)
     assert removed > 50
     conversion = await checklist.run("conversion", now=seeded, deployed=deployed)
     assert conversion.result == "Failed", conversion
@@ -508,12 +497,12 @@ async def test_a_halved_conversion_rate_fails_conversion_and_revenue(
 
 
 async def test_a_small_drop_on_few_sessions_is_reported_but_not_failed(
-    business: Providers, shop_copy: dict[str, Any]
+    business: Providers, shop_copy: ShopCopy
 ) -> None:
     # 400 sessions in the six hours before a deployment two days after seeding, 20 of
     # them converted; 400 in the six hours after it, 16 converted: 20% fewer.
-    deployed = shop_copy["seeded_at"] + 2 * DAY
-    with psycopg.connect(shop_copy["admin"]) as conn:
+    deployed = shop_copy.seeded_at + 2 * DAY
+    with psycopg.connect(shop_copy.admin) as conn:
         conn.execute(
             """
             INSERT INTO sessions (user_id, started_at, channel, converted)
@@ -535,9 +524,9 @@ async def test_a_small_drop_on_few_sessions_is_reported_but_not_failed(
     ), run.measurement.message
 
 
-async def test_ab_test_verdicts(business: Providers, shop_copy: dict[str, Any]) -> None:
+async def test_ab_test_verdicts(business: Providers, shop_copy: ShopCopy) -> None:
     checklist = Checklist(business, "checkout")
-    now = shop_copy["seeded_at"]
+    now = shop_copy.seeded_at
 
     async def ab(experiment: str) -> Run:
         return await checklist.run(
@@ -550,7 +539,7 @@ async def test_ab_test_verdicts(business: Providers, shop_copy: dict[str, Any]) 
     group_b = lift.measurement.details["groups"][1]
     assert group_b["lift"] > 0.1 and group_b["ci"][0] > 0 and group_b["pValue"] < 0.01
     # A flat experiment of fixed counts: A 100 of 1000 converted, B 104 of 1000.
-    with psycopg.connect(shop_copy["admin"]) as conn:
+    with psycopg.connect(shop_copy.admin) as conn:
         conn.execute(
             """
             INSERT INTO experiments (name, description, version, started_at, variants, planned_split)
