@@ -32,6 +32,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import pydantic
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from postdeploy.actions import annotations as breach_annotations
@@ -126,17 +127,17 @@ class Executor:
         post: Poster,
     ) -> bool:
         """Carry out unfinished records and completion duties; True when status changed."""
-        target = Target.model_validate(spec.get("target") or {})
+        try:
+            target = Target.model_validate(spec.get("target") or {})
+            receivers = [NotificationTarget.model_validate(n) for n in spec.get("notifications") or []]
+            rollback = spec.get("rollback")
+            dry_run = RollbackSpec.model_validate(rollback).dry_run if rollback else False
+        except pydantic.ValidationError:
+            return False  # the tick reports the invalid spec; nothing can be acted on
         if target.namespace is None:
             target = target.model_copy(update={"namespace": ref.namespace})
-        rollback = spec.get("rollback")
         review = _Review(
-            ref=ref,
-            target=target,
-            receivers=[NotificationTarget.model_validate(n) for n in spec.get("notifications") or []],
-            dry_run=RollbackSpec.model_validate(rollback).dry_run if rollback else False,
-            ledger=ledger,
-            post=post,
+            ref=ref, target=target, receivers=receivers, dry_run=dry_run, ledger=ledger, post=post
         )
         before = ledger.status
         status = ReviewStatus.model_validate(before)
