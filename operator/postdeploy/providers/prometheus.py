@@ -26,7 +26,7 @@ What one run does:
   can require a change that is both large and significant. Every trend reports
   ``windowHours``. Mann-Kendall and Theil-Sen compare every pair of samples, so a
   series of more than ``PAIRWISE_POINTS`` samples is first averaged over consecutive
-  blocks down to that many.
+  blocks down to that many; the analysis runs in a worker thread.
   ``max``/``min`` pick the series with the largest/smallest statistic; for
   ``timeToLimit`` ``max`` (the default, "the worst") picks the series that reaches
   its limit first and ``min`` the last. ``sum``/``mean`` add or average the series
@@ -232,7 +232,8 @@ class _Evaluation:
             limits = None
             if self.limit_query is not None:
                 limits = await self._instant_series(self.limit_query, at)
-            return self._trend(series, limits, at)
+            # Pairwise tests are O(n²) in pure Python: keep them off the event loop.
+            return await asyncio.to_thread(self._trend, series, limits, at)
         except _QueryFailed as exc:
             return Measurement.error(str(exc))
 
