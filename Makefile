@@ -18,6 +18,7 @@ testbed-down:
 
 crds:
 	$(PYTHON) -m postdeploy crds crds/
+	$(PYTHON) helm/render_manifests.py
 
 demo: binaries
 	$(PYTHON) -m testbed.demo $(DEMO_ARGS)

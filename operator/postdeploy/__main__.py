@@ -15,12 +15,23 @@ import sys
 __all__ = ["main"]
 
 
+def _not_routine(record: logging.LogRecord) -> bool:
+    """Drop kopf's line for every watch event handled; keep everything else."""
+    message = record.getMessage()
+    return not (message.startswith("Handler '") and message.endswith("succeeded."))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="postdeploy", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the operator")
     run.add_argument("-n", "--namespace", action="append", default=[], help="watch only these namespaces")
-    run.add_argument("--peering", default=None, help="kopf peering name (HA); standalone when unset")
+    run.add_argument(
+        "--selector",
+        default=os.environ.get("POSTDEPLOY_SELECTOR", ""),
+        help="handle only reviews whose labels match (e.g. shard=a, tier!=batch, !legacy): "
+        "shards reviews across operator deployments (default: $POSTDEPLOY_SELECTOR, else all)",
+    )
     run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
     run.add_argument(
         "--metrics-port", type=int, default=None, help="serve the operator's own metrics on :PORT/metrics"
@@ -45,6 +56,14 @@ def main(argv: list[str] | None = None) -> int:
             print(path)
         return 0
 
+    from postdeploy.decisions import selectors
+
+    try:
+        selectors.parse(args.selector)
+    except ValueError as error:
+        parser.error(f"--selector: {error}")
+    os.environ["POSTDEPLOY_SELECTOR"] = args.selector  # read by the handlers when imported
+
     import kopf
 
     import postdeploy.handlers  # noqa: F401  (registers the handlers)
@@ -55,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     # One line per HTTP request or per watch event drowns what matters.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # a line per liveness probe
-    logging.getLogger("kopf.objects").addFilter(
-        lambda record: "Handler 'review_changed'" not in record.getMessage()
-    )
+    logging.getLogger("kopf.objects").addFilter(_not_routine)
     if args.metrics_port is not None:
         from postdeploy import metrics
 
@@ -66,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         kopf.operator(
             clusterwide=not args.namespace,
             namespaces=args.namespace,
-            standalone=args.peering is None,
-            peering_name=args.peering,
+            # HA is a Lease election in the engine (POSTDEPLOY_LEADER_LEASE): every
+            # replica watches, only the leader ticks. kopf's peering would pause standbys.
+            standalone=True,
             liveness_endpoint=args.liveness,
         )
     )

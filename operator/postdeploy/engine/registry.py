@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from typing import Any
 
 import httpx
 from kubernetes_asyncio import client
 
+from postdeploy import metrics
 from postdeploy.engine.settings import Settings
 from postdeploy.models.checks import Check
 from postdeploy.providers import (
@@ -29,7 +31,7 @@ from postdeploy.providers import (
     report,
     statistics,
 )
-from postdeploy.providers.base import Measurement, ReviewContext
+from postdeploy.providers.base import Measurement, MeasurementState, ReviewContext
 
 __all__ = ["Providers"]
 
@@ -60,6 +62,7 @@ class Providers:
         name = check.provider_name
         provider = self._providers[name]
         spec = check.provider_spec
+        started = time.monotonic()
         try:
             async with self._limits[name]:
                 self.calls[name] += 1
@@ -68,13 +71,19 @@ class Providers:
                         result: Measurement = await provider.measure(spec, ctx)
                     else:
                         result = await provider.measure(spec, ctx, baseline=check.baseline)
-                    return result
         except TimeoutError:
-            return Measurement.error(
+            result = Measurement.error(
                 f"{name} provider took longer than {self.settings.measure_timeout_seconds:g}s"
             )
         except Exception as error:  # a provider bug must not stop the review
-            return Measurement.error(f"{name} provider failed: {type(error).__name__}: {error}")
+            result = Measurement.error(f"{name} provider failed: {type(error).__name__}: {error}")
+        metrics.record_check(
+            name,
+            result.state.value,
+            time.monotonic() - started,
+            provider_error=result.state is MeasurementState.ERROR,
+        )
+        return result
 
     async def close(self) -> None:
         for provider in self._providers.values():

@@ -29,6 +29,7 @@ from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from postdeploy import metrics
 from postdeploy.actions import notifications
 from postdeploy.engine import executions, ledgers, ticks
 
@@ -130,7 +131,8 @@ class Scheduler:
         self._changed.set()
 
     def forget(self, namespace: str, name: str) -> None:
-        self._entries.pop((namespace, name), None)  # its heap items are skipped when popped
+        if self._entries.pop((namespace, name), None) is not None:  # heap items are skipped
+            metrics.forget_review(namespace, name)
 
     @property
     def active(self) -> int:
@@ -209,6 +211,8 @@ class Scheduler:
         result = await self.engine.tick(copy.deepcopy(snapshot))
         if result.status is not None:
             await ledger.write(result.status)
+            status = ledger.status
+            metrics.record_review(*key, str(status.get("phase") or ""), str(status.get("verdict") or ""))
         involved = [self._reference(entry)]
         for event in result.events:
             self.post(involved, event.type, event.reason, event.message)
@@ -219,6 +223,7 @@ class Scheduler:
         if result.done:
             logger.info("review %s/%s completed: verdict %s", *key, ledger.status.get("verdict"))
             entry.done = True
+            metrics.record_review_completed(str(ledger.status.get("verdict") or "Unknown"))
             return None
         if result.wake_at is None:
             return self.clock() + self.engine.settings.max_sleep_seconds

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from postdeploy import workloads
+from postdeploy import logs, workloads
 from postdeploy.actions import decide, gitops, targets
 from postdeploy.decisions import checks as check_decisions
 from postdeploy.decisions import phases as phase_plans
@@ -148,7 +148,9 @@ class Engine:
         data = secret.data or {}
         if key not in data:
             raise LookupError(f"Secret {namespace}/{name} has no key {key!r}")
-        return base64.b64decode(data[key]).decode()
+        value = base64.b64decode(data[key]).decode()
+        logs.add_secret(value)  # masked in every log line from now on
+        return value
 
     async def _secrets_for(
         self, check: templates.ResolvedCheck, review: templates.ResolvedReview, namespace: str

@@ -10,12 +10,14 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import kopf
 from kubernetes_asyncio import client, config
 
+from postdeploy import metrics
 from postdeploy.actions import notifications
 from postdeploy.engine import events, executions, leadership, registry, schedulers, settings, ticks
 
@@ -28,6 +30,14 @@ async def _api_client() -> client.ApiClient:
     else:
         await config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
     return client.ApiClient()
+
+
+def _leadership_changed(scheduler: schedulers.Scheduler) -> Callable[[bool], None]:
+    def changed(leader: bool) -> None:
+        metrics.set_leader(leader)
+        scheduler.leadership_changed(leader)
+
+    return changed
 
 
 @kopf.on.startup()
@@ -76,7 +86,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any,
             duration=configuration.lease_seconds,
             renew_every=configuration.lease_seconds / 5,
             renew_deadline=configuration.lease_seconds * 2 / 3,
-            on_change=memo.scheduler.leadership_changed,
+            on_change=_leadership_changed(memo.scheduler),
         )
         memo.scheduler.is_leader = lambda: election.is_leader
         memo.election_task = asyncio.create_task(election.run(), name="postdeploy-leader-election")
