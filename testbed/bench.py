@@ -165,33 +165,37 @@ class Counters:
         )
 
 
-def _template(checks: list[dict[str, Any]], interval: str) -> dict[str, Any]:
+def _template(checks: list[dict[str, Any]], parameters: dict[str, str], interval: str) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "ClusterReviewTemplate",
         "metadata": {"name": "bench-phase1"},
         "spec": {
+            "parameters": parameters,
             "phases": [
                 {"name": "immediate", "start": "0s", "end": "2h", "interval": interval, "checks": checks}
-            ]
+            ],
         },
     }
 
 
-def _phase_one_checks(api: k8s.ApiClient) -> tuple[list[dict[str, Any]], str]:
-    """The built-in template's phase-1 checks if installed, else the stand-in."""
+def _phase_one_checks(api: k8s.ApiClient) -> tuple[list[dict[str, Any]], dict[str, str], str]:
+    """The built-in template's phase-1 checks and parameters if installed, else the stand-in."""
     objects = k8s.CustomObjectsApi(api)
     try:
         default: Any = objects.get_cluster_custom_object(
             GROUP, VERSION, "clusterreviewtemplates", "postdeploy-default"
         )
     except k8s.ApiException:
-        return STAND_IN_CHECKS, "stand-in (8 checks)"
+        return STAND_IN_CHECKS, {}, "stand-in (8 checks)"
     phase = default["spec"]["phases"][0]
     checks = [
-        c for c in phase.get("checks", []) if c.get("enabled", True) and not {"manual", "job", "postgres", "statistics"} & set(c)
+        c
+        for c in phase.get("checks", [])
+        if c.get("enabled", True) and not {"manual", "job", "postgres", "statistics"} & set(c)
     ]
-    return checks, f"postdeploy-default phase {phase['name']} ({len(checks)} checks)"
+    parameters = dict(default["spec"].get("parameters") or {})
+    return checks, parameters, f"postdeploy-default phase {phase['name']} ({len(checks)} checks)"
 
 
 def _deployments(api: k8s.ApiClient, count: int) -> list[str]:
@@ -224,7 +228,10 @@ def _create_reviews(
     deployed_at: datetime.datetime,
     *,
     completed: bool = False,
+    spread: float = 0.0,
 ) -> None:
+    """Create ``count`` reviews; their deployment times spread evenly over ``spread``
+    seconds before ``deployed_at``, as releases of a real organisation are."""
     objects = k8s.CustomObjectsApi(api)
 
     def create(index: int) -> None:
@@ -236,7 +243,9 @@ def _create_reviews(
             "spec": {
                 "target": {"name": targets[index % len(targets)]},
                 "version": "1.0.0",
-                "deployedAt": deployed_at.isoformat(),
+                "deployedAt": (
+                    deployed_at - datetime.timedelta(seconds=spread * index / max(1, count))
+                ).isoformat(),
                 "templateRef": {"kind": "ClusterReviewTemplate", "name": "bench-phase1"},
             },
         }
@@ -335,8 +344,9 @@ def run(
         _kubectl(env, "create", "namespace", NAMESPACE)
         api = k8s_config.new_client_from_config(config_file=env["KUBECONFIG"])  # type: ignore[no-untyped-call]
         api.configuration.connection_pool_maxsize = 16
-        checks, template_name = _phase_one_checks(api)
-        _kubectl(env, "apply", "-f", "-", input_text=yaml.safe_dump(_template(checks, f"{int(interval)}s")))
+        checks, parameters, template_name = _phase_one_checks(api)
+        template = _template(checks, parameters, f"{int(interval)}s")
+        _kubectl(env, "apply", "-f", "-", input_text=yaml.safe_dump(template))
         targets = _deployments(api, deployments)
         _kubectl(
             env, "-n", NAMESPACE, "wait", "--for=condition=Available", "deployment", "--all", "--timeout=300s"
@@ -347,7 +357,7 @@ def run(
         for size in sizes:
             _log(f"N={size}: creating reviews")
             deployed_at = datetime.datetime.now(datetime.UTC)
-            _create_reviews(api, f"r{size}", size, targets, deployed_at)
+            _create_reviews(api, f"r{size}", size, targets, deployed_at, spread=interval)
             operator = Operator(operator_env, workdir / f"operator-{size}.log")
             try:
                 warmup = interval * 1.5 + size / 200
