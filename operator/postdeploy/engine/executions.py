@@ -242,10 +242,13 @@ class Executor:
         state: ActionState,
         reason: str | None,
         message: tuple[str, str] | None = None,
+        *,
+        announce: bool = True,
     ) -> None:
         """Write the record's final state, with the message (event, summary) it makes.
 
         ``reason`` None keeps the reason the decision gave (why an action was capped).
+        ``announce``: post an Event when skipped or failed (False: the caller posts its own).
         """
         reason = reason if reason is not None else record.reason
         done = record.model_copy(update={"state": state, "reason": reason, "at": self.clock().isoformat()})
@@ -255,7 +258,7 @@ class Executor:
             message_id = f"{event}-{record.check}" if event == "breach" else event
             messages.append(self._message(review, event, message_id, summary, done))
         await self._save(review, done, messages)
-        if state in (ActionState.SKIPPED, ActionState.FAILED) and record.action != "notify":
+        if announce and state in (ActionState.SKIPPED, ActionState.FAILED) and record.action != "notify":
             what = record.action if record.action != "none" else "acting on the breach"
             kind = "Warning" if state is ActionState.FAILED else "Normal"
             review.post([review.body], kind, f"Action{state.value}", f"{what} ({record.id}): {reason}")
@@ -336,7 +339,9 @@ class Executor:
                 plan = await rollbacks.plan(api, obj, unpause=unpause)
             except rollbacks.NotRolledBack as why:
                 summary = f"{review.where} not rolled back: {why}"
-                await self._finish(review, record, ActionState.SKIPPED, str(why), ("rollback", summary))
+                await self._finish(
+                    review, record, ActionState.SKIPPED, str(why), ("rollback", summary), announce=False
+                )
                 review.post([review.body, targets.reference(obj)], "Warning", "RollbackSkipped", summary)
                 return
             record = record.model_copy(
