@@ -59,36 +59,19 @@ def set_condition(
     generation: int | None,
 ) -> list[Condition]:
     """Replace or add one condition; lastTransitionTime moves only when status changes."""
-    result = []
-    found = False
-    for condition in conditions:
-        if condition.type == type_:
-            found = True
-            moved = condition.status != status
-            result.append(
-                Condition(
-                    type=type_,
-                    status=status,
-                    reason=reason,
-                    message=message[:1024],
-                    last_transition_time=now.isoformat() if moved else condition.last_transition_time,
-                    observed_generation=generation,
-                )
-            )
-        else:
-            result.append(condition)
-    if not found:
-        result.append(
-            Condition(
-                type=type_,
-                status=status,
-                reason=reason,
-                message=message[:1024],
-                last_transition_time=now.isoformat(),
-                observed_generation=generation,
-            )
-        )
-    return result
+    previous = next((c for c in conditions if c.type == type_), None)
+    moved = previous is None or previous.status != status
+    updated = Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message[:1024],
+        last_transition_time=now.isoformat() if moved or previous is None else previous.last_transition_time,
+        observed_generation=generation,
+    )
+    if previous is None:
+        return [*conditions, updated]
+    return [updated if c.type == type_ else c for c in conditions]
 
 
 def conditions_for(
@@ -111,9 +94,7 @@ def conditions_for(
     else:
         if errored:
             message = "; ".join(summary(c) for c in errored)
-            result = set_condition(
-                result, "Healthy", "Unknown", "DataSourceError", message, now, generation
-            )
+            result = set_condition(result, "Healthy", "Unknown", "DataSourceError", message, now, generation)
         else:
             result = set_condition(
                 result, "Healthy", "True", "ChecksPassing", "no check has failed", now, generation

@@ -81,8 +81,27 @@ class Leadership:
             if self.is_leader:
                 await self._release()
 
-    async def _try(self) -> bool:
+    def _lease(self, spec: dict[str, Any], resource_version: str | None = None) -> Any:
+        metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
+        if resource_version is not None:
+            metadata["resourceVersion"] = resource_version  # optimistic concurrency
+        return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata, "spec": spec}
+
+    async def _write(self, body: Any, *, create: bool) -> bool:
+        """Create or replace the Lease; False when another replica got there first."""
         leases = client.CoordinationV1Api(self.api)
+        try:
+            if create:
+                await leases.create_namespaced_lease(self.namespace, body)
+            else:
+                await leases.replace_namespaced_lease(self.name, self.namespace, body)
+        except ApiException as conflict:
+            if conflict.status == 409:
+                return False
+            raise
+        return True
+
+    async def _try(self) -> bool:
         now = _now()
         spec = {
             "holderIdentity": self.identity,
@@ -90,23 +109,14 @@ class Leadership:
             "renewTime": _micro(now),
         }
         try:
-            lease: Any = await leases.read_namespaced_lease(self.name, self.namespace)
+            lease: Any = await client.CoordinationV1Api(self.api).read_namespaced_lease(
+                self.name, self.namespace
+            )
         except ApiException as error:
             if error.status != 404:
                 raise
-            body: Any = {
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {"name": self.name, "namespace": self.namespace},
-                "spec": {**spec, "acquireTime": _micro(now), "leaseTransitions": 0},
-            }
-            try:
-                await leases.create_namespaced_lease(self.namespace, body)
-            except ApiException as conflict:
-                if conflict.status == 409:
-                    return False
-                raise
-            return True
+            first = {**spec, "acquireTime": _micro(now), "leaseTransitions": 0}
+            return await self._write(self._lease(first), create=True)
         current = lease.spec
         holder = current.holder_identity
         renewed = current.renew_time
@@ -115,53 +125,25 @@ class Leadership:
         )
         if holder != self.identity and holder and not expired:
             return False
-        transitions = (current.lease_transitions or 0) + (0 if holder == self.identity else 1)
-        body = {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {
-                "name": self.name,
-                "namespace": self.namespace,
-                "resourceVersion": lease.metadata.resource_version,
-            },
-            "spec": {
-                **spec,
-                "acquireTime": _micro(current.acquire_time)
-                if holder == self.identity and current.acquire_time
-                else _micro(now),
-                "leaseTransitions": transitions,
-            },
-        }
-        try:
-            await leases.replace_namespaced_lease(self.name, self.namespace, body)
-        except ApiException as conflict:
-            if conflict.status == 409:
-                return False  # someone else updated it first
-            raise
-        return True
+        ours = holder == self.identity
+        spec["acquireTime"] = _micro(current.acquire_time) if ours and current.acquire_time else _micro(now)
+        spec["leaseTransitions"] = (current.lease_transitions or 0) + (0 if ours else 1)
+        return await self._write(self._lease(spec, lease.metadata.resource_version), create=False)
 
     async def _release(self) -> None:
         """Give the Lease up on a clean stop, so a standby need not wait for it to expire."""
-        leases = client.CoordinationV1Api(self.api)
         try:
-            lease: Any = await leases.read_namespaced_lease(self.name, self.namespace)
+            lease: Any = await client.CoordinationV1Api(self.api).read_namespaced_lease(
+                self.name, self.namespace
+            )
             if lease.spec.holder_identity != self.identity:
                 return
-            body: Any = {
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {
-                    "name": self.name,
-                    "namespace": self.namespace,
-                    "resourceVersion": lease.metadata.resource_version,
-                },
-                "spec": {
-                    "holderIdentity": "",
-                    "leaseDurationSeconds": int(self.duration),
-                    "renewTime": _micro(_now()),
-                },
+            spec = {
+                "holderIdentity": "",
+                "leaseDurationSeconds": int(self.duration),
+                "renewTime": _micro(_now()),
             }
-            await leases.replace_namespaced_lease(self.name, self.namespace, body)
-            self._renewed_at = None
+            if await self._write(self._lease(spec, lease.metadata.resource_version), create=False):
+                self._renewed_at = None
         except (ApiException, OSError, TimeoutError) as error:
             logger.warning("could not release the Lease: %s", error)
