@@ -13,15 +13,15 @@ anywhere in the check's schedule), the sample app's error rate is set to 0.6. Th
 - *visible*: the first instant at which the check's own query, evaluated by
   Prometheus, exceeds the threshold (found afterwards by a range query of that query
   at a 50 ms step, so it is exact to 50 ms and costs the operator nothing);
-- *decided*: when the tick that saw the breach recorded its decision (``decidedAt``
-  of the rollback record in status);
+- *decided*: the start of the tick whose check run saw the breach (its clock is the
+  ``decidedAt`` of the rollback record in status);
 - *applied*: when a watch on the Deployment first sees the old image in its pod
   template (the rollback patch reached the API server).
 
 The table gives median and p99 (linear interpolation) of applied - visible per
 interval, and the median split into detection (decided - visible: waiting for the
-next check run, dominated by the interval) and acting (applied - decided: status
-writes, reading the ReplicaSets, the patch). Usage::
+next check run, dominated by the interval) and acting (applied - decided: the query,
+status writes, reading the ReplicaSets, the patch). Usage::
 
     python -m bench.rollback_latency [--runs 12] [--intervals 2s,5s] [--workdir DIR]
 """
