@@ -367,6 +367,7 @@ class Engine:
                 phase_start=deployed_at + phase.start,
                 phase_end=deployed_at + phase.end,
                 check_name=check.name,
+                interval=check.interval,
                 memo=previous.memo or {},
                 secrets=secrets,
                 parameters=review.spec.parameters,

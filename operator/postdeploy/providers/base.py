@@ -73,6 +73,9 @@ class ReviewContext:
     secrets: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
     # Extra template parameters from the review (``spec.parameters``).
     parameters: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # How often this check runs: providers may align evaluation times to a fraction of
+    # it, so that identical queries of different reviews coincide and are sent once.
+    interval: datetime.timedelta = datetime.timedelta(minutes=1)
     # The review's annotations (manual confirmations live there).
     annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # The memos of the review's checks by name, read-only: a check may build on what

@@ -6,7 +6,11 @@ start-up (operator-wide default URL and timeout) and closes it at clean-up.
 
 What one run does:
 
-- **instant** (no ``range``): the templated query evaluated at ``ctx.now``; a scalar is
+Evaluation times are ``ctx.now`` rounded down to a quarter of the check's interval
+(1 s to 15 s, see ``aligned``), so identical queries of reviews due in the same few
+seconds coincide and are sent once (``coalescing``).
+
+- **instant** (no ``range``): the templated query evaluated at that time; a scalar is
   the value, several series are combined by ``aggregate`` (max, min, sum, mean), or
   counted (``count``: how many series have a finite value; no series at all is the
   value 0, a real answer such as "no new error types", not missing data).
@@ -46,8 +50,10 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import concurrent.futures
 import dataclasses
 import datetime
+import functools
 import json
 import logging
 import math
@@ -58,6 +64,7 @@ from typing import Any
 import requests
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from prometheus_api_client.prometheus_connect import PrometheusConnect
+from requests.adapters import HTTPAdapter
 from urllib3.util import Retry
 
 from postdeploy.decisions import durations, statistics
@@ -74,6 +81,8 @@ SERIES_SHOWN = 20  # series listed in the details
 NOT_GROWING_HOURS = 1e9  # timeToLimit's value when the limit is never reached
 NO_START = 1e9  # relativeChange's magnitude when the line starts at 0
 PAIRWISE_POINTS = 1000  # samples a pairwise (O(n²)) analysis looks at, at most
+MAX_ALIGN_SECONDS = 15.0  # evaluation times are aligned to at most this
+_THREADS = 32  # concurrent Prometheus requests per operator
 _MAX_POINTS = 11_000  # Prometheus refuses range queries with more points per series
 _MIN_TREND_SAMPLES = 3
 
@@ -110,15 +119,21 @@ class PrometheusProvider:
         self._default_url = default_url
         self._timeout = timeout_seconds
         self._clients: dict[str, PrometheusConnect] = {}
-        # Identical queries at the same evaluation second (reviews of one target, or
-        # namespace-wide checks) are sent once; the answer is shared.
-        self.coalescer: coalescing.Coalescer[Any] = coalescing.Coalescer(ttl=1.0)
+        # Identical queries at the same (aligned) evaluation time — reviews of one
+        # target, namespace-wide checks — are sent once; the answer is shared.
+        self.coalescer: coalescing.Coalescer[Any] = coalescing.Coalescer(ttl=2 * MAX_ALIGN_SECONDS)
+        # prometheus-api-client is synchronous: its calls run on threads of their own,
+        # so that a slow Prometheus does not take the loop's default pool from others.
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=_THREADS, thread_name_prefix="prometheus"
+        )
 
     async def close(self) -> None:
         """Close the HTTP sessions of every Prometheus this provider talked to."""
         for client in self._clients.values():
             client.close()
         self._clients.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def measure(
         self, spec: PrometheusCheck, ctx: ReviewContext, baseline: Baseline | None = None
@@ -133,9 +148,7 @@ class PrometheusProvider:
         values = ctx.template_values()
         try:
             query = templating.render_promql(spec.query, values)
-            limit_query = (
-                templating.render_promql(spec.limit_query, values) if spec.limit_query else None
-            )
+            limit_query = templating.render_promql(spec.limit_query, values) if spec.limit_query else None
             step = durations.parse_duration(spec.step).total_seconds()
             range_ = _range(spec.range, ctx, step)
         except ValueError as exc:
@@ -145,24 +158,31 @@ class PrometheusProvider:
         if spec.trend == "timeToLimit" and limit_query is None:
             return Measurement.error("trend timeToLimit needs limitQuery", query=query)
 
-        evaluation = _Evaluation(self._client(url), url, self._timeout, spec, query, limit_query,
-                                 range_, step, self.coalescer)
-        when = _baseline_time(baseline, ctx)
+        evaluation = _Evaluation(
+            self._client(url),
+            url,
+            self._timeout,
+            spec,
+            query,
+            limit_query,
+            range_,
+            step,
+            self.coalescer,
+            self._executor,
+        )
+        now = aligned(ctx.now, ctx.interval)
+        when = _baseline_time(baseline, ctx, now)
         if when is None:
-            measurement = await evaluation.run(ctx.now)
+            measurement = await evaluation.run(now)
         else:
-            measurement, earlier = await asyncio.gather(
-                evaluation.run(ctx.now), evaluation.run(when)
-            )
+            measurement, earlier = await asyncio.gather(evaluation.run(now), evaluation.run(when))
             if measurement.state is MeasurementState.OK:
                 extra: dict[str, Any] = {"baselineAt": when.isoformat()}
                 if earlier.state is MeasurementState.OK:
                     measurement = dataclasses.replace(measurement, baseline=earlier.value)
                 else:
                     extra["baselineNote"] = f"no baseline: {earlier.message}"
-                measurement = dataclasses.replace(
-                    measurement, details={**measurement.details, **extra}
-                )
+                measurement = dataclasses.replace(measurement, details={**measurement.details, **extra})
         return dataclasses.replace(measurement, query=query)
 
     def _client(self, url: str) -> PrometheusConnect:
@@ -180,7 +200,12 @@ class PrometheusProvider:
             )
             # The client annotates timeout as int; requests takes the float as is.
             timeout: Any = self._timeout
-            client = PrometheusConnect(url=url, timeout=timeout, retry=retry)
+            session = requests.Session()
+            # No ~/.netrc or proxy lookups from the environment on every request.
+            session.trust_env = False
+            client = PrometheusConnect(url=url, timeout=timeout, retry=retry, session=session)
+            # The client mounts a default-sized pool; one connection per thread instead.
+            session.mount(url, HTTPAdapter(max_retries=retry, pool_maxsize=_THREADS))
             self._clients[url] = client
         return client
 
@@ -198,11 +223,25 @@ def _range(text: str | None, ctx: ReviewContext, step: float) -> datetime.timede
     return max(window, datetime.timedelta(seconds=max(step, 1.0)))
 
 
-def _baseline_time(baseline: Baseline | None, ctx: ReviewContext) -> datetime.datetime | None:
+def aligned(moment: datetime.datetime, interval: datetime.timedelta) -> datetime.datetime:
+    """``moment`` rounded down to a quarter of the check's interval (1 s to 15 s).
+
+    Reviews whose checks fall due within the same few seconds then ask Prometheus the
+    very same query and share one answer; a value is at most that much older than the
+    tick, a small fraction of the interval that decides how often it is looked at.
+    """
+    step = min(MAX_ALIGN_SECONDS, max(1.0, interval.total_seconds() / 4))
+    seconds = math.floor(moment.timestamp() / step) * step
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+
+
+def _baseline_time(
+    baseline: Baseline | None, ctx: ReviewContext, now: datetime.datetime
+) -> datetime.datetime | None:
     if baseline is None:
         return None
     if baseline.offset:
-        return ctx.now - durations.parse_duration(baseline.offset)
+        return now - durations.parse_duration(baseline.offset)
     if baseline.pre_deploy:
         return ctx.deployed_at
     return None
@@ -221,6 +260,7 @@ class _Evaluation:
     range: datetime.timedelta | None
     step: float
     coalescer: coalescing.Coalescer[Any]
+    executor: concurrent.futures.Executor
 
     async def run(self, at: datetime.datetime) -> Measurement:
         try:
@@ -242,21 +282,16 @@ class _Evaluation:
     async def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         where = details_.redact_url(self.url)
         try:
-            return await asyncio.to_thread(function, *args, **kwargs)
+            call = functools.partial(function, *args, **kwargs)
+            return await asyncio.get_running_loop().run_in_executor(self.executor, call)
         except requests.exceptions.Timeout:
-            raise _QueryFailed(
-                f"Prometheus at {where} did not answer within {self.timeout:g}s"
-            ) from None
+            raise _QueryFailed(f"Prometheus at {where} did not answer within {self.timeout:g}s") from None
         except requests.exceptions.ConnectionError as exc:
             if "timed out" in str(exc):  # a timeout that the retry logic wrapped up
-                raise _QueryFailed(
-                    f"Prometheus at {where} did not answer within {self.timeout:g}s"
-                ) from None
+                raise _QueryFailed(f"Prometheus at {where} did not answer within {self.timeout:g}s") from None
             raise _QueryFailed(f"Prometheus at {where} is unreachable: {_reason(exc)}") from None
         except requests.exceptions.RequestException as exc:
-            raise _QueryFailed(
-                f"request to Prometheus at {where} failed: {type(exc).__name__}"
-            ) from None
+            raise _QueryFailed(f"request to Prometheus at {where} failed: {type(exc).__name__}") from None
         except PrometheusApiClientException as exc:
             raise _QueryFailed(f"Prometheus refused the query: {_api_error(exc)}") from None
         except (ValueError, KeyError, TypeError) as exc:  # JSON that is not an API answer
@@ -335,9 +370,7 @@ class _Evaluation:
         details = {
             **self._window(at),
             "seriesCount": total,
-            "series": [
-                {"labels": labels, "value": v} for labels, v in worst_first[:SERIES_SHOWN]
-            ],
+            "series": [{"labels": labels, "value": v} for labels, v in worst_first[:SERIES_SHOWN]],
         }
         return Measurement.ok(value, details=details_.fit(details, "series"))
 
@@ -350,8 +383,7 @@ class _Evaluation:
         if not candidates:
             most = max((len(s.values) for s in series), default=0)
             return Measurement.no_data(
-                f"a trend needs at least {_MIN_TREND_SAMPLES} finite samples per series, "
-                f"got at most {most}"
+                f"a trend needs at least {_MIN_TREND_SAMPLES} finite samples per series, got at most {most}"
             )
         extra: dict[str, Any] = {}
         if self.spec.trend == "timeToLimit":
@@ -360,7 +392,8 @@ class _Evaluation:
             if not paired:
                 return Measurement.no_data(
                     "limitQuery returned no finite value matching the query's series"
-                    if limits else "limitQuery returned no series"
+                    if limits
+                    else "limitQuery returned no series"
                 )
             if missing:
                 extra["seriesWithoutLimit"] = missing
@@ -380,9 +413,7 @@ class _Evaluation:
             "windowHours": _span_hours(chosen.series),
             "labels": chosen.labels,
             "seriesCount": len(series),
-            "series": [
-                {"labels": r.labels, "value": r.value} for r in ranked[:SERIES_SHOWN]
-            ],
+            "series": [{"labels": r.labels, "value": r.value} for r in ranked[:SERIES_SHOWN]],
         }
         return Measurement.ok(chosen.value, details=details_.fit(details, "series"))
 
@@ -416,28 +447,36 @@ class _TrendResult:
 def _slope(series: _Series) -> _TrendResult:
     hours = _hours(series)
     fit = statistics.linear_regression(hours, series.values)
-    return _TrendResult(series, fit.slope, {
-        "slopePerHour": fit.slope,
-        "slopeStderr": fit.slope_stderr,
-        "slopeCiLow": fit.slope_confidence_interval[0],
-        "slopeCiHigh": fit.slope_confidence_interval[1],
-        "rSquared": fit.r_squared,
-        "pValue": fit.p_value,
-        "samples": fit.n,
-        "lastValue": series.values[-1],
-    })
+    return _TrendResult(
+        series,
+        fit.slope,
+        {
+            "slopePerHour": fit.slope,
+            "slopeStderr": fit.slope_stderr,
+            "slopeCiLow": fit.slope_confidence_interval[0],
+            "slopeCiHigh": fit.slope_confidence_interval[1],
+            "rSquared": fit.r_squared,
+            "pValue": fit.p_value,
+            "samples": fit.n,
+            "lastValue": series.values[-1],
+        },
+    )
 
 
 def _mann_kendall(series: _Series) -> _TrendResult:
     result = statistics.mann_kendall(_thinned(series).values)
-    return _TrendResult(series, result.tau, {
-        "tau": result.tau,
-        "pValue": result.p_value,
-        "z": result.z,
-        "trend": result.trend,
-        "samples": result.n,
-        "lastValue": series.values[-1],
-    })
+    return _TrendResult(
+        series,
+        result.tau,
+        {
+            "tau": result.tau,
+            "pValue": result.p_value,
+            "z": result.z,
+            "trend": result.trend,
+            "samples": result.n,
+            "lastValue": series.values[-1],
+        },
+    )
 
 
 def _time_to_limit(series: _Series, limit: float) -> _TrendResult:
@@ -446,16 +485,20 @@ def _time_to_limit(series: _Series, limit: float) -> _TrendResult:
     reach = statistics.time_to_reach(hours, series.values, limit)  # in the times' unit
     growing = reach is not None
     value = reach if reach is not None else NOT_GROWING_HOURS
-    return _TrendResult(series, value, {
-        "hoursToLimit": value,
-        "growing": growing,
-        "limit": limit,
-        "lastValue": series.values[-1],
-        "slopePerHour": fit.slope,
-        "rSquared": fit.r_squared,
-        "pValue": fit.p_value,
-        "samples": fit.n,
-    })
+    return _TrendResult(
+        series,
+        value,
+        {
+            "hoursToLimit": value,
+            "growing": growing,
+            "limit": limit,
+            "lastValue": series.values[-1],
+            "slopePerHour": fit.slope,
+            "rSquared": fit.r_squared,
+            "pValue": fit.p_value,
+            "samples": fit.n,
+        },
+    )
 
 
 def _relative_change(series: _Series) -> _TrendResult:
@@ -469,18 +512,22 @@ def _relative_change(series: _Series) -> _TrendResult:
     change = end - start
     relative = change / abs(start) if start != 0 else math.copysign(NO_START, change) if change else 0.0
     trend = statistics.mann_kendall(thin.values)
-    return _TrendResult(series, relative, {
-        "relativeChange": relative,
-        "absoluteChange": change,
-        "startValue": start,
-        "endValue": end,
-        "slopePerHour": fit.slope,
-        "tau": trend.tau,
-        "pValue": trend.p_value,
-        "trend": trend.trend,
-        "samples": len(series.values),
-        "lastValue": series.values[-1],
-    })
+    return _TrendResult(
+        series,
+        relative,
+        {
+            "relativeChange": relative,
+            "absoluteChange": change,
+            "startValue": start,
+            "endValue": end,
+            "slopePerHour": fit.slope,
+            "tau": trend.tau,
+            "pValue": trend.p_value,
+            "trend": trend.trend,
+            "samples": len(series.values),
+            "lastValue": series.values[-1],
+        },
+    )
 
 
 _ANALYSES: dict[str, Callable[[_Series], _TrendResult]] = {
@@ -525,9 +572,7 @@ def _pointwise(series: list[_Series], aggregate: str) -> list[_Series]:
     return [_Series({}, [t for t, _ in keep], [v for _, v in keep])] if keep else []
 
 
-def _pair_limits(
-    series: list[_Series], limits: list[_Series]
-) -> tuple[list[tuple[_Series, float]], int]:
+def _pair_limits(series: list[_Series], limits: list[_Series]) -> tuple[list[tuple[_Series, float]], int]:
     """Each series with its limit: the only limit there is, else the limit with the same
     labels, else the one limit whose shared labels agree (a limit series may carry extra
     labels such as ``resource="memory"``; when several agree the lowest counts)."""
@@ -617,8 +662,6 @@ def _parse_range(result: Any) -> list[_Series]:
 
 
 # --- error messages without secrets -----------------------------------------------------------
-
-
 
 
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
