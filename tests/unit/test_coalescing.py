@@ -84,7 +84,7 @@ async def test_failures_are_shared_but_not_cached() -> None:
 def test_prometheus_evaluation_times_align_to_a_quarter_interval() -> None:
     import datetime
 
-    from postdeploy.providers.prometheus import aligned
+    from postdeploy.providers.coalescing import aligned
 
     moment = datetime.datetime(2026, 1, 1, 12, 0, 37, 600000, tzinfo=datetime.UTC)
     minute, hour, tiny = (datetime.timedelta(seconds=s) for s in (60, 3600, 2))

@@ -7,7 +7,7 @@ start-up (operator-wide default URL and timeout) and closes it at clean-up.
 What one run does:
 
 Evaluation times are ``ctx.now`` rounded down to a quarter of the check's interval
-(1 s to 15 s, see ``aligned``), so identical queries of reviews due in the same few
+(1 s to 15 s, see ``coalescing.aligned``), so identical queries of reviews due in the same few
 seconds coincide and are sent once (``coalescing``).
 
 - **instant** (no ``range``): the templated query evaluated at that time; a scalar is
@@ -81,7 +81,6 @@ SERIES_SHOWN = 20  # series listed in the details
 NOT_GROWING_HOURS = 1e9  # timeToLimit's value when the limit is never reached
 NO_START = 1e9  # relativeChange's magnitude when the line starts at 0
 PAIRWISE_POINTS = 1000  # samples a pairwise (O(n²)) analysis looks at, at most
-MAX_ALIGN_SECONDS = 15.0  # evaluation times are aligned to at most this
 _THREADS = 32  # concurrent Prometheus requests per operator
 _MAX_POINTS = 11_000  # Prometheus refuses range queries with more points per series
 _MIN_TREND_SAMPLES = 3
@@ -121,7 +120,7 @@ class PrometheusProvider:
         self._clients: dict[str, PrometheusConnect] = {}
         # Identical queries at the same (aligned) evaluation time — reviews of one
         # target, namespace-wide checks — are sent once; the answer is shared.
-        self.coalescer: coalescing.Coalescer[Any] = coalescing.Coalescer(ttl=2 * MAX_ALIGN_SECONDS)
+        self.coalescer: coalescing.Coalescer[Any] = coalescing.Coalescer(ttl=2 * coalescing.MAX_ALIGN_SECONDS)
         # prometheus-api-client is synchronous: its calls run on threads of their own,
         # so that a slow Prometheus does not take the loop's default pool from others.
         self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -170,7 +169,7 @@ class PrometheusProvider:
             self.coalescer,
             self._executor,
         )
-        now = aligned(ctx.now, ctx.interval)
+        now = coalescing.aligned(ctx.now, ctx.interval)
         when = _baseline_time(baseline, ctx, now)
         if when is None:
             measurement = await evaluation.run(now)
@@ -221,18 +220,6 @@ def _range(text: str | None, ctx: ReviewContext, step: float) -> datetime.timede
     else:
         window = durations.parse_duration(text)
     return max(window, datetime.timedelta(seconds=max(step, 1.0)))
-
-
-def aligned(moment: datetime.datetime, interval: datetime.timedelta) -> datetime.datetime:
-    """``moment`` rounded down to a quarter of the check's interval (1 s to 15 s).
-
-    Reviews whose checks fall due within the same few seconds then ask Prometheus the
-    very same query and share one answer; a value is at most that much older than the
-    tick, a small fraction of the interval that decides how often it is looked at.
-    """
-    step = min(MAX_ALIGN_SECONDS, max(1.0, interval.total_seconds() / 4))
-    seconds = math.floor(moment.timestamp() / step) * step
-    return datetime.datetime.fromtimestamp(seconds, datetime.UTC)
 
 
 def _baseline_time(
