@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -92,6 +93,7 @@ def shop(postgres_db: dict[str, Any]) -> Iterator[ShopCopy]:
 
 @pytest.fixture
 def sample(observability: dict[str, Any]) -> Iterator[Callable[..., None]]:
+    """Steers the sample app; healthy, with some steady history, before the test deploys."""
     url = observability["env"]["SAMPLEAPP_CONTROL_URL"]
     original = sampleapp.settings(url)
 
@@ -99,6 +101,10 @@ def sample(observability: dict[str, Any]) -> Iterator[Callable[..., None]]:
         sampleapp.steer(url, changes)
 
     steer(error_rate=0.0, rps=20.0, latency_seconds=0.05, error_types={})
+    steady = time.monotonic() + 12  # the pre-deploy baselines' 10 s windows hold only this
+    scraped = 'count_over_time(up{job="checkout"}[20s]) >= 15'  # a fresh bed scrapes from 0
+    prometheus = observability["env"]["PROMETHEUS_URL"]
+    wait_for("steady live metrics", lambda: time.monotonic() > steady and bed.query(prometheus, scraped), 60)
     yield steer
     keys = (
         "error_rate",
@@ -140,11 +146,11 @@ def _ran(kubectl: Kubectl, namespace: str, review: str, check: str) -> bool:
 
 
 def test_a_healthy_release_passes_the_whole_checklist(
+    sample: Callable[..., None],  # first: the Deployment rolls out once the metrics are steady
     kubectl: Kubectl,
     namespace: str,
     default_template: dict[str, Any],
     run_operator: Callable[..., OperatorProcess],
-    sample: Callable[..., None],
     shop: ShopCopy,
 ) -> None:
     run_operator(POSTDEPLOY_POSTGRES_DSN=shop.read_only)
@@ -179,11 +185,11 @@ def test_a_healthy_release_passes_the_whole_checklist(
 
 
 def test_faults_fail_exactly_the_checks_that_cover_them(
+    sample: Callable[..., None],  # first: the Deployment rolls out once the metrics are steady
     kubectl: Kubectl,
     namespace: str,
     default_template: dict[str, Any],
     run_operator: Callable[..., OperatorProcess],
-    sample: Callable[..., None],
     shop: ShopCopy,
     observability: dict[str, Any],
 ) -> None:
