@@ -111,3 +111,11 @@ def test_history_is_capped() -> None:
     status, _ = _run(check, *[Measurement.ok(float(i)) for i in range(100)])
     assert len(status.history) == checks.HISTORY_LIMIT
     assert status.history[-1].v == 99.0
+
+
+def test_history_limit_is_configurable() -> None:
+    check = _check()
+    status = checks.initial(check)
+    for slot in range(10):
+        status, _ = checks.record(check, status, Measurement.ok(float(slot)), NOW, slot, history_limit=3)
+    assert [sample.v for sample in status.history] == [7.0, 8.0, 9.0]

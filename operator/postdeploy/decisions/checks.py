@@ -41,7 +41,7 @@ __all__ = ["RUN_RESULTS", "TERMINAL", "finish", "initial", "record"]
 
 TERMINAL = frozenset({CheckState.FAILED, CheckState.ERROR, CheckState.SKIPPED})
 RUN_RESULTS = ("Passed", "Failed", "Error", "Inconclusive", "Pending", "Skipped")
-HISTORY_LIMIT = 30
+HISTORY_LIMIT = 30  # samples kept per check by default (POSTDEPLOY_HISTORY_LIMIT)
 _DETAILS_LIMIT = 4096  # characters of JSON kept in status per check
 
 
@@ -111,6 +111,7 @@ def record(
     measurement: Measurement,
     now: datetime.datetime,
     slot: int,
+    history_limit: int = HISTORY_LIMIT,
 ) -> tuple[CheckStatus, str]:
     """The check's status after one run, and the run's result."""
     spec = check.spec
@@ -168,7 +169,7 @@ def record(
         status.consecutive_failures = 0
     status.last_result = result
     status.history = [
-        *status.history[-(HISTORY_LIMIT - 1):],
+        *(status.history[-(history_limit - 1) :] if history_limit > 1 else []),
         Sample(t=now.isoformat(), v=_finite(measurement.value), s=result),
     ]
 

@@ -25,6 +25,9 @@ class Settings:
     measure_timeout_seconds: float = 30.0
     # Concurrent measurements per provider across all reviews.
     concurrency_per_provider: int = 16
+    # Measurements kept per check in status (the report's charts read them); caps a
+    # review's size, and so every status write, however long the review runs.
+    history_limit: int = 30
     # "<namespace>/<name>" of the Lease replicas elect a leader with; unset: no election.
     leader_lease: str | None = None
     # Seconds a leader's Lease lasts without renewal: the takeover time after a crash.
@@ -54,6 +57,7 @@ class Settings:
             concurrency_per_provider=int(env.get("POSTDEPLOY_CONCURRENCY", "16")),
             max_sleep_seconds=float(env.get("POSTDEPLOY_MAX_SLEEP", "300")),
             concurrent_reviews=int(env.get("POSTDEPLOY_CONCURRENT_REVIEWS", "64")),
+            history_limit=max(1, int(env.get("POSTDEPLOY_HISTORY_LIMIT", "30"))),
             leader_lease=env.get("POSTDEPLOY_LEADER_LEASE") or None,
             lease_seconds=float(env.get("POSTDEPLOY_LEASE_SECONDS", "15")),
             identity=env.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",

@@ -375,7 +375,9 @@ class Engine:
                 memos={name: s.memo for name, s in by_name.items() if s.memo},
             )
             measurement = await self.providers.measure(check.spec, ctx)
-        status, _ = check_decisions.record(check, previous, measurement, now, due.slot)
+        status, _ = check_decisions.record(
+            check, previous, measurement, now, due.slot, self.settings.history_limit
+        )
         return status
 
     # --- status helpers -----------------------------------------------------------------
