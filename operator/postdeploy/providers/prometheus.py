@@ -144,6 +144,9 @@ class PrometheusProvider:
                 "providers, or the operator's default",
                 query=spec.query,
             )
+        now = coalescing.aligned(ctx.now, ctx.interval)
+        # Windows ({{sinceDeploy}}, range: phase) end where the query is evaluated.
+        ctx = dataclasses.replace(ctx, now=now)
         values = ctx.template_values()
         try:
             query = templating.render_promql(spec.query, values)
@@ -169,7 +172,6 @@ class PrometheusProvider:
             self.coalescer,
             self._executor,
         )
-        now = coalescing.aligned(ctx.now, ctx.interval)
         when = _baseline_time(baseline, ctx, now)
         if when is None:
             measurement = await evaluation.run(now)
