@@ -2,7 +2,8 @@
 
 Covers:
 - time windows as template values: ``sinceDeploy``, ``phaseElapsed`` and
-  ``phaseLength`` are whole-second PromQL durations, never below ``1s``;
+  ``phaseLength`` are whole-second PromQL durations, never below ``1s``, measured to
+  the (aligned) time the query is evaluated at;
 - selector parameters: label matchers inserted as written after their own values are
   escaped; anything but comma-separated matchers is refused;
 - ``range`` of a prometheus check: a duration, ``phase`` or ``sinceDeploy``; ``count``
@@ -32,8 +33,10 @@ from postdeploy.models.checks import PrometheusCheck
 from postdeploy.models.reviews import CheckState
 from postdeploy.providers import prometheus, templating
 from postdeploy.providers.base import Measurement
+from testbed import ports
 from tests.contexts import NOW, make_context
 
+SECOND = datetime.timedelta(seconds=1)
 MINUTE = datetime.timedelta(minutes=1)
 
 
@@ -222,3 +225,14 @@ def test_only_the_review_crd_takes_partial_provider_blocks() -> None:
     assert "required" not in review["properties"]["prometheus"]
     assert template["properties"]["prometheus"]["required"] == ["query"]
     assert review["required"] == template["required"] == ["name"]
+
+
+async def test_windows_end_where_the_query_is_evaluated() -> None:
+    # Evaluation times are aligned down (here to 15 s); {{sinceDeploy}} must be measured
+    # to that time, or the window would reach back before the deployment.
+    provider = prometheus.PrometheusProvider(f"http://127.0.0.1:{ports.free_port()}", timeout_seconds=1)
+    ctx = make_context(now=NOW + 7 * SECOND, deployed_at=NOW - MINUTE, interval=MINUTE)
+    spec = PrometheusCheck(query="sum(increase(x[{{sinceDeploy}}]))")
+    m = await provider.measure(spec, ctx)
+    await provider.close()
+    assert m.query == "sum(increase(x[60s]))"
