@@ -302,7 +302,10 @@ async def test_a_stopped_prometheus_is_an_error(tmp_path: pathlib.Path) -> None:
         assert running.state is MeasurementState.OK
         os.kill(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
-        stopped = await provider.measure(PrometheusCheck(query="vector(1)"), _ctx(now))
+        # The next tick (a minute later): an answer for the same query and time would be
+        # shared from the first call, as identical queries of one tick are.
+        later = now + datetime.timedelta(minutes=1)
+        stopped = await provider.measure(PrometheusCheck(query="vector(1)"), _ctx(later))
         assert stopped.state is MeasurementState.ERROR
         assert stopped.message == f"Prometheus at {url} is unreachable: Connection refused"
     finally:
