@@ -270,8 +270,16 @@ def _create_reviews(
         list(pool.map(create, range(count)))
 
 
-def _delete_reviews(env: Mapping[str, str]) -> None:
-    _kubectl(env, "-n", NAMESPACE, "delete", "pdr", "--all", "--wait=true", "--timeout=600s")
+def _delete_reviews(env: Mapping[str, str], api: k8s.ApiClient | None = None) -> None:
+    # kubectl's --wait watches the objects one by one: minutes for thousands. Ask for the
+    # deletion, then poll the list until it is empty.
+    _kubectl(env, "-n", NAMESPACE, "delete", "pdr", "--all", "--wait=false")
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if not _kubectl(env, "-n", NAMESPACE, "get", "pdr", "-o", "name").strip():
+            return
+        time.sleep(2)
+    raise RuntimeError("reviews still present 10 minutes after their deletion")
 
 
 def _reviews(api: k8s.ApiClient) -> list[dict[str, Any]]:
