@@ -26,6 +26,7 @@ Inconclusive, never Failed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -315,8 +316,12 @@ class Expression:
         return result
 
 
+@functools.lru_cache(maxsize=4096)
 def parse(text: str) -> Expression:
-    """Parse a condition; raise ConditionError with the column of the problem."""
+    """Parse a condition; raise ConditionError with the column of the problem.
+
+    Cached: every tick of every review resolves its spec again, and expressions are
+    immutable, so each distinct text is parsed once."""
     if len(text) > _MAX_LENGTH:
         raise ConditionError(f"a condition is at most {_MAX_LENGTH} characters")
     if not text.strip():

@@ -16,6 +16,7 @@ import asyncio
 import base64
 import dataclasses
 import datetime
+import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
@@ -49,6 +50,7 @@ GROUP, VERSION = "postdeploy.io", "v1alpha1"
 COMPLETED = "Completed"
 INVALID = "Invalid"
 _TEMPLATE_TTL = 30.0
+_RESOLVED_CACHE = 4096
 _RETRY = datetime.timedelta(seconds=15)
 
 
@@ -90,6 +92,7 @@ class Engine:
         self.providers = providers
         self.settings = settings
         self.clock = clock
+        self._resolved: dict[str, templates.ResolvedReview] = {}
         self._templates: dict[tuple[str, str, str], tuple[float, dict[str, Any] | None]] = {}
         self.finals = finals.FinalReviews(api, providers.http, settings)
 
@@ -171,6 +174,21 @@ class Engine:
             return {}
         return {slot: await self._secret(namespace, ref.name, ref.key)}
 
+    def _resolve(self, merged: Mapping[str, Any]) -> templates.ResolvedReview:
+        """``templates.resolve``, remembered per distinct merged spec.
+
+        Reviews of one template resolve to the same result tick after tick; validating
+        the spec with pydantic each time was a tenth of the operator's CPU at 2,000
+        reviews. InvalidSpec is not cached (it is cheap to find again and rare)."""
+        key = json.dumps(merged, sort_keys=True, default=str)
+        resolved = self._resolved.get(key)
+        if resolved is None:
+            resolved = templates.resolve(merged)
+            if len(self._resolved) >= _RESOLVED_CACHE:
+                self._resolved.pop(next(iter(self._resolved)))
+            self._resolved[key] = resolved
+        return resolved
+
     # --- the tick -----------------------------------------------------------------------
 
     async def tick(self, body: Mapping[str, Any]) -> TickResult:
@@ -186,7 +204,7 @@ class Engine:
         status.observed_generation = generation
         try:
             merged = await self._merged_spec(body.get("spec") or {}, namespace)
-            review = templates.resolve(merged)
+            review = self._resolve(merged)
         except templates.InvalidSpec as problem:
             return self._invalid(previous, str(problem), now, generation)
         except ApiException as error:
