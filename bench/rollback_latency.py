@@ -217,11 +217,16 @@ def one_run(bed: Bed, index: int, interval: str) -> dict[str, float]:
     bed.kubectl("-n", NAMESPACE, "rollout", "status", f"deployment/{name}", "--timeout=90s")
     bed.apply(review(f"run-{index}", name, interval))
 
-    def passed() -> bool:
-        status = bed.get("pdr", f"run-{index}").get("status") or {}
-        return any(c.get("lastResult") == "Passed" for c in status.get("checks", []))
+    last: dict[str, Any] = {}
 
-    wait("a passing check run", passed, 60)
+    def passed() -> bool:
+        last.update(bed.get("pdr", f"run-{index}").get("status") or {})
+        return any(c.get("lastResult") == "Passed" for c in last.get("checks", []))
+
+    try:
+        wait("a passing check run", passed, 60)
+    except TimeoutError:
+        raise TimeoutError(f"run {index}: no passing check run; status: {json.dumps(last)[:2000]}") from None
     thread, seen = watch_rollback(bed, name)
     # Let the watch connect, then start the spike at a random point of the check's
     # schedule: a breach does not wait for the next check run to be near.
