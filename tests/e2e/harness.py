@@ -142,6 +142,10 @@ def operator_env(kube_cluster: dict[str, Any], observability: dict[str, Any]) ->
     env["POSTDEPLOY_ALERTMANAGER_URL"] = observability["env"]["ALERTMANAGER_URL"]
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "operator"), str(ROOT)])
     env["POSTDEPLOY_MEASURE_TIMEOUT"] = "5"
+    # Operator settings of whoever runs the tests (a shard selector, a lease) must not
+    # leak into the operators under test.
+    for name in ("POSTDEPLOY_SELECTOR", "POSTDEPLOY_LEADER_LEASE"):
+        env.pop(name, None)
     return env
 
 
