@@ -25,33 +25,34 @@ from typing import Any
 
 from testbed import kube, observability, postgres
 
-__all__ = ["DIRECTORY", "apply_sample_workload", "down", "env_file_text", "up"]
+__all__ = ["DIRECTORY", "apply_sample_workload", "down", "env_file_text", "kubectl", "up"]
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DIRECTORY = ROOT / ".testbed"
 SAMPLE = pathlib.Path(__file__).resolve().parent / "manifests" / "checkout.yaml"
 
 
-def _kubectl(env: Mapping[str, str], *args: str, input_text: str | None = None) -> str:
+def kubectl(env: Mapping[str, str], *args: str, input_text: str | None = None, timeout: float = 120.0) -> str:
+    """Run the test bed's kubectl; its output, or RuntimeError with kubectl's message."""
     result = subprocess.run(
         ["kubectl", *args],
         env={**os.environ, **env},
         input=input_text,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
     if result.returncode != 0:
-        raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        raise RuntimeError(f"kubectl {' '.join(args[:4])} failed: {result.stderr.strip()[:500]}")
     return result.stdout
 
 
 def apply_sample_workload(kube_env: Mapping[str, str], timeout: float = 60.0) -> list[str]:
     """Apply shop/checkout and wait until it is rolled out; return its pod names."""
-    _kubectl(kube_env, "apply", "-f", str(SAMPLE))
-    _kubectl(kube_env, "-n", "shop", "rollout", "status", "deployment/checkout", f"--timeout={int(timeout)}s")
-    out = _kubectl(
+    kubectl(kube_env, "apply", "-f", str(SAMPLE))
+    kubectl(kube_env, "-n", "shop", "rollout", "status", "deployment/checkout", f"--timeout={int(timeout)}s")
+    out = kubectl(
         kube_env,
         "-n",
         "shop",

@@ -40,7 +40,7 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from testbed import kube, observability
+from testbed import bed, kube, observability
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NAMESPACE = "bench"
@@ -73,18 +73,7 @@ def _log(message: str) -> None:
 
 
 def _kubectl(env: Mapping[str, str], *args: str, input_text: str | None = None) -> str:
-    result = subprocess.run(
-        ["kubectl", *args],
-        env={**os.environ, **env},
-        input=input_text,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"kubectl {' '.join(args[:3])}: {result.stderr.strip()[:500]}")
-    return result.stdout
+    return bed.kubectl(env, *args, input_text=input_text, timeout=600)
 
 
 def _percentile(values: list[float], q: float) -> float:

@@ -110,18 +110,10 @@ def review_manifest(version: str) -> dict[str, Any]:
 
 
 def _kubectl(env: dict[str, str], *args: str, input_text: str | None = None) -> str:
-    result = subprocess.run(
-        ["kubectl", *args],
-        env=env,
-        input=input_text,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
-    return result.stdout
+    try:
+        return bed.kubectl(env, *args, input_text=input_text)
+    except RuntimeError as error:
+        raise SystemExit(str(error)) from None
 
 
 def _progress_lines(status: dict[str, Any]) -> list[str]:
