@@ -41,6 +41,11 @@ Poster = Callable[[Sequence[Mapping[str, Any]], str, str, str], None]
 ERROR_BACKOFF = 10.0
 
 
+def _named(key: Key) -> dict[str, str]:
+    """Log-record fields naming the review (the JSON log format prints them)."""
+    return {"review": f"{key[0]}/{key[1]}"}
+
+
 def fingerprint(metadata: Mapping[str, Any]) -> tuple[Any, ...]:
     """What makes a review due at once when it changes: its spec and annotations."""
     annotations = {k: v for k, v in (metadata.get("annotations") or {}).items() if not k.startswith("kopf.")}
@@ -189,10 +194,14 @@ class Scheduler:
             if error.status == 404:
                 self.forget(*key)
                 return
-            logger.warning("review %s/%s: API %s %s; retrying", *key, error.status, error.reason)
+            logger.warning(
+                "review %s/%s: API %s %s; retrying", *key, error.status, error.reason, extra=_named(key)
+            )
             next_at = self.clock() + ERROR_BACKOFF
         except Exception:
-            logger.exception("review %s/%s: tick failed; retrying in %ss", *key, ERROR_BACKOFF)
+            logger.exception(
+                "review %s/%s: tick failed; retrying in %ss", *key, ERROR_BACKOFF, extra=_named(key)
+            )
             next_at = self.clock() + ERROR_BACKOFF
         finally:
             self._slots.release()
@@ -205,7 +214,7 @@ class Scheduler:
 
     async def _tick(self, key: Key, entry: _Entry) -> float | None:
         self.ticks += 1
-        logger.debug("tick %s/%s", *key)
+        logger.debug("tick %s/%s", *key, extra=_named(key))
         ledger = entry.ledger
         snapshot = {"metadata": entry.metadata, "spec": entry.spec, "status": ledger.status}
         result = await self.engine.tick(copy.deepcopy(snapshot))
@@ -221,14 +230,16 @@ class Scheduler:
         if acted:
             return self.clock()  # tick again at once: the verdict shows what was done
         if result.done:
-            logger.info("review %s/%s completed: verdict %s", *key, ledger.status.get("verdict"))
+            verdict = ledger.status.get("verdict")
+            logger.info("review %s/%s completed: verdict %s", *key, verdict, extra=_named(key))
             entry.done = True
             metrics.record_review_completed(str(ledger.status.get("verdict") or "Unknown"))
             return None
         if result.wake_at is None:
             return self.clock() + self.engine.settings.max_sleep_seconds
         delay = (result.wake_at - self.engine.clock()).total_seconds()
-        logger.debug("%s/%s: %s, next tick in %.1fs", *key, ledger.status.get("phase"), delay)
+        phase = ledger.status.get("phase")
+        logger.debug("%s/%s: %s, next tick in %.1fs", *key, phase, delay, extra=_named(key))
         return self.clock() + max(0.0, delay) + 0.05
 
     @staticmethod
