@@ -225,6 +225,9 @@ class Scheduler:
         involved = [self._reference(entry)]
         for event in result.events:
             self.post(involved, event.type, event.reason, event.message)
+            # The log tells the same story as the Events, each line naming its review.
+            level = logging.WARNING if event.type == "Warning" else logging.INFO
+            logger.log(level, "%s: %s", event.reason, event.message, extra=_named(key))
         review = notifications.ReviewRef(key[1], key[0], str(entry.metadata.get("uid", "")))
         acted = await self.executor.run(self.engine.api, review, dict(entry.spec), ledger, self.post)
         if acted:
