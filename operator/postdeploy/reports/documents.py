@@ -32,7 +32,7 @@ from postdeploy.models.people import ActionItem, FinalReview, SloResult
 from postdeploy.models.reviews import CheckState, CheckStatus, ReviewStatus
 from postdeploy.reports import inputs
 
-__all__ = ["Chart", "Report", "build", "fmt"]
+__all__ = ["CHECK_COLUMNS", "Chart", "Report", "build", "check_rows", "fmt"]
 
 ERROR_TYPE_LABELS = ("type", "error_type", "errorType", "error", "exception", "reason", "kind")
 
@@ -84,6 +84,17 @@ def threshold(check: CheckStatus) -> str:
     if check.pass_when:
         parts.append(f"pass when {check.pass_when}")
     return "; ".join(parts) or "-"
+
+
+CHECK_COLUMNS = ["Check", "Phase", "State", "Value", "Baseline", "Threshold", "Runs", "Message"]
+
+
+def check_rows(report: Report) -> list[list[Any]]:
+    """The checks table, one row per check under CHECK_COLUMNS (Markdown and HTML alike)."""
+    return [
+        [c.name, c.phase, c.state.value, fmt(c.value), fmt(c.baseline), threshold(c), c.runs, c.message[:200]]
+        for c in report.checks
+    ]
 
 
 def _error_types(check: CheckStatus) -> list[tuple[str, float | None]]:

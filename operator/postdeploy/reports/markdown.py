@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from postdeploy.reports.documents import Report, fmt, threshold
+from postdeploy.reports.documents import CHECK_COLUMNS, Report, check_rows, fmt
 
 __all__ = ["cell", "render", "table"]
 
@@ -57,20 +57,8 @@ def render(report: Report) -> str:
         "",
         "## Checks",
         *table(
-            ["Check", "Phase", "State", "Value", "Baseline", "Threshold", "Runs", "Message"],
-            (
-                [
-                    c.name,
-                    c.phase,
-                    c.state.value,
-                    fmt(c.value),
-                    fmt(c.baseline),
-                    threshold(c),
-                    c.runs,
-                    c.message[:200],
-                ]
-                for c in report.checks
-            ),
+            CHECK_COLUMNS,
+            check_rows(report),
         ),
     ]
     if report.remediation:

@@ -11,7 +11,7 @@ import html
 from collections.abc import Iterable, Sequence
 
 from postdeploy.reports import charts
-from postdeploy.reports.documents import Report, fmt, threshold
+from postdeploy.reports.documents import CHECK_COLUMNS, Report, check_rows, fmt
 
 __all__ = ["render"]
 
@@ -98,20 +98,8 @@ def render(report: Report) -> str:
         ),
         "<h2>Checks</h2>",
         _table(
-            ["Check", "Phase", "State", "Value", "Baseline", "Threshold", "Runs", "Message"],
-            (
-                [
-                    c.name,
-                    c.phase,
-                    c.state.value,
-                    fmt(c.value),
-                    fmt(c.baseline),
-                    threshold(c),
-                    c.runs,
-                    c.message[:200],
-                ]
-                for c in report.checks
-            ),
+            CHECK_COLUMNS,
+            check_rows(report),
             classes=2,
         ),
     ]
