@@ -74,6 +74,12 @@ class Kubectl:
         result: dict[str, Any] = json.loads(self("-n", namespace, "get", kind, name, "-o", "json"))
         return result
 
+    def roll_out(self, namespace: str, version: str, deployment: str = "checkout") -> None:
+        """Roll the sample Deployment out to ``version`` and wait until it is done."""
+        image = f"registry.example/shop/checkout:{version}"
+        self("-n", namespace, "set", "image", f"deployment/{deployment}", f"checkout={image}")
+        self("-n", namespace, "rollout", "status", f"deployment/{deployment}", "--timeout=60s")
+
     def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
         items = json.loads(
             self(

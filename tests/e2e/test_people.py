@@ -34,26 +34,12 @@ import yaml
 
 from tests.e2e import browsers
 from tests.e2e.harness import ROOT, Kubectl, OperatorProcess, wait_for
-from tests.e2e.test_reviews import ERROR_RATE, checks_by_name, status_of, steer, wait_verdict
+from tests.e2e.test_reviews import ERROR_RATE, checks_by_name, review, status_of, steer, wait_verdict
 
 __all__ = ["steer"]  # the fixture, imported for this module's tests
 
 ARTIFACTS = ROOT / "artifacts"
 SIGNERS = ROOT / "docs" / "rbac" / "signers.yaml"
-
-
-def review(name: str, phases: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "postdeploy.io/v1alpha1",
-        "kind": "PostDeploymentReview",
-        "metadata": {"name": name},
-        "spec": {
-            "target": {"kind": "Deployment", "name": "checkout"},
-            "useDefaultTemplate": False,
-            "phases": phases,
-            **spec,
-        },
-    }
 
 
 @pytest.fixture
@@ -272,18 +258,6 @@ def test_signoffs_record_the_authenticated_user_and_rbac_decides_the_role(
     assert reasons.count("SignedOff") == 2 and reasons.count("ReviewCompleted") == 1, reasons
 
 
-def _roll(kubectl: Kubectl, namespace: str, version: str) -> None:
-    kubectl(
-        "-n",
-        namespace,
-        "set",
-        "image",
-        "deployment/checkout",
-        f"checkout=registry.example/shop/checkout:{version}",
-    )
-    kubectl("-n", namespace, "rollout", "status", "deployment/checkout", "--timeout=60s")
-
-
 def _plant(
     kubectl: Kubectl, namespace: str, kind: str, name: str, labels: dict[str, str] | None = None
 ) -> None:
@@ -314,7 +288,7 @@ def test_cleanup_deletes_exactly_what_is_labelled_or_listed(
     kubectl: Kubectl, namespace: str, run_operator: Callable[..., OperatorProcess]
 ) -> None:
     for version in ("1.0.1", "1.0.2", "1.0.3"):
-        _roll(kubectl, namespace, version)
+        kubectl.roll_out(namespace, version)
     assert _revisions(kubectl, namespace) == {"1", "2", "3", "4"}
     label = "postdeploy.io/temporary"
     _plant(kubectl, namespace, "ConfigMap", "tmp-flags", {label: "tidy"})

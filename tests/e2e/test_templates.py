@@ -96,15 +96,7 @@ def test_zero_touch_creates_one_review_per_version(
     first = wait_for("a review for 1.0.0", lambda: [r for r in reviews() if r["spec"]["version"] == "1.0.0"])
     assert len(first) == 1
     for version in ("1.1.0", "1.2.0"):
-        kubectl(
-            "-n",
-            namespace,
-            "set",
-            "image",
-            "deployment/checkout",
-            f"checkout=registry.example/shop/checkout:{version}",
-        )
-        kubectl("-n", namespace, "rollout", "status", "deployment/checkout", "--timeout=60s")
+        kubectl.roll_out(namespace, version)
         wait_for(
             f"a review for {version}", lambda v=version: [r for r in reviews() if r["spec"]["version"] == v]
         )
