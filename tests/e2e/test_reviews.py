@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import collections
 import json
+import pathlib
+import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -238,3 +240,86 @@ def test_invalid_review_is_reported_and_others_go_on(
     assert condition["status"] == "True"
     assert condition["message"].startswith("spec.phases[p].checks[c].failWhen:")
     assert wait_verdict(kubectl, namespace, "good")["verdict"] == "Passed"
+
+
+def test_prometheus_stopped_halfway_is_error_not_failure(
+    kubectl: Kubectl,
+    namespace: str,
+    run_operator: Callable[..., OperatorProcess],
+    steer: Callable[..., None],
+    observability: dict[str, Any],
+    tmp_path: pathlib.Path,
+    free_port: int,
+) -> None:
+    """A Prometheus of the operator's own, scraping the sample app, stopped mid-review."""
+    steer(error_rate=0.0)
+    metrics = httpx.URL(observability["env"]["SAMPLEAPP_METRICS_URL"])
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n"
+        f"  - job_name: sample\n    honor_labels: true\n"
+        f"    static_configs: [{{targets: ['{metrics.host}:{metrics.port}']}}]\n"
+    )
+    url = f"http://127.0.0.1:{free_port}"
+    prometheus = subprocess.Popen(
+        [
+            "/usr/bin/prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{free_port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def sees_traffic() -> bool:
+            try:
+                answer = httpx.get(f"{url}/api/v1/query", params={"query": ERROR_RATE}, timeout=2).json()
+            except httpx.HTTPError:
+                return False
+            return bool(answer.get("data", {}).get("result"))
+
+        wait_for("the throwaway Prometheus to see the sample app", sees_traffic, 60)
+        run_operator(POSTDEPLOY_PROMETHEUS_URL=url)
+        phases = [
+            {
+                "name": "immediate",
+                "start": "0s",
+                "end": "30s",
+                "interval": "2s",
+                "checks": [
+                    {
+                        "name": "error-rate",
+                        "prometheus": {"query": ERROR_RATE},
+                        "failWhen": "value > 0.2",
+                        "consecutiveErrorLimit": 100,
+                    }
+                ],
+            }
+        ]
+        kubectl.apply(namespace, review("halfway", phases))
+        wait_for(
+            "two passing runs",
+            lambda: any(
+                c.get("runs", 0) >= 2 and c.get("lastResult") == "Passed"
+                for c in status_of(kubectl, namespace, "halfway").get("checks", [])
+            ),
+            60,
+        )
+        prometheus.terminate()
+        prometheus.wait(30)
+        steer(error_rate=0.6)  # a breach the operator can no longer see
+        status = wait_verdict(kubectl, namespace, "halfway")
+    finally:
+        if prometheus.poll() is None:
+            prometheus.kill()
+            prometheus.wait(10)
+    check = checks_by_name(status)["error-rate"]
+    assert check["failures"] == 0, check
+    assert check["errors"] >= 1 and check["state"] == "Error", check
+    assert "unreachable" in check["message"] or "did not answer" in check["message"], check["message"]
+    assert status["verdict"] == "Inconclusive"
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["SLOBreached"]["status"] == "False"
