@@ -295,6 +295,7 @@ def test_prometheus_stopped_halfway_is_error_not_failure(
                         "prometheus": {"query": ERROR_RATE},
                         "failWhen": "value > 0.2",
                         "consecutiveErrorLimit": 100,
+                        "onFailure": "rollback",
                     }
                 ],
             }
@@ -323,3 +324,6 @@ def test_prometheus_stopped_halfway_is_error_not_failure(
     assert status["verdict"] == "Inconclusive"
     conditions = {c["type"]: c for c in status["conditions"]}
     assert conditions["SLOBreached"]["status"] == "False"
+    assert [a for a in status.get("actions", []) if a.get("check")] == []  # nothing acted on
+    image = kubectl.get(namespace, "deployment", "checkout")["spec"]["template"]["spec"]["containers"][0]
+    assert image["image"].endswith(":1.0.0")
