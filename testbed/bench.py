@@ -40,7 +40,7 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from testbed import bed, kube, observability
+from testbed import bed, kube, observability, profiles
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NAMESPACE = "bench"
@@ -321,7 +321,13 @@ def _distinct_queries(items: list[dict[str, Any]]) -> int:
 
 
 def run(
-    sizes: list[int], completed: int, window: float, interval: float, deployments: int, workdir: pathlib.Path
+    sizes: list[int],
+    completed: int,
+    window: float,
+    interval: float,
+    deployments: int,
+    workdir: pathlib.Path,
+    profile: pathlib.Path | None = None,
 ) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     kube_state = kube.start(workdir / "kube")
@@ -370,8 +376,15 @@ def run(
                 )
                 before_runs = _runs(_reviews(api))
                 started = time.monotonic()
+                recording = None
+                if profile is not None:
+                    profile.mkdir(parents=True, exist_ok=True)
+                    output = profile / f"operator-{size}.txt"
+                    recording = profiles.Recording(operator.process.pid, min(60.0, window), output)
                 time.sleep(window)
                 elapsed = time.monotonic() - started
+                if recording is not None:
+                    _log(profiles.summary(recording.wait()))
                 after_cpu, after_q, after_w = (
                     operator.cpu_seconds(),
                     counters.prometheus_queries(),
@@ -479,10 +492,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=60.0, help="check interval, seconds")
     parser.add_argument("--deployments", type=int, default=100)
     parser.add_argument("--markdown", type=pathlib.Path, default=None)
+    parser.add_argument(
+        "--profile",
+        type=pathlib.Path,
+        default=None,
+        help="directory: py-spy samples the operator for up to 60 s of each active window",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     with tempfile.TemporaryDirectory(prefix="postdeploy-bench-") as tmp:
-        results = run(sizes, args.completed, args.window, args.interval, args.deployments, pathlib.Path(tmp))
+        results = run(
+            sizes,
+            args.completed,
+            args.window,
+            args.interval,
+            args.deployments,
+            pathlib.Path(tmp),
+            args.profile,
+        )
     text = table(results, args.window)
     print(text)
     if args.markdown:

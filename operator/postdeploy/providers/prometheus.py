@@ -42,36 +42,26 @@ seconds coincide and are sent once (``coalescing``).
 
 NaN and infinite samples are ignored; a query with nothing finite left is NoData.
 Prometheus being down, slow, or refusing the query is an Error measurement, never an
-exception. ``prometheus-api-client`` is synchronous, so its calls run in a thread;
-one client (one HTTP session) is kept per Prometheus URL.
+exception. Queries are sent from the event loop by ``prometheus_api`` (one pooled
+aiohttp session for every Prometheus URL, at most ``_CONNECTIONS`` requests at once).
 """
 
 from __future__ import annotations
 
-import ast
 import asyncio
-import concurrent.futures
 import dataclasses
 import datetime
-import functools
-import json
 import logging
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-
-import requests
-from prometheus_api_client.exceptions import PrometheusApiClientException
-from prometheus_api_client.prometheus_connect import PrometheusConnect
-from requests.adapters import HTTPAdapter
-from urllib3.util import Retry
 
 from postdeploy.decisions import durations, statistics
 from postdeploy.models.checks import Baseline, PrometheusCheck
 from postdeploy.providers import coalescing, templating
 from postdeploy.providers import details as details_
 from postdeploy.providers.base import Measurement, MeasurementState, ReviewContext
+from postdeploy.providers.prometheus_api import PrometheusApi, QueryFailed
 
 __all__ = ["NOT_GROWING_HOURS", "PAIRWISE_POINTS", "SERIES_SHOWN", "PrometheusProvider"]
 
@@ -81,13 +71,9 @@ SERIES_SHOWN = 20  # series listed in the details
 NOT_GROWING_HOURS = 1e9  # timeToLimit's value when the limit is never reached
 NO_START = 1e9  # relativeChange's magnitude when the line starts at 0
 PAIRWISE_POINTS = 1000  # samples a pairwise (O(n²)) analysis looks at, at most
-_THREADS = 32  # concurrent Prometheus requests per operator
+_CONNECTIONS = 32  # concurrent Prometheus requests per operator
 _MAX_POINTS = 11_000  # Prometheus refuses range queries with more points per series
 _MIN_TREND_SAMPLES = 3
-
-
-class _QueryFailed(Exception):
-    """The data source failed; the message is safe to show (no credentials)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,22 +103,14 @@ class PrometheusProvider:
     def __init__(self, default_url: str | None, timeout_seconds: float = 10) -> None:
         self._default_url = default_url
         self._timeout = timeout_seconds
-        self._clients: dict[str, PrometheusConnect] = {}
+        self._api = PrometheusApi(timeout_seconds, connections=_CONNECTIONS)
         # Identical queries at the same (aligned) evaluation time — reviews of one
         # target, namespace-wide checks — are sent once; the answer is shared.
         self.coalescer: coalescing.Coalescer[Any] = coalescing.Coalescer(ttl=2 * coalescing.MAX_ALIGN_SECONDS)
-        # prometheus-api-client is synchronous: its calls run on threads of their own,
-        # so that a slow Prometheus does not take the loop's default pool from others.
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=_THREADS, thread_name_prefix="prometheus"
-        )
 
     async def close(self) -> None:
-        """Close the HTTP sessions of every Prometheus this provider talked to."""
-        for client in self._clients.values():
-            client.close()
-        self._clients.clear()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Close the HTTP connections to every Prometheus this provider talked to."""
+        await self._api.close()
 
     async def measure(
         self, spec: PrometheusCheck, ctx: ReviewContext, baseline: Baseline | None = None
@@ -160,18 +138,7 @@ class PrometheusProvider:
         if spec.trend == "timeToLimit" and limit_query is None:
             return Measurement.error("trend timeToLimit needs limitQuery", query=query)
 
-        evaluation = _Evaluation(
-            self._client(url),
-            url,
-            self._timeout,
-            spec,
-            query,
-            limit_query,
-            range_,
-            step,
-            self.coalescer,
-            self._executor,
-        )
+        evaluation = _Evaluation(self._api, url, spec, query, limit_query, range_, step, self.coalescer)
         when = _baseline_time(baseline, ctx, now)
         if when is None:
             measurement = await evaluation.run(now)
@@ -185,30 +152,6 @@ class PrometheusProvider:
                     extra["baselineNote"] = f"no baseline: {earlier.message}"
                 measurement = dataclasses.replace(measurement, details={**measurement.details, **extra})
         return dataclasses.replace(measurement, query=query)
-
-    def _client(self, url: str) -> PrometheusConnect:
-        client = self._clients.get(url)
-        if client is None:
-            # One quick retry for a dropped connection or a restarting Prometheus; the
-            # engine's consecutiveErrorLimit handles longer outages. A slow answer is
-            # not retried (read=False): asking again would only double the wait.
-            retry = Retry(
-                total=1,
-                read=False,
-                backoff_factor=0.2,
-                status_forcelist=(502, 503, 504),
-                raise_on_status=False,
-            )
-            # The client annotates timeout as int; requests takes the float as is.
-            timeout: Any = self._timeout
-            session = requests.Session()
-            # No ~/.netrc or proxy lookups from the environment on every request.
-            session.trust_env = False
-            client = PrometheusConnect(url=url, timeout=timeout, retry=retry, session=session)
-            # The client mounts a default-sized pool; one connection per thread instead.
-            session.mount(url, HTTPAdapter(max_retries=retry, pool_maxsize=_THREADS))
-            self._clients[url] = client
-        return client
 
 
 def _range(text: str | None, ctx: ReviewContext, step: float) -> datetime.timedelta | None:
@@ -240,16 +183,14 @@ def _baseline_time(
 class _Evaluation:
     """One check's query, evaluable as of any time (now, or a baseline's time)."""
 
-    client: PrometheusConnect
+    api: PrometheusApi
     url: str
-    timeout: float
     spec: PrometheusCheck
     query: str
     limit_query: str | None
     range: datetime.timedelta | None
     step: float
     coalescer: coalescing.Coalescer[Any]
-    executor: concurrent.futures.Executor
 
     async def run(self, at: datetime.datetime) -> Measurement:
         try:
@@ -263,40 +204,19 @@ class _Evaluation:
                 limits = await self._instant_series(self.limit_query, at)
             # Pairwise tests are O(n²) in pure Python: keep them off the event loop.
             return await asyncio.to_thread(self._trend, series, limits, at)
-        except _QueryFailed as exc:
+        except QueryFailed as exc:
             return Measurement.error(str(exc))
 
     # --- asking Prometheus ----------------------------------------------------------
-
-    async def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        where = details_.redact_url(self.url)
-        try:
-            call = functools.partial(function, *args, **kwargs)
-            return await asyncio.get_running_loop().run_in_executor(self.executor, call)
-        except requests.exceptions.Timeout:
-            raise _QueryFailed(f"Prometheus at {where} did not answer within {self.timeout:g}s") from None
-        except requests.exceptions.ConnectionError as exc:
-            if "timed out" in str(exc):  # a timeout that the retry logic wrapped up
-                raise _QueryFailed(f"Prometheus at {where} did not answer within {self.timeout:g}s") from None
-            raise _QueryFailed(f"Prometheus at {where} is unreachable: {_reason(exc)}") from None
-        except requests.exceptions.RequestException as exc:
-            raise _QueryFailed(f"request to Prometheus at {where} failed: {type(exc).__name__}") from None
-        except PrometheusApiClientException as exc:
-            raise _QueryFailed(f"Prometheus refused the query: {_api_error(exc)}") from None
-        except (ValueError, KeyError, TypeError) as exc:  # JSON that is not an API answer
-            raise _QueryFailed(
-                f"{where} did not answer like a Prometheus API ({type(exc).__name__})"
-            ) from None
 
     async def _instant_series(self, query: str, at: datetime.datetime) -> list[_Series]:
         # Whole seconds: Prometheus's own resolution for rules, and what lets queries of
         # different reviews in the same tick coincide.
         second = math.floor(at.timestamp())
-        params = {"time": str(second), "timeout": f"{self.timeout:g}s"}
         logger.debug("PromQL instant query at %s: %s", at.isoformat(), query)
         result = await self.coalescer.run(
             (self.url, "instant", query, second),
-            lambda: self._call(self.client.custom_query, query, params=params),
+            lambda: self.api.query(self.url, query, second),
         )
         return _parse_instant(result)
 
@@ -305,18 +225,12 @@ class _Evaluation:
         seconds = self.range.total_seconds()
         step = max(self.step, math.ceil(seconds / _MAX_POINTS))
         logger.debug("PromQL range query %gs ending %s: %s", seconds, at.isoformat(), self.query)
-        end = datetime.datetime.fromtimestamp(math.floor(at.timestamp()), datetime.UTC)
-        start = end - self.range
+        end = math.floor(at.timestamp())
+        # Whole seconds, so the windows of reviews due in the same second coincide.
+        start = round(end - seconds)
         result = await self.coalescer.run(
-            (self.url, "range", self.query, end.timestamp(), seconds, step),
-            lambda: self._call(
-                self.client.custom_query_range,
-                self.query,
-                start_time=start,
-                end_time=end,
-                step=f"{step:g}",
-                params={"timeout": f"{self.timeout:g}s"},
-            ),
+            (self.url, "range", self.query, end, seconds, step),
+            lambda: self.api.query_range(self.url, self.query, start, end, step),
         )
         return _parse_range(result)
 
@@ -605,21 +519,21 @@ def _sample(value: Any) -> float | None:
 def _parse_instant(result: Any) -> list[_Series]:
     """Series of an instant query: a vector, or a scalar as one unlabelled series."""
     if not isinstance(result, list):
-        raise _QueryFailed(f"unexpected answer from Prometheus: {type(result).__name__}")
+        raise QueryFailed(f"unexpected answer from Prometheus: {type(result).__name__}")
     if len(result) == 2 and not isinstance(result[0], dict):  # scalar or string
         try:
             number = float(result[1])
         except (TypeError, ValueError):
-            raise _QueryFailed("the query returns a string, not a number") from None
+            raise QueryFailed("the query returns a string, not a number") from None
         if not math.isfinite(number):
             return [_Series({}, [], [])]
         return [_Series({}, [float(result[0])], [number])]
     series = []
     for item in result:
         if not isinstance(item, dict):
-            raise _QueryFailed("unexpected answer from Prometheus: not a list of series")
+            raise QueryFailed("unexpected answer from Prometheus: not a list of series")
         if "values" in item:
-            raise _QueryFailed(
+            raise QueryFailed(
                 "the query returns a range vector: wrap it in a function such as rate() or "
                 "avg_over_time(), or set range to query over a window"
             )
@@ -634,11 +548,11 @@ def _parse_instant(result: Any) -> list[_Series]:
 
 def _parse_range(result: Any) -> list[_Series]:
     if not isinstance(result, list):
-        raise _QueryFailed(f"unexpected answer from Prometheus: {type(result).__name__}")
+        raise QueryFailed(f"unexpected answer from Prometheus: {type(result).__name__}")
     series = []
     for item in result:
         if not isinstance(item, dict):
-            raise _QueryFailed("unexpected answer from Prometheus: not a list of series")
+            raise QueryFailed("unexpected answer from Prometheus: not a list of series")
         labels = {str(k): str(v) for k, v in (item.get("metric") or {}).items()}
         times, values = [], []
         for sample in item.get("values") or []:
@@ -648,33 +562,3 @@ def _parse_range(result: Any) -> list[_Series]:
                 values.append(number)
         series.append(_Series(labels, times, values))
     return series
-
-
-# --- error messages without secrets -----------------------------------------------------------
-
-
-_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
-
-
-def _reason(exc: BaseException) -> str:
-    found = _ERRNO.search(str(exc))
-    return found.group(1).strip() if found else "connection failed"
-
-
-_STATUS = re.compile(r"HTTP Status Code (\d+) \((.*)\)\s*$", re.DOTALL)
-
-
-def _api_error(exc: PrometheusApiClientException) -> str:
-    """'HTTP 400: parse error ...' from the client's 'HTTP Status Code 400 (b'{json}')'."""
-    text = str(exc)
-    match = _STATUS.match(text)
-    if not match:
-        return text[:300]
-    status, body = match.groups()
-    try:
-        raw = ast.literal_eval(body)  # the repr() of the response's bytes
-        answer = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-        message = f"{answer.get('errorType', 'error')}: {answer['error']}"
-    except (ValueError, SyntaxError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
-        message = body[:300]
-    return f"HTTP {status}: {message}"

@@ -1,0 +1,114 @@
+"""Sampling profiles of the operator during a benchmark, read back as a short summary.
+
+``bench --profile DIR`` starts ``py-spy record --format raw`` on the operator process
+for the measurement window (py-spy reads the process's memory from outside: nothing
+is imported into the operator). The raw format is one line per distinct stack,
+``frame;frame;...;frame count`` from the outermost frame in, each frame written as
+``function (file:line)``. ``summary`` turns that into the figures quoted in
+``docs/benchmarks.md``: the share of samples per top-level package seen anywhere on
+the stack (inclusive) and the functions where the samples were taken (self).
+"""
+
+from __future__ import annotations
+
+import collections
+import pathlib
+import re
+import shutil
+import subprocess
+
+__all__ = ["Recording", "summary"]
+
+_FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
+
+
+class Recording:
+    """py-spy sampling one process for ``seconds``; ``wait`` returns the output path."""
+
+    def __init__(self, pid: int, seconds: float, output: pathlib.Path) -> None:
+        if shutil.which("py-spy") is None:
+            raise RuntimeError("--profile needs py-spy (pip install py-spy)")
+        self.output = output
+        self.process = subprocess.Popen(
+            [
+                "py-spy",
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(max(1, int(seconds))),
+                "--format",
+                "raw",
+                "--nonblocking",
+                "--output",
+                str(output),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def wait(self) -> pathlib.Path:
+        self.process.wait(timeout=120)
+        return self.output
+
+
+def _package(file: str) -> str:
+    """The package a frame belongs to: ``postdeploy.engine``, ``aiohttp``, ``asyncio``."""
+    path = file.replace("\\", "/")
+    if "site-packages/" in path:
+        path = path.split("site-packages/", 1)[1]
+    elif "/operator/" in path:
+        path = path.split("/operator/", 1)[1]
+    parts = [p for p in path.split("/") if p]
+    if not parts:
+        return "?"
+    if parts[0] == "postdeploy" and len(parts) > 1:
+        return f"postdeploy.{parts[1].removesuffix('.py')}"
+    if len(parts) == 1 or parts[0].startswith("python3"):
+        # Standard library, shortened by py-spy to the file name (or python3.x/file).
+        return parts[-1].removesuffix(".py") if len(parts) <= 2 else parts[-2]
+    return parts[0].removesuffix(".py")
+
+
+def _frames(line: str) -> tuple[list[tuple[str, str]], int]:
+    stack, _, count = line.rstrip().rpartition(" ")
+    frames = []
+    for text in stack.split(";"):
+        found = _FRAME.match(text)
+        if found:
+            frames.append((found.group("function"), found.group("file")))
+        else:
+            frames.append((text, "?"))
+    return frames, int(count)
+
+
+def summary(path: pathlib.Path, top: int = 12) -> str:
+    """Inclusive share per package and self share per function, as a few text lines."""
+    total = 0
+    inclusive: collections.Counter[str] = collections.Counter()
+    selfs: collections.Counter[str] = collections.Counter()
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            frames, count = _frames(line)
+        except ValueError:
+            continue
+        total += count
+        for package in {_package(file) for _, file in frames}:
+            inclusive[package] += count
+        if frames:
+            function, file = frames[-1]
+            selfs[f"{function} ({_package(file)})"] += count
+    if not total:
+        return f"{path.name}: no samples"
+    lines = [f"{path.name}: {total} samples"]
+    lines.append(
+        "  inclusive by package: "
+        + ", ".join(f"{name} {count / total:.0%}" for name, count in inclusive.most_common(top))
+    )
+    lines.append(
+        "  self by function: "
+        + ", ".join(f"{name} {count / total:.1%}" for name, count in selfs.most_common(top))
+    )
+    return "\n".join(lines)
