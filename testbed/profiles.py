@@ -1,7 +1,7 @@
 """Sampling profiles of the operator during a benchmark, read back as a short summary.
 
-``bench --profile DIR`` starts ``py-spy record --format raw`` on the operator process
-for the measurement window (py-spy reads the process's memory from outside: nothing
+``bench --profile DIR`` starts ``py-spy record --format raw --gil`` on the operator
+process for the measurement window (py-spy reads the process's memory from outside: nothing
 is imported into the operator). The raw format is one line per distinct stack,
 ``frame;frame;...;frame count`` from the outermost frame in, each frame written as
 ``function (file:line)``. ``summary`` turns that into the figures quoted in
@@ -40,6 +40,9 @@ class Recording:
                 "--format",
                 "raw",
                 "--nonblocking",
+                # Only samples holding the GIL: where the operator spends CPU, not where
+                # its threads and event loop wait.
+                "--gil",
                 "--output",
                 str(output),
             ],

@@ -115,7 +115,8 @@ def record(
 ) -> tuple[CheckStatus, str]:
     """The check's status after one run, and the run's result."""
     spec = check.spec
-    status = previous.model_copy(deep=True)
+    # Shallow: every field below is replaced, never changed in place.
+    status = previous.model_copy()
     status.last_slot = slot
     status.last_run = now.isoformat()
     status.query = measurement.query or status.query
@@ -194,7 +195,7 @@ def finish(check: ResolvedCheck, status: CheckStatus) -> CheckStatus:
     """The check's final state when its phase ends."""
     if status.state in TERMINAL:
         return status
-    final = status.model_copy(deep=True)
+    final = status.model_copy()  # fields are replaced below, never changed in place
     if status.last_result == "Passed":
         final.state = CheckState.PASSED
     elif status.last_result == "Skipped":

@@ -68,17 +68,26 @@ class _Refused(Exception):
         self.reason = reason
 
 
+_FINAL_STATES = frozenset(state.value for state in ActionState if state.final)
+
+
 def has_work(status: Mapping[str, Any], receivers: int) -> bool:
-    """Whether a completed review still has something for the executor to do."""
-    parsed = ReviewStatus.model_validate(status)
-    if any(not r.state.final for r in parsed.actions):
+    """Whether the executor has anything to do for a review with this status (wire form).
+
+    Read from the dict, not a validated model: it is asked after every tick of every
+    review, and the answer is nearly always no.
+    """
+    actions = status.get("actions") or []
+    if any(a.get("state", ActionState.PENDING.value) not in _FINAL_STATES for a in actions):
         return True
-    if parsed.phase == COMPLETED and not any(r.id == FINAL_ANNOTATIONS for r in parsed.actions):
+    completed = status.get("phase") == COMPLETED
+    if completed and not any(a.get("id") == FINAL_ANNOTATIONS for a in actions):
         return True
-    completion = any(n.id == "completion" for n in parsed.notifications)
-    if receivers and parsed.phase == COMPLETED and not completion:
+    notifications = status.get("notifications") or []
+    if receivers and completed and not any(n.get("id") == "completion" for n in notifications):
         return True
-    return any(d.state == "Pending" for n in parsed.notifications for d in n.deliveries)
+    deliveries = (d for n in notifications for d in n.get("deliveries") or [])
+    return any(d.get("state", "Pending") == "Pending" for d in deliveries)
 
 
 @dataclasses.dataclass
@@ -127,6 +136,8 @@ class Executor:
         post: Poster,
     ) -> bool:
         """Carry out unfinished records and completion duties; True when status changed."""
+        if not has_work(ledger.view, len(spec.get("notifications") or [])):
+            return False
         try:
             target = Target.model_validate(spec.get("target") or {})
             receivers = [NotificationTarget.model_validate(n) for n in spec.get("notifications") or []]

@@ -17,6 +17,7 @@ import copy
 from typing import Any
 
 from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from postdeploy.models.reviews import Delivery
 
@@ -57,6 +58,16 @@ class Ledger:
         """A copy of the status as last written."""
         return copy.deepcopy(self._status)
 
+    @property
+    def view(self) -> Status:
+        """The status as last written, not copied: read it, never change it.
+
+        Every write replaces the whole dict, so a view taken before a write keeps
+        showing the status of that moment. At thousands of reviews the copies that
+        ``status`` makes were a tenth of the operator's CPU (docs/benchmarks.md).
+        """
+        return self._status
+
     def adopt(self, status: Status) -> None:
         """Take a status someone else wrote (the leader, while this replica stands by)."""
         self._status = copy.deepcopy(status)
@@ -84,7 +95,7 @@ class Ledger:
                 self._status = status
 
     async def _patch(self, status: Status) -> None:
-        await client.CustomObjectsApi(self.api).patch_namespaced_custom_object_status(
+        response = await client.CustomObjectsApi(self.api).patch_namespaced_custom_object_status(
             GROUP,
             VERSION,
             self.namespace,
@@ -94,4 +105,14 @@ class Ledger:
             # Custom resources take no strategic merge patch, which the client would
             # otherwise pick for a dict; the stubs omit _content_type.
             _content_type="application/merge-patch+json",  # type: ignore[call-arg]
+            # The answer is the whole review, which the watch brings anyway: not decoded.
+            _preload_content=False,
         )
+        try:
+            body = await response.read()
+        finally:
+            response.release()
+        if not 200 <= response.status <= 299:
+            error = ApiException(status=response.status, reason=response.reason)
+            error.body = body.decode(errors="replace")
+            raise error

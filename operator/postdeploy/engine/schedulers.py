@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import dataclasses
 import heapq
 import itertools
@@ -115,12 +114,12 @@ class Scheduler:
             entry.fingerprint = current
             if entry.running:
                 entry.again = True
-            elif entry.wake_at is not None or entry.ledger.status.get("phase") == ticks.INVALID:
+            elif entry.wake_at is not None or entry.ledger.view.get("phase") == ticks.INVALID:
                 self._schedule(key, self.clock())
 
     @staticmethod
     def _finished(entry: _Entry) -> bool:
-        status = entry.ledger.status
+        status = entry.ledger.view
         receivers = len(entry.spec.get("notifications") or [])
         entry.done = status.get("phase") == ticks.COMPLETED and not executions.has_work(status, receivers)
         return entry.done
@@ -216,11 +215,13 @@ class Scheduler:
         self.ticks += 1
         logger.debug("tick %s/%s", *key, extra=_named(key))
         ledger = entry.ledger
-        snapshot = {"metadata": entry.metadata, "spec": entry.spec, "status": ledger.status}
-        result = await self.engine.tick(copy.deepcopy(snapshot))
+        # Not copied: the tick never changes its input, and the ledger's status is
+        # replaced, not changed, by a write.
+        snapshot = {"metadata": entry.metadata, "spec": entry.spec, "status": ledger.view}
+        result = await self.engine.tick(snapshot)
         if result.status is not None:
             await ledger.write(result.status)
-            status = ledger.status
+            status = ledger.view
             metrics.record_review(*key, str(status.get("phase") or ""), str(status.get("verdict") or ""))
         involved = [self._reference(entry)]
         for event in result.events:
@@ -233,15 +234,15 @@ class Scheduler:
         if acted:
             return self.clock()  # tick again at once: the verdict shows what was done
         if result.done:
-            verdict = ledger.status.get("verdict")
+            verdict = ledger.view.get("verdict")
             logger.info("review %s/%s completed: verdict %s", *key, verdict, extra=_named(key))
             entry.done = True
-            metrics.record_review_completed(str(ledger.status.get("verdict") or "Unknown"))
+            metrics.record_review_completed(str(ledger.view.get("verdict") or "Unknown"))
             return None
         if result.wake_at is None:
             return self.clock() + self.engine.settings.max_sleep_seconds
         delay = (result.wake_at - self.engine.clock()).total_seconds()
-        phase = ledger.status.get("phase")
+        phase = ledger.view.get("phase")
         logger.debug("%s/%s: %s, next tick in %.1fs", *key, phase, delay, extra=_named(key))
         return self.clock() + max(0.0, delay) + 0.05
 

@@ -12,6 +12,7 @@ that says so.
 from __future__ import annotations
 
 import datetime
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -217,7 +218,9 @@ class KubernetesProvider:
         core = client.CoreV1Api(self.api)
         under_pressure: list[str] = []
         for name in sorted(n for n in nodes if n):
-            node = self.api.sanitize_for_serialization(await core.read_node(name))
+            # Every review on the node asks within the same second: one read serves them.
+            read = functools.partial(workloads.raw, core.read_node, name)
+            node: Obj = await self._reads.run(("node", name), read)
             for condition in node.get("status", {}).get("conditions") or []:
                 if condition.get("type") in _PRESSURE and condition.get("status") == "True":
                     under_pressure.append(f"{name}: {condition['type']}")
