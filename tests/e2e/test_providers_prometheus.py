@@ -124,6 +124,38 @@ async def test_baseline_by_offset_and_before_the_deployment(
     assert before.baseline == pytest.approx(_direct(prometheus_url, query, deployed)[0])
 
 
+async def test_a_settled_pre_deployment_baseline_is_kept_and_not_asked_again(
+    provider: PrometheusProvider, prometheus_url: str, history_end: datetime.datetime
+) -> None:
+    query = 'sum(rate(http_requests_total{namespace="shop", service="checkout"}[5m]))'
+    at = history_end - datetime.timedelta(hours=1)
+    check, pre = PrometheusCheck(query=query), Baseline(pre_deploy=True)
+    # One minute after the deployment the baseline may still change: measured, not kept.
+    early = at - datetime.timedelta(minutes=1)
+    fresh = await provider.measure(check, _ctx(at, deployed_at=early), pre)
+    assert fresh.baseline == pytest.approx(_direct(prometheus_url, query, early)[0])
+    assert fresh.memo is None
+    # Two hours after it, the value is final and kept with its query and time.
+    deployed = at - datetime.timedelta(hours=2)
+    first = await provider.measure(check, _ctx(at, deployed_at=deployed), pre)
+    expected = _direct(prometheus_url, query, deployed)[0]
+    assert first.baseline == pytest.approx(expected)
+    assert first.memo == {"baseline": {"query": query, "at": deployed.isoformat(), "value": first.baseline}}
+    # A later run uses the kept value (planted here as 12345) and does not ask for it.
+    asked = provider.coalescer.requests
+    planted = {"baseline": {**first.memo["baseline"], "value": 12345.0}}
+    later = at + datetime.timedelta(minutes=1)
+    again = await provider.measure(check, _ctx(later, deployed_at=deployed, memo=planted), pre)
+    assert again.state is MeasurementState.OK
+    assert again.baseline == 12345.0
+    assert again.memo is None  # nothing new to keep
+    assert provider.coalescer.requests == asked + 1  # the current value only
+    # A kept value of another query (the check was edited) is not used.
+    other = {"baseline": {**planted["baseline"], "query": "vector(1)"}}
+    edited = await provider.measure(check, _ctx(later, deployed_at=deployed, memo=other), pre)
+    assert edited.baseline == pytest.approx(expected)
+
+
 async def test_a_baseline_without_data_leaves_the_measurement_standing(
     provider: PrometheusProvider, history_end: datetime.datetime
 ) -> None:
