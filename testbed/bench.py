@@ -84,6 +84,39 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds a process has used (/proc/PID/stat)."""
+    try:
+        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent not idle since boot (/proc/stat)."""
+    values = [int(v) for v in pathlib.Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class BedCpu:
+    """CPU used during a window by each test-bed process and by the whole machine."""
+
+    def __init__(self, pids: Mapping[str, int]) -> None:
+        self.pids = dict(pids)
+        self._start: dict[str, float] = {}
+
+    def begin(self) -> None:
+        self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._start["machine"] = machine_busy_seconds()
+
+    def cores(self, elapsed: float) -> dict[str, float]:
+        used = {name: (cpu_seconds(pid) - self._start[name]) / elapsed for name, pid in self.pids.items()}
+        used["machine"] = (machine_busy_seconds() - self._start["machine"]) / elapsed
+        return {name: round(value, 2) for name, value in used.items() if value == value}
+
+
 class Operator:
     def __init__(self, env: Mapping[str, str], log: pathlib.Path) -> None:
         self.handle = open(log, "ab")  # noqa: SIM115 (closed in stop)
@@ -97,8 +130,7 @@ class Operator:
         self.ticks = os.sysconf("SC_CLK_TCK")
 
     def cpu_seconds(self) -> float:
-        fields = pathlib.Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / self.ticks
+        return cpu_seconds(self.process.pid)
 
     def peak_rss_mb(self) -> float:
         for line in pathlib.Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -358,6 +390,7 @@ def run(
             env, "-n", NAMESPACE, "wait", "--for=condition=Available", "deployment", "--all", "--timeout=300s"
         )
         counters = Counters(env, obs_state["env"]["PROMETHEUS_URL"])
+        bed_cpu = BedCpu({**kube_state["pids"], **obs_state["pids"]})
         _log(f"template: {template_name}; {len(targets)} Deployments")
 
         for size in sizes:
@@ -375,6 +408,7 @@ def run(
                     counters.api_writes(),
                 )
                 before_runs = _runs(_reviews(api))
+                bed_cpu.begin()
                 started = time.monotonic()
                 recording = None
                 if profile is not None:
@@ -408,6 +442,11 @@ def run(
                         "distinct_queries": _distinct_queries(items),
                         "api_writes_per_min": (after_w - before_w) / elapsed * 60,
                         "checks_per_min": checks_run / elapsed * 60,
+                        # Cores used by the test bed's processes meanwhile, and by the
+                        # whole machine (of os.cpu_count()): whether the operator had
+                        # the CPU it needed.
+                        "bed_cores": bed_cpu.cores(elapsed),
+                        "machine_cores": os.cpu_count(),
                     }
                 )
                 _log(f"N={size}: {json.dumps(results[-1])}")
@@ -479,6 +518,16 @@ def table(results: list[dict[str, Any]], window: float) -> str:
                 f"| {r['api_writes_per_min']:.0f} |"
             )
     lines.append(f"\nMeasurement window {window:.0f} s per row, after a warm-up of 1.5 check intervals.")
+    for r in results:
+        if r.get("bed_cores"):
+            used = dict(r["bed_cores"])
+            machine = used.pop("machine", float("nan"))
+            ranked = sorted(used.items(), key=lambda item: -item[1])
+            others = ", ".join(f"{name} {cores:.2f}" for name, cores in ranked)
+            lines.append(
+                f"- {r['n']:,} active: machine {machine:.2f} of {r['machine_cores']} cores busy; "
+                f"operator {r['cores']:.2f}; test bed: {others}"
+            )
     return "\n".join(lines)
 
 
