@@ -1,7 +1,8 @@
 """The coalescer: identical reads in flight or within the TTL share one request.
 
 Covers sharing while in flight, sharing within the TTL and a fresh request after it,
-failures shared with waiters but never cached, and distinct keys kept apart.
+failures shared with waiters but never cached, distinct keys kept apart, and the bound
+on requests in flight (which shared answers never wait for).
 """
 
 from __future__ import annotations
@@ -91,3 +92,30 @@ def test_prometheus_evaluation_times_align_to_a_quarter_interval() -> None:
     assert aligned(moment, minute) == moment.replace(second=30, microsecond=0)  # 15 s steps
     assert aligned(moment, hour) == moment.replace(second=30, microsecond=0)  # capped at 15 s
     assert aligned(moment, tiny) == moment.replace(microsecond=0)  # at least 1 s
+
+
+async def test_concurrency_bounds_requests_but_not_shared_answers() -> None:
+    gate = asyncio.Event()
+    flying = 0
+    most = 0
+
+    async def fetch(value: str) -> str:
+        nonlocal flying, most
+        flying += 1
+        most = max(most, flying)
+        await gate.wait()
+        flying -= 1
+        return value
+
+    coalescer: Coalescer[str] = Coalescer(ttl=1.0, concurrency=2)
+    distinct = [asyncio.create_task(coalescer.run(k, lambda k=k: fetch(k))) for k in "abcde"]
+    await asyncio.sleep(0)
+    assert flying == 2  # three of the five wait for a slot
+    # A caller of a key already in flight, or waiting for a slot, takes no slot of its own.
+    same = [asyncio.create_task(coalescer.run(k, lambda: fetch("never"))) for k in "ae"]
+    await asyncio.sleep(0)
+    assert flying == 2
+    gate.set()
+    assert await asyncio.gather(*distinct) == list("abcde")
+    assert await asyncio.gather(*same) == ["a", "e"]
+    assert most == 2 and coalescer.requests == 5 and coalescer.shared == 2

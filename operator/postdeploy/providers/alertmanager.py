@@ -38,13 +38,15 @@ _STATE_FILTERS = {"active": "true", "silenced": "false", "inhibited": "false", "
 class AlertmanagerProvider:
     """Counts firing alerts through Alertmanager's API v2."""
 
-    def __init__(self, client: httpx.AsyncClient, default_url: str | None = None) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, default_url: str | None = None, concurrency: int | None = None
+    ) -> None:
         self._client = client
         self._default_url = default_url
         # Reviews of one namespace ask the same question many times a minute; an answer
         # is shared within a quarter of the check's interval (1 s to 15 s).
         self._answers: coalescing.Coalescer[httpx.Response] = coalescing.Coalescer(
-            ttl=2 * coalescing.MAX_ALIGN_SECONDS
+            ttl=2 * coalescing.MAX_ALIGN_SECONDS, concurrency=concurrency
         )
 
     async def measure(

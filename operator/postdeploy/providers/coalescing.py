@@ -5,6 +5,10 @@ Used by providers whose reads repeat across checks and reviews in the same momen
 once for all reviews of the same target in that second; the prometheus provider
 sends an identical query at the same evaluation second once). Failures are shared
 with the callers that were waiting on them but never cached.
+
+``concurrency`` bounds the requests actually made at once (the data source's load);
+callers answered by a request in flight or a remembered answer never wait for a
+slot, so sharing is never held up behind unrelated requests.
 """
 
 from __future__ import annotations
@@ -25,9 +29,14 @@ T = TypeVar("T")
 
 class Coalescer(Generic[T]):
     def __init__(
-        self, ttl: float = 1.0, clock: Callable[[], float] = time.monotonic, limit: int = 10000
+        self,
+        ttl: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        limit: int = 10000,
+        concurrency: int | None = None,
     ) -> None:
         self.ttl = ttl
+        self._slots = asyncio.Semaphore(concurrency) if concurrency else None
         self.clock = clock
         self.limit = limit
         self._done: dict[Hashable, tuple[float, T]] = {}
@@ -49,7 +58,11 @@ class Coalescer(Generic[T]):
         self._flying[key] = future
         self.requests += 1
         try:
-            result = await factory()
+            if self._slots is None:
+                result = await factory()
+            else:
+                async with self._slots:
+                    result = await factory()
         except BaseException as error:
             future.set_exception(error)
             future.exception()  # retrieved: no "never retrieved" warning when nobody waits

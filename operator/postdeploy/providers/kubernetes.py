@@ -50,11 +50,16 @@ def _waiting_reason(container: Obj) -> str | None:
 
 
 class KubernetesProvider:
-    def __init__(self, api: client.ApiClient, coalesce_seconds: float = 1.0) -> None:
+    def __init__(
+        self, api: client.ApiClient, coalesce_seconds: float = 1.0, concurrency: int | None = None
+    ) -> None:
         self.api = api
         # The five workload checks of a review's tick, and reviews of the same target
         # within a second, share one read of the workload and one list of its pods.
-        self._reads: coalescing.Coalescer[Any] = coalescing.Coalescer(coalesce_seconds)
+        # ``concurrency`` bounds the reads the API server gets at once.
+        self._reads: coalescing.Coalescer[Any] = coalescing.Coalescer(
+            coalesce_seconds, concurrency=concurrency
+        )
         self._measures: dict[KubernetesMeasure, Callable[[Obj, ReviewContext], Awaitable[Measurement]]] = {
             KubernetesMeasure.ROLLOUT_COMPLETE: self._rollout_complete,
             KubernetesMeasure.READY_RATIO: self._ready_ratio,

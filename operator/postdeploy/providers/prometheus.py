@@ -106,13 +106,18 @@ _REDUCERS: dict[str, Callable[[Sequence[float]], float]] = {
 class PrometheusProvider:
     """Measures PromQL; one instance serves every check of every review."""
 
-    def __init__(self, default_url: str | None, timeout_seconds: float = 10) -> None:
+    def __init__(
+        self, default_url: str | None, timeout_seconds: float = 10, concurrency: int | None = None
+    ) -> None:
         self._default_url = default_url
         self._timeout = timeout_seconds
         self._api = PrometheusApi(timeout_seconds, connections=_CONNECTIONS)
         # Identical queries at the same (aligned) evaluation time — reviews of one
         # target, namespace-wide checks — are sent once; the answer is shared.
-        self.coalescer: coalescing.Coalescer[Any] = coalescing.Coalescer(ttl=2 * coalescing.MAX_ALIGN_SECONDS)
+        # ``concurrency`` bounds the queries Prometheus gets at once.
+        self.coalescer: coalescing.Coalescer[Any] = coalescing.Coalescer(
+            ttl=2 * coalescing.MAX_ALIGN_SECONDS, concurrency=concurrency
+        )
 
     async def close(self) -> None:
         """Close the HTTP connections to every Prometheus this provider talked to."""
