@@ -40,7 +40,7 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from testbed import bed, kube, observability, profiles
+from testbed import bed, fleet, kube, observability, profiles
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NAMESPACE = "bench"
@@ -341,6 +341,17 @@ def _lags(items: list[dict[str, Any]], interval: float) -> list[float]:
     return lags
 
 
+def _outcomes(items: list[dict[str, Any]]) -> dict[str, int]:
+    """How the checks' latest runs came out, by provider and result: shows the checks
+    measured something (a benchmark of "no data" answers would flatter the figures)."""
+    counts: dict[str, int] = {}
+    for review in items:
+        for check in (review.get("status") or {}).get("checks", []):
+            key = f"{check.get('provider')} {check.get('lastResult')}"
+            counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def _distinct_queries(items: list[dict[str, Any]]) -> int:
     return len(
         {
@@ -364,8 +375,12 @@ def run(
     results: list[dict[str, Any]] = []
     kube_state = kube.start(workdir / "kube")
     obs_state: dict[str, Any] | None = None
+    # Live series for every Deployment, so the PromQL checks get real answers.
+    services = fleet.Fleet(NAMESPACE, [f"svc-{i:03d}" for i in range(deployments)])
     try:
-        obs_state = observability.start(workdir / "observability", history_days=0.5)
+        obs_state = observability.start(
+            workdir / "observability", history_days=0.5, extra_targets=[services.target]
+        )
         env = {**kube_state["env"]}
         operator_env = {
             **os.environ,
@@ -389,6 +404,9 @@ def run(
         _kubectl(
             env, "-n", NAMESPACE, "wait", "--for=condition=Available", "deployment", "--all", "--timeout=300s"
         )
+        # Deployment times reach up to one interval before the reviews' creation; the
+        # pre-deployment baselines need the fleet's series from before then.
+        time.sleep(max(0.0, services.started + interval + 30 - time.time()))
         counters = Counters(env, obs_state["env"]["PROMETHEUS_URL"])
         bed_cpu = BedCpu({**kube_state["pids"], **obs_state["pids"]})
         _log(f"template: {template_name}; {len(targets)} Deployments")
@@ -446,6 +464,7 @@ def run(
                         # whole machine (of os.cpu_count()): whether the operator had
                         # the CPU it needed.
                         "bed_cores": bed_cpu.cores(elapsed),
+                        "outcomes": _outcomes(items),
                         "machine_cores": os.cpu_count(),
                     }
                 )
@@ -493,6 +512,7 @@ def run(
     finally:
         if obs_state is not None:
             observability.stop(obs_state)
+        services.stop()
         kube.stop(kube_state)
     return results
 
@@ -528,6 +548,9 @@ def table(results: list[dict[str, Any]], window: float) -> str:
                 f"- {r['n']:,} active: machine {machine:.2f} of {r['machine_cores']} cores busy; "
                 f"operator {r['cores']:.2f}; test bed: {others}"
             )
+        if r.get("outcomes"):
+            results_ = ", ".join(f"{key} {count}" for key, count in r["outcomes"].items())
+            lines.append(f"- {r['n']:,} active, latest run of each check: {results_}")
     return "\n".join(lines)
 
 

@@ -119,8 +119,10 @@ def _rules() -> dict[str, Any]:
     }
 
 
-def _prometheus_config(ports_: Mapping[str, int], rules_file: Path) -> dict[str, Any]:
-    return {
+def _prometheus_config(
+    ports_: Mapping[str, int], rules_file: Path, extra_targets: Sequence[str] = ()
+) -> dict[str, Any]:
+    config: dict[str, Any] = {
         "global": {"scrape_interval": "5s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(rules_file)],
         "alerting": {
@@ -152,6 +154,18 @@ def _prometheus_config(ports_: Mapping[str, int], rules_file: Path) -> dict[str,
             },
         ],
     }
+    if extra_targets:
+        # Exporters of the caller's own (the benchmark's fleet), labelled by themselves.
+        config["scrape_configs"].append(
+            {
+                "job_name": "extra",
+                "scrape_interval": "5s",
+                "scrape_timeout": "4s",
+                "honor_labels": True,
+                "static_configs": [{"targets": list(extra_targets)}],
+            }
+        )
+    return config
 
 
 def _alertmanager_config() -> dict[str, Any]:
@@ -309,8 +323,11 @@ def start(
     *,
     history_days: float = history.DAYS,
     seed: int = history.DEFAULT_SEED,
+    extra_targets: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Backfill history, start the sample app, Alertmanager and Prometheus; wait for them."""
+    """Backfill history, start the sample app, Alertmanager and Prometheus; wait for them.
+
+    ``extra_targets`` (host:port) are scraped too, every 5 s, their labels kept."""
     began = time.monotonic()
     workdir = Path(workdir).resolve()
     logs = workdir / "logs"
@@ -336,7 +353,7 @@ def start(
         },
     }
     try:
-        _start_all(state, workdir, confdir, datadir, amdir, history_days, seed)
+        _start_all(state, workdir, confdir, datadir, amdir, history_days, seed, extra_targets)
     except BaseException:
         with contextlib.suppress(Exception):
             stop(state)
@@ -355,6 +372,7 @@ def _start_all(
     amdir: Path,
     history_days: float,
     seed: int,
+    extra_targets: Sequence[str] = (),
 ) -> None:
     logs = {name: Path(path) for name, path in state["logs"].items()}
     pids: dict[str, int] = state["pids"]
@@ -437,7 +455,7 @@ def _start_all(
     prom_config = confdir / "prometheus.yml"
 
     def prom_argv(port: int) -> list[str]:
-        config = _prometheus_config({**port_map, "prometheus": port}, rules_file)
+        config = _prometheus_config({**port_map, "prometheus": port}, rules_file, extra_targets)
         prom_config.write_text(yaml.safe_dump(config, sort_keys=False))
         check = subprocess.run(
             [PROMTOOL_BIN, "check", "config", str(prom_config)],
