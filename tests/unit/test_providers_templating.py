@@ -48,6 +48,19 @@ def test_unknown_names_are_named_in_the_error() -> None:
         templating.render_promql('x{a="{{servce}}", b="{{zone}}"}', {"target": "t"})
 
 
+def test_remembered_renderings_follow_the_values_a_query_uses() -> None:
+    text = 'up{ {{selector}} }'
+    values = {"selector": 'job="{{target}}"', "target": "a", "version": "1"}
+    assert templating.render_promql(text, values) == 'up{ job="a" }'
+    # A value the query does not use changes nothing; one it uses through its selector does.
+    assert templating.render_promql(text, {**values, "version": "2"}) == 'up{ job="a" }'
+    assert templating.render_promql(text, {**values, "target": "b"}) == 'up{ job="b" }'
+    assert templating.render_promql(text, {**values, "selector": 'app="{{target}}"'}) == 'up{ app="a" }'
+    # A missing value is still an error naming every known value, rendered before or not.
+    with pytest.raises(ValueError, match=r"\{\{target\}\}.*known: version"):
+        templating.render_promql(text, {"selector": values["selector"], "version": "1"})
+
+
 def test_url_values_are_percent_encoded() -> None:
     url = templating.render_url(
         "https://example.test/api/{{target}}?v={{version}}", {"target": "a/b c", "version": "1&x=2"}

@@ -9,6 +9,7 @@ picks the provider by which block is set), an optional baseline, the decision
 from __future__ import annotations
 
 import enum
+import functools
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -333,8 +334,9 @@ class Check(SpecModel):
             )
         return self
 
-    @property
+    @functools.cached_property
     def provider_name(self) -> str:
+        # Asked several times per check per tick; checks are frozen, so once is enough.
         return next(f for f in PROVIDER_FIELDS if getattr(self, f) is not None)
 
     @property

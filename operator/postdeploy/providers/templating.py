@@ -29,6 +29,7 @@ cannot close the braces it sits in.
 
 from __future__ import annotations
 
+import functools
 import re
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -99,7 +100,31 @@ def render_promql(text: str, values: Mapping[str, str]) -> str:
 
     Selector parameters (``is_selector``) used by ``text`` are filled in first and go
     in as matchers; every other value is escaped for a double-quoted string.
+
+    Results are remembered per query and the values it actually uses: every review of
+    a target renders the same queries every tick.
     """
+    used = _placeholders(text)
+    needed = set(used)
+    for name in used:
+        if is_selector(name) and name in values:
+            needed |= _placeholders(values[name])
+    if not needed <= values.keys():
+        return _render_promql(text, values)  # raises, naming what is missing
+    return _render_promql_cached(text, tuple(sorted((name, values[name]) for name in needed)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _placeholders(text: str) -> frozenset[str]:
+    return frozenset(m.group(1) for m in _PLACEHOLDER.finditer(text))
+
+
+@functools.lru_cache(maxsize=16384)
+def _render_promql_cached(text: str, values: tuple[tuple[str, str], ...]) -> str:
+    return _render_promql(text, dict(values))
+
+
+def _render_promql(text: str, values: Mapping[str, str]) -> str:
     data = {k: v for k, v in values.items() if not is_selector(k)}
     used = {m.group(1) for m in _PLACEHOLDER.finditer(text)}
     fragments = {
