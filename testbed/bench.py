@@ -341,6 +341,32 @@ def _lags(items: list[dict[str, Any]], interval: float) -> list[float]:
     return lags
 
 
+def _queries_sent(log: pathlib.Path, offset: int) -> dict[str, int]:
+    """Queries in Prometheus's query log after ``offset``: in all, and how many repeat
+    an identical one (same expression, same evaluation time or window) — the requests
+    coalescing should have saved. Rule evaluations are left out."""
+    seen: set[tuple[Any, ...]] = set()
+    total = repeated = 0
+    if not log.exists():
+        return {"total": 0, "repeated": 0}
+    with log.open("rb") as handle:
+        handle.seek(offset)
+        for line in handle:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # a line still being written
+            if "httpRequest" not in entry:
+                continue  # a rule evaluation, not a request
+            params = entry.get("params") or {}
+            key = (params.get("query"), params.get("start"), params.get("end"), params.get("step"))
+            total += 1
+            if key in seen:
+                repeated += 1
+            seen.add(key)
+    return {"total": total, "repeated": repeated}
+
+
 def _outcomes(items: list[dict[str, Any]]) -> dict[str, int]:
     """How the checks' latest runs came out, by provider and result: shows the checks
     measured something (a benchmark of "no data" answers would flatter the figures)."""
@@ -378,8 +404,12 @@ def run(
     # Live series for every Deployment, so the PromQL checks get real answers.
     services = fleet.Fleet(NAMESPACE, [f"svc-{i:03d}" for i in range(deployments)])
     try:
+        query_log = workdir / "prometheus-queries.jsonl"
         obs_state = observability.start(
-            workdir / "observability", history_days=0.5, extra_targets=[services.target]
+            workdir / "observability",
+            history_days=0.5,
+            extra_targets=[services.target],
+            query_log=query_log,
         )
         env = {**kube_state["env"]}
         operator_env = {
@@ -427,6 +457,7 @@ def run(
                 )
                 before_runs = _runs(_reviews(api))
                 bed_cpu.begin()
+                log_offset = query_log.stat().st_size if query_log.exists() else 0
                 started = time.monotonic()
                 recording = None
                 if profile is not None:
@@ -442,6 +473,7 @@ def run(
                     counters.prometheus_queries(),
                     counters.api_writes(),
                 )
+                sent = _queries_sent(query_log, log_offset)
                 items = _reviews(api)
                 after_runs = _runs(items)
                 lags = _lags(items, interval)
@@ -465,6 +497,10 @@ def run(
                         # the CPU it needed.
                         "bed_cores": bed_cpu.cores(elapsed),
                         "outcomes": _outcomes(items),
+                        # Every query Prometheus served in the window, and how many of
+                        # them repeated one already asked for the same evaluation time.
+                        "queries_logged": sent["total"],
+                        "repeated_queries": sent["repeated"],
                         "machine_cores": os.cpu_count(),
                     }
                 )
@@ -547,6 +583,12 @@ def table(results: list[dict[str, Any]], window: float) -> str:
             lines.append(
                 f"- {r['n']:,} active: machine {machine:.2f} of {r['machine_cores']} cores busy; "
                 f"operator {r['cores']:.2f}; test bed: {others}"
+            )
+        if "queries_logged" in r:
+            lines.append(
+                f"- {r['n']:,} active: Prometheus's query log holds {r['queries_logged']} queries "
+                f"in the window, {r['repeated_queries']} of them identical to one already sent "
+                "(same expression and evaluation time)"
             )
         if r.get("outcomes"):
             results_ = ", ".join(f"{key} {count}" for key, count in r["outcomes"].items())

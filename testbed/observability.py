@@ -120,7 +120,10 @@ def _rules() -> dict[str, Any]:
 
 
 def _prometheus_config(
-    ports_: Mapping[str, int], rules_file: Path, extra_targets: Sequence[str] = ()
+    ports_: Mapping[str, int],
+    rules_file: Path,
+    extra_targets: Sequence[str] = (),
+    query_log: Path | None = None,
 ) -> dict[str, Any]:
     config: dict[str, Any] = {
         "global": {"scrape_interval": "5s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
@@ -154,6 +157,9 @@ def _prometheus_config(
             },
         ],
     }
+    if query_log is not None:
+        # One JSON line per query served, with its parameters (the benchmark counts them).
+        config["global"]["query_log_file"] = str(query_log)
     if extra_targets:
         # Exporters of the caller's own (the benchmark's fleet), labelled by themselves.
         config["scrape_configs"].append(
@@ -324,10 +330,12 @@ def start(
     history_days: float = history.DAYS,
     seed: int = history.DEFAULT_SEED,
     extra_targets: Sequence[str] = (),
+    query_log: Path | None = None,
 ) -> dict[str, Any]:
     """Backfill history, start the sample app, Alertmanager and Prometheus; wait for them.
 
-    ``extra_targets`` (host:port) are scraped too, every 5 s, their labels kept."""
+    ``extra_targets`` (host:port) are scraped too, every 5 s, their labels kept; with
+    ``query_log`` Prometheus writes every query it serves there."""
     began = time.monotonic()
     workdir = Path(workdir).resolve()
     logs = workdir / "logs"
@@ -353,7 +361,7 @@ def start(
         },
     }
     try:
-        _start_all(state, workdir, confdir, datadir, amdir, history_days, seed, extra_targets)
+        _start_all(state, workdir, confdir, datadir, amdir, history_days, seed, extra_targets, query_log)
     except BaseException:
         with contextlib.suppress(Exception):
             stop(state)
@@ -373,6 +381,7 @@ def _start_all(
     history_days: float,
     seed: int,
     extra_targets: Sequence[str] = (),
+    query_log: Path | None = None,
 ) -> None:
     logs = {name: Path(path) for name, path in state["logs"].items()}
     pids: dict[str, int] = state["pids"]
@@ -455,7 +464,7 @@ def _start_all(
     prom_config = confdir / "prometheus.yml"
 
     def prom_argv(port: int) -> list[str]:
-        config = _prometheus_config({**port_map, "prometheus": port}, rules_file, extra_targets)
+        config = _prometheus_config({**port_map, "prometheus": port}, rules_file, extra_targets, query_log)
         prom_config.write_text(yaml.safe_dump(config, sort_keys=False))
         check = subprocess.run(
             [PROMTOOL_BIN, "check", "config", str(prom_config)],
