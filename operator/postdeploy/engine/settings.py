@@ -23,7 +23,9 @@ class Settings:
     default_template: str = "postdeploy-default"
     # Upper bound on one measurement; a slower data source is an Error.
     measure_timeout_seconds: float = 30.0
-    # Concurrent measurements per provider across all reviews.
+    # Requests in flight per data source across all reviews (Prometheus, Alertmanager,
+    # API-server reads; checks sharing one answer take one slot), and measurements in
+    # flight per provider for the other providers.
     concurrency_per_provider: int = 16
     # Measurements kept per check in status (the report's charts read them); caps a
     # review's size, and so every status write, however long the review runs.
