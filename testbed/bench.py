@@ -341,14 +341,16 @@ def _lags(items: list[dict[str, Any]], interval: float) -> list[float]:
     return lags
 
 
-def _queries_sent(log: pathlib.Path, offset: int) -> dict[str, int]:
-    """Queries in Prometheus's query log after ``offset``: in all, and how many repeat
-    an identical one (same expression, same evaluation time or window) — the requests
-    coalescing should have saved. Rule evaluations are left out."""
-    seen: set[tuple[Any, ...]] = set()
-    total = repeated = 0
+def _queries_sent(log: pathlib.Path, offset: int, align: float) -> dict[str, int]:
+    """Queries in Prometheus's query log after ``offset``: in all; how many repeat an
+    identical one (same expression, same evaluation time or window) served within the
+    same ``align`` seconds — the requests coalescing is there to save; and how many
+    repeat one from an earlier window (a pre-deployment baseline asked again until it
+    has settled). Rule evaluations are left out."""
+    seen: dict[tuple[Any, ...], int] = {}
+    total = repeated = again = 0
     if not log.exists():
-        return {"total": 0, "repeated": 0}
+        return {"total": 0, "repeated": 0, "again": 0}
     with log.open("rb") as handle:
         handle.seek(offset)
         for line in handle:
@@ -360,11 +362,16 @@ def _queries_sent(log: pathlib.Path, offset: int) -> dict[str, int]:
                 continue  # a rule evaluation, not a request
             params = entry.get("params") or {}
             key = (params.get("query"), params.get("start"), params.get("end"), params.get("step"))
+            served = datetime.datetime.fromisoformat(str(entry.get("ts")).replace("Z", "+00:00"))
+            window = int(served.timestamp() // align)
             total += 1
             if key in seen:
-                repeated += 1
-            seen.add(key)
-    return {"total": total, "repeated": repeated}
+                if seen[key] == window:
+                    repeated += 1
+                else:
+                    again += 1
+            seen[key] = window
+    return {"total": total, "repeated": repeated, "again": again}
 
 
 def _outcomes(items: list[dict[str, Any]]) -> dict[str, int]:
@@ -473,7 +480,7 @@ def run(
                     counters.prometheus_queries(),
                     counters.api_writes(),
                 )
-                sent = _queries_sent(query_log, log_offset)
+                sent = _queries_sent(query_log, log_offset, min(15.0, max(1.0, interval / 4)))
                 items = _reviews(api)
                 after_runs = _runs(items)
                 lags = _lags(items, interval)
@@ -501,6 +508,7 @@ def run(
                         # them repeated one already asked for the same evaluation time.
                         "queries_logged": sent["total"],
                         "repeated_queries": sent["repeated"],
+                        "asked_again": sent["again"],
                         "machine_cores": os.cpu_count(),
                     }
                 )
@@ -587,8 +595,9 @@ def table(results: list[dict[str, Any]], window: float) -> str:
         if "queries_logged" in r:
             lines.append(
                 f"- {r['n']:,} active: Prometheus's query log holds {r['queries_logged']} queries "
-                f"in the window, {r['repeated_queries']} of them identical to one already sent "
-                "(same expression and evaluation time)"
+                f"in the window; {r['repeated_queries']} repeat an identical one (same expression "
+                f"and evaluation time) of the same alignment window, {r.get('asked_again', 0)} one "
+                "of an earlier window"
             )
         if r.get("outcomes"):
             results_ = ", ".join(f"{key} {count}" for key, count in r["outcomes"].items())
