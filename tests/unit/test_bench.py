@@ -1,0 +1,97 @@
+"""The benchmark's own arithmetic: what it counts must be what it claims to count.
+
+Covers the query-log reading (repeats in the same alignment window versus a later
+one, rule evaluations and torn lines left out, the offset honoured), the schedule
+lag (steady-state slots only) and the fleet exporter's series (valid exposition
+format, counters growing at their stated rates, the pod names the template's pod
+selector matches).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import pathlib
+import re
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from testbed import bench, fleet
+
+T0 = datetime.datetime(2026, 11, 26, 12, 0, 0, tzinfo=datetime.UTC)
+
+
+def _entry(query: str, at: str, served: datetime.datetime, *, rule: bool = False) -> str:
+    entry: dict[str, object] = {
+        "params": {"query": query, "start": at, "end": at, "step": 0},
+        "ts": served.isoformat().replace("+00:00", "Z"),
+    }
+    entry["ruleGroup" if rule else "httpRequest"] = {"name": "x"}
+    return json.dumps(entry) + "\n"
+
+
+def test_query_log_repeats_are_split_by_alignment_window(tmp_path: pathlib.Path) -> None:
+    log = tmp_path / "queries.jsonl"
+    before = _entry("up", "12:00:00", T0)
+    log.write_text(before)
+    offset = log.stat().st_size
+    second = datetime.timedelta(seconds=1)
+    with log.open("a") as handle:
+        handle.write(_entry("up", "12:00:00", T0 + second))  # seen before the offset: not counted
+        handle.write(_entry("a", "12:00:00", T0 + 2 * second))
+        handle.write(_entry("a", "12:00:00", T0 + 3 * second))  # same window: coalescing missed it
+        handle.write(_entry("a", "12:00:00", T0 + 20 * second))  # a later window: asked again
+        handle.write(_entry("a", "12:00:15", T0 + 21 * second))  # another evaluation time
+        handle.write(_entry("a", "12:00:00", T0 + 22 * second, rule=True))  # a rule evaluation
+        handle.write('{"params": {"query": "tor')  # a line still being written
+    assert bench._queries_sent(log, offset, 15.0) == {"total": 5, "repeated": 1, "again": 1}
+    assert bench._queries_sent(tmp_path / "missing.jsonl", 0, 15.0) == {"total": 0, "repeated": 0, "again": 0}
+
+
+def test_lag_is_run_time_minus_slot_time_from_the_second_slot_on() -> None:
+    def check(slot: int, run: datetime.datetime) -> dict[str, object]:
+        return {"lastSlot": slot, "lastRun": run.isoformat()}
+
+    review = {
+        "status": {
+            "deployedAt": T0.isoformat(),
+            "checks": [
+                check(0, T0 + datetime.timedelta(seconds=40)),  # the first slot waits for creation
+                check(3, T0 + datetime.timedelta(seconds=180.25)),
+                check(2, T0 + datetime.timedelta(seconds=121.5)),
+                {"lastSlot": -1},
+            ],
+        }
+    }
+    assert sorted(bench._lags([review, {"status": {}}], 60.0)) == [0.25, 1.5]
+
+
+def test_fleet_series_are_valid_and_grow_at_their_rates() -> None:
+    services = fleet.Fleet("bench", ["svc-000", "svc-001"])
+    try:
+        start = services.started
+        early = _samples(services.exposition(start + 10))
+        late = _samples(services.exposition(start + 70))
+    finally:
+        services.stop()
+    ok = ("http_requests_total", "svc-001", "200")
+    failed = ("http_requests_total", "svc-001", "500")
+    requests = (late[ok] + late[failed]) - (early[ok] + early[failed])
+    assert requests == pytest.approx(fleet.RPS * 60, rel=1e-3)
+    assert (late[failed] - early[failed]) / requests == pytest.approx(fleet.ERROR_SHARE, rel=1e-3)
+    assert late[("http_request_duration_seconds_bucket", "svc-001", "+Inf")] == late[
+        ("http_request_duration_seconds_count", "svc-001", "")
+    ]
+    # The built-in template's pod selector for the target svc-001.
+    assert re.fullmatch(r"svc-001-[a-z0-9]+(-[a-z0-9]+)?", fleet.pod_of("svc-001"))
+
+
+def _samples(text: str) -> dict[tuple[str, str, str], float]:
+    samples: dict[tuple[str, str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            key = (sample.name, labels.get("job", ""), labels.get("code", labels.get("le", "")))
+            samples[key] = sample.value
+    return samples
