@@ -70,7 +70,6 @@ class Providers:
         self._limits: collections.defaultdict[str, asyncio.Semaphore] = collections.defaultdict(
             lambda: asyncio.Semaphore(settings.concurrency_per_provider)
         )
-        self._unlimited = contextlib.nullcontext()
         self.calls: collections.Counter[str] = collections.Counter()
 
     async def measure(self, check: Check, ctx: ReviewContext) -> Measurement:
@@ -79,7 +78,8 @@ class Providers:
         spec = check.provider_spec
         started = time.monotonic()
         try:
-            async with self._unlimited if name in _SELF_LIMITED else self._limits[name]:
+            limit = contextlib.nullcontext() if name in _SELF_LIMITED else self._limits[name]
+            async with limit:
                 self.calls[name] += 1
                 async with asyncio.timeout(self.settings.measure_timeout_seconds):
                     if name in ("kubernetes", "job", "manual", "cleanup", "report"):
