@@ -110,7 +110,6 @@ class PrometheusProvider:
         self, default_url: str | None, timeout_seconds: float = 10, concurrency: int | None = None
     ) -> None:
         self._default_url = default_url
-        self._timeout = timeout_seconds
         self._api = PrometheusApi(timeout_seconds, connections=_CONNECTIONS)
         # Identical queries at the same (aligned) evaluation time — reviews of one
         # target, namespace-wide checks — are sent once; the answer is shared.

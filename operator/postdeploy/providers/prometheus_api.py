@@ -76,14 +76,14 @@ class PrometheusApi:
         # One quick retry for a dropped pooled connection or a restarting Prometheus;
         # the engine's consecutiveErrorLimit handles longer outages. A slow answer is
         # not retried: asking again would only double the wait.
-        for attempt in (1, 2):
-            try:
-                return await self._post(url, path, data)
-            except _Retryable as error:
-                if attempt == 2:
-                    raise QueryFailed(str(error)) from None
-                await asyncio.sleep(_RETRY_DELAY)
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            return await self._post(url, path, data)
+        except _Retryable:
+            await asyncio.sleep(_RETRY_DELAY)
+        try:
+            return await self._post(url, path, data)
+        except _Retryable as error:
+            raise QueryFailed(str(error)) from None
 
     async def _post(self, url: str, path: str, data: Mapping[str, str]) -> Any:
         where = details_.redact_url(url)
