@@ -26,6 +26,9 @@ def free_port() -> int:
 def is_port_free(port: int) -> bool:
     """Whether a server could bind 127.0.0.1:``port`` right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As servers do: a connection of a stopped server lingering in TIME_WAIT does
+        # not keep the port from a new server; a socket still listening does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((LOOPBACK, port))
         except OSError:
