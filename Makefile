@@ -2,7 +2,7 @@
 PYTHON ?= python3
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)
 
-.PHONY: install binaries testbed-up testbed-down demo test test-unit test-e2e lint typecheck crds bench
+.PHONY: install binaries testbed-up testbed-down demo test test-unit test-e2e lint typecheck crds bench bench-judge
 
 install:
 	$(PYTHON) -m pip install -q -e '.[test]'
@@ -24,7 +24,7 @@ demo: binaries
 	$(PYTHON) -m testbed.demo $(DEMO_ARGS)
 
 lint:
-	ruff check operator tests testbed
+	ruff check operator tests testbed bench
 	mypy
 
 typecheck: lint
@@ -40,3 +40,8 @@ test: binaries lint
 
 bench: binaries
 	$(PYTHON) -m testbed.bench
+
+# The judge's false-failure and detection rates on synthetic streams (docs/judge.md);
+# no test bed. BENCH_JUDGE_ARGS=--quick for a smoke run.
+bench-judge:
+	$(PYTHON) -m bench.judge $(BENCH_JUDGE_ARGS)

@@ -1,0 +1,220 @@
+"""The judge benchmark's arithmetic (``bench.judge_streams``, ``bench.judge``).
+
+Covers PromQL's histogram_quantile as reimplemented here (interpolation, the +Inf
+bucket, no observations), the daily traffic cycle (its mean and its trough), the
+streams (window counts are sums of the minutes drawn, the 5xx share and latency
+switch at the deployment, bucket counts add up to the requests), the latency mixture
+(p95 raised by the asked factor with the mean unchanged, closed form and sampled),
+what a simulated check measures (window, baseline, no data), a release judged
+through the real decision code (failureLimit honoured, the failing minute), and the
+Clopper-Pearson interval.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from bench import judge, judge_streams
+
+BOUNDS = (0.1, 0.25, 0.5)
+
+
+def _stream(requests: list[int], errors: list[int], start: int, buckets: list[list[int]] | None = None):
+    rows = np.array(buckets if buckets is not None else [[r, 0, 0, 0] for r in requests], dtype=np.int64)
+
+    def running(values: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.zeros((1, *values.shape[1:]), dtype=np.int64), np.cumsum(values, axis=0)])
+
+    segment = judge_streams.Segment(
+        start,
+        start + len(requests),
+        running(np.array(requests, dtype=np.int64)),
+        running(np.array(errors, dtype=np.int64)),
+        running(rows),
+    )
+    return judge_streams.Stream(600, (segment,))
+
+
+class TestHistogramQuantile:
+    def test_interpolates_linearly_inside_the_bucket(self) -> None:
+        # cumulative 10, 20, 20, 20: rank 15 of 20 is half-way through (0.1, 0.25].
+        assert judge_streams.histogram_quantile(0.75, BOUNDS, [10, 10, 0, 0]) == pytest.approx(0.175)
+
+    def test_first_bucket_starts_at_zero(self) -> None:
+        assert judge_streams.histogram_quantile(0.5, BOUNDS, [10, 10, 0, 0]) == pytest.approx(0.1)
+        assert judge_streams.histogram_quantile(0.25, BOUNDS, [10, 10, 0, 0]) == pytest.approx(0.05)
+
+    def test_rank_in_the_inf_bucket_is_the_highest_finite_bound(self) -> None:
+        assert judge_streams.histogram_quantile(0.95, BOUNDS, [1, 0, 0, 9]) == 0.5
+
+    def test_no_observations_is_nan(self) -> None:
+        assert math.isnan(judge_streams.histogram_quantile(0.95, BOUNDS, [0, 0, 0, 0]))
+
+    def test_empty_buckets_below_the_rank_are_skipped(self) -> None:
+        # cumulative 0, 4, 4, 4: rank 3.8 lies in (0.1, 0.25].
+        expected = 0.1 + 0.15 * 0.95
+        assert judge_streams.histogram_quantile(0.95, BOUNDS, [0, 4, 0, 0]) == pytest.approx(expected)
+
+
+class TestTraffic:
+    def test_daily_mean_is_the_level_and_night_is_a_fifth_of_the_peak(self) -> None:
+        traffic = judge_streams.Traffic(20.0)
+        minutes = np.arange(1440, dtype=np.float64)
+        per_minute = traffic.per_minute(minutes)
+        assert per_minute.sum() / 86400 == pytest.approx(20.0, rel=1e-9)
+        assert per_minute.min() == pytest.approx(60 * 0.2 * traffic.peak, rel=1e-4)
+        assert int(per_minute.argmin()) in (239, 240)  # 04:00
+        assert int(per_minute.argmax()) in (959, 960)  # 16:00
+
+
+class TestStreams:
+    def test_window_counts_are_sums_of_the_minutes(self) -> None:
+        stream = _stream([1, 2, 3, 4, 5, 6], [0, 1, 0, 1, 0, 1], start=-3)
+        counts = stream.counts(-2, 1)
+        assert (counts.requests, counts.errors) == (2 + 3 + 4, 1 + 0 + 1)
+        assert counts.buckets.tolist() == [9, 0, 0, 0]
+        with pytest.raises(ValueError, match="were not drawn"):
+            stream.counts(-4, 0)
+
+    def test_share_and_latency_switch_at_the_deployment(self) -> None:
+        rng = np.random.default_rng(7)
+        slow = judge_streams.Latency(median=100.0, sigma=0.1)  # every request above 10 s
+        stream = judge_streams.draw_stream(
+            rng,
+            judge_streams.Traffic(5.0),
+            300,
+            [(-30, 0), (0, 30)],
+            share_before=0.0,
+            share_after=1.0,
+            latency_before=judge_streams.Latency(),
+            latency_after=slow,
+        )
+        before, after = stream.counts(-30, 0), stream.counts(0, 30)
+        assert before.errors == 0 and after.errors == after.requests > 0
+        assert int(before.buckets.sum()) == before.requests and int(after.buckets.sum()) == after.requests
+        assert int(after.buckets[-1]) == after.requests  # all in +Inf
+        assert stream.spans() == [(-30, 30)]  # touching spans are drawn as one
+
+    def test_error_share_and_rate_converge(self) -> None:
+        rng = np.random.default_rng(3)
+        stream = judge_streams.draw_stream(
+            rng,
+            judge_streams.Traffic(100.0),
+            0,
+            [(0, 1440)],
+            share_before=0.002,
+            share_after=0.002,
+            latency_before=judge_streams.Latency(),
+            latency_after=judge_streams.Latency(),
+        )
+        day = stream.counts(0, 1440)
+        assert day.requests / 86400 == pytest.approx(100.0, rel=0.01)
+        assert day.errors / day.requests == pytest.approx(0.002, rel=0.05)
+
+
+class TestLatencyMixture:
+    @pytest.mark.parametrize("increase", [0.25, 0.5, 1.0])
+    def test_p95_rises_and_the_mean_stays(self, increase: float) -> None:
+        base = judge_streams.Latency(median=0.1, sigma=0.5)
+        mixed = judge_streams.mixture_for_p95(base, increase)
+        assert mixed.quantile(0.95) == pytest.approx((1 + increase) * base.quantile(0.95), rel=1e-6)
+        assert mixed.mean() == pytest.approx(base.mean(), rel=1e-9)
+        assert mixed.fast < 1 < mixed.slow
+        sample = mixed.sample(np.random.default_rng(11), 400_000)
+        assert float(np.quantile(sample, 0.95)) == pytest.approx(mixed.quantile(0.95), rel=0.02)
+        assert float(sample.mean()) == pytest.approx(base.mean(), rel=0.01)
+
+    def test_base_quantile_is_the_lognormal_one(self) -> None:
+        base = judge_streams.Latency(median=0.1, sigma=0.5)
+        assert base.quantile(0.95) == pytest.approx(0.1 * math.exp(0.5 * 1.6448536269514722), rel=1e-9)
+        assert base.bucket_shares(BOUNDS).sum() == pytest.approx(1.0)
+
+    def test_an_impossible_increase_is_refused(self) -> None:
+        with pytest.raises(ValueError, match="slow requests"):
+            judge_streams.mixture_for_p95(judge_streams.Latency(), 20.0)
+
+
+def _template(fail_when: str, failure_limit: int) -> dict[str, object]:
+    query = (
+        '(sum(rate(http_requests_total{ {{selector}}, code=~"5.." }[{{rateWindow}}])) or vector(0))'
+        " / sum(rate(http_requests_total{ {{selector}} }[{{rateWindow}}]))"
+    )
+    return {
+        "spec": {
+            "parameters": {"selector": 'job="{{target}}"', "rateWindow": "2m"},
+            "phases": [
+                {
+                    "name": "immediate",
+                    "start": "0s",
+                    "end": "10m",
+                    "interval": "1m",
+                    "checks": [
+                        {
+                            "name": "error-rate",
+                            "prometheus": {"query": query},
+                            "baseline": {"preDeploy": True, "tolerance": 1},
+                            "failWhen": fail_when,
+                            "failureLimit": failure_limit,
+                        },
+                        {"name": "rollout", "kubernetes": {"measure": "rolloutComplete"}},
+                    ],
+                }
+            ],
+        }
+    }
+
+
+class TestSimulatedCheck:
+    def test_measures_the_window_before_the_run_against_the_one_before_the_deployment(self) -> None:
+        rule = judge.load_rule("t", _template("value > baseline", 0))
+        simulator = rule.simulators["error-rate"]
+        # minutes -2..3: requests 10 each; errors 1, 0 before; 5, 5, 0, 0 after.
+        stream = _stream([10] * 6, [1, 0, 5, 5, 0, 0], start=-2)
+        measurement = simulator.measure(stream, 2, {})
+        assert measurement.value == pytest.approx(10 / 20)
+        assert measurement.baseline == pytest.approx(1 / 20)
+        assert simulator.measure(stream, 4, {}).value == 0.0
+        assert rule.spans() == [(-2, 10), (-2, 0)]
+
+    def test_no_requests_is_no_data_and_no_baseline_leaves_it_empty(self) -> None:
+        rule = judge.load_rule("t", _template("value > baseline", 0))
+        simulator = rule.simulators["error-rate"]
+        stream = _stream([0, 0, 0, 0, 4, 4], [0, 0, 0, 0, 1, 1], start=-2)
+        assert simulator.measure(stream, 2, {}).state.value == "NoData"
+        late = simulator.measure(stream, 4, {})
+        assert late.value == pytest.approx(0.25) and late.baseline is None
+
+    def test_only_request_checks_it_cannot_answer_are_listed_as_skipped(self) -> None:
+        rule = judge.load_rule("t", _template("value > baseline", 0))
+        assert set(rule.simulators) == {"error-rate"} and rule.skipped == ()
+
+
+class TestJudgeRelease:
+    def test_fails_on_the_run_past_the_failure_limit(self) -> None:
+        rule = judge.load_rule("t", _template("value > 0.3", 2))
+        # From minute 3 on every request fails; runs at minutes 4, 5, 6 see a share
+        # above 0.3 (minute 4's window [2, 4) is half errors), the third fails the check.
+        errors = [0, 0, 0, 0, 0, 10, 10, 10, 10, 10, 10, 10]
+        stream = _stream([10] * 12, errors, start=-2)
+        assert judge.judge_release(rule, stream) == judge.Outcome(6, "error-rate")
+
+    def test_a_healthy_stream_passes(self) -> None:
+        rule = judge.load_rule("t", _template("value > 0.3", 2))
+        stream = _stream([10] * 12, [1] * 12, start=-2)
+        assert judge.judge_release(rule, stream) == judge.Outcome(None, None)
+
+
+class TestClopperPearson:
+    def test_zero_failures_upper_bound(self) -> None:
+        low, high = judge.clopper_pearson(0, 1000)
+        assert low == 0.0
+        assert high == pytest.approx(1 - 0.025 ** (1 / 1000), rel=1e-9)
+
+    def test_all_failures_and_a_middle_case(self) -> None:
+        assert judge.clopper_pearson(50, 50)[1] == 1.0
+        low, high = judge.clopper_pearson(10, 100)
+        assert low < 0.1 < high
+        assert (low, high) == pytest.approx((0.0490, 0.1762), abs=5e-4)
