@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from postdeploy.plugin import commands, errors
+from postdeploy.plugin import backtesting, commands, errors
 from postdeploy.plugin.kube import Session
 
 __all__ = ["main", "parser"]
@@ -88,6 +88,8 @@ def parser() -> argparse.ArgumentParser:
     rerun = add("rerun", "run a check of the current phase again, now")
     rerun.add_argument("name")
     rerun.add_argument("check")
+    backtest = add("backtest", "how a review or template would have judged past releases (read-only)")
+    backtesting.add_arguments(backtest)
     return top
 
 
@@ -96,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     namespace = args.sub_namespace or args.namespace
     try:
         session = Session(args.kubeconfig, args.context, namespace)
+        if args.command == "backtest":
+            return backtesting.backtest(session, args, sys.stdout)
         return commands.COMMANDS[args.command](session, args, sys.stdout)
     except errors.PluginError as error:
         sys.stderr.write(f"error: {error}\n")

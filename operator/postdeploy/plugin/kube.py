@@ -107,6 +107,62 @@ class Session:
         )
         return result
 
+    # --- reads for a backtest (GET and LIST only) ------------------------------------
+
+    def template(self, kind: str, name: str) -> dict[str, Any] | None:
+        """A ReviewTemplate (in the namespace) or ClusterReviewTemplate; None if absent."""
+        obj: Any
+        try:
+            if kind == "ClusterReviewTemplate":
+                obj = self.objects.get_cluster_custom_object(GROUP, VERSION, "clusterreviewtemplates", name)
+            else:
+                obj = self.objects.get_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, "reviewtemplates", name
+                )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise errors.from_api(error, f"read {kind} {name}") from None
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise errors.PluginError(f"cannot reach the API server: {error}", errors.API) from None
+        return dict(obj)
+
+    def workload(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        """A Deployment, StatefulSet or DaemonSet as a dict."""
+        apps = client.AppsV1Api(self.api)
+        reads = {
+            "Deployment": apps.read_namespaced_deployment,
+            "StatefulSet": apps.read_namespaced_stateful_set,
+            "DaemonSet": apps.read_namespaced_daemon_set,
+        }
+        if kind not in reads:
+            raise errors.PluginError(f"the history of a {kind} is not read (only Deployment, StatefulSet, "
+                                     "DaemonSet): give the release times", errors.USAGE)
+        obj = self.call(f"{kind} {namespace}/{name}", reads[kind], name, namespace)
+        result: dict[str, Any] = self.api.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
+        return result
+
+    def workload_revisions(self, workload: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+        """A Deployment's ReplicaSets, or a StatefulSet's/DaemonSet's ControllerRevisions,
+        selected by the workload's selector (ownership is checked by the caller)."""
+        metadata = workload["metadata"]
+        labels = ((workload.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        apps = client.AppsV1Api(self.api)
+        if kind == "Deployment":
+            listed = self.call(
+                "list ReplicaSets", apps.list_namespaced_replica_set, metadata["namespace"],
+                label_selector=selector,
+            )
+        else:
+            listed = self.call(
+                "list ControllerRevisions", apps.list_namespaced_controller_revision, metadata["namespace"],
+                label_selector=selector,
+            )
+        items = self.api.sanitize_for_serialization(listed).get("items") or []  # type: ignore[no-untyped-call]
+        kind_name = "ReplicaSet" if kind == "Deployment" else "ControllerRevision"
+        return [{**item, "kind": kind_name} for item in items]
+
     # --- sign-offs and the report -------------------------------------------------
 
     def create_signoff(self, review: str, role: str, notes: str) -> dict[str, Any]:

@@ -107,10 +107,15 @@ class PrometheusProvider:
     """Measures PromQL; one instance serves every check of every review."""
 
     def __init__(
-        self, default_url: str | None, timeout_seconds: float = 10, concurrency: int | None = None
+        self,
+        default_url: str | None,
+        timeout_seconds: float = 10,
+        concurrency: int | None = None,
+        api: PrometheusApi | None = None,
     ) -> None:
         self._default_url = default_url
-        self._api = PrometheusApi(timeout_seconds, connections=_CONNECTIONS)
+        # ``api``: another transport (the backtest's, which batches a replay's queries).
+        self._api = api or PrometheusApi(timeout_seconds, connections=_CONNECTIONS)
         # Identical queries at the same (aligned) evaluation time — reviews of one
         # target, namespace-wide checks — are sent once; the answer is shared.
         # ``concurrency`` bounds the queries Prometheus gets at once.
