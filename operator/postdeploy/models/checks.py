@@ -23,6 +23,7 @@ __all__ = [
     "AlertmanagerCheck",
     "Baseline",
     "Check",
+    "Comparison",
     "HttpCheck",
     "JobCheck",
     "KubernetesCheck",
@@ -90,15 +91,76 @@ class KubernetesCheck(SpecModel):
     measure: KubernetesMeasure
 
 
+class Comparison(SpecModel):
+    """Compare counts since the deployment with counts before it, anytime-valid
+    (``postdeploy.decisions.sequential``; docs/judge.md).
+
+    ``query`` then counts events per batch with ``{{window}}`` as its range, e.g.
+    ``sum(increase(http_requests_total{..., code=~"5.."}[{{window}}]))``, and ``total``
+    all requests the same way; with ``buckets`` the query returns a histogram's
+    buckets by ``le`` instead and the share of requests slower than a boundary near
+    the before-window's ``quantile`` is compared. Batches of ``step`` are anchored at
+    deployedAt; batch i's before-window is ``multiplier`` times as long, mirrored
+    before deployedAt, or, with ``offset``, the same batch that long earlier. The value
+    is the ratio of shares (after/before); details carry ratioLower, ratioUpper,
+    pValue (for no rise beyond minEffect), alpha, minEffect and the counts."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra=cel(
+            (
+                "has(self.total) != (has(self.buckets) && self.buckets)",
+                "compare takes total or buckets: true",
+            ),
+        )
+    )
+
+    total: str | None = pydantic.Field(
+        default=None, min_length=1, description="All requests per batch (with {{window}}); not with buckets."
+    )
+    buckets: bool = pydantic.Field(default=False, description="query returns histogram buckets by le.")
+    quantile: float = pydantic.Field(default=0.95, gt=0, lt=1)
+    boundary: float | None = pydantic.Field(
+        default=None,
+        gt=0,
+        description="The le bound to compare above; by default the one nearest the quantile.",
+    )
+    alpha: float = pydantic.Field(
+        default=0.005, gt=0, lt=1, description="False-failure probability over all runs of the comparison."
+    )
+    min_effect: float = pydantic.Field(
+        default=0.2, ge=0, description="Relative rise of the share worth acting on (0.2: +20%)."
+    )
+    multiplier: int = pydantic.Field(
+        default=6, ge=1, le=100, description="Before-window length / batch length."
+    )
+    offset: Duration | None = pydantic.Field(
+        default=None, description="Compare with the same batch this long earlier (e.g. 1w) instead."
+    )
+    min_requests: int = pydantic.Field(
+        default=100, ge=1, description="Requests needed on each side before a run can pass."
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _total_or_buckets(self) -> Comparison:
+        if (self.total is None) == (not self.buckets):
+            raise ValueError("compare takes total (counts) or buckets: true (a histogram), exactly one")
+        return self
+
+
 class PrometheusCheck(SpecModel):
     """A PromQL query. Instant by default; with ``range`` a range query whose samples
-    are reduced (``reduce``) to one value, or tested for a trend (``trend``)."""
+    are reduced (``reduce``) to one value, or tested for a trend (``trend``); with
+    ``compare`` counts after vs before the deployment (``Comparison``)."""
 
     model_config = pydantic.ConfigDict(
         json_schema_extra=cel(
             (
                 "!has(self.trend) || !has(self.aggregate) || self.aggregate != 'count'",
                 "aggregate count takes no trend",
+            ),
+            (
+                "!has(self.compare) || (!has(self.range) && !has(self.trend))",
+                "compare takes no range or trend",
             ),
         )
     )
@@ -125,11 +187,14 @@ class PrometheusCheck(SpecModel):
         "(details: absoluteChange, Mann-Kendall pValue).",
     )
     limit_query: str | None = None
+    compare: Comparison | None = None
 
     @pydantic.model_validator(mode="after")
     def _count_takes_no_trend(self) -> PrometheusCheck:
         if self.aggregate == "count" and self.trend is not None:
             raise ValueError("aggregate count takes no trend")
+        if self.compare is not None and (self.range is not None or self.trend is not None):
+            raise ValueError("compare takes no range or trend")
         return self
 
 
@@ -268,8 +333,16 @@ class Baseline(SpecModel):
 
 
 PROVIDER_FIELDS = (
-    "kubernetes", "prometheus", "alertmanager", "postgres", "http", "job", "manual", "statistics",
-    "cleanup", "report",
+    "kubernetes",
+    "prometheus",
+    "alertmanager",
+    "postgres",
+    "http",
+    "job",
+    "manual",
+    "statistics",
+    "cleanup",
+    "report",
 )
 # In a review a check may name no provider: it then overrides fields of the template's
 # check of the same name. After merging, exactly one is required (``resolved()``).

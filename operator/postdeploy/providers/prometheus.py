@@ -35,6 +35,8 @@ seconds coincide and are sent once (``coalescing``).
   ``timeToLimit`` ``max`` (the default, "the worst") picks the series that reaches
   its limit first and ``min`` the last. ``sum``/``mean`` add or average the series
   sample by sample first and analyse that one series.
+- **compare** (``models.checks.Comparison``): counts after vs before the deployment,
+  compared anytime-valid; ``prometheus_compare`` asks, ``decisions.sequential`` compares.
 - **baseline** (``models.checks.Baseline``): the same measurement, made the same way,
   as of ``now - offset`` or as of ``deployedAt`` (``preDeploy``). A baseline that
   cannot be measured leaves ``Measurement.baseline`` empty with ``baselineNote`` in
@@ -60,7 +62,7 @@ from typing import Any
 
 from postdeploy.decisions import durations, statistics
 from postdeploy.models.checks import Baseline, PrometheusCheck
-from postdeploy.providers import coalescing, templating
+from postdeploy.providers import coalescing, prometheus_compare, templating
 from postdeploy.providers import details as details_
 from postdeploy.providers.base import Measurement, MeasurementState, ReviewContext
 from postdeploy.providers.prometheus_api import PrometheusApi, QueryFailed
@@ -127,6 +129,17 @@ class PrometheusProvider:
         """Close the HTTP connections to every Prometheus this provider talked to."""
         await self._api.close()
 
+    def _range_query(self, url: str) -> prometheus_compare.RangeQuery:
+        """Range queries to ``url`` through the coalescer (for the comparison mode)."""
+
+        async def ask(query: str, start: float, end: float, step: float) -> Any:
+            return await self.coalescer.run(
+                (url, "range", query, end, end - start, step),
+                lambda: self._api.query_range(url, query, start, end, step),
+            )
+
+        return ask
+
     async def measure(
         self, spec: PrometheusCheck, ctx: ReviewContext, baseline: Baseline | None = None
     ) -> Measurement:
@@ -140,6 +153,12 @@ class PrometheusProvider:
         now = coalescing.aligned(ctx.now, ctx.interval)
         # Windows ({{sinceDeploy}}, range: phase) end where the query is evaluated.
         ctx = dataclasses.replace(ctx, now=now)
+        if spec.compare is not None:
+            if baseline is not None:
+                return Measurement.error(
+                    "compare brings its own before-windows: remove baseline", query=spec.query
+                )
+            return await prometheus_compare.measure(spec, ctx, self._range_query(url))
         values = ctx.template_values()
         try:
             query = templating.render_promql(spec.query, values)

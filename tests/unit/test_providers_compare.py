@@ -1,0 +1,207 @@
+"""The Prometheus provider's comparison mode, against a fake range-query function.
+
+``prometheus_compare.measure`` takes the function that runs range queries, so these
+tests hand it one that computes counts from a model of a service (the real
+Prometheus path is covered by ``tests/e2e/test_judge.py``).
+
+Covers:
+- the batch grid: anchored at deployedAt, only batches that ended SETTLE ago, the
+  mirrored before-windows (multiplier) and ``offset`` ones, windows past deployedAt
+  dropped; too many batches and an offset shorter than a step are invalid;
+- ``{{window}}`` templated per side; the queries sent and the value/details reported
+  (ratio, ratioLower, ratioUpper, pValue, alpha, minEffect, counts);
+- a doubled error share fails ``ratioLower > 1 + minEffect and pValue < alpha``, an
+  unchanged one does not; histogram buckets by ``le``;
+- quiet: no complete batch or too few requests is NoData "not enough traffic yet";
+  Prometheus failing is an Error; the model refuses compare with range or without
+  exactly one of total/buckets; a baseline with compare is an Error.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import re
+from typing import Any
+
+import pydantic
+import pytest
+
+from postdeploy.decisions import conditions
+from postdeploy.models.checks import PrometheusCheck
+from postdeploy.providers import prometheus_compare
+from postdeploy.providers.base import MeasurementState
+from postdeploy.providers.prometheus import PrometheusProvider
+from postdeploy.providers.prometheus_api import QueryFailed
+from tests.contexts import NOW, make_context
+
+DEPLOYED = NOW - datetime.timedelta(minutes=31)
+EVENTS = 'sum(increase(http_requests_total{job="shop", code=~"5.."}[{{window}}]))'
+TOTAL = 'sum(increase(http_requests_total{job="shop"}[{{window}}]))'
+BUCKETS = 'sum by (le) (increase(http_request_duration_seconds_bucket{job="shop"}[{{window}}]))'
+FAIL_WHEN = conditions.parse("ratioLower > 1 + minEffect and pValue < alpha")
+
+
+class FakePrometheus:
+    """Counts of a service at ``rps`` with ``share`` errors before and ``share * rise``
+    after the deployment, as ``increase(...[w])`` at each evaluation time."""
+
+    def __init__(self, rps: float = 20.0, share: float = 0.01, rise: float = 1.0, fail: bool = False) -> None:
+        self.rps, self.share, self.rise, self.fail = rps, share, rise, fail
+        self.asked: list[tuple[str, float, float, float]] = []
+
+    def count(self, query: str, at: float, window: float) -> float:
+        deployed = DEPLOYED.timestamp()
+        after = max(0.0, at - max(deployed, at - window))
+        before = window - after
+        total = self.rps * window
+        if 'code=~"5.."' not in query:
+            return total
+        return self.rps * self.share * (before + self.rise * after)
+
+    async def __call__(self, query: str, start: float, end: float, step: float) -> Any:
+        self.asked.append((query, start, end, step))
+        if self.fail:
+            raise QueryFailed("Prometheus at http://127.0.0.1:9 is unreachable")
+        window = float(re.search(r"\[(\d+)s\]", query).group(1))  # type: ignore[union-attr]
+        times = [start + i * step for i in range(round((end - start) / step) + 1)]
+        if "bucket" in query:
+            return [
+                {"metric": {"le": le}, "values": [[t, str(self.buckets(t, window, le))] for t in times]}
+                for le in ("0.1", "0.25", "0.5", "+Inf")
+            ]
+        return [{"metric": {}, "values": [[t, str(self.count(query, t, window))] for t in times]}]
+
+    def buckets(self, at: float, window: float, le: str) -> float:
+        total = self.rps * window
+        slow_share = 0.05 * (self.rise if at > DEPLOYED.timestamp() else 1.0)
+        return {"0.1": 0.7 * total, "0.25": (1 - slow_share) * total, "0.5": 0.99 * total, "+Inf": total}[le]
+
+
+def _spec(**compare: Any) -> PrometheusCheck:
+    compare.setdefault("total", TOTAL)
+    if compare.get("buckets"):
+        compare.pop("total")
+    return PrometheusCheck(query=BUCKETS if compare.get("buckets") else EVENTS, step="60s", compare=compare)
+
+
+async def _measure(fake: FakePrometheus, spec: PrometheusCheck, **context: Any) -> Any:
+    ctx = make_context(deployed_at=context.pop("deployed_at", DEPLOYED), **context)
+    return await prometheus_compare.measure(spec, ctx, fake)
+
+
+async def test_batches_are_anchored_at_the_deployment_and_settled() -> None:
+    fake = FakePrometheus()
+    measurement = await _measure(fake, _spec())
+    # 31 minutes since the deployment, the last minute not settled: 30 batches.
+    assert measurement.details["batches"] == 30
+    deployed = DEPLOYED.timestamp()
+    after = [a for a in fake.asked if "[60s]" in a[0]]
+    before = [a for a in fake.asked if "[360s]" in a[0]]
+    assert {a[1:] for a in after} == {(deployed + 60, deployed + 30 * 60, 60)}
+    assert {a[1:] for a in before} == {(deployed - 6 * 29 * 60, deployed, 360)}
+    assert measurement.details["totalAfter"] == 20 * 60 * 30
+    assert measurement.details["totalBefore"] == 20 * 360 * 30
+    assert measurement.details["beforeWindow"] == "360s"
+
+
+async def test_an_offset_compares_each_batch_with_itself_a_week_earlier() -> None:
+    fake = FakePrometheus()
+    measurement = await _measure(fake, _spec(offset="1w"))
+    week = 7 * 86400
+    deployed = DEPLOYED.timestamp()
+    assert {a[1:] for a in fake.asked} == {
+        (deployed + 60 - week, deployed + 1800 - week, 60),
+        (deployed + 60, deployed + 1800, 60),
+    }
+    assert measurement.details["totalBefore"] == measurement.details["totalAfter"]
+    assert measurement.details["offset"] == "1w" and measurement.details["multiplier"] is None
+
+
+async def test_offset_windows_reaching_past_the_deployment_carry_nothing() -> None:
+    fake = FakePrometheus()
+    measurement = await _measure(fake, _spec(offset="10m"))
+    # Only the first 10 batches have a copy that ends by deployedAt.
+    assert measurement.details["totalBefore"] == 20 * 60 * 10
+
+
+async def test_a_doubled_error_share_fails_and_an_unchanged_one_passes() -> None:
+    regressed = await _measure(FakePrometheus(rise=2.0), _spec(alpha=0.005, min_effect=0.2))
+    healthy = await _measure(FakePrometheus(rise=1.0), _spec(alpha=0.005, min_effect=0.2))
+    assert regressed.state is MeasurementState.OK and healthy.state is MeasurementState.OK
+    assert regressed.value == pytest.approx(2.0)
+    assert FAIL_WHEN.evaluate({k: v for k, v in regressed.details.items() if isinstance(v, float)})
+    assert not FAIL_WHEN.evaluate({k: v for k, v in healthy.details.items() if isinstance(v, float)})
+    assert healthy.value == pytest.approx(1.0)
+    assert healthy.details["ratioLower"] < 1.0 < healthy.details["ratioUpper"]
+    assert (healthy.details["alpha"], healthy.details["minEffect"]) == (0.005, 0.2)
+    assert "[60s]" in (healthy.query or "") and 'code=~"5.."' in (healthy.query or "")
+    assert healthy.details["totalQuery"].endswith("[60s]))")
+    assert "after vs" in healthy.message
+
+
+async def test_histogram_buckets_compare_the_slow_tail() -> None:
+    regressed = await _measure(FakePrometheus(rise=3.0), _spec(buckets=True))
+    healthy = await _measure(FakePrometheus(rise=1.0), _spec(buckets=True))
+    assert regressed.details["boundary"] == healthy.details["boundary"] == 0.25
+    assert regressed.value == pytest.approx(3.0)
+    assert regressed.details["pValue"] < 0.005 < healthy.details["pValue"]
+    assert healthy.details["quantileBefore"] == pytest.approx(healthy.details["quantileAfter"])
+
+
+async def test_quiet_services_are_inconclusive_not_failed() -> None:
+    too_early = await _measure(FakePrometheus(), _spec(), deployed_at=NOW - datetime.timedelta(seconds=90))
+    assert too_early.state is MeasurementState.NO_DATA
+    assert too_early.message.startswith("not enough traffic yet (0 requests")
+    # 0.01 rps: 0.6 requests per batch, rounded to 1: 30 in 30 batches.
+    quiet = await _measure(FakePrometheus(rps=0.01), _spec(min_requests=100))
+    assert quiet.state is MeasurementState.NO_DATA
+    assert quiet.message.startswith("not enough traffic yet (30 requests")
+
+
+async def test_prometheus_failing_is_an_error_not_a_failure() -> None:
+    measurement = await _measure(FakePrometheus(fail=True), _spec())
+    assert measurement.state is MeasurementState.ERROR
+    assert "unreachable" in measurement.message
+
+
+async def test_a_baseline_with_compare_is_an_error() -> None:
+    from postdeploy.models.checks import Baseline
+
+    provider = PrometheusProvider("http://127.0.0.1:9")
+    try:
+        measurement = await provider.measure(_spec(), make_context(), Baseline(pre_deploy=True))
+    finally:
+        await provider.close()
+    assert measurement.state is MeasurementState.ERROR and "baseline" in measurement.message
+
+
+def test_invalid_grids_are_refused() -> None:
+    ctx = make_context(deployed_at=NOW - datetime.timedelta(days=10))
+    spec = _spec()
+    with pytest.raises(ValueError, match="at most 11000 points"):
+        prometheus_compare.grid(spec, spec.compare, ctx)  # type: ignore[arg-type]
+    short = _spec(offset="30s")
+    with pytest.raises(ValueError, match="shorter than one step"):
+        prometheus_compare.grid(short, short.compare, make_context())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        {"query": EVENTS, "range": "1h", "compare": {"total": TOTAL}},
+        {"query": EVENTS, "compare": {}},
+        {"query": EVENTS, "compare": {"total": TOTAL, "buckets": True}},
+        {"query": EVENTS, "compare": {"total": TOTAL, "alpha": 0}},
+    ],
+)
+def test_the_model_refuses_impossible_comparisons(block: dict[str, Any]) -> None:
+    with pytest.raises(pydantic.ValidationError):
+        PrometheusCheck.model_validate(block)
+
+
+def test_the_before_window_of_batch_i_mirrors_it() -> None:
+    grid = prometheus_compare.Grid(deployed=1000.0, step=60.0, batches=3, multiplier=6, offset=None)
+    assert grid.after_times() == [1060.0, 1120.0, 1180.0]
+    assert grid.before_times() == [1000.0, 640.0, 280.0]
+    assert math.isclose(grid.before_window(), 360.0)
