@@ -538,16 +538,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=20261130)
     parser.add_argument("--workers", type=int, default=1, help="processes (the machine is shared)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 60 healthy, 30 per regression")
+    parser.add_argument("--rules", default="today,new", help="today, new or both (comma-separated)")
     parser.add_argument("--markdown", type=pathlib.Path, help="also write the tables to this file")
     args = parser.parse_args(argv)
     if args.quick:
         args.releases, args.detection_releases = 60, 30
     levels = [float(x) for x in args.levels.split(",")]
 
-    rules = [
-        load_rule(f"today ({LEGACY_COMMIT})", legacy_manifest(), only=("error-rate", "latency-p95")),
-        load_rule("new default", defaults.manifest()),
-    ]
+    rules = []
+    wanted = set(args.rules.split(","))
+    if wanted - {"today", "new"}:
+        parser.error(f"--rules: unknown {sorted(wanted - {'today', 'new'})}")
+    if "today" in wanted:
+        legacy = legacy_manifest()
+        rules.append(load_rule(f"today ({LEGACY_COMMIT})", legacy, only=("error-rate", "latency-p95")))
+    if "new" in wanted:
+        rules.append(load_rule("new default", defaults.manifest()))
     started = time.monotonic()
     tasks: list[Task] = []
     chunk = 50
