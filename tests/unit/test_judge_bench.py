@@ -31,6 +31,7 @@ def _stream(requests: list[int], errors: list[int], start: int, buckets: list[li
     segment = judge_streams.Segment(
         start,
         start + len(requests),
+        1,
         running(np.array(requests, dtype=np.int64)),
         running(np.array(errors, dtype=np.int64)),
         running(rows),
@@ -97,6 +98,34 @@ class TestStreams:
         assert int(before.buckets.sum()) == before.requests and int(after.buckets.sum()) == after.requests
         assert int(after.buckets[-1]) == after.requests  # all in +Inf
         assert stream.spans() == [(-30, 30)]  # touching spans are drawn as one
+
+    def test_segments_are_as_coarse_as_the_windows_allow(self) -> None:
+        # Six-minute before-windows over [-60, 0), minute windows over [-5, 30).
+        plan = judge_streams.plan_segments([(-60, 0, 6), (-5, 30), (0, 30, 1)])
+        assert plan == [(-60, -6, 6), (-6, -5, 1), (-5, 30, 1)] or plan == [(-60, -6, 6), (-6, 30, 1)]
+        assert judge_streams.plan_segments([(-60, 0, 6), (0, 60, 15)]) == [(-60, 0, 6), (0, 60, 15)]
+        assert judge_streams.plan_segments([(-7, 0, 6)]) == [(-7, 0, 1)]  # edges off the grid
+
+    def test_blocks_add_up_and_a_window_may_not_cut_one(self) -> None:
+        rng = np.random.default_rng(5)
+        stream = judge_streams.draw_stream(
+            rng,
+            judge_streams.Traffic(1.0),
+            0,
+            [(-600, 0, 6), (-5, 10)],
+            share_before=0.5,
+            share_after=0.5,
+            latency_before=judge_streams.Latency(),
+            latency_after=judge_streams.Latency(),
+        )
+        assert [s.resolution for s in stream.segments] == [6, 1]
+        whole = stream.counts(-600, 10)
+        parts = [stream.counts(-600, -6), stream.counts(-6, 0), stream.counts(0, 10)]
+        assert whole.requests == sum(p.requests for p in parts)
+        assert whole.errors == sum(p.errors for p in parts)
+        assert whole.buckets.tolist() == sum(p.buckets for p in parts).tolist()
+        with pytest.raises(ValueError, match="cut blocks"):
+            stream.counts(-599, 0)
 
     def test_error_share_and_rate_converge(self) -> None:
         rng = np.random.default_rng(3)
