@@ -61,6 +61,7 @@ from scipy import stats as scipy_stats
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
+from bench import judge_compare  # noqa: E402
 from bench import judge_streams as streams  # noqa: E402
 from postdeploy import defaults  # noqa: E402
 from postdeploy.decisions import checks, durations, phases, templates  # noqa: E402
@@ -95,8 +96,12 @@ BASE_LATENCY = streams.Latency(median=0.1, sigma=0.5)
 class Simulator(Protocol):
     """Answers one check's runs from a stream, as its provider would."""
 
-    def spans(self, start: int, end: int) -> list[tuple[int, int]]:
+    def spans(self, start: int, end: int) -> list[streams.Span]:
         """Minutes of the stream that runs at offsets in [start, end) look at."""
+        ...
+
+    def first_slot(self, stream: streams.Stream, slots: list[int]) -> int | None:
+        """The first of the runs at minutes ``slots`` that could fail (None: none can)."""
         ...
 
     def measure(self, stream: streams.Stream, minute: int, memo: Mapping[str, Any]) -> Measurement: ...
@@ -118,12 +123,15 @@ class WindowRatio:
     baseline_at: Callable[[int], int] | None = None  # minute of the baseline, from the run's minute
     bounds: tuple[float, ...] = streams.DEFAULT_BOUNDS
 
-    def spans(self, start: int, end: int) -> list[tuple[int, int]]:
-        needed = [(start - self.window, end)]
+    def spans(self, start: int, end: int) -> list[streams.Span]:
+        needed: list[streams.Span] = [(start - self.window, end)]
         if self.baseline_at is not None:
             first, last = self.baseline_at(start), self.baseline_at(max(start, end - 1))
             needed.append((min(first, last) - self.window, max(first, last)))
         return needed
+
+    def first_slot(self, stream: streams.Stream, slots: list[int]) -> int | None:
+        return 0
 
     def _value(self, stream: streams.Stream, minute: int) -> float:
         counts = stream.counts(minute - self.window, minute)
@@ -154,14 +162,20 @@ def _rendered(query: str, parameters: Mapping[str, str]) -> str:
     return query
 
 
-def simulator_for(check: templates.ResolvedCheck, parameters: Mapping[str, str]) -> Simulator | None:
+def simulator_for(
+    check: templates.ResolvedCheck, phase: templates.ResolvedPhase, parameters: Mapping[str, str]
+) -> Simulator | None:
     """The simulator of a check whose query the benchmark can answer, else None.
 
-    Known: instant queries of the 5xx share of ``http_requests_total`` and of
+    Known: comparisons (``prometheus.compare``) of the 5xx share of
+    ``http_requests_total`` or of ``http_request_duration_seconds_bucket``
+    (``bench.judge_compare``), and instant queries of the 5xx share of ``http_requests_total`` and of
     ``histogram_quantile`` over ``http_request_duration_seconds_bucket``, each over
     one ``rate()`` window, with a ``preDeploy`` or ``offset`` baseline or none.
     """
     spec = check.spec.prometheus
+    if spec is not None and spec.compare is not None:
+        return judge_compare.compare_simulator(check, phase, parameters)
     if spec is None or spec.range is not None:
         return None
     query = _rendered(spec.query, parameters)
@@ -207,8 +221,8 @@ class Rule:
     simulators: Mapping[str, Simulator]
     skipped: tuple[str, ...]  # enabled checks on request metrics the benchmark cannot answer
 
-    def spans(self) -> list[tuple[int, int]]:
-        needed: list[tuple[int, int]] = []
+    def spans(self) -> list[streams.Span]:
+        needed: list[streams.Span] = []
         for phase in self.review.phases:
             for check in phase.checks:
                 simulator = self.simulators.get(check.name)
@@ -234,7 +248,7 @@ def load_rule(name: str, manifest: Mapping[str, Any], only: Iterable[str] | None
                 continue
             if check.interval % MINUTE:
                 raise ValueError(f"check {check.name}: interval {check.interval} is not whole minutes")
-            simulator = simulator_for(check, parameters)
+            simulator = simulator_for(check, phase, parameters)
             if simulator is None:
                 prometheus = check.spec.prometheus
                 if prometheus is not None and "http_request" in prometheus.query:
@@ -269,7 +283,12 @@ class Outcome:
 
 
 def judge_release(rule: Rule, stream: streams.Stream) -> Outcome:
-    """Run each simulated check at its slots through ``decisions.checks``; the first Failed."""
+    """Run each simulated check at its slots through ``decisions.checks``; the first Failed.
+
+    A simulator may say that the runs before some slot cannot fail (``first_slot``,
+    see ``bench.judge_compare``): they are not run, as they would not change the
+    count of failed runs that ``failureLimit`` is compared with.
+    """
     deployed_at = EPOCH + stream.deploy_minute_of_day * MINUTE
     first: int | None = None
     culprit: str | None = None
@@ -279,8 +298,14 @@ def judge_release(rule: Rule, stream: streams.Stream) -> Outcome:
             if simulator is None:
                 continue
             status = checks.initial(check)
-            for slot in range(phases.last_slot(phase, check) + 1):
-                offset = phase.start + slot * check.interval
+            offsets = [
+                phase.start + slot * check.interval for slot in range(phases.last_slot(phase, check) + 1)
+            ]
+            begin = simulator.first_slot(stream, [int(offset / MINUTE) for offset in offsets])
+            if begin is None:
+                continue
+            for slot in range(begin, len(offsets)):
+                offset = offsets[slot]
                 minute = int(offset / MINUTE)
                 if first is not None and minute >= first:
                     break  # another check failed the release earlier
@@ -539,6 +564,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="processes (the machine is shared)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 60 healthy, 30 per regression")
     parser.add_argument("--rules", default="today,new", help="today, new or both (comma-separated)")
+    parser.add_argument(
+        "--exact", action="store_true", help="run every comparison run exactly (very slow; a spot check)"
+    )
     parser.add_argument("--markdown", type=pathlib.Path, help="also write the tables to this file")
     args = parser.parse_args(argv)
     if args.quick:
@@ -554,6 +582,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         rules.append(load_rule(f"today ({LEGACY_COMMIT})", legacy, only=("error-rate", "latency-p95")))
     if "new" in wanted:
         rules.append(load_rule("new default", defaults.manifest()))
+    for rule in rules:
+        for simulator in rule.simulators.values():
+            if isinstance(simulator, judge_compare.CompareSimulator):
+                simulator.exact = args.exact
     started = time.monotonic()
     tasks: list[Task] = []
     chunk = 50

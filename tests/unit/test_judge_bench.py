@@ -7,7 +7,9 @@ switch at the deployment, bucket counts add up to the requests), the latency mix
 (p95 raised by the asked factor with the mean unchanged, closed form and sampled),
 what a simulated check measures (window, baseline, no data), a release judged
 through the real decision code (failureLimit honoured, the failing minute), and the
-Clopper-Pearson interval.
+Clopper-Pearson interval; for comparison checks (``bench.judge_compare``): the numpy
+p-value path against ``decisions.sequential``'s, which ``failWhen`` lets runs be
+skipped, the provider's batch grid, and the same outcome with and without skipping.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import math
 import numpy as np
 import pytest
 
-from bench import judge, judge_streams
+from bench import judge, judge_compare, judge_streams
+from postdeploy.decisions import sequential
 
 BOUNDS = (0.1, 0.25, 0.5)
 
@@ -247,3 +250,92 @@ class TestClopperPearson:
         low, high = judge.clopper_pearson(10, 100)
         assert low < 0.1 < high
         assert (low, high) == pytest.approx((0.0490, 0.1762), abs=5e-4)
+
+
+def _compare_template(fail_when: str, failure_limit: int = 0) -> dict[str, object]:
+    compare_errors = {
+        "query": 'sum(increase(http_requests_total{ {{selector}}, code=~"5.." }[{{window}}]))',
+        "step": "1m",
+        "compare": {"total": "sum(increase(http_requests_total{ {{selector}} }[{{window}}]))", "alpha": 0.01},
+    }
+    compare_latency = {
+        "query": "sum by (le) (increase(http_request_duration_seconds_bucket{ {{selector}} }[{{window}}]))",
+        "step": "1m",
+        "compare": {"buckets": True, "alpha": 0.01},
+    }
+    decision = {"failWhen": fail_when, "failureLimit": failure_limit}
+    checks = [
+        {"name": "errors", "prometheus": compare_errors, **decision},
+        {"name": "latency", "prometheus": compare_latency, **decision},
+    ]
+    phase = {"name": "immediate", "start": "0s", "end": "25m", "interval": "1m", "checks": checks}
+    return {"spec": {"parameters": {"selector": 'job="{{target}}"'}, "phases": [phase]}}
+
+
+class TestComparisonChecks:
+    def test_numpy_p_value_path_is_the_modules(self) -> None:
+        rng = np.random.default_rng(17)
+        n = rng.poisson(50, 120).astype(float)
+        b = rng.poisson(300, 120).astype(float)
+        n[5] = 0  # an uninformative batch, and one with no events at all
+        x = rng.binomial(n.astype(int), 0.02).astype(float)
+        y = rng.binomial(b.astype(int), 0.01).astype(float)
+        x[7] = y[7] = 0
+        batches = [sequential.CountBatch(*row) for row in zip(x, n, y, b, strict=True)]
+        for min_effect in (0.0, 0.2):
+            ours = judge_compare.p_value_path(x, n, y, b, min_effect=min_effect)
+            theirs = sequential.p_value_path(batches, min_effect=min_effect)
+            assert ours.tolist() == pytest.approx(theirs, rel=1e-9, abs=1e-300)
+        assert min(theirs) < 1e-3  # the path went somewhere: the comparison is not vacuous
+
+    @pytest.mark.parametrize(
+        ("text", "limit"),
+        [
+            ("ratioLower > 1 + minEffect and pValue < alpha", 0.01),
+            ("pValue < 0.001 && ratio > 2", 0.001),
+            ("(ratio > 2 or ratioLower > 3) and pValue < alpha", 0.01),
+            ("ratioLower > 1.2 or pValue < alpha", None),
+            ("ratioLower > 1.2 and pValue < alpha or value > 10", None),
+            ("value > 2", None),
+            ("pValue <= alpha", None),
+        ],
+    )
+    def test_runs_are_skipped_only_when_fail_when_needs_a_small_p_value(
+        self, text: str, limit: float | None
+    ) -> None:
+        assert judge_compare.p_value_limit(text, 0.01) == limit
+
+    def test_batches_and_before_windows_follow_the_providers_grid(self) -> None:
+        rule = judge.load_rule("t", _compare_template("ratioLower > 1 + minEffect and pValue < alpha"))
+        simulator = rule.simulators["errors"]
+        # A run at minute 10 compares the 9 batches that ended a minute (SETTLE) before it.
+        assert simulator.batches_at(10) == 9  # type: ignore[attr-defined]
+        # After: minutes [0, 23) in 1-minute batches; before: six-minute windows mirrored.
+        assert rule.spans()[:2] == [(0, 23, 1), (-138, 0, 6)]
+
+    @pytest.mark.parametrize(("share", "slow"), [(0.002, 0.0), (0.02, 0.0), (0.002, 1.0)])
+    def test_skipping_runs_changes_no_outcome(self, share: float, slow: float) -> None:
+        fast = judge.load_rule("t", _compare_template("ratioLower > 1 + minEffect and pValue < alpha", 1))
+        exact = judge.load_rule("t", _compare_template("ratioLower > 1 + minEffect and pValue < alpha", 1))
+        for simulator in exact.simulators.values():
+            simulator.exact = True  # type: ignore[attr-defined]
+        latency = judge_streams.mixture_for_p95(judge.BASE_LATENCY, slow) if slow else judge.BASE_LATENCY
+        outcomes = []
+        for seed in range(2):
+            stream = judge_streams.draw_stream(
+                np.random.default_rng(seed),
+                judge_streams.Traffic(20.0),
+                600,
+                fast.spans(),
+                share_before=0.002,
+                share_after=share,
+                latency_before=judge.BASE_LATENCY,
+                latency_after=latency,
+            )
+            outcome = judge.judge_release(fast, stream)
+            assert outcome == judge.judge_release(exact, stream)
+            outcomes.append(outcome.failed_at)
+        if share > 0.002 or slow:
+            assert all(minute is not None for minute in outcomes)  # x10 errors, p95 x2: caught
+        else:
+            assert outcomes == [None, None]

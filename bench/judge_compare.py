@@ -1,0 +1,328 @@
+"""The comparison mode of the Prometheus provider, answered from a synthetic stream.
+
+Used by ``bench.judge`` for checks with ``prometheus.compare`` (``models.checks.Comparison``).
+What the real provider (``providers.prometheus_compare.measure``) asks Prometheus -
+the ``increase()`` of errors and requests, or of latency buckets, over each batch
+and its before-window - is read from the stream; everything else is the operator's
+own code: the batch grid (``prometheus_compare.grid``), the comparison
+(``decisions.sequential.compare_rates`` / ``compare_histograms``), the value and
+details (``sequential.measurement_details``), wrapped into a ``Measurement`` as
+``prometheus_compare.measure`` does, decided by ``decisions.checks.record``.
+
+Speed. The real comparison recomputes its confidence bounds from every batch at
+every run: tens of milliseconds early in a review, a quarter of a second a day in;
+over thousands of releases of hundreds of runs each that is days of CPU. So when the
+check's ``failWhen`` requires ``pValue < X`` (a clause joined to the rest by a
+top-level ``and``, as in the built-in template), the benchmark first computes the
+p-value every run would report - the running anytime-valid p-value of the batches so
+far, for all batches at once in numpy (``p_value_path``, the sums of
+``sequential.p_value_path`` in arrays; the unit tests hold the two to 1e-9) - and
+starts the check's runs at the first slot whose p-value is below ``X`` (times
+1 + 1e-6, against rounding). Every run before it has ``pValue >= X``, so its
+``failWhen`` is false and it is not a failed run: it cannot change the failure count
+``decisions.checks`` compares with ``failureLimit``. From that slot on every run is
+measured by the real comparison and recorded by ``checks.record``. Any other
+``failWhen`` - or ``treatMissingAsFailure``, or ``--exact`` - runs every slot that way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from bench import judge_streams as streams
+from postdeploy.decisions import phases, sequential, templates
+from postdeploy.models.checks import Comparison, PrometheusCheck
+from postdeploy.providers import coalescing, prometheus_compare
+from postdeploy.providers.base import Measurement, ReviewContext, Target
+
+__all__ = ["CompareSimulator", "compare_simulator", "p_value_limit", "p_value_path"]
+
+MINUTE = datetime.timedelta(minutes=1)
+EPOCH = datetime.datetime(2026, 1, 5, tzinfo=datetime.UTC)
+NUDGE = 1e-6
+FloatArray = npt.NDArray[np.float64]
+
+
+def p_value_path(
+    events_after: FloatArray,
+    total_after: FloatArray,
+    events_before: FloatArray,
+    total_before: FloatArray,
+    *,
+    min_effect: float,
+    prior_scale: float = 1.0,
+) -> FloatArray:
+    """``sequential.p_value_path`` in numpy: the anytime-valid p-value after each batch."""
+    offsets, log_weights = sequential._mixing_grid(prior_scale)
+    rho0 = 1.0 + min_effect
+    k = events_after + events_before
+    informative = (k > 0) & (total_after > 0) & (total_before > 0)
+    path = np.ones(len(events_after))
+    if not informative.any():
+        return path
+    x, kk = events_after[informative], k[informative]
+    a = total_after[informative] / total_before[informative]
+    u = np.asarray(offsets)
+    rhos = rho0 * np.exp(u)
+    steps = x[:, None] * u[None, :] - kk[:, None] * np.log1p(rhos[None, :] * a[:, None])
+    steps += (kk * np.log1p(rho0 * a))[:, None]
+    sums = np.asarray(log_weights)[None, :] + np.cumsum(steps, axis=0)
+    top = sums.max(axis=1)
+    mixture = top + np.log(np.exp(sums - top[:, None]).sum(axis=1))
+    path[informative] = np.exp(-np.maximum.accumulate(np.maximum(mixture, 0.0)))
+    # An uninformative batch repeats the p-value before it (1 before any).
+    last = np.maximum.accumulate(np.where(informative, np.arange(len(path)), -1))
+    result: FloatArray = np.where(last >= 0, path[np.maximum(last, 0)], 1.0)
+    return result
+
+
+_OPERATOR = re.compile(r"(?<![\w.])(?:and|or)(?![\w.])|&&|\|\|")
+_P_CLAUSE = re.compile(r"pValue\s*<\s*(alpha|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)")
+
+
+def p_value_limit(fail_when: str | None, alpha: float) -> float | None:
+    """X when ``fail_when`` is ``... and pValue < X and ...`` at its top level, else None."""
+    if fail_when is None:
+        return None
+    text = fail_when.strip()
+    clauses, start, depth, index = [], 0, 0, 0
+    while index < len(text):
+        char = text[index]
+        if char in "()":
+            depth += 1 if char == "(" else -1
+        elif depth == 0:
+            match = _OPERATOR.match(text, index)
+            if match:
+                if match.group() in ("or", "||"):
+                    return None  # a top-level "or": pValue alone does not decide
+                clauses.append(text[start:index])
+                start = index = match.end()
+                continue
+        index += 1
+    clauses.append(text[start:])
+    for clause in clauses:
+        match = _P_CLAUSE.fullmatch(clause.strip())
+        if match:
+            return alpha if match.group(1) == "alpha" else float(match.group(1))
+    return None
+
+
+@dataclasses.dataclass
+class _Prepared:
+    stream: streams.Stream
+    after: FloatArray  # errors: (batches, 2) events, total; buckets: (batches, bounds) cumulative
+    before: FloatArray
+
+
+@dataclasses.dataclass
+class CompareSimulator:
+    """One comparison check, measured as ``prometheus_compare.measure`` would."""
+
+    check: templates.ResolvedCheck
+    phase: templates.ResolvedPhase
+    spec: PrometheusCheck
+    compare: Comparison
+    exact: bool = False
+    bounds: tuple[float, ...] = (*streams.DEFAULT_BOUNDS, math.inf)
+    exact_runs: int = 0
+    _prepared: _Prepared | None = None
+    _batches_at: dict[int, int] = dataclasses.field(default_factory=dict)
+
+    # --- the grid ----------------------------------------------------------------------
+
+    def _grid(self, minute: int, deployed_at: datetime.datetime = EPOCH) -> prometheus_compare.Grid:
+        now = coalescing.aligned(deployed_at + minute * MINUTE, self.check.interval)
+        ctx = ReviewContext(
+            review_name="bench",
+            review_namespace="bench",
+            review_uid="bench",
+            target=Target("Deployment", "svc", "bench"),
+            version="2",
+            deployed_at=deployed_at,
+            now=now,
+            phase_name=self.check.phase,
+            phase_start=deployed_at + self.phase.start,
+            phase_end=deployed_at + self.phase.end,
+            check_name=self.check.name,
+            interval=self.check.interval,
+        )
+        return prometheus_compare.grid(self.spec, self.compare, ctx)
+
+    def batches_at(self, minute: int) -> int:
+        """Batches a run at this minute compares (the grid depends on offsets only)."""
+        if minute not in self._batches_at:
+            self._batches_at[minute] = self._grid(minute).batches
+        return self._batches_at[minute]
+
+    def _minutes(self, grid: prometheus_compare.Grid) -> tuple[int, int | None, int]:
+        """Batch length, offset (None: mirrored) and before-window length, in minutes."""
+        step = grid.step / 60
+        before = grid.before_window() / 60
+        offset = None if grid.offset is None else grid.offset / 60
+        for name, value in (("step", step), ("before-window", before), ("offset", offset)):
+            if value is not None and value != int(value):
+                raise ValueError(f"check {self.check.name}: {name} of {value} minutes is not whole minutes")
+        return int(step), None if offset is None else int(offset), int(before)
+
+    def last_minute(self) -> int:
+        """The minute of the check's last slot."""
+        last = phases.last_slot(self.phase, self.check)
+        return int((self.phase.start + last * self.check.interval) / MINUTE)
+
+    def spans(self, start: int, end: int) -> list[streams.Span]:
+        grid = self._grid(max(start, end - 1))
+        step, offset, before = self._minutes(grid)
+        batches = grid.batches
+        if batches == 0:
+            return []
+        needed: list[streams.Span] = [(0, batches * step, step)]
+        if offset is None:
+            needed.append((-before * batches, 0, before))
+        elif batches * step - offset > -offset:
+            needed.append((-offset, min(batches * step - offset, 0), step))
+        return needed
+
+    # --- counts per batch ------------------------------------------------------------------
+
+    def _data(self, stream: streams.Stream) -> _Prepared:
+        if self._prepared is not None and self._prepared.stream is stream:
+            return self._prepared
+        grid = self._grid(self.last_minute())
+        step, _, before_length = self._minutes(grid)
+        width = 2 if self.compare.total is not None else len(self.bounds)
+        after = np.zeros((grid.batches, width))
+        before = np.zeros((grid.batches, width))
+        for i, end in enumerate(grid.before_times()):
+            after[i] = self._row(stream.counts(i * step, (i + 1) * step))
+            if end is not None:
+                stop = round((end - grid.deployed) / 60)
+                before[i] = self._row(stream.counts(stop - before_length, stop))
+        self._prepared = _Prepared(stream, after, before)
+        return self._prepared
+
+    def _row(self, counts: streams.WindowCounts) -> FloatArray:
+        if self.compare.total is not None:
+            return np.array([min(counts.errors, counts.requests), counts.requests], dtype=np.float64)
+        cumulative: FloatArray = np.cumsum(counts.buckets).astype(np.float64)
+        return cumulative
+
+    # --- where the runs start, and one run -------------------------------------------------
+
+    def first_slot(self, stream: streams.Stream, slots: list[int]) -> int | None:
+        """The first slot (an index into ``slots``, run minutes) whose run could fail; None: none can."""
+        limit = p_value_limit(self.check.spec.fail_when, self.compare.alpha)
+        if self.exact or limit is None or self.check.spec.treat_missing_as_failure:
+            return 0
+        data = self._data(stream)
+        threshold = limit * (1 + NUDGE)
+        if self.compare.total is not None:
+            path = p_value_path(
+                *self._events(data.after, data.before, None), min_effect=self.compare.min_effect
+            )
+            below = np.flatnonzero(path < threshold)
+            if not len(below):
+                return None
+            needed = int(below[0]) + 1
+            return next((i for i, minute in enumerate(slots) if self.batches_at(minute) >= needed), None)
+        paths: dict[float, FloatArray] = {}
+        summed = np.cumsum(data.before, axis=0)
+        for i, minute in enumerate(slots):
+            count = self.batches_at(minute)
+            if count == 0:
+                continue
+            boundary = self.compare.boundary
+            if boundary is None:
+                boundary = sequential._choose_boundary(
+                    self.compare.quantile, list(self.bounds), summed[count - 1].tolist()
+                )
+            if boundary not in paths:
+                events = self._events(data.after, data.before, boundary)
+                paths[boundary] = p_value_path(*events, min_effect=self.compare.min_effect)
+            if paths[boundary][count - 1] < threshold:
+                return i
+        return None
+
+    def _events(
+        self, after: FloatArray, before: FloatArray, boundary: float | None
+    ) -> tuple[FloatArray, ...]:
+        if boundary is None:
+            return after[:, 0], after[:, 1], before[:, 0], before[:, 1]
+        position = self.bounds.index(boundary)
+        return (
+            np.maximum(0.0, after[:, -1] - after[:, position]),
+            after[:, -1],
+            np.maximum(0.0, before[:, -1] - before[:, position]),
+            before[:, -1],
+        )
+
+    def measure(self, stream: streams.Stream, minute: int, memo: Mapping[str, Any]) -> Measurement:
+        count = self.batches_at(minute)
+        if count == 0:
+            return Measurement.no_data("not enough traffic yet (0 requests: the first batch has not ended)")
+        data = self._data(stream)
+        self.exact_runs += 1
+        result = self._compare(data.after[:count], data.before[:count])
+        report = sequential.measurement_details(result, min_requests=self.compare.min_requests)
+        return self._wrap(report, self._grid(minute))
+
+    def _compare(
+        self, after: FloatArray, before: FloatArray
+    ) -> sequential.RateComparison | sequential.HistogramComparison:
+        if self.compare.total is not None:
+            batches = [
+                sequential.CountBatch(float(a[0]), float(a[1]), float(b[0]), float(b[1]))
+                for a, b in zip(after, before, strict=True)
+            ]
+            return sequential.compare_rates(
+                batches, alpha=self.compare.alpha, min_effect=self.compare.min_effect
+            )
+        return sequential.compare_histograms(
+            list(self.bounds),
+            after.tolist(),
+            before.tolist(),
+            alpha=self.compare.alpha,
+            quantile=self.compare.quantile,
+            min_effect=self.compare.min_effect,
+            boundary=self.compare.boundary,
+        )
+
+    def _wrap(self, report: sequential.MeasurementReport, grid: prometheus_compare.Grid) -> Measurement:
+        """``prometheus_compare.measure``'s last lines: the report as a Measurement."""
+        details = {
+            **report.details,
+            "step": self.spec.step,
+            "beforeWindow": f"{round(grid.before_window())}s",
+            "multiplier": self.compare.multiplier if self.compare.offset is None else None,
+            "offset": self.compare.offset,
+        }
+        if report.value is None:
+            return Measurement.no_data(report.message, details=details)
+        return Measurement.ok(report.value, details=details, message=report.message)
+
+
+def compare_simulator(
+    check: templates.ResolvedCheck, phase: templates.ResolvedPhase, parameters: Mapping[str, str]
+) -> CompareSimulator | None:
+    """The simulator of a comparison check on the request metrics, else None."""
+    spec = check.spec.prometheus
+    if spec is None or spec.compare is None:
+        return None
+    query = spec.query
+    for name, value in parameters.items():
+        query = query.replace("{{" + name + "}}", value)
+    compare = spec.compare
+    if compare.total is not None:
+        errors = "http_requests_total" in query and 'code=~"5.."' in query
+        if not (errors and "http_requests_total" in compare.total and "code" not in compare.total):
+            return None
+    elif "http_request_duration_seconds_bucket" not in query:
+        return None
+    return CompareSimulator(check, phase, spec, compare)
