@@ -32,8 +32,8 @@ test), both one-sided at ``--alpha``.
 
 Usage::
 
-    python -m bench.judge [--quick] [--releases 1000] [--detection-releases 300]
-                          [--levels 0.1,1,5,20,100,1000] [--workers 1] [--markdown FILE]
+    python -m bench.judge [--quick] [--releases 1000] [--other-releases 200]
+                          [--levels 0.1,1,5,20,100,1000] [--workers 2] [--markdown FILE]
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import functools
 import math
 import multiprocessing
 import os
@@ -88,6 +89,7 @@ DETECT_WITHIN = 10  # minutes, the issue's target
 MINUTE = datetime.timedelta(minutes=1)
 EPOCH = datetime.datetime(2026, 1, 5, tzinfo=datetime.UTC)  # a Monday, 00:00 UTC
 BASE_LATENCY = streams.Latency(median=0.1, sigma=0.5)
+BASE_P95 = BASE_LATENCY.quantile(0.95)
 
 
 # --- what the provider would measure ----------------------------------------------------
@@ -255,6 +257,9 @@ def load_rule(name: str, manifest: Mapping[str, Any], only: Iterable[str] | None
                     skipped.append(check.name)  # about requests, but not answerable here
             else:
                 simulators[check.name] = simulator
+    judge_compare.share_grids(
+        [s for s in simulators.values() if isinstance(s, judge_compare.CompareSimulator)]
+    )
     if wanted is not None and not wanted <= simulators.keys():
         raise ValueError(f"{name}: cannot simulate {sorted(wanted - simulators.keys())}")
     return Rule(name, review, simulators, tuple(skipped))
@@ -329,8 +334,9 @@ class Scenario:
     latency_after: streams.Latency = BASE_LATENCY
 
 
-def scenarios() -> list[Scenario]:
-    return [
+@functools.cache
+def scenarios() -> tuple[Scenario, ...]:
+    return (
         Scenario("healthy, 5xx 0.2 %", "healthy"),
         Scenario("healthy, 5xx 1 %", "healthy", 0.01, 0.01),
         Scenario("5xx x1.5", "errors", share_after=1.5 * BASE_SHARE),
@@ -339,7 +345,7 @@ def scenarios() -> list[Scenario]:
         Scenario("p95 +25 %", "latency", latency_after=streams.mixture_for_p95(BASE_LATENCY, 0.25)),
         Scenario("p95 +50 %", "latency", latency_after=streams.mixture_for_p95(BASE_LATENCY, 0.5)),
         Scenario("p95 +100 %", "latency", latency_after=streams.mixture_for_p95(BASE_LATENCY, 1.0)),
-    ]
+    )
 
 
 def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -364,7 +370,7 @@ def oracle_detects(
     before = stream.counts(-within, 0)
     if scenario.kind == "latency":
         # Requests above the first bucket bound at or above the healthy p95.
-        cut = next(i for i, b in enumerate(streams.DEFAULT_BOUNDS) if b >= BASE_LATENCY.quantile(0.95))
+        cut = next(i for i, b in enumerate(streams.DEFAULT_BOUNDS) if b >= BASE_P95)
         slow_after, slow_before = int(after.buckets[cut + 1 :].sum()), int(before.buckets[cut + 1 :].sum())
         known = 1 - BASE_LATENCY.cdf(streams.DEFAULT_BOUNDS[cut])
     else:
@@ -556,13 +562,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.judge", description=__doc__.split("\n\n")[0])
     parser.add_argument("--releases", type=int, default=1000, help="healthy releases per traffic level")
     parser.add_argument(
-        "--detection-releases", type=int, default=300, help="releases per regression and level"
+        "--other-releases",
+        type=int,
+        default=200,
+        help="releases per level of each regression and of the healthy release at a 1 %% share",
     )
     parser.add_argument("--levels", default=",".join(f"{x:g}" for x in LEVELS), help="daily mean rps")
     parser.add_argument("--alpha", type=float, default=0.01, help="level of the 10-minute reference tests")
     parser.add_argument("--seed", type=int, default=20261130)
-    parser.add_argument("--workers", type=int, default=1, help="processes (the machine is shared)")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 60 healthy, 30 per regression")
+    parser.add_argument("--workers", type=int, default=2, help="processes (2 cores, shared)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 60 healthy, 30 others")
     parser.add_argument("--rules", default="today,new", help="today, new or both (comma-separated)")
     parser.add_argument(
         "--exact", action="store_true", help="run every comparison run exactly (very slow; a spot check)"
@@ -570,7 +579,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--markdown", type=pathlib.Path, help="also write the tables to this file")
     args = parser.parse_args(argv)
     if args.quick:
-        args.releases, args.detection_releases = 60, 30
+        args.releases, args.other_releases = 60, 30
     levels = [float(x) for x in args.levels.split(",")]
 
     rules = []
@@ -590,8 +599,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     tasks: list[Task] = []
     chunk = 50
     for l_index, rps in enumerate(levels):
-        for s_index, scenario in enumerate(scenarios()):
-            total = args.releases if scenario.kind == "healthy" else args.detection_releases
+        for s_index in range(len(scenarios())):
+            total = args.releases if s_index == 0 else args.other_releases
             for first in range(0, total, chunk):
                 count = min(chunk, total - first)
                 tasks.append(Task(l_index, rps, s_index, first, count, args.seed, args.alpha))

@@ -43,7 +43,7 @@ from postdeploy.models.checks import Comparison, PrometheusCheck
 from postdeploy.providers import coalescing, prometheus_compare
 from postdeploy.providers.base import Measurement, ReviewContext, Target
 
-__all__ = ["CompareSimulator", "compare_simulator", "p_value_limit", "p_value_path"]
+__all__ = ["CompareSimulator", "Shared", "compare_simulator", "p_value_limit", "p_value_path", "share_grids"]
 
 MINUTE = datetime.timedelta(minutes=1)
 EPOCH = datetime.datetime(2026, 1, 5, tzinfo=datetime.UTC)
@@ -116,10 +116,19 @@ def p_value_limit(fail_when: str | None, alpha: float) -> float | None:
 
 
 @dataclasses.dataclass
-class _Prepared:
-    stream: streams.Stream
-    after: FloatArray  # errors: (batches, 2) events, total; buckets: (batches, bounds) cumulative
-    before: FloatArray
+class Shared:
+    """Counts and p-value paths of one stream, shared by the checks of one grid.
+
+    Checks with the same query kind, step, before-windows and test (``error-rate`` and
+    ``error-rate-extended``) compare the same batches: a run compares the first N of
+    them, so the counts and paths up to the last run of the group serve every check.
+    """
+
+    horizon: int = 0  # the minute of the group's last run
+    stream: streams.Stream | None = None
+    after: FloatArray | None = None  # errors: (batches, 2) events, total; buckets: cumulative
+    before: FloatArray | None = None
+    paths: dict[float | None, FloatArray] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -133,7 +142,7 @@ class CompareSimulator:
     exact: bool = False
     bounds: tuple[float, ...] = (*streams.DEFAULT_BOUNDS, math.inf)
     exact_runs: int = 0
-    _prepared: _Prepared | None = None
+    shared: Shared = dataclasses.field(default_factory=Shared)
     _batches_at: dict[int, int] = dataclasses.field(default_factory=dict)
 
     # --- the grid ----------------------------------------------------------------------
@@ -192,26 +201,44 @@ class CompareSimulator:
 
     # --- counts per batch ------------------------------------------------------------------
 
-    def _data(self, stream: streams.Stream) -> _Prepared:
-        if self._prepared is not None and self._prepared.stream is stream:
-            return self._prepared
-        grid = self._grid(self.last_minute())
-        step, _, before_length = self._minutes(grid)
-        width = 2 if self.compare.total is not None else len(self.bounds)
-        after = np.zeros((grid.batches, width))
-        before = np.zeros((grid.batches, width))
-        for i, end in enumerate(grid.before_times()):
-            after[i] = self._row(stream.counts(i * step, (i + 1) * step))
-            if end is not None:
-                stop = round((end - grid.deployed) / 60)
-                before[i] = self._row(stream.counts(stop - before_length, stop))
-        self._prepared = _Prepared(stream, after, before)
-        return self._prepared
+    def group(self) -> tuple[Any, ...]:
+        """Checks with equal groups compare the same batches the same way."""
+        c = self.compare
+        return (self.spec.step, c.total is None, c.multiplier, c.offset, c.min_effect, c.quantile, c.boundary)
 
-    def _row(self, counts: streams.WindowCounts) -> FloatArray:
+    def _data(self, stream: streams.Stream) -> tuple[FloatArray, FloatArray]:
+        shared = self.shared
+        if shared.stream is stream and shared.after is not None and shared.before is not None:
+            return shared.after, shared.before
+        grid = self._grid(max(shared.horizon, self.last_minute()))
+        step, _, before_length = self._minutes(grid)
+        index = np.arange(grid.batches, dtype=np.int64)
+        after = self._rows(stream.counts_many(index * step, (index + 1) * step))
+        before = np.zeros_like(after)
+        ends = grid.before_times()
+        present = np.array([end is not None for end in ends], dtype=bool)
+        if present.any():
+            stops = np.array(
+                [round((end - grid.deployed) / 60) for end in ends if end is not None], dtype=np.int64
+            )
+            before[present] = self._rows(stream.counts_many(stops - before_length, stops))
+        shared.stream, shared.after, shared.before, shared.paths = stream, after, before, {}
+        return after, before
+
+    def _path(self, stream: streams.Stream, boundary: float | None) -> FloatArray:
+        after, before = self._data(stream)
+        if boundary not in self.shared.paths:
+            events = self._events(after, before, boundary)
+            self.shared.paths[boundary] = p_value_path(*events, min_effect=self.compare.min_effect)
+        return self.shared.paths[boundary]
+
+    def _rows(self, counts: tuple[streams.IntArray, streams.IntArray, streams.IntArray]) -> FloatArray:
+        """Per window: (events capped at requests, requests), or cumulative bucket counts."""
+        requests, errors, buckets = counts
         if self.compare.total is not None:
-            return np.array([min(counts.errors, counts.requests), counts.requests], dtype=np.float64)
-        cumulative: FloatArray = np.cumsum(counts.buckets).astype(np.float64)
+            rows: FloatArray = np.stack([np.minimum(errors, requests), requests], axis=1).astype(np.float64)
+            return rows
+        cumulative: FloatArray = np.cumsum(buckets, axis=1).astype(np.float64)
         return cumulative
 
     # --- where the runs start, and one run -------------------------------------------------
@@ -221,19 +248,14 @@ class CompareSimulator:
         limit = p_value_limit(self.check.spec.fail_when, self.compare.alpha)
         if self.exact or limit is None or self.check.spec.treat_missing_as_failure:
             return 0
-        data = self._data(stream)
         threshold = limit * (1 + NUDGE)
         if self.compare.total is not None:
-            path = p_value_path(
-                *self._events(data.after, data.before, None), min_effect=self.compare.min_effect
-            )
-            below = np.flatnonzero(path < threshold)
+            below = np.flatnonzero(self._path(stream, None) < threshold)
             if not len(below):
                 return None
             needed = int(below[0]) + 1
             return next((i for i, minute in enumerate(slots) if self.batches_at(minute) >= needed), None)
-        paths: dict[float, FloatArray] = {}
-        summed = np.cumsum(data.before, axis=0)
+        summed = np.cumsum(self._data(stream)[1], axis=0)
         for i, minute in enumerate(slots):
             count = self.batches_at(minute)
             if count == 0:
@@ -243,10 +265,7 @@ class CompareSimulator:
                 boundary = sequential._choose_boundary(
                     self.compare.quantile, list(self.bounds), summed[count - 1].tolist()
                 )
-            if boundary not in paths:
-                events = self._events(data.after, data.before, boundary)
-                paths[boundary] = p_value_path(*events, min_effect=self.compare.min_effect)
-            if paths[boundary][count - 1] < threshold:
+            if self._path(stream, boundary)[count - 1] < threshold:
                 return i
         return None
 
@@ -267,9 +286,9 @@ class CompareSimulator:
         count = self.batches_at(minute)
         if count == 0:
             return Measurement.no_data("not enough traffic yet (0 requests: the first batch has not ended)")
-        data = self._data(stream)
+        after, before = self._data(stream)
         self.exact_runs += 1
-        result = self._compare(data.after[:count], data.before[:count])
+        result = self._compare(after[:count], before[:count])
         report = sequential.measurement_details(result, min_requests=self.compare.min_requests)
         return self._wrap(report, self._grid(minute))
 
@@ -326,3 +345,12 @@ def compare_simulator(
     elif "http_request_duration_seconds_bucket" not in query:
         return None
     return CompareSimulator(check, phase, spec, compare)
+
+
+def share_grids(simulators: list[CompareSimulator]) -> None:
+    """Let the checks of one grid (see ``CompareSimulator.group``) share counts and paths."""
+    groups: dict[tuple[Any, ...], Shared] = {}
+    for simulator in simulators:
+        shared = groups.setdefault(simulator.group(), Shared())
+        shared.horizon = max(shared.horizon, simulator.last_minute())
+        simulator.shared = shared

@@ -32,6 +32,7 @@ deployment switches all traffic at once at a minute boundary.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -220,6 +221,34 @@ class Stream:
             raise ValueError(f"minutes [{start}, {end}) were not drawn: segments {self.spans()}")
         return WindowCounts(requests, errors, buckets)
 
+    def counts_many(self, starts: IntArray, ends: IntArray) -> tuple[IntArray, IntArray, IntArray]:
+        """``counts`` of many windows at once: requests, errors (one per window) and
+        buckets (a row per window)."""
+        requests = np.zeros(len(starts), dtype=np.int64)
+        errors = np.zeros(len(starts), dtype=np.int64)
+        buckets = np.zeros((len(starts), self.segments[0].buckets.shape[1]), dtype=np.int64)
+        covered = np.zeros(len(starts), dtype=np.int64)
+        for segment in self.segments:
+            low, high = np.maximum(starts, segment.start), np.minimum(ends, segment.end)
+            inside = low < high
+            if not inside.any():
+                continue
+            low, high = low[inside], high[inside]
+            if ((low - segment.start) % segment.resolution).any() or (
+                (high - segment.start) % segment.resolution
+            ).any():
+                raise ValueError(
+                    f"windows cut blocks of {segment.resolution} minutes drawn from {segment.start}"
+                )
+            i, j = (low - segment.start) // segment.resolution, (high - segment.start) // segment.resolution
+            requests[inside] += segment.requests[j] - segment.requests[i]
+            errors[inside] += segment.errors[j] - segment.errors[i]
+            buckets[inside] += segment.buckets[j] - segment.buckets[i]
+            covered[inside] += high - low
+        if (covered != ends - starts).any():
+            raise ValueError(f"some windows were not drawn: segments {self.spans()}")
+        return requests, errors, buckets
+
     def spans(self) -> list[tuple[int, int]]:
         return [(s.start, s.end) for s in self.segments]
 
@@ -265,6 +294,11 @@ def plan_segments(spans: Sequence[Span]) -> list[tuple[int, int, int]]:
     return [(a, b, r) for a, b, r in pieces]
 
 
+@functools.lru_cache(maxsize=64)
+def _shares(latency: Latency, bounds: tuple[float, ...]) -> FloatArray:
+    return latency.bucket_shares(bounds)
+
+
 def draw_stream(
     rng: np.random.Generator,
     traffic: Traffic,
@@ -283,7 +317,7 @@ def draw_stream(
     its minutes, thinned and split into buckets as one: the same distribution as the
     sum of its minutes drawn one by one.
     """
-    shares = {False: latency_before.bucket_shares(bounds), True: latency_after.bucket_shares(bounds)}
+    shares = {False: _shares(latency_before, tuple(bounds)), True: _shares(latency_after, tuple(bounds))}
     segments = []
     for start, end, resolution in plan_segments(spans):
         minutes = np.arange(start, end)
