@@ -1,47 +1,61 @@
 # postdeploy — the two commands a newcomer needs are `make demo` and `make test`.
-PYTHON ?= python3
+#
+# Every target that runs Python first runs the install step (testbed/install.sh):
+# Debian packages, a virtual environment in $(VENV) with the project and its test
+# dependencies, and the test bed's Go builds. Each part is a quick check when its work
+# is done. Everything then runs with the venv's python, and the venv's bin/ comes first
+# on PATH, so ruff and mypy come from it and `kubectl postdeploy` finds kubectl-postdeploy.
+VENV ?= $(CURDIR)/.venv
+PYTHON := $(VENV)/bin/python
+export VENV
+export PATH := $(VENV)/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)
 
-.PHONY: install binaries testbed-up testbed-down demo test test-unit test-e2e lint typecheck crds bench bench-judge
+.PHONY: install venv binaries testbed-up testbed-down demo test test-unit test-e2e lint typecheck crds bench bench-judge
 
+# All of it: Debian packages, the venv, the Go builds.
 install:
-	$(PYTHON) -m pip install -q -e '.[test]'
+	./testbed/install.sh
+
+# The venv only: enough for lint and unit tests.
+venv:
+	SKIP_APT=1 SKIP_BINARIES=1 ./testbed/install.sh
 
 binaries:
 	./testbed/build-binaries.sh
 
-testbed-up: binaries
+testbed-up: install
 	$(PYTHON) -m testbed up
 
-testbed-down:
+testbed-down: venv
 	$(PYTHON) -m testbed down
 
-crds:
+crds: venv
 	$(PYTHON) -m postdeploy crds crds/
 	$(PYTHON) helm/render_manifests.py
 
-demo: binaries
+demo: install
 	$(PYTHON) -m testbed.demo $(DEMO_ARGS)
 
-lint:
+lint: venv
 	ruff check operator tests testbed bench
 	mypy
 
 typecheck: lint
 
-test-unit:
+test-unit: venv
 	$(PYTHON) -m pytest -q tests/unit
 
-test-e2e: binaries
+test-e2e: install
 	$(PYTHON) -m pytest -q -m e2e tests/e2e
 
-test: binaries lint
+test: install lint
 	$(PYTHON) -m pytest -q tests
 
-bench: binaries
+bench: install
 	$(PYTHON) -m testbed.bench
 
 # The judge's false-failure and detection rates on synthetic streams (docs/judge.md);
 # no test bed. BENCH_JUDGE_ARGS=--quick for a smoke run.
-bench-judge:
+bench-judge: venv
 	$(PYTHON) -m bench.judge $(BENCH_JUDGE_ARGS)

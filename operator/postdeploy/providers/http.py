@@ -25,7 +25,7 @@ import urllib.parse
 from typing import Any
 
 import httpx
-from jsonpath_ng import ext as jsonpath
+from jsonpath_ng.ext import parser as jsonpath
 
 from postdeploy.decisions import durations
 from postdeploy.models.checks import Baseline, HttpCheck
