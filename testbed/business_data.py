@@ -3,12 +3,13 @@
 Called by ``testbed.postgres.start`` (``seed``) once the server runs, and by e2e tests
 (``inject_conversion_drop``) to break the business metrics after a chosen
 "deployment time". Everything is generated inside PostgreSQL (``generate_series``),
-in one transaction with ``setseed``, so ~0.85 M rows take under ten seconds.
+in one transaction with ``setseed``: ~0.85 M rows in 10-20 seconds.
 
-The data covers the 14 whole days before today plus today up to the seeding moment
-(all times UTC). Each user has an engagement (the chance of being active on a given
-day); an active user-day brings requests, sessions and feature uses at times with a
-daily cycle (peak ~15:00, ~4x the quietest hour); weekends are ~12% quieter:
+The data covers the 14 whole days before the seeding moment's day plus that day up to
+the seeding moment (all times UTC). Each user has an engagement (the chance of being
+active on a given day); an active user-day brings requests, sessions and feature uses
+at times with a daily cycle (peak ~15:00, ~4x the quietest hour); weekends are 12%
+quieter:
 
 - ``users``                     25,000 accounts (country, plan);
 - ``user_activity``             one row per request (``created_at``, ``user_id``,
@@ -17,16 +18,30 @@ daily cycle (peak ~15:00, ~4x the quietest hour); weekends are ~12% quieter:
 - ``feature_usage``             ~8k uses/day of six features, plus ``smart_shuffle``,
                                 launched 36 hours before seeding (``feature_launch_at``)
                                 and ramping up over its first 12 hours;
-- ``sessions``                  ~6.5k visits/day, ``converted`` for ~3.5% of them;
+- ``sessions``                  ~6.5k visits/day, ``converted`` for 3.5% of them;
 - ``orders``                    one per converted session (96% ``paid``, 4% ``refunded``,
                                 ~$35 median), ~$9k of revenue a day;
 - ``experiments``, ``experiment_assignments``, ``experiment_conversions``: three A/B
-  tests on ~60% of users each: ``checkout_redesign`` (B converts 12% vs A 10%, a real
+  tests on 15,000 users each: ``checkout_redesign`` (B converts 12% vs A 10%, a real
   lift), ``search_ranking`` (no difference, 8% both) and ``onboarding_tips`` (equal
   rates but a 55/45 split where 50/50 was planned: a sample-ratio mismatch).
 
-Until a fault is injected the series are stationary, so any "since deployment vs the
-previous equal period" comparison is flat.
+What tests assert is fixed by construction, whatever the date and time of seeding
+(``tests/e2e/test_postgres.py`` seeds at chosen clocks to show it):
+
+- the experiments' counts are exact (A 750 of 7,500 vs B 900 of 7,500, z = 3.9;
+  600 of 7,500 both; 8,250 vs 6,750), drawn before anything that depends on the date;
+- ``smart_shuffle`` has exactly 1,800 uses by exactly 1,200 users since its launch
+  (1,694 uses by 1,160 users in the last 30 hours), at offsets from the launch;
+- the established features take turns in a fixed cycle of twelve in time order, so in
+  any window search has a third of their uses and playlists a quarter: search leads
+  (about 3,000 to 4,100 uses in the 36 hours since the launch, depending on the
+  weekday and hour) ahead of playlists and of smart_shuffle's 1,800;
+- which sessions convert follows a low-discrepancy sequence in time order, so every
+  period's conversion rate is 3.5% to within a few sessions, and "since deployment vs
+  the previous equal period" is flat (ratios 0.99-1.01) until a fault is injected;
+- daily actives differ between days only by the weekend factor (0.88) and sampling
+  noise of about 1%.
 """
 
 from __future__ import annotations
@@ -64,7 +79,9 @@ _PARAMS: dict[str, Any] = {
     "feature_uses_per_active_day": 2.0,
     "conversion_rate": 0.035,
     "launch_age": FEATURE_LAUNCH_AGE,
-    "launch_adoption": 0.35,
+    "launch_uses": 1_800,
+    "launch_users": 1_200,
+    "experiment_users": 15_000,  # 60% of the users in each experiment
 }
 
 _SCHEMA = """
@@ -138,21 +155,23 @@ _TIME_OF_DAY = """
      END) * interval '1 hour'
 """
 
-# Each entry is one statement; the generated rows depend only on the seed, the
-# parameters and the seeding moment (now()).
+# Each entry is one statement, run with ``_PARAMS`` and ``now`` (the seeding moment).
+# Statements that draw from random() come first when their row count does not depend
+# on the clock (users, experiments, the new feature's uses), so what they draw is the
+# same whatever the date; the rest depend on the date only through which days are
+# weekends and where ``now`` falls in its day, and every fact a test asserts holds by
+# construction with a margin (see the module docstring).
 _DATA = (
     """
     CREATE TEMP TABLE seed_days ON COMMIT DROP AS
-    SELECT day,
-           CASE WHEN extract(isodow FROM day) >= 6 THEN 0.88 ELSE 1 END
-           * (0.97 + 0.06 * random()) AS factor
-    FROM generate_series(date_trunc('day', now()) - interval '14 days',
-                         date_trunc('day', now()), interval '1 day') AS day
+    SELECT day, CASE WHEN extract(isodow FROM day) >= 6 THEN 0.88 ELSE 1 END AS factor
+    FROM generate_series(date_trunc('day', %(now)s) - interval '14 days',
+                         date_trunc('day', %(now)s), interval '1 day') AS day
     """,
     """
     INSERT INTO users (id, created_at, country, plan)
     SELECT id,
-           now() - interval '15 days' - random() * interval '700 days',
+           %(now)s - interval '15 days' - random() * interval '700 days',
            (ARRAY['US','US','US','DE','GB','FR','BR','IN','JP','CA'])
                [1 + floor(random() * 10)::int],
            CASE WHEN random() < 0.22 THEN 'premium' ELSE 'free' END
@@ -163,6 +182,70 @@ _DATA = (
     CREATE TEMP TABLE seed_users ON COMMIT DROP AS
     SELECT id, least(0.95, 0.02 + 0.75 * power(random(), 2.5)) AS engagement
     FROM users ORDER BY id
+    """,
+    """
+    INSERT INTO experiments (name, description, version, started_at, variants, planned_split)
+    VALUES
+      ('checkout_redesign', 'One-page checkout', 'v1.0.0',
+       date_trunc('hour', %(now)s) - interval '10 days', '{A,B}', '{0.5,0.5}'),
+      ('search_ranking', 'Learned ranking for search results', 'v0.9.0',
+       date_trunc('hour', %(now)s) - interval '12 days', '{A,B}', '{0.5,0.5}'),
+      ('onboarding_tips', 'Tooltips during onboarding', 'v1.0.0',
+       date_trunc('hour', %(now)s) - interval '7 days', '{A,B}', '{0.5,0.5}')
+    """,
+    """
+    CREATE TEMP TABLE seed_experiments (name, b_share, rate_a, rate_b, value_cents)
+    ON COMMIT DROP AS VALUES
+      ('checkout_redesign', 0.50, 0.10, 0.12, 3500),
+      ('search_ranking',    0.50, 0.08, 0.08, 1200),
+      ('onboarding_tips',   0.45, 0.20, 0.20, 0)
+    """,
+    # Exactly experiment_share of the users take part in each experiment, exactly
+    # b_share of them see B, and exactly rate_a / rate_b of each variant convert: which
+    # users is random, how many is not.
+    """
+    INSERT INTO experiment_assignments (experiment, variant, user_id, assigned_at)
+    SELECT name, CASE WHEN rank <= round(b_share * %(experiment_users)s) THEN 'B' ELSE 'A' END,
+           id, started_at + random() * (%(now)s - started_at)
+    FROM (
+        SELECT e.name, p.b_share, e.started_at, u.id,
+               row_number() OVER (PARTITION BY e.name ORDER BY random()) AS rank
+        FROM experiments AS e JOIN seed_experiments AS p USING (name) CROSS JOIN users AS u
+    ) AS ranked
+    WHERE rank <= %(experiment_users)s
+    ORDER BY name, id
+    """,
+    """
+    INSERT INTO experiment_conversions (experiment, user_id, converted_at, value_cents)
+    SELECT experiment, user_id, least(%(now)s, assigned_at + random() * interval '48 hours'),
+           CASE WHEN value_cents = 0 THEN 0
+                ELSE greatest(199, round(value_cents * (0.5 + random())))::int END
+    FROM (
+        SELECT a.experiment, a.user_id, a.assigned_at, p.value_cents,
+               CASE a.variant WHEN 'A' THEN p.rate_a ELSE p.rate_b END AS rate,
+               count(*) OVER (PARTITION BY a.experiment, a.variant) AS exposed,
+               row_number() OVER (PARTITION BY a.experiment, a.variant ORDER BY random()) AS rank
+        FROM experiment_assignments AS a JOIN seed_experiments AS p ON p.name = a.experiment
+    ) AS ranked
+    WHERE rank <= round(rate * exposed)
+    ORDER BY experiment, user_id
+    """,
+    # The new feature: exactly launch_uses uses by exactly launch_users users, at times
+    # after the launch whose density ramps up over the first 12 hours and then stays
+    # flat to the seeding moment (inverse of F(t) = t^2/24 up to 12 h, then 6 + (t - 12),
+    # over a total of 30); its counts in any window measured from the launch are fixed.
+    """
+    INSERT INTO feature_usage (feature_name, user_id, created_at)
+    SELECT 'smart_shuffle', adopters.id,
+           %(now)s - %(launch_age)s + interval '1 hour'
+               * CASE WHEN area < 6 THEN sqrt(24 * area) ELSE 6 + area END
+    FROM (
+        SELECT n, 30 * random() AS area FROM generate_series(0, %(launch_uses)s - 1) AS n
+    ) AS uses
+    JOIN (
+        SELECT id, row_number() OVER (ORDER BY random()) - 1 AS slot FROM users
+    ) AS adopters ON adopters.slot = uses.n %% %(launch_users)s
+    ORDER BY 3
     """,
     # One row per user and day the user was active, with that day's volumes.
     """
@@ -189,97 +272,52 @@ _DATA = (
                round(20 - 60 * ln(1 - random()))::int AS latency_ms
         FROM seed_active AS a, generate_series(1, a.requests)
     ) AS generated
-    WHERE ts <= now()
+    WHERE ts <= %(now)s
     ORDER BY ts
     """,
+    # The established features take turns in a fixed cycle of twelve uses in time
+    # order, so any run of consecutive uses holds each feature's share to within a
+    # few uses: search always leads (4 in 12), then playlists (3 in 12).
     f"""
     INSERT INTO feature_usage (feature_name, user_id, created_at)
-    SELECT feature_name, user_id, ts FROM (
-        SELECT (ARRAY['search','search','search','search','playlists','playlists','playlists',
-                      'downloads','downloads','share','lyrics','export'])
-                   [1 + floor(random() * 12)::int] AS feature_name,
-               a.user_id,
-               a.day + {_TIME_OF_DAY} AS ts
+    SELECT (ARRAY['search','playlists','search','downloads','playlists','search',
+                  'share','search','playlists','downloads','lyrics','export'])
+               [1 + (row_number() OVER (ORDER BY ts) - 1) %% 12],
+           user_id, ts
+    FROM (
+        SELECT a.user_id, a.day + {_TIME_OF_DAY} AS ts
         FROM seed_active AS a, generate_series(1, a.feature_uses)
     ) AS generated
-    WHERE ts <= now()
+    WHERE ts <= %(now)s
+    ORDER BY ts
     """,
-    # The new feature: users adopt it after launch, more of them over its first 12 h.
-    f"""
-    INSERT INTO feature_usage (feature_name, user_id, created_at)
-    SELECT 'smart_shuffle', user_id, ts FROM (
-        SELECT a.user_id, a.day + {_TIME_OF_DAY} AS ts, random() AS chance
-        FROM seed_active AS a,
-             generate_series(1, 1 + floor(-ln(1 - random()) * 1.5)::int)
-        WHERE a.day >= date_trunc('day', now() - %(launch_age)s)
-    ) AS generated
-    WHERE ts <= now() AND ts >= now() - %(launch_age)s
-      AND chance < %(launch_adoption)s * least(1,
-              extract(epoch FROM ts - (now() - %(launch_age)s)) / 43200)
-    """,
+    # Which sessions convert is a low-discrepancy sequence in time order (the golden
+    # ratio's multiples modulo 1 below conversion_rate), so every period's conversion
+    # rate is conversion_rate to within a few sessions: no chance drop between periods.
     f"""
     INSERT INTO sessions (user_id, started_at, channel, converted)
-    SELECT user_id, ts, channel, converted FROM (
+    SELECT user_id, ts, channel,
+           mod(row_number() OVER (ORDER BY ts) * 0.6180339887498948482, 1) < %(conversion_rate)s
+    FROM (
         SELECT a.user_id,
                a.day + {_TIME_OF_DAY} AS ts,
                (ARRAY['organic','organic','organic','paid','paid','email','direct'])
-                   [1 + floor(random() * 7)::int] AS channel,
-               random() < %(conversion_rate)s AS converted
+                   [1 + floor(random() * 7)::int] AS channel
         FROM seed_active AS a, generate_series(1, a.sessions)
     ) AS generated
-    WHERE ts <= now()
+    WHERE ts <= %(now)s
     ORDER BY ts
     """,
     """
     INSERT INTO orders (user_id, session_id, created_at, amount_cents, status)
     SELECT user_id, id,
-           least(now(), started_at + interval '1 minute' + random() * interval '20 minutes'),
+           least(%(now)s, started_at + interval '1 minute' + random() * interval '20 minutes'),
            greatest(199, round(exp(ln(3500) + 0.6 * sqrt(-2 * ln(1 - random()))
                                                * cos(2 * pi() * random()))))::int,
            CASE WHEN random() < 0.96 THEN 'paid' ELSE 'refunded' END
     FROM sessions
     WHERE converted
     ORDER BY id
-    """,
-    """
-    INSERT INTO experiments (name, description, version, started_at, variants, planned_split)
-    VALUES
-      ('checkout_redesign', 'One-page checkout', 'v1.0.0',
-       date_trunc('hour', now()) - interval '10 days', '{A,B}', '{0.5,0.5}'),
-      ('search_ranking', 'Learned ranking for search results', 'v0.9.0',
-       date_trunc('hour', now()) - interval '12 days', '{A,B}', '{0.5,0.5}'),
-      ('onboarding_tips', 'Tooltips during onboarding', 'v1.0.0',
-       date_trunc('hour', now()) - interval '7 days', '{A,B}', '{0.5,0.5}')
-    """,
-    """
-    CREATE TEMP TABLE seed_experiments (name, b_share, rate_a, rate_b, value_cents)
-    ON COMMIT DROP AS VALUES
-      ('checkout_redesign', 0.50, 0.10, 0.12, 3500),
-      ('search_ranking',    0.50, 0.08, 0.08, 1200),
-      ('onboarding_tips',   0.45, 0.20, 0.20, 0)
-    """,
-    """
-    INSERT INTO experiment_assignments (experiment, variant, user_id, assigned_at)
-    SELECT e.name,
-           CASE WHEN random() < p.b_share THEN 'B' ELSE 'A' END,
-           u.id,
-           e.started_at + random() * (now() - e.started_at)
-    FROM experiments AS e
-    JOIN seed_experiments AS p USING (name)
-    CROSS JOIN users AS u
-    WHERE random() < 0.6
-    ORDER BY e.name, u.id
-    """,
-    """
-    INSERT INTO experiment_conversions (experiment, user_id, converted_at, value_cents)
-    SELECT a.experiment, a.user_id,
-           least(now(), a.assigned_at + random() * interval '48 hours'),
-           CASE WHEN p.value_cents = 0 THEN 0
-                ELSE greatest(199, round(p.value_cents * (0.5 + random())))::int END
-    FROM experiment_assignments AS a
-    JOIN seed_experiments AS p ON p.name = a.experiment
-    WHERE random() < CASE a.variant WHEN 'A' THEN p.rate_a ELSE p.rate_b END
-    ORDER BY a.experiment, a.user_id
     """,
 )
 
@@ -303,24 +341,31 @@ ALTER TABLE experiment_conversions
 """
 
 
-def seed(dsn: str) -> dict[str, Any]:
+def seed(dsn: str, now: datetime.datetime | None = None) -> dict[str, Any]:
     """Create and fill the business schema in the (empty) database at ``dsn``.
 
+    The data ends at ``now``, the seeding moment: the server's clock unless given (tests
+    seed at chosen dates and times to show that the facts hold whatever the clock says).
     Returns a JSON-ready summary: the seeding moment, the new feature's launch time,
     the row count of every table and the seconds it took.
     """
+    if now is not None and now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
     began = time.monotonic()
     with psycopg.connect(dsn) as conn:
         conn.execute("SET LOCAL TimeZone = 'UTC'")
         conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")  # keeps setseed's order
+        if now is None:
+            row = conn.execute("SELECT now()").fetchone()
+            assert row is not None
+            now = row[0]
+        assert now is not None
+        seeded_at = now.astimezone(datetime.UTC)
         conn.execute("SELECT setseed(%s)", (_SEED,))
         conn.execute(_SCHEMA)
         for statement in _DATA:
-            conn.execute(statement, _PARAMS)
+            conn.execute(statement, {**_PARAMS, "now": seeded_at})
         conn.execute(_CONSTRAINTS)
-        row = conn.execute("SELECT now()").fetchone()
-        assert row is not None
-        seeded_at: datetime.datetime = row[0]
         counts = {table: _count(conn, table) for table in TABLES}
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("ANALYZE")

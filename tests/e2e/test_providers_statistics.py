@@ -49,9 +49,8 @@ async def test_a_real_lift_is_a_winner(postgres_db: dict[str, Any]) -> None:
     assert m.value is not None and m.value < 0.05
     assert m.details["winner"] == "B"
     assert m.details["control"] == "A"
-    # Seeded at 12.4% vs 9.7% (lift 0.28); the seed data is anchored to the day it is
-    # generated, so the measured lift varies with the date (0.23 to 0.40 seen).
-    assert 0.1 < m.details["lift"] < 0.6
+    # Seeded at exactly 900 of 7,500 vs 750 of 7,500, whatever the date (testbed.business_data).
+    assert m.details["lift"] == pytest.approx(0.2)
 
 
 async def test_no_difference_is_not_significant_yet(postgres_db: dict[str, Any]) -> None:
