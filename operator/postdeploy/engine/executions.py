@@ -1,9 +1,10 @@
 """Carrying out the action records that a tick decided, each step written down first.
 
-Called by the review daemon after every tick (``Executor.run``). The tick wrote the
-new records (state ``Pending``) in the same status write that recorded the failed
-check, so a decision is never lost; this module then takes each unfinished record
-in order and writes every step to status through the review's ``Ledger``:
+Called by the scheduler (``postdeploy.engine.schedulers``) after every tick
+(``Executor.run``). The tick wrote the new records (state ``Pending``) in the same
+status write that recorded the failed check, so a decision is never lost; this
+module then takes each unfinished record in order and writes every step to status
+through the review's ``Ledger``:
 
 - annotate / pause / notify: do it (idempotent: the same annotations, an already
   paused target, a message id that exists), then write the final state;

@@ -1,11 +1,11 @@
 """The review's status as last written, and the one way to write it.
 
-One ``Ledger`` per review, made by the review daemon in ``postdeploy.handlers.reviews``
-from the status it finds at start. The tick, the action executor and the background
+One ``Ledger`` per review, made by the scheduler (``postdeploy.engine.schedulers``)
+from the status of the first watched body it sees. The tick, the action executor and the background
 notification deliveries all write through it, one write at a time, and each write is
 the whole status (a JSON merge patch of ``status`` through the status subresource).
 
-The daemon computes a tick from a snapshot while deliveries may finish meanwhile;
+The scheduler computes a tick from a snapshot while deliveries may finish meanwhile;
 ``write`` therefore keeps delivery outcomes already recorded (Delivered or Failed)
 over the snapshot's older Pending, so a tick never makes a sent message look unsent.
 """

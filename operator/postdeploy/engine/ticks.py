@@ -1,7 +1,7 @@
 """One tick of a review: resolve its spec, run its due checks, decide, build its status.
 
-Called by the review daemon in ``postdeploy.handlers.reviews`` whenever the review
-wakes (a check is due, a phase starts or ends, the spec or annotations changed).
+Called by the scheduler (``postdeploy.engine.schedulers``) whenever the review is
+due (a check is due, a phase starts or ends, the spec or annotations changed).
 All state lives in the review's status, which this module reads and rewrites, so a
 restarted operator continues exactly where the last written status left off. The
 body passed to ``Engine.tick`` is read, never changed: the scheduler hands over the

@@ -7,8 +7,8 @@ registered when the operator stops, so while it is down a sign-off cannot be cre
 at all (failurePolicy Fail), rather than be created unverified.
 
 ``signoff_changed`` touches the review's annotation ``postdeploy.io/signoffs-seen``
-so that its daemon (``postdeploy.handlers.reviews``) wakes and the final review sees
-the sign-off at once.
+so that the watch (``postdeploy.handlers.reviews``) sees an annotation change, the
+scheduler makes the review due at once, and the final review sees the sign-off.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ async def signoff_changed(
     type: str, spec: kopf.Spec, namespace: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
     if not type or not namespace or not spec.get("review"):
-        return  # the initial listing: review daemons read their sign-offs when they start
+        return  # the initial listing: a review's first tick reads its sign-offs anyway
     stamp = f"{type}:{body.metadata.name}:{body.metadata.get('resourceVersion', '')}"
     try:
         await client.CustomObjectsApi(memo.api).patch_namespaced_custom_object(
