@@ -415,6 +415,7 @@ class Task:
     count: int
     seed: int
     alpha: float
+    night_share: float = 0.2
 
 
 _RULES: list[Rule] = []
@@ -422,7 +423,7 @@ _RULES: list[Rule] = []
 
 def _run_task(task: Task) -> tuple[Task, list[Tally]]:
     scenario = scenarios()[task.scenario_index]
-    traffic = streams.Traffic(task.rps)
+    traffic = streams.Traffic(task.rps, task.night_share)
     spans = [span for rule in _RULES for span in rule.spans()]
     if scenario.kind != "healthy":
         spans += [(-DETECT_WITHIN, DETECT_WITHIN)]
@@ -570,6 +571,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--levels", default=",".join(f"{x:g}" for x in LEVELS), help="daily mean rps")
     parser.add_argument("--alpha", type=float, default=0.01, help="level of the 10-minute reference tests")
     parser.add_argument("--seed", type=int, default=20261130)
+    parser.add_argument(
+        "--night-share", type=float, default=0.2, help="traffic at 04:00 / at 16:00 (1: no daily cycle)"
+    )
     parser.add_argument("--workers", type=int, default=2, help="processes (2 cores, shared)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 60 healthy, 30 others")
     parser.add_argument("--rules", default="today,new", help="today, new or both (comma-separated)")
@@ -603,7 +607,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             total = args.releases if s_index == 0 else args.other_releases
             for first in range(0, total, chunk):
                 count = min(chunk, total - first)
-                tasks.append(Task(l_index, rps, s_index, first, count, args.seed, args.alpha))
+                task = Task(l_index, rps, s_index, first, count, args.seed, args.alpha, args.night_share)
+                tasks.append(task)
     results: dict[tuple[int, int], list[Tally]] = {}
     done = 0
 
@@ -636,7 +641,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Run {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC at commit {_commit()}: "
         f"`python -m bench.judge {' '.join(argv if argv is not None else sys.argv[1:])}`, "
         f"{elapsed / 60:.1f} min on {os.cpu_count()} cores ({args.workers} worker(s)), "
-        f"Python {platform.python_version()}, numpy {np.__version__}, seed {args.seed}.\n\n"
+        f"Python {platform.python_version()}, numpy {np.__version__}, seed {args.seed}, "
+        f"night traffic {args.night_share:g} of the peak.\n\n"
         f"Checks simulated:\n{_describe(rules)}\n\n"
     )
     for rule in rules:
