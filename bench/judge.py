@@ -21,7 +21,8 @@ Two rules side by side:
 For each traffic level (daily mean requests per second) and scenario it draws
 releases at random minutes of the day and reports, per rule: the share of releases
 judged Failed (with a 95 % Clopper-Pearson interval), the share failed within 10
-minutes and within the first phase, and the median time to the failing run. A
+minutes and within the first phase, the median time to the failing run and the
+minute by which 95 % of the releases were caught. A
 healthy release keeps its true 5xx share (0.2 %, and 1 %) and its latency; the
 regressions multiply the 5xx share (x1.5, x2, x5) or raise p95 latency with the mean
 unchanged (``judge_streams.mixture_for_p95``). As a reference for what any test can
@@ -475,6 +476,12 @@ def _median(values: Sequence[int]) -> str:
     return f"{stats.median(values):g} min" if values else "-"
 
 
+def _caught_by(failed: Sequence[int], releases: int) -> str:
+    """The minute by which 95 % of all releases were judged Failed ("-": never)."""
+    needed = math.ceil(0.95 * releases)
+    return f"{sorted(failed)[needed - 1]:g} min" if len(failed) >= needed else "-"
+
+
 def _level(rps: float) -> str:
     return f"{rps:,g} rps"
 
@@ -503,11 +510,12 @@ def tables(
     header = "| traffic | regression | releases |"
     for rule in rules:
         header += (
-            f" {rule.name}: within {DETECT_WITHIN} min | in the first phase | in the review | median time |"
+            f" {rule.name}: within {DETECT_WITHIN} min | in the first phase | in the review | median time"
+            " | 95 % caught by |"
         )
     header += f" oracle at {DETECT_WITHIN} min, known baseline | 2-sample at {DETECT_WITHIN} min |"
     lines.append(header)
-    lines.append("|---|---|---|" + "---|" * (4 * len(rules) + 2))
+    lines.append("|---|---|---|" + "---|" * (5 * len(rules) + 2))
     for s_index, scenario in enumerate(all_scenarios):
         if scenario.kind == "healthy":
             continue
@@ -522,7 +530,7 @@ def tables(
                 phase_one = sum(1 for m in tally.failed if m < first_phase[rule.name])
                 row += (
                     f" {_percent(within / n)} | {_percent(phase_one / n)} | {_percent(len(tally.failed) / n)}"
-                    f" | {_median(tally.failed)} |"
+                    f" | {_median(tally.failed)} | {_caught_by(tally.failed, n)} |"
                 )
             row += (
                 f" {_percent(tallies[0].oracle_known / n)} | {_percent(tallies[0].oracle_two_sample / n)} |"

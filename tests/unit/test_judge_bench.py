@@ -339,3 +339,10 @@ class TestComparisonChecks:
             assert all(minute is not None for minute in outcomes)  # x10 errors, p95 x2: caught
         else:
             assert outcomes == [None, None]
+
+
+class TestReporting:
+    def test_minute_by_which_95_percent_were_caught(self) -> None:
+        assert judge._caught_by(list(range(1, 20)), 20) == "19 min"  # 19 of 20 = 95 %
+        assert judge._caught_by([5] * 18, 20) == "-"  # only 90 % ever caught
+        assert judge._caught_by([3, 1, 2, 40] * 25, 100) == "40 min"
