@@ -103,8 +103,8 @@ class Simulator(Protocol):
         """Minutes of the stream that runs at offsets in [start, end) look at."""
         ...
 
-    def first_slot(self, stream: streams.Stream, slots: list[int]) -> int | None:
-        """The first of the runs at minutes ``slots`` that could fail (None: none can)."""
+    def runs(self, stream: streams.Stream, slots: list[int]) -> list[int]:
+        """Which of the runs at minutes ``slots`` could fail (indices, ascending)."""
         ...
 
     def measure(self, stream: streams.Stream, minute: int, memo: Mapping[str, Any]) -> Measurement: ...
@@ -133,8 +133,8 @@ class WindowRatio:
             needed.append((min(first, last) - self.window, max(first, last)))
         return needed
 
-    def first_slot(self, stream: streams.Stream, slots: list[int]) -> int | None:
-        return 0
+    def runs(self, stream: streams.Stream, slots: list[int]) -> list[int]:
+        return list(range(len(slots)))
 
     def _value(self, stream: streams.Stream, minute: int) -> float:
         counts = stream.counts(minute - self.window, minute)
@@ -291,9 +291,9 @@ class Outcome:
 def judge_release(rule: Rule, stream: streams.Stream) -> Outcome:
     """Run each simulated check at its slots through ``decisions.checks``; the first Failed.
 
-    A simulator may say that the runs before some slot cannot fail (``first_slot``,
-    see ``bench.judge_compare``): they are not run, as they would not change the
-    count of failed runs that ``failureLimit`` is compared with.
+    A simulator may say that some runs cannot fail (``runs``, see
+    ``bench.judge_compare``): they are not run, as they would not change the count
+    of failed runs that ``failureLimit`` is compared with.
     """
     deployed_at = EPOCH + stream.deploy_minute_of_day * MINUTE
     first: int | None = None
@@ -307,10 +307,7 @@ def judge_release(rule: Rule, stream: streams.Stream) -> Outcome:
             offsets = [
                 phase.start + slot * check.interval for slot in range(phases.last_slot(phase, check) + 1)
             ]
-            begin = simulator.first_slot(stream, [int(offset / MINUTE) for offset in offsets])
-            if begin is None:
-                continue
-            for slot in range(begin, len(offsets)):
+            for slot in simulator.runs(stream, [int(offset / MINUTE) for offset in offsets]):
                 offset = offsets[slot]
                 minute = int(offset / MINUTE)
                 if first is not None and minute >= first:

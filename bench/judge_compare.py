@@ -12,17 +12,27 @@ details (``sequential.measurement_details``), wrapped into a ``Measurement`` as
 Speed. The real comparison recomputes its confidence bounds from every batch at
 every run: tens of milliseconds early in a review, a quarter of a second a day in;
 over thousands of releases of hundreds of runs each that is days of CPU. So when the
-check's ``failWhen`` requires ``pValue < X`` (a clause joined to the rest by a
-top-level ``and``, as in the built-in template), the benchmark first computes the
-p-value every run would report - the running anytime-valid p-value of the batches so
-far, for all batches at once in numpy (``p_value_path``, the sums of
-``sequential.p_value_path`` in arrays; the unit tests hold the two to 1e-9) - and
-starts the check's runs at the first slot whose p-value is below ``X`` (times
-1 + 1e-6, against rounding). Every run before it has ``pValue >= X``, so its
-``failWhen`` is false and it is not a failed run: it cannot change the failure count
-``decisions.checks`` compares with ``failureLimit``. From that slot on every run is
+check's ``failWhen`` is a top-level ``and`` of clauses among which ``pValue < X``
+(and possibly ``ratioLower > Y``), as in the built-in template (``screen_for``), the
+benchmark first computes, for all batches at once in numpy, the log of the mixture
+martingale that ``sequential`` sums in a loop (``log_mixture_path``; the unit tests
+hold the p-values to ``sequential.p_value_path``'s to 1e-9), and measures only the
+runs that could fail:
+
+- ``pValue`` is 1 / the running maximum of the mixture against ``1 + minEffect``: a
+  run whose p-value is not below X (times 1 + 1e-6, against rounding) cannot fail;
+- ``ratioLower`` is the smallest ratio rho0 the *current* mixture against rho0 does
+  not reject at ``alpha``, and that mixture falls as rho0 grows; so a run whose
+  mixture against Y is below log(1 / alpha) (less 1e-6) has ``ratioLower <= Y`` and
+  cannot fail (``sequential`` stops summing terms 50 below the largest, which only
+  lowers its value).
+
+A run that cannot fail is not a failed run, so leaving it out leaves the count that
+``decisions.checks`` compares with ``failureLimit`` unchanged; every other run is
 measured by the real comparison and recorded by ``checks.record``. Any other
-``failWhen`` - or ``treatMissingAsFailure``, or ``--exact`` - runs every slot that way.
+``failWhen``, ``treatMissingAsFailure`` or ``--exact`` measures every run.
+``tests/unit/test_judge_bench.py`` judges releases both ways and gets the same
+outcomes.
 """
 
 from __future__ import annotations
@@ -43,12 +53,54 @@ from postdeploy.models.checks import Comparison, PrometheusCheck
 from postdeploy.providers import coalescing, prometheus_compare
 from postdeploy.providers.base import Measurement, ReviewContext, Target
 
-__all__ = ["CompareSimulator", "Shared", "compare_simulator", "p_value_limit", "p_value_path", "share_grids"]
+__all__ = [
+    "CompareSimulator",
+    "Screen",
+    "Shared",
+    "compare_simulator",
+    "log_mixture_path",
+    "p_value_path",
+    "screen_for",
+    "share_grids",
+]
 
 MINUTE = datetime.timedelta(minutes=1)
 EPOCH = datetime.datetime(2026, 1, 5, tzinfo=datetime.UTC)
 NUDGE = 1e-6
 FloatArray = npt.NDArray[np.float64]
+
+
+def log_mixture_path(
+    events_after: FloatArray,
+    total_after: FloatArray,
+    events_before: FloatArray,
+    total_before: FloatArray,
+    *,
+    rho0: float,
+    prior_scale: float = 1.0,
+) -> FloatArray:
+    """After each batch, the log of ``sequential``'s one-sided mixture martingale against
+    ``rho <= rho0`` (mixing over ``rho0 * e^u``, u > 0), all batches at once in numpy;
+    0 before any informative batch. ``sequential`` adds the same terms in a loop."""
+    offsets, log_weights = sequential._mixing_grid(prior_scale)
+    k = events_after + events_before
+    informative = (k > 0) & (total_after > 0) & (total_before > 0)
+    result: FloatArray = np.zeros(len(events_after))
+    if not informative.any():
+        return result
+    x, kk = events_after[informative], k[informative]
+    a = total_after[informative] / total_before[informative]
+    u = np.asarray(offsets)
+    rhos = rho0 * np.exp(u)
+    steps = x[:, None] * u[None, :] - kk[:, None] * np.log1p(rhos[None, :] * a[:, None])
+    steps += (kk * np.log1p(rho0 * a))[:, None]
+    sums = np.asarray(log_weights)[None, :] + np.cumsum(steps, axis=0)
+    top = sums.max(axis=1)
+    result[informative] = top + np.log(np.exp(sums - top[:, None]).sum(axis=1))
+    # An uninformative batch leaves the martingale where it was (at 1 before any).
+    last = np.maximum.accumulate(np.where(informative, np.arange(len(result)), -1))
+    filled: FloatArray = np.where(last >= 0, result[np.maximum(last, 0)], 0.0)
+    return filled
 
 
 def p_value_path(
@@ -61,38 +113,30 @@ def p_value_path(
     prior_scale: float = 1.0,
 ) -> FloatArray:
     """``sequential.p_value_path`` in numpy: the anytime-valid p-value after each batch."""
-    offsets, log_weights = sequential._mixing_grid(prior_scale)
-    rho0 = 1.0 + min_effect
-    k = events_after + events_before
-    informative = (k > 0) & (total_after > 0) & (total_before > 0)
-    path = np.ones(len(events_after))
-    if not informative.any():
-        return path
-    x, kk = events_after[informative], k[informative]
-    a = total_after[informative] / total_before[informative]
-    u = np.asarray(offsets)
-    rhos = rho0 * np.exp(u)
-    steps = x[:, None] * u[None, :] - kk[:, None] * np.log1p(rhos[None, :] * a[:, None])
-    steps += (kk * np.log1p(rho0 * a))[:, None]
-    sums = np.asarray(log_weights)[None, :] + np.cumsum(steps, axis=0)
-    top = sums.max(axis=1)
-    mixture = top + np.log(np.exp(sums - top[:, None]).sum(axis=1))
-    path[informative] = np.exp(-np.maximum.accumulate(np.maximum(mixture, 0.0)))
-    # An uninformative batch repeats the p-value before it (1 before any).
-    last = np.maximum.accumulate(np.where(informative, np.arange(len(path)), -1))
-    result: FloatArray = np.where(last >= 0, path[np.maximum(last, 0)], 1.0)
-    return result
+    log_mixture = log_mixture_path(
+        events_after, total_after, events_before, total_before, rho0=1.0 + min_effect, prior_scale=prior_scale
+    )
+    path: FloatArray = np.exp(-np.maximum.accumulate(np.maximum(log_mixture, 0.0)))
+    return path
 
 
 _OPERATOR = re.compile(r"(?<![\w.])(?:and|or)(?![\w.])|&&|\|\|")
-_P_CLAUSE = re.compile(r"pValue\s*<\s*(alpha|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)")
+_NUMBER = r"\d+(?:\.\d*)?(?:[eE][-+]?\d+)?"
+_P_CLAUSE = re.compile(rf"pValue\s*<\s*(alpha|{_NUMBER})")
+_LOWER_CLAUSE = re.compile(rf"ratioLower\s*>\s*(?:1\s*\+\s*(minEffect|{_NUMBER})|({_NUMBER}))")
 
 
-def p_value_limit(fail_when: str | None, alpha: float) -> float | None:
-    """X when ``fail_when`` is ``... and pValue < X and ...`` at its top level, else None."""
-    if fail_when is None:
-        return None
-    text = fail_when.strip()
+@dataclasses.dataclass(frozen=True)
+class Screen:
+    """What a run's ``failWhen`` needs before it can be true: ``pValue < p_below``, and
+    ``ratioLower > lower_above`` when that is one of its clauses too."""
+
+    p_below: float
+    lower_above: float | None
+
+
+def _clauses(text: str) -> list[str] | None:
+    """The clauses of ``text`` joined by top-level ``and``; None with a top-level ``or``."""
     clauses, start, depth, index = [], 0, 0, 0
     while index < len(text):
         char = text[index]
@@ -102,17 +146,35 @@ def p_value_limit(fail_when: str | None, alpha: float) -> float | None:
             match = _OPERATOR.match(text, index)
             if match:
                 if match.group() in ("or", "||"):
-                    return None  # a top-level "or": pValue alone does not decide
-                clauses.append(text[start:index])
+                    return None
+                clauses.append(text[start:index].strip())
                 start = index = match.end()
                 continue
         index += 1
-    clauses.append(text[start:])
+    return [*clauses, text[start:].strip()]
+
+
+def screen_for(fail_when: str | None, alpha: float, min_effect: float) -> Screen | None:
+    """The screen of a ``failWhen`` of the form ``... and pValue < X [and ratioLower > Y] ...``
+    (top-level ``and``s; X is ``alpha`` or a number, Y ``1 + minEffect``, ``1 + n`` or n);
+    None for any other form: then every run is measured."""
+    clauses = _clauses(fail_when.strip()) if fail_when else None
+    if not clauses:
+        return None
+    p_below: float | None = None
+    lower_above: float | None = None
     for clause in clauses:
-        match = _P_CLAUSE.fullmatch(clause.strip())
+        match = _P_CLAUSE.fullmatch(clause)
         if match:
-            return alpha if match.group(1) == "alpha" else float(match.group(1))
-    return None
+            p_below = alpha if match.group(1) == "alpha" else float(match.group(1))
+        match = _LOWER_CLAUSE.fullmatch(clause)
+        if match:
+            plus, plain = match.group(1), match.group(2)
+            if plain is not None:
+                lower_above = float(plain)
+            else:
+                lower_above = 1 + (min_effect if plus == "minEffect" else float(plus))
+    return None if p_below is None else Screen(p_below, lower_above)
 
 
 @dataclasses.dataclass
@@ -128,7 +190,8 @@ class Shared:
     stream: streams.Stream | None = None
     after: FloatArray | None = None  # errors: (batches, 2) events, total; buckets: cumulative
     before: FloatArray | None = None
-    paths: dict[float | None, FloatArray] = dataclasses.field(default_factory=dict)
+    paths: dict[tuple[float | None, float, bool], FloatArray] = dataclasses.field(default_factory=dict)
+    boundaries: dict[int, float] = dataclasses.field(default_factory=dict)  # per batch count
 
 
 @dataclasses.dataclass
@@ -222,15 +285,9 @@ class CompareSimulator:
                 [round((end - grid.deployed) / 60) for end in ends if end is not None], dtype=np.int64
             )
             before[present] = self._rows(stream.counts_many(stops - before_length, stops))
-        shared.stream, shared.after, shared.before, shared.paths = stream, after, before, {}
+        shared.stream, shared.after, shared.before = stream, after, before
+        shared.paths, shared.boundaries = {}, {}
         return after, before
-
-    def _path(self, stream: streams.Stream, boundary: float | None) -> FloatArray:
-        after, before = self._data(stream)
-        if boundary not in self.shared.paths:
-            events = self._events(after, before, boundary)
-            self.shared.paths[boundary] = p_value_path(*events, min_effect=self.compare.min_effect)
-        return self.shared.paths[boundary]
 
     def _rows(self, counts: tuple[streams.IntArray, streams.IntArray, streams.IntArray]) -> FloatArray:
         """Per window: (events capped at requests, requests), or cumulative bucket counts."""
@@ -241,33 +298,63 @@ class CompareSimulator:
         cumulative: FloatArray = np.cumsum(buckets, axis=1).astype(np.float64)
         return cumulative
 
-    # --- where the runs start, and one run -------------------------------------------------
+    def _path(
+        self, stream: streams.Stream, boundary: float | None, rho0: float, running: bool, length: int
+    ) -> FloatArray:
+        """The log mixture against ``rho <= rho0`` after each of the first ``length``
+        batches or more (``running``: its running maximum, floored at 0)."""
+        after, before = self._data(stream)
+        key = (boundary, rho0, running)
+        path = self.shared.paths.get(key)
+        if path is None or len(path) < length:
+            events = [column[:length] for column in self._events(after, before, boundary)]
+            path = log_mixture_path(*events, rho0=rho0)
+            if running:
+                path = np.maximum.accumulate(np.maximum(path, 0.0))
+            self.shared.paths[key] = path
+        return path
 
-    def first_slot(self, stream: streams.Stream, slots: list[int]) -> int | None:
-        """The first slot (an index into ``slots``, run minutes) whose run could fail; None: none can."""
-        limit = p_value_limit(self.check.spec.fail_when, self.compare.alpha)
-        if self.exact or limit is None or self.check.spec.treat_missing_as_failure:
-            return 0
-        threshold = limit * (1 + NUDGE)
+    def _boundary(self, stream: streams.Stream, count: int) -> float | None:
+        """The boundary ``compare_histograms`` picks for a run of ``count`` batches."""
         if self.compare.total is not None:
-            below = np.flatnonzero(self._path(stream, None) < threshold)
-            if not len(below):
-                return None
-            needed = int(below[0]) + 1
-            return next((i for i, minute in enumerate(slots) if self.batches_at(minute) >= needed), None)
-        summed = np.cumsum(self._data(stream)[1], axis=0)
-        for i, minute in enumerate(slots):
-            count = self.batches_at(minute)
+            return None
+        if self.compare.boundary is not None:
+            return self.compare.boundary
+        boundary = self.shared.boundaries.get(count)
+        if boundary is None:
+            summed = self._data(stream)[1][:count].sum(axis=0).tolist()
+            boundary = sequential._choose_boundary(self.compare.quantile, list(self.bounds), summed)
+            self.shared.boundaries[count] = boundary
+        return boundary
+
+    def runs(self, stream: streams.Stream, slots: list[int]) -> list[int]:
+        """The slots (indices into ``slots``, run minutes) whose run could fail."""
+        screen = screen_for(self.check.spec.fail_when, self.compare.alpha, self.compare.min_effect)
+        if self.exact or screen is None or self.check.spec.treat_missing_as_failure:
+            return list(range(len(slots)))
+        counts = [self.batches_at(minute) for minute in slots]
+        boundaries = [self._boundary(stream, count) if count else None for count in counts]
+        longest: dict[float | None, int] = {}
+        for count, boundary in zip(counts, boundaries, strict=True):
+            longest[boundary] = max(longest.get(boundary, 0), count)
+        # p < X  <=>  running log mixture at 1 + minEffect > log(1 / X).
+        p_needed = math.log(1 / (screen.p_below * (1 + NUDGE)))
+        # ratioLower > Y needs rho0 = Y rejected: log mixture at Y >= log(1 / alpha).
+        lower_needed = math.log(1 / self.compare.alpha) - 1e-6
+        could = []
+        for index, (count, boundary) in enumerate(zip(counts, boundaries, strict=True)):
             if count == 0:
                 continue
-            boundary = self.compare.boundary
-            if boundary is None:
-                boundary = sequential._choose_boundary(
-                    self.compare.quantile, list(self.bounds), summed[count - 1].tolist()
-                )
-            if self._path(stream, boundary)[count - 1] < threshold:
-                return i
-        return None
+            length = longest[boundary]
+            p_path = self._path(stream, boundary, 1 + self.compare.min_effect, True, length)
+            if p_path[count - 1] <= p_needed:
+                continue
+            if screen.lower_above is not None:
+                lower_path = self._path(stream, boundary, screen.lower_above, False, length)
+                if lower_path[count - 1] < lower_needed:
+                    continue
+            could.append(index)
+        return could
 
     def _events(
         self, after: FloatArray, before: FloatArray, boundary: float | None
