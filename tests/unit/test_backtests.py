@@ -10,8 +10,10 @@ Covers:
   phase holds a growth fails the trend check; the others pass; batched and unbatched
   replays agree exactly while the batched one sends under a hundredth of the requests;
 - a release still running at ``until`` is Passing or Failing, not complete;
-- checks that cannot be replayed (kubernetes, manual, alertmanager, job, http,
-  pg_stat_statements) are listed with why, never run;
+- checks that cannot be replayed (kubernetes, manual, job, http, pg_stat_statements)
+  are listed with why, never run; an alertmanager check becomes a count over the
+  alerting rules' queries (rule labels decided statically, other labels filtered,
+  ``for`` as a subquery), or is listed when a matcher cannot be written in PromQL;
 - releases: placed every N hours, from a Deployment's ReplicaSets (owned ones only,
   with revision and image tag), from a PromQL matrix (a version label, ``changes()``);
 - the summary groups, the JSON, the HTML section (escaped, with the verdict strip);
@@ -22,6 +24,7 @@ Covers:
 from __future__ import annotations
 
 import ast
+import dataclasses
 import datetime
 import io
 import json
@@ -32,7 +35,7 @@ from typing import Any
 
 import pytest
 
-from postdeploy.backtests import batches, releases, replays, summaries
+from postdeploy.backtests import alerts, batches, releases, replays, summaries
 from postdeploy.decisions import templates
 from postdeploy.providers.base import Target
 from postdeploy.providers.prometheus_api import PrometheusApi
@@ -44,7 +47,7 @@ SPIKE = T0 + datetime.timedelta(hours=30, minutes=30)  # inside the immediate ph
 GROWTH = T0 + datetime.timedelta(hours=50)  # inside the extended phase of the 48 h release
 
 
-def _value(query: str, t: float) -> float:
+def _value(query: str, t: float) -> float | None:
     moment = datetime.datetime.fromtimestamp(t, datetime.UTC)
     if query == "error_ratio":
         spike = SPIKE <= moment < SPIKE + datetime.timedelta(minutes=20)
@@ -52,6 +55,8 @@ def _value(query: str, t: float) -> float:
     if query == "memory":
         grown = max(0.0, (t - GROWTH.timestamp()) / HOUR)
         return 100.0 + 10.0 * min(grown, 6.0) + (t % 7) * 0.01
+    if query == "vector(0) > 1":  # no alerting rule matches the alerts check
+        return None
     raise AssertionError(f"unexpected query {query}")
 
 
@@ -64,11 +69,14 @@ class SyntheticPrometheus(PrometheusApi):
 
     async def query(self, url: str, query: str, time: float) -> Any:
         self.asked.append(("instant", query))
-        return [{"metric": {"job": "shop"}, "value": [time, str(_value(query, time))]}]
+        value = _value(query, time)
+        return [] if value is None else [{"metric": {"job": "shop"}, "value": [time, str(value)]}]
 
     async def query_range(self, url: str, query: str, start: float, end: float, step: float) -> Any:
         self.asked.append(("range", query))
         times = [start + i * step for i in range(int((end - start) // step) + 1)]
+        if _value(query, start) is None:
+            return []
         return [{"metric": {"job": "shop"}, "values": [[t, str(_value(query, t))] for t in times]}]
 
 
@@ -128,6 +136,7 @@ async def _backtest(
         batch=batch,
         api=api,
         template="synthetic",
+        rules=[alerts.Rule("Paging", "error_ratio > 0.1", {"severity": "page"}, 0, 60)],
     )
     placed = releases.every(datetime.timedelta(hours=6), T0, T0 + datetime.timedelta(hours=66))
     try:
@@ -211,12 +220,50 @@ async def test_a_release_still_running_at_until_is_not_complete() -> None:
 async def test_checks_that_cannot_be_replayed_are_listed_never_run() -> None:
     backtest, api = await _backtest(batch=True)
     listed = {n.check: (n.provider, n.reason) for n in backtest.not_replayed}
-    assert set(listed) == {"rollout", "tickets", "alerts", "slow"}
+    assert set(listed) == {"rollout", "tickets", "slow"}
     assert "past state" in listed["rollout"][1]
     assert "pg_stat_statements" in listed["slow"][1]
-    assert backtest.replayed == ("error-rate", "growth")
+    assert backtest.replayed == ("error-rate", "alerts", "growth")
     assert all(c.name in backtest.replayed for o in backtest.releases for c in o.checks)
-    assert {query for _, query in api.asked} == {"error_ratio", "memory"}
+    assert {query for _, query in api.asked} == {"error_ratio", "memory", "vector(0) > 1"}
+    # The one rule pages, the check asks for critical alerts: none could fire.
+    assert {c.state for o in backtest.releases for c in o.checks if c.name == "alerts"} == {"Passed"}
+
+
+def test_alert_checks_become_counts_over_the_rules_queries() -> None:
+    review = templates.resolve(templates.merge(None, SPEC))
+    check = review.check("alerts")
+    assert check is not None
+    check = dataclasses.replace(
+        check,
+        spec=check.spec.model_copy(
+            update={
+                "alertmanager": check.spec.alertmanager.model_copy(  # type: ignore[union-attr]
+                    update={"matchers": ['severity="critical"', 'namespace="{{namespace}}"']}
+                )
+            }
+        ),
+    )
+    critical = alerts.Rule("HighErrors", 'rate(x{code="500"}[5m]) > 1', {"severity": "critical"}, 120, 30)
+    paging = alerts.Rule("Paging", "y > 1", {"severity": "page"}, 0, 30)
+    replayed = alerts.translate(check, [critical, paging], {"namespace": 'sh"op'})
+    assert isinstance(replayed, templates.ResolvedCheck)
+    block = replayed.spec.prometheus
+    assert block is not None and block.aggregate == "count" and replayed.spec.alertmanager is None
+    assert block.query == (
+        'label_replace(((count_over_time((rate(x{code="500"}[5m]) > 1)[120s:30s]) >= 4) '
+        'and on (namespace) label_replace(vector(1), "namespace", "sh\\"op", "", "")), '
+        '"alertname", "HighErrors", "", "")'
+    )
+    assert replayed.fail_when is check.fail_when
+    regex = dataclasses.replace(
+        check,
+        spec=check.spec.model_copy(
+            update={"alertmanager": check.spec.alertmanager.model_copy(update={"matchers": ['pod=~"a.*"']})}  # type: ignore[union-attr]
+        ),
+    )
+    reason = alerts.translate(regex, [critical], {})
+    assert isinstance(reason, str) and "only = can be replayed" in reason
 
 
 # --- releases -----------------------------------------------------------------------------
@@ -279,7 +326,7 @@ async def test_json_table_and_html_section() -> None:
     assert data["summary"]["releases"]["Failed"] == 2
     failed = [r for r in data["releases"] if r["verdict"] == "Failed"]
     assert {r["firstFailure"]["name"] for r in failed} == {"error-rate", "growth"}
-    assert {n["check"] for n in data["notReplayed"]} == {"rollout", "tickets", "alerts", "slow"}
+    assert {n["check"] for n in data["notReplayed"]} == {"rollout", "tickets", "slow"}
     out = io.StringIO()
     summaries.write_table(backtest, out)
     text = out.getvalue()

@@ -9,14 +9,15 @@ provider with ``ReviewContext.now`` set to that time, decided by
 from ``decisions.verdicts.verdict``. Nothing here judges a value itself.
 
 What is replayed (``replayable``): ``prometheus`` checks (every mode: instant, ranges,
-trends, baselines, whatever the provider does with ``ctx.now``), ``postgres``
+trends, baselines, whatever the provider does with ``ctx.now``), ``alertmanager``
+checks as counts over the alerting rules' queries (``postdeploy.backtests.alerts``;
+listed as not replayed when their matchers cannot be written so), ``postgres``
 queries and ``statistics`` tests (their SQL runs read-only with ``%(now)s`` = the
 slot's time, so it sees the business tables as of then only if the query filters on
 time, as the built-in template's do). What is not, and why, is said by
 ``replayable`` and listed in the result: the cluster (``kubernetes``, ``job``,
-``cleanup``), people (``manual``), endpoints (``http``), ``report``, Alertmanager's
-alerts (it keeps no history), and ``pg_stat_statements`` (cumulative totals since
-its last reset, no history). A verdict is the verdict of the replayed checks.
+``cleanup``), people (``manual``), endpoints (``http``), ``report``, and
+``pg_stat_statements`` (cumulative totals since its last reset, no history). A verdict is the verdict of the replayed checks.
 
 A release whose phases run past ``until`` (default: now) is replayed up to then; its
 verdict is then the engine's verdict of a running review (``Failing`` is final, since
@@ -24,7 +25,7 @@ a Failed check stays Failed; ``Passing`` is not). Prometheus requests are learne
 a recording pass and batched into range queries first (``postdeploy.backtests.batches``).
 
 Read-only by construction: the only clients are Prometheus's query API (POST of
-queries) and PostgreSQL in a read-only transaction; nothing from
+queries, and a GET of its alerting rules) and PostgreSQL in a read-only transaction; nothing from
 ``postdeploy.actions`` or the Kubernetes API is used here.
 """
 
@@ -38,7 +39,9 @@ import types
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from postdeploy.backtests import batches
+import httpx
+
+from postdeploy.backtests import alerts, batches
 from postdeploy.decisions import checks as check_decisions
 from postdeploy.decisions import phases as phase_plans
 from postdeploy.decisions import templates, verdicts
@@ -63,7 +66,6 @@ _NOT_REPLAYED = {
     "manual": "a person's confirmation, not a measurement",
     "http": "an endpoint answers for now, not for a past time",
     "report": "builds the report of a live review",
-    "alertmanager": "Alertmanager keeps no history of alerts",
 }
 
 
@@ -130,6 +132,7 @@ class Backtest:
     not_replayed: tuple[NotReplayed, ...]
     queries: Mapping[str, int]  # Prometheus requests: sent (instant, range), answered from batches
     seconds: float
+    cpu_seconds: float = 0.0  # this process's CPU time (the machine may be shared)
 
 
 Measure = Callable[[templates.ResolvedCheck, ReviewContext], Awaitable[Measurement]]
@@ -151,6 +154,7 @@ class Replayer:
         measure_timeout: float = 60.0,
         template: str = "",
         api: batches.ReplayApi | None = None,
+        rules: Sequence[alerts.Rule] | None = None,
     ) -> None:
         self.target = target
         self.template = template
@@ -160,6 +164,7 @@ class Replayer:
         self.measure_timeout = measure_timeout
         self.api = api or batches.ReplayApi()
         self.prometheus_url = prometheus_url
+        self.rules = list(rules) if rules is not None else None  # None: read them from Prometheus
         pg = postgres.PostgresProvider(default_dsn=postgres_dsn)
         self._providers: dict[str, Any] = {
             "prometheus": self._prometheus(),
@@ -177,7 +182,7 @@ class Replayer:
                     skipped.append(NotReplayed(check.name, phase.name, check.spec.provider_name, reason))
             kept.append(dataclasses.replace(phase, checks=tuple(checks)))
         self.review = dataclasses.replace(review, phases=tuple(kept))
-        self.not_replayed = tuple(skipped)
+        self.not_replayed = skipped
 
     def _prometheus(self) -> prometheus.PrometheusProvider:
         # A provider per pass: its coalescer remembers answers for a while, and the
@@ -187,8 +192,53 @@ class Replayer:
     async def close(self) -> None:
         await self.api.close()
 
+    async def _alert_rules(self) -> None:
+        """Alertmanager checks become counts over the alerting rules' queries (``alerts``);
+        those that cannot are moved to the not-replayed list."""
+        checks = [c for p in self.review.phases for c in p.checks if c.spec.alertmanager is not None]
+        if not checks:
+            return
+        rules = self.rules
+        problem = "no Prometheus URL to read the alerting rules from"
+        if rules is None and self.prometheus_url:
+            try:
+                rules = await alerts.fetch_rules(self.prometheus_url)
+            except (httpx.HTTPError, ValueError) as error:
+                problem = f"cannot read the alerting rules from Prometheus: {type(error).__name__}: {error}"
+        now = self.until
+        values = ReviewContext(
+            review_name="backtest",
+            review_namespace=self.target.namespace,
+            review_uid="",
+            target=self.target,
+            version="unknown",
+            deployed_at=now,
+            now=now,
+            phase_name="",
+            phase_start=now,
+            phase_end=now,
+            check_name="",
+            parameters=self.review.spec.parameters,
+        ).template_values()
+        phases = []
+        for phase in self.review.phases:
+            kept = []
+            for check in phase.checks:
+                if check.spec.alertmanager is None:
+                    kept.append(check)
+                    continue
+                replaced = alerts.translate(check, rules, values) if rules is not None else problem
+                if isinstance(replaced, str):
+                    self.not_replayed.append(NotReplayed(check.name, phase.name, "alertmanager", replaced))
+                else:
+                    kept.append(replaced)
+            phases.append(dataclasses.replace(phase, checks=tuple(kept)))
+        self.review = dataclasses.replace(self.review, phases=tuple(phases))
+
     async def run(self, releases: Sequence[Release]) -> Backtest:
         started = time.monotonic()
+        cpu = time.process_time()
+        await self._alert_rules()
         if self.batch:
             prometheus_only = dataclasses.replace(
                 self.review,
@@ -211,13 +261,14 @@ class Replayer:
             until=self.until,
             releases=tuple(outcomes),
             replayed=tuple(c.name for p in self.review.phases for c in p.checks),
-            not_replayed=self.not_replayed,
+            not_replayed=tuple(self.not_replayed),
             queries={
                 "instant": self.api.sent["instant"],
                 "range": self.api.sent["range"],
                 "answeredFromBatches": self.api.answered,
             },
             seconds=time.monotonic() - started,
+            cpu_seconds=time.process_time() - cpu,
         )
 
     async def _all(

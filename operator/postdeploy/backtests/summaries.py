@@ -128,6 +128,7 @@ def as_dict(backtest: Backtest) -> dict[str, Any]:
         ],
         "prometheusQueries": dict(backtest.queries),
         "seconds": round(backtest.seconds, 2),
+        "cpuSeconds": round(backtest.cpu_seconds, 2),
     }
 
 
@@ -166,5 +167,5 @@ def write_table(backtest: Backtest, out: TextIO) -> None:
         f"\n{queries.get('instant', 0) + queries.get('range', 0)} Prometheus queries "
         f"({queries.get('range', 0)} range, {queries.get('instant', 0)} instant; "
         f"{queries.get('answeredFromBatches', 0)} requests answered from range queries) "
-        f"in {backtest.seconds:.1f} s\n"
+        f"in {backtest.seconds:.1f} s ({backtest.cpu_seconds:.1f} s of CPU)\n"
     )
