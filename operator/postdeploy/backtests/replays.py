@@ -17,7 +17,8 @@ slot's time, so it sees the business tables as of then only if the query filters
 time, as the built-in template's do). What is not, and why, is said by
 ``replayable`` and listed in the result: the cluster (``kubernetes``, ``job``,
 ``cleanup``), people (``manual``), endpoints (``http``), ``report``, and
-``pg_stat_statements`` (cumulative totals since its last reset, no history). A verdict is the verdict of the replayed checks.
+``pg_stat_statements`` (cumulative totals since its last reset, no history). A
+verdict is the verdict of the replayed checks.
 
 A release whose phases run past ``until`` (default: now) is replayed up to then; its
 verdict is then the engine's verdict of a running review (``Failing`` is final, since
