@@ -11,7 +11,7 @@ export VENV
 export PATH := $(VENV)/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)
 
-.PHONY: install venv binaries testbed-up testbed-down demo test test-unit test-e2e lint typecheck crds bench bench-judge
+.PHONY: install venv binaries testbed-up testbed-down demo test test-unit test-e2e lint typecheck crds bench bench-judge bench-backtest
 
 # All of it: Debian packages, the venv, the Go builds.
 install:
@@ -59,3 +59,8 @@ bench: install
 # no test bed. BENCH_JUDGE_ARGS=--quick for a smoke run.
 bench-judge: venv
 	$(PYTHON) -m bench.judge $(BENCH_JUDGE_ARGS)
+
+# Backtest speed: 28 releases of the built-in template over the backfilled history
+# (docs/backtest.md); Prometheus only, no Kubernetes.
+bench-backtest: venv
+	$(PYTHON) -m bench.backtest $(BENCH_BACKTEST_ARGS)
