@@ -15,7 +15,8 @@ Covers:
   alerting rules' queries (rule labels decided statically, other labels filtered,
   ``for`` as a subquery), or is listed when a matcher cannot be written in PromQL;
 - releases: placed every N hours, from a Deployment's ReplicaSets (owned ones only,
-  with revision and image tag), from a PromQL matrix (a version label, ``changes()``);
+  with revision and image tag, ordered by revision within a second), from a PromQL
+  matrix (a version label, ``changes()``);
 - the summary groups, the JSON, the HTML section (escaped, with the verdict strip);
 - read-only by construction: the backtest imports nothing from ``postdeploy.actions``
   or the engine, and the plugin command calls only the session's reads.
@@ -302,6 +303,14 @@ def test_releases_from_a_deployments_replica_sets() -> None:
     )
     assert [(r.at.day, r.version) for r in found] == [(1, "1.0.0"), (2, "1.1.0")]
     assert found[1].source == "revision 2 (checkout-b)"
+    same_second = releases.from_workload_history(
+        deployment,
+        [
+            replica_set("checkout-d", "d-1", "2026-11-03T10:00:00Z", "10", "checkout:1.10"),
+            replica_set("checkout-c", "d-1", "2026-11-03T10:00:00Z", "9", "checkout:1.9"),
+        ],
+    )
+    assert [r.version for r in same_second] == ["1.9", "1.10"]  # by revision within a second
 
 
 def test_releases_from_a_promql_matrix() -> None:

@@ -58,7 +58,7 @@ def from_workload_history(
 ) -> list[Release]:
     """One release per ReplicaSet / ControllerRevision owned by ``workload``, oldest first."""
     uid = (workload.get("metadata") or {}).get("uid")
-    out = []
+    out: list[tuple[datetime.datetime, int, Release]] = []
     for item in revisions:
         metadata = item.get("metadata") or {}
         owners = metadata.get("ownerReferences") or []
@@ -77,10 +77,10 @@ def from_workload_history(
         at = created if isinstance(created, datetime.datetime) else parse_time(str(created))
         if at.tzinfo is None:
             at = at.replace(tzinfo=datetime.UTC)
-        out.append(
-            Release(at, _version(template, labels), f"revision {number} ({metadata.get('name', '?')})")
-        )
-    return sorted(out, key=lambda r: r.at)
+        release = Release(at, _version(template, labels), f"revision {number} ({metadata.get('name', '?')})")
+        out.append((at, int(number) if number.isdigit() else 0, release))
+    # Creation times have whole seconds: revisions of the same second by their number.
+    return [release for _, _, release in sorted(out, key=lambda item: item[:2])]
 
 
 def from_matrix(matrix: Sequence[Mapping[str, Any]], start: float, end: float, step: float) -> list[Release]:
