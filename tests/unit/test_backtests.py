@@ -9,6 +9,8 @@ Covers:
   failed run (failureLimit 2), with value and baseline; the release whose extended
   phase holds a growth fails the trend check; the others pass; batched and unbatched
   replays agree exactly while the batched one sends under a hundredth of the requests;
+- the Prometheus provider's compare mode (anytime-valid before/after counts) is
+  replayed through the provider: it fails the spiked release only, batched or not;
 - a release still running at ``until`` is Passing or Failing, not complete;
 - checks that cannot be replayed (kubernetes, manual, job, http, pg_stat_statements)
   are listed with why, never run; an alertmanager check becomes a count over the
@@ -30,6 +32,7 @@ import datetime
 import io
 import json
 import pathlib
+import re
 import subprocess
 import sys
 from typing import Any
@@ -58,6 +61,12 @@ def _value(query: str, t: float) -> float | None:
         return 100.0 + 10.0 * min(grown, 6.0) + (t % 7) * 0.01
     if query == "vector(0) > 1":  # no alerting rule matches the alerts check
         return None
+    counted = re.fullmatch(r"sum\(increase\((errs|reqs)\[(\d+)s\]\)\)", query)
+    if counted:  # the compare mode's counts: 10 requests a second, 0.3% errors, 15% in the spike
+        window = int(counted.group(2))
+        requests = 10.0 * window
+        spiked = SPIKE.timestamp() < t and t - window < SPIKE.timestamp() + 20 * 60
+        return requests if counted.group(1) == "reqs" else requests * (0.15 if spiked else 0.003)
     raise AssertionError(f"unexpected query {query}")
 
 
@@ -265,6 +274,54 @@ def test_alert_checks_become_counts_over_the_rules_queries() -> None:
     )
     reason = alerts.translate(regex, [critical], {})
     assert isinstance(reason, str) and "only = can be replayed" in reason
+
+
+async def test_the_compare_mode_is_replayed_through_the_provider() -> None:
+    spec = {
+        "target": SPEC["target"],
+        "phases": [
+            {
+                "name": "immediate",
+                "start": "0s",
+                "end": "2h",
+                "interval": "5m",
+                "checks": [
+                    {
+                        "name": "error-share",
+                        "prometheus": {
+                            "query": "sum(increase(errs[{{window}}]))",
+                            "step": "5m",
+                            "compare": {"total": "sum(increase(reqs[{{window}}]))"},
+                        },
+                        "failWhen": "pValue < alpha",
+                    }
+                ],
+            }
+        ],
+    }
+    review = templates.resolve(templates.merge(None, spec))
+    outcomes = []
+    for batch in (True, False):
+        replayer = replays.Replayer(
+            review,
+            Target("Deployment", "shop", "shop"),
+            prometheus_url="http://prometheus.invalid",
+            until=T0 + datetime.timedelta(days=4),
+            batch=batch,
+            api=SyntheticReplayApi(),
+        )
+        placed = releases.every(datetime.timedelta(hours=6), T0, T0 + datetime.timedelta(hours=66))
+        outcomes.append(await replayer.run(placed))
+        await replayer.close()
+    batched, unbatched = outcomes
+    assert summaries.as_dict(batched)["releases"] == summaries.as_dict(unbatched)["releases"]
+    failed = [o for o in batched.releases if o.verdict == "Failed"]
+    assert [o.release.at for o in failed] == [T0 + datetime.timedelta(hours=30)]
+    first = failed[0].first_failure
+    assert first is not None and first.failed_at is not None
+    assert SPIKE < first.failed_at < SPIKE + datetime.timedelta(hours=1)
+    assert {o.verdict for o in batched.releases if o not in failed} == {"Passed"}
+    assert batched.queries["range"] + batched.queries["instant"] < unbatched.queries["range"] / 5
 
 
 # --- releases -----------------------------------------------------------------------------
