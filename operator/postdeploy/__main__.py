@@ -44,6 +44,22 @@ def main(argv: list[str] | None = None) -> int:
         help="text lines, or one JSON object per line with review and check names "
         "(default: $POSTDEPLOY_LOG_FORMAT, else text); secrets are masked in both",
     )
+    run.add_argument(
+        "--allow-cross-namespace",
+        action="append",
+        default=[],
+        metavar="FROM=TO",
+        help="let reviews in namespace FROM target workloads in namespace TO (repeatable); "
+        "without it a review may only target its own namespace",
+    )
+    run.add_argument(
+        "--egress-allow",
+        action="append",
+        default=[],
+        metavar="URL_PREFIX",
+        help="a URL prefix reviews may send requests to: http checks, Prometheus/Alertmanager "
+        "addresses, notification webhooks (repeatable); none given: any URL",
+    )
     run.add_argument("--verbose", action="store_true")
     crds = commands.add_parser("crds", help="write the generated CRDs")
     crds.add_argument("directory", type=pathlib.Path)
@@ -56,12 +72,20 @@ def main(argv: list[str] | None = None) -> int:
             print(path)
         return 0
 
-    from postdeploy.decisions import selectors
+    from postdeploy.decisions import confinement, selectors
 
     try:
         selectors.parse(args.selector)
     except ValueError as error:
         parser.error(f"--selector: {error}")
+    try:
+        pairs = [confinement.parse_namespace_pair(text) for text in args.allow_cross_namespace]
+    except ValueError as error:
+        parser.error(f"--allow-cross-namespace: {error}")
+    try:
+        prefixes = [confinement.parse_url_prefix(text) for text in args.egress_allow]
+    except ValueError as error:
+        parser.error(f"--egress-allow: {error}")
     os.environ["POSTDEPLOY_SELECTOR"] = args.selector  # read by the handlers when imported
 
     import kopf
@@ -87,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             # replica watches, only the leader ticks. kopf's peering would pause standbys.
             standalone=True,
             liveness_endpoint=args.liveness,
+            # Read by the start-up handler into the engine's settings.
+            memo=kopf.Memo(cross_namespace=pairs, egress_allowlist=prefixes),
         )
     )
     return 0

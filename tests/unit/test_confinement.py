@@ -10,9 +10,14 @@ string or a Secret URL's path.
 
 from __future__ import annotations
 
+import types
+from typing import Any
+
 import pytest
 
 from postdeploy.decisions import confinement
+from postdeploy.engine import settings, ticks
+from postdeploy.models import reviews
 
 
 def test_own_namespace_is_always_allowed() -> None:
@@ -153,3 +158,137 @@ def test_unsafe_prefixes_are_refused_at_start_up(text: str) -> None:
 def test_a_prefix_prints_in_its_normal_form() -> None:
     assert str(confinement.parse_url_prefix("HTTPS://Hooks.Example.com:443")) == "https://hooks.example.com/"
     assert str(confinement.parse_url_prefix("http://h:8080/a/")) == "http://h:8080/a/"
+
+
+# --- the whole review, as the engine and the admission webhook see it ---------------------
+
+
+def spec(**fields: Any) -> reviews.PostDeploymentReviewSpec:
+    check: dict[str, Any] = {"name": "c", "prometheus": {"query": "up"}}
+    check.update(fields.pop("check", {}))
+    body: dict[str, Any] = {
+        "target": {"name": "checkout"},
+        "phases": [{"name": "immediate", "start": "0s", "end": "1h", "checks": [check]}],
+        **fields,
+    }
+    return reviews.PostDeploymentReviewSpec.model_validate(body)
+
+
+PREFIXES = [confinement.parse_url_prefix("http://prometheus.monitoring:9090/")]
+
+
+def test_a_review_of_its_own_namespace_with_allowed_urls_runs() -> None:
+    allowed = spec(
+        providers={"prometheusUrl": "http://prometheus.monitoring:9090"},
+        check={"prometheus": {"query": "up", "address": "http://prometheus.monitoring:9090/"}},
+    )
+    assert confinement.review_refusal("team-a", allowed, set(), PREFIXES) is None
+
+
+def test_the_target_namespace_is_checked_first() -> None:
+    other = spec(target={"name": "checkout", "namespace": "team-b"})
+    message = confinement.review_refusal("team-a", other, set(), [])
+    assert message is not None and message.startswith("spec.target.namespace:")
+    assert confinement.review_refusal("team-a", other, {("team-a", "team-b")}, []) is None
+
+
+def spec_with(check: dict[str, Any] | None = None, **fields: Any) -> reviews.PostDeploymentReviewSpec:
+    """A review spec with one check (a prometheus check unless given)."""
+    body: dict[str, Any] = {
+        "target": {"name": "checkout"},
+        "phases": [
+            {
+                "name": "immediate",
+                "start": "0s",
+                "end": "1h",
+                "checks": [{"name": "c", **(check or {"prometheus": {"query": "up"}})}],
+            }
+        ],
+        **fields,
+    }
+    return reviews.PostDeploymentReviewSpec.model_validate(body)
+
+
+CHECK = "spec.phases[immediate].checks[c]"
+
+
+@pytest.mark.parametrize(
+    ("check", "fields", "field"),
+    [
+        (None, {"providers": {"prometheusUrl": "http://evil.example"}}, "spec.providers.prometheusUrl"),
+        (None, {"providers": {"alertmanagerUrl": "http://evil.example"}}, "spec.providers.alertmanagerUrl"),
+        (
+            {"prometheus": {"query": "up", "address": "http://prometheus.monitoring:9090@evil/"}},
+            {},
+            f"{CHECK}.prometheus.address",
+        ),
+        ({"alertmanager": {"address": "http://evil.example"}}, {}, f"{CHECK}.alertmanager.address"),
+        ({"http": {"url": "http://prometheus.monitoring:9090.evil/x"}}, {}, f"{CHECK}.http.url"),
+    ],
+)
+def test_every_url_in_the_spec_is_held_to_the_allowlist(
+    check: dict[str, Any] | None, fields: dict[str, Any], field: str
+) -> None:
+    message = confinement.review_refusal("team-a", spec_with(check, **fields), set(), PREFIXES)
+    assert message is not None and message.startswith(field + ": "), message
+    assert "--egress-allow" in message
+
+
+def test_a_templated_http_url_is_left_to_the_provider() -> None:
+    templated = spec_with({"http": {"url": "http://{{target}}.team-a.svc/metrics"}})
+    assert confinement.review_refusal("team-a", templated, set(), PREFIXES) is None
+
+
+def test_an_empty_allowlist_refuses_no_url() -> None:
+    anywhere = spec(providers={"prometheusUrl": "http://anything.example"})
+    assert confinement.review_refusal("team-a", anywhere, set(), []) is None
+
+
+# --- the engine refuses before it reads or touches anything -------------------------------
+
+
+def engine(pairs: set[tuple[str, str]] = frozenset(), prefixes: Any = ()) -> ticks.Engine:  # type: ignore[assignment]
+    configured = settings.Settings().confined(pairs, prefixes)
+    # No API client and no providers: a refused review must not need either.
+    return ticks.Engine(None, types.SimpleNamespace(http=None), configured)  # type: ignore[arg-type]
+
+
+def body(target: dict[str, Any], **spec_fields: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "team-a", "name": "r", "generation": 3},
+        "spec": {
+            "target": target,
+            "useDefaultTemplate": False,
+            "phases": [
+                {
+                    "name": "immediate",
+                    "start": "0s",
+                    "end": "1h",
+                    "checks": [
+                        {"name": "c", "kubernetes": {"measure": "readyRatio"}, "onFailure": "rollback"}
+                    ],
+                }
+            ],
+            **spec_fields,
+        },
+    }
+
+
+async def test_a_cross_namespace_review_is_refused_with_a_condition_and_an_event() -> None:
+    result = await engine().tick(body({"name": "prod", "namespace": "team-b"}))
+    assert result.status is not None
+    assert result.status["verdict"] == "Invalid" and result.status["phase"] == "Invalid"
+    refused = next(c for c in result.status["conditions"] if c["type"] == "Refused")
+    assert refused["status"] == "True" and refused["reason"] == "Refused"
+    assert "--allow-cross-namespace team-a=team-b" in refused["message"]
+    assert refused["observedGeneration"] == 3
+    assert [(e.type, e.reason) for e in result.events] == [("Warning", "Refused")]
+    assert "checks" not in result.status or not result.status["checks"]
+
+
+async def test_a_refused_url_refuses_the_review_before_anything_runs() -> None:
+    prefixes = [confinement.parse_url_prefix("http://127.0.0.1:9090")]
+    spec_body = body({"name": "checkout"}, providers={"alertmanagerUrl": "http://evil.example:9093"})
+    result = await engine(prefixes=prefixes).tick(spec_body)
+    assert result.status is not None
+    assert result.status["message"].startswith("spec.providers.alertmanagerUrl: http://evil.example:9093/")

@@ -14,7 +14,9 @@ happened), so a slow or failing receiver never holds up a review: each delivery 
 retried with exponential backoff and jitter, a bounded number of times; a 4xx answer other than 408/425/429
 is final at once. The outcome is reported back through a callback that writes it to
 the review's status; a delivery still Pending after a restart is sent again (at
-least once: a receiver can drop repeats by the message's ``id``).
+least once: a receiver can drop repeats by the message's ``id``). With an egress
+allowlist (``--egress-allow``) a URL outside it is never posted to: the delivery
+fails at once, naming the rule (``postdeploy.decisions.confinement``).
 
 Formats: ``json`` posts the message itself; ``slack`` posts an incoming-webhook body
 (``text`` plus Block Kit sections), which Slack-compatible receivers (Mattermost,
@@ -33,6 +35,7 @@ from typing import Any
 
 import httpx
 
+from postdeploy.decisions import confinement
 from postdeploy.models.checks import SecretKeyRef
 from postdeploy.models.reviews import Delivery, NotificationRecord, NotificationTarget
 
@@ -154,8 +157,10 @@ class Notifier:
         backoff: float = 1.0,
         max_backoff: float = 60.0,
         timeout: float = 10.0,
+        egress: Sequence[confinement.UrlPrefix] = (),
     ) -> None:
         self.http = http
+        self.egress = tuple(egress)
         self.read_secret = read_secret
         self.attempts = max(1, attempts)
         self.backoff = backoff
@@ -286,4 +291,7 @@ class Notifier:
             url = (await self.read_secret(review.namespace, ref.name, ref.key)).strip()
         except LookupError as problem:
             return str(problem)
+        refusal = confinement.egress_refusal(url, self.egress, secret=True)
+        if refusal is not None:  # never sent; a retry would be refused the same way
+            return f"final: Secret {ref.name}: {refusal}"
         return await self._post(url, content)

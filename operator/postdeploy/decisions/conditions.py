@@ -55,6 +55,10 @@ _TOKEN = re.compile(
 _FUNCTIONS: dict[str, Callable[..., float]] = {"abs": abs, "min": min, "max": max}
 _KEYWORDS = {"and", "or", "not", "true", "false"}
 _MAX_LENGTH = 1024
+# Bounds that keep parsing and evaluating (both recursive) far from Python's
+# recursion limit, whatever the text: 1024 characters hold 500 operators otherwise.
+_MAX_TOKENS = 256
+_MAX_DEPTH = 32
 
 Value = float | bool
 
@@ -94,6 +98,15 @@ class _Parser:
         self.index = 0
         self.names: set[str] = set()
         self.kinds: dict[int, str] = {}  # id(node) -> _BOOL or _NUM, checked while parsing
+        self.depth = 0
+        if len(self.tokens) > _MAX_TOKENS + 1:
+            raise ConditionError(f"a condition has at most {_MAX_TOKENS} tokens (numbers, names, operators)")
+
+    def enter(self, token: _Token) -> None:
+        """One level deeper (not, unary minus, parentheses, a call); bounded."""
+        self.depth += 1
+        if self.depth > _MAX_DEPTH:
+            raise ConditionError(f"nested more than {_MAX_DEPTH} levels deep at column {token.column}")
 
     def typed(self, node: Node, kind: str) -> Node:
         self.kinds[id(node)] = kind
@@ -153,7 +166,9 @@ class _Parser:
 
     def not_(self) -> Node:
         if token := self.accept("not", "!"):
+            self.enter(token)
             inner = self.not_()
+            self.depth -= 1
             self.need(inner, _BOOL, token)
             return self.typed(lambda env: not _truth(inner(env)), _BOOL)
         return self.compare()
@@ -189,7 +204,9 @@ class _Parser:
 
     def unary(self) -> Node:
         if token := self.accept("-"):
+            self.enter(token)
             inner = self.unary()
+            self.depth -= 1
             self.need(inner, _NUM, token)
             return self.typed(lambda env: -_number(inner(env)), _NUM)
         return self.atom()
@@ -213,8 +230,10 @@ class _Parser:
             self.names.add(name)
             return self.typed(lambda env: _lookup(env, name), _NUM)
         if token.text == "(":
+            self.enter(token)
             node = self.or_()
             self.expect(")")
+            self.depth -= 1
             return node
         found = repr(token.text) if token.kind != "end" else "the end"
         raise ConditionError(f"expected a value at column {token.column}, found {found}")
@@ -227,10 +246,12 @@ class _Parser:
                 f"unknown function {name.text!r} at column {name.column} (known: {known})"
             )
         self.expect("(")
+        self.enter(name)
         arguments = [self.or_()]
         while self.accept(","):
             arguments.append(self.or_())
         self.expect(")")
+        self.depth -= 1
         for argument in arguments:
             self.need(argument, _NUM, name)
         if name.text == "abs" and len(arguments) != 1:

@@ -11,6 +11,10 @@ words at ``kubectl apply`` and at run time.
 - :func:`egress_refusal`: with an egress allowlist (``--egress-allow PREFIX``, Helm
   value ``egressAllowlist``), a review may send requests (and the Secrets they carry)
   only to URLs under one of its prefixes; an empty allowlist allows every URL.
+- :func:`review_refusal`: both rules over a whole (merged) review spec: its target,
+  and every URL written in it (``spec.providers``, each check's ``prometheus.address``,
+  ``alertmanager.address`` and ``http.url``). An ``http.url`` with ``{{...}}``
+  placeholders is checked once rendered, by the http provider, before it is sent.
 
 URLs are parsed, never compared as strings: scheme, host and port must be equal
 (case-insensitive, default ports filled in) and the path must lie under the
@@ -24,7 +28,9 @@ from __future__ import annotations
 import dataclasses
 import re
 import urllib.parse
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
+
+from postdeploy.models import reviews
 
 __all__ = [
     "EGRESS_RULE",
@@ -34,6 +40,8 @@ __all__ = [
     "namespace_refusal",
     "parse_namespace_pair",
     "parse_url_prefix",
+    "review_refusal",
+    "spec_urls",
 ]
 
 NAMESPACE_RULE = (
@@ -171,3 +179,44 @@ def _shown(url: str) -> str:
         text = f"{scheme}{sep}…@{rest.rpartition('@')[2]}" if sep else "…@" + text.rpartition("@")[2]
     text = text if len(text) <= 200 else text[:200] + "…"
     return repr(text)
+
+
+def spec_urls(spec: reviews.PostDeploymentReviewSpec) -> Iterator[tuple[str, str]]:
+    """(field, URL) for every URL written in a review spec, placeholders not rendered."""
+    if spec.providers is not None:
+        if spec.providers.prometheus_url:
+            yield "spec.providers.prometheusUrl", spec.providers.prometheus_url
+        if spec.providers.alertmanager_url:
+            yield "spec.providers.alertmanagerUrl", spec.providers.alertmanager_url
+    for phase in spec.phases:
+        for check in phase.checks:
+            where = f"spec.phases[{phase.name}].checks[{check.name}]"
+            if check.prometheus is not None and check.prometheus.address:
+                yield f"{where}.prometheus.address", check.prometheus.address
+            if check.alertmanager is not None and check.alertmanager.address:
+                yield f"{where}.alertmanager.address", check.alertmanager.address
+            if check.http is not None:
+                yield f"{where}.http.url", check.http.url
+
+
+def review_refusal(
+    namespace: str,
+    spec: reviews.PostDeploymentReviewSpec,
+    allowed_pairs: Collection[tuple[str, str]],
+    allowed_prefixes: Collection[UrlPrefix],
+) -> str | None:
+    """Why the operator refuses to run this review at all; None when it may.
+
+    ``spec`` is the review merged with its template: a template's URLs are held to
+    the allowlist as the review's own are.
+    """
+    refusal = namespace_refusal(namespace, spec.target.namespace, allowed_pairs)
+    if refusal is not None:
+        return refusal
+    for field, url in spec_urls(spec):
+        if "{{" in url:
+            continue  # rendered per run; the http provider checks the result
+        refusal = egress_refusal(url, allowed_prefixes)
+        if refusal is not None:
+            return f"{field}: {refusal}"
+    return None

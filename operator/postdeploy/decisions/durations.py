@@ -3,6 +3,10 @@
 Used by the models (validation, and the CRD's ``pattern``), the phase scheduler and
 providers (PromQL ranges and offsets). Plain strings in the spec, so tests and
 demos compress a 72-hour review into minutes without any special mode.
+
+A duration is at most ``MAX`` (3650d, ten years): with ``deployedAt`` bounded too
+(``models.reviews``), every date the engine computes from them stays far inside what
+``datetime`` can hold, so no input makes a tick overflow.
 """
 
 from __future__ import annotations
@@ -10,8 +14,9 @@ from __future__ import annotations
 import datetime
 import re
 
-__all__ = ["PATTERN", "format_duration", "parse_duration", "promql_duration"]
+__all__ = ["MAX", "PATTERN", "format_duration", "parse_duration", "promql_duration"]
 
+MAX = datetime.timedelta(days=3650)
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # One or more <number><unit> groups, largest unit first is not enforced.
 PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d|w))+$"
@@ -26,6 +31,8 @@ def parse_duration(text: str) -> datetime.timedelta:
             f"invalid duration {text!r}: use a number and a unit (ms, s, m, h, d, w), e.g. 30s, 5m, 2h, 3d"
         )
     seconds = sum(float(n) * _UNITS[u] for n, u in _PART.findall(text))
+    if not seconds <= MAX.total_seconds():  # also inf, from a number too long for a float
+        raise ValueError(f"invalid duration {text[:40]!r}: at most {MAX.days}d")
     return datetime.timedelta(seconds=seconds)
 
 

@@ -27,6 +27,7 @@ from postdeploy.models import reviews
 
 __all__ = [
     "DEFAULT_INTERVAL",
+    "MIN_INTERVAL",
     "InvalidSpec",
     "ResolvedCheck",
     "ResolvedPhase",
@@ -36,6 +37,8 @@ __all__ = [
 ]
 
 DEFAULT_INTERVAL = datetime.timedelta(minutes=1)
+# Shorter intervals would keep a review ticking (and writing its status) without pause.
+MIN_INTERVAL = datetime.timedelta(seconds=1)
 
 
 class InvalidSpec(ValueError):
@@ -221,8 +224,11 @@ def resolve(merged: Mapping[str, Any]) -> ResolvedReview:
             check_interval = durations.parse_duration(check.interval) if check.interval else interval
             fail_when, pass_when = defaults.default_conditions(check)
             check = check.model_copy(update={"fail_when": fail_when, "pass_when": pass_when})
-            if check_interval <= datetime.timedelta(0):
-                raise InvalidSpec(f"{check_where}.interval: must be positive")
+            if check_interval < MIN_INTERVAL:
+                raise InvalidSpec(
+                    f"{check_where}.interval: {format_interval(check_interval)} is shorter than the "
+                    "minimum, 1s (set on the check, its phase, the review or the template)"
+                )
             resolved_checks.append(
                 ResolvedCheck(
                     spec=check,
@@ -234,3 +240,10 @@ def resolve(merged: Mapping[str, Any]) -> ResolvedReview:
             )
         phases.append(ResolvedPhase(phase.name, start, end, tuple(resolved_checks)))
     return ResolvedReview(spec, tuple(phases))
+
+
+def format_interval(interval: datetime.timedelta) -> str:
+    """An interval for a message: ``250ms``, or ``durations.format_duration``'s form."""
+    if interval < datetime.timedelta(seconds=1):
+        return f"{interval.total_seconds() * 1000:g}ms"
+    return durations.format_duration(interval)

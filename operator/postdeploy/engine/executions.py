@@ -22,6 +22,9 @@ the completion message. Every message is handed to the ``Notifier``, which deliv
 in the background and reports back through the ledger.
 
 Events are posted on the review and, for what touched the target, on the target.
+Nothing is done for a review whose target lies in a namespace the operator does not
+allow it (``decisions/confinement.py``), even when its status holds records: the
+spec may have changed since they were decided.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import asyncio
 import dataclasses
 import datetime
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import pydantic
@@ -38,6 +41,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from postdeploy.actions import annotations as breach_annotations
 from postdeploy.actions import notifications, pauses, rollbacks, targets
+from postdeploy.decisions import confinement
 from postdeploy.engine import failpoints
 from postdeploy.engine.ledgers import Ledger
 from postdeploy.models.reviews import (
@@ -122,8 +126,10 @@ class Executor:
         *,
         retries: int = 5,
         retry_delay: float = 1.0,
+        cross_namespace: Collection[tuple[str, str]] = frozenset(),
     ) -> None:
         self.notifier = notifier
+        self.cross_namespace = cross_namespace
         self.clock = clock
         self.retries = retries
         self.retry_delay = retry_delay
@@ -146,6 +152,8 @@ class Executor:
             dry_run = RollbackSpec.model_validate(rollback).dry_run if rollback else False
         except pydantic.ValidationError:
             return False  # the tick reports the invalid spec; nothing can be acted on
+        if confinement.namespace_refusal(ref.namespace, target.namespace, self.cross_namespace):
+            return False  # the tick reports the refusal; nothing is done to another namespace
         if target.namespace is None:
             target = target.model_copy(update={"namespace": ref.namespace})
         review = _Review(

@@ -60,7 +60,7 @@ class Providers:
                 http_client, settings.alertmanager_url, concurrency=settings.concurrency_per_provider
             ),
             "postgres": self._postgres,
-            "http": http.HttpProvider(http_client),
+            "http": http.HttpProvider(http_client, settings.egress_allowlist),
             "job": job.JobProvider(api),
             "manual": manual.ManualProvider(),
             "statistics": statistics.StatisticsProvider(self._postgres),

@@ -12,6 +12,13 @@ wake-up or until a spec or annotation change makes a review due at once.
 Compared with one kopf daemon per review this holds no task per idle review, puts no
 finalizer on reviews (kopf adds one for every daemon, so a review could not be deleted
 while the operator is away), and never looks at a completed review again.
+
+A tick that raises (a bug, or an API error) is contained to its review: the review
+gets condition ``TickFailed`` (True, with the error) and a Warning Event, and is
+tried again after ``tick_backoff_seconds``, doubling with each failure in a row up to
+``tick_max_backoff_seconds``; the first failure is logged with its traceback, repeats
+in one line. The next tick that succeeds sets ``TickFailed`` False. Other reviews
+keep their schedule meanwhile.
 """
 
 from __future__ import annotations
@@ -28,16 +35,18 @@ from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from postdeploy import metrics
+from postdeploy import logs, metrics
 from postdeploy.actions import notifications
+from postdeploy.decisions import verdicts
 from postdeploy.engine import executions, ledgers, ticks
+from postdeploy.models.reviews import ReviewStatus
 
 __all__ = ["Scheduler"]
 
 logger = logging.getLogger(__name__)
 Key = tuple[str, str]  # namespace, name
 Poster = Callable[[Sequence[Mapping[str, Any]], str, str, str], None]
-ERROR_BACKOFF = 10.0
+TICK_FAILED = "TickFailed"
 
 
 def _named(key: Key) -> dict[str, str]:
@@ -61,6 +70,7 @@ class _Entry:
     running: bool = False
     again: bool = False  # changed while running: run again right after
     done: bool = False  # completed, with nothing left to do
+    failures: int = 0  # ticks in a row that raised
 
 
 class Scheduler:
@@ -184,24 +194,28 @@ class Scheduler:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def backoff(self, failures: int) -> float:
+        """Seconds before the next try after ``failures`` failed ticks in a row (>= 1)."""
+        settings = self.engine.settings
+        return float(
+            min(settings.tick_max_backoff_seconds, settings.tick_backoff_seconds * 2 ** min(failures - 1, 60))
+        )
+
     async def _step(self, key: Key, entry: _Entry) -> None:
         """One tick of one review; schedules its next."""
         next_at: float | None = None
         try:
             next_at = await self._tick(key, entry)
+            if entry.failures:
+                entry.failures = 0
+                await self._report_recovery(key, entry)
         except ApiException as error:
             if error.status == 404:
                 self.forget(*key)
                 return
-            logger.warning(
-                "review %s/%s: API %s %s; retrying", *key, error.status, error.reason, extra=_named(key)
-            )
-            next_at = self.clock() + ERROR_BACKOFF
-        except Exception:
-            logger.exception(
-                "review %s/%s: tick failed; retrying in %ss", *key, ERROR_BACKOFF, extra=_named(key)
-            )
-            next_at = self.clock() + ERROR_BACKOFF
+            next_at = await self._failed(key, entry, f"API error {error.status} {error.reason}")
+        except Exception as error:
+            next_at = await self._failed(key, entry, f"{type(error).__name__}: {error}", trace=True)
         finally:
             self._slots.release()
             entry.running = False
@@ -210,6 +224,44 @@ class Scheduler:
                 next_at = self.clock()
             if next_at is not None and key in self._entries:
                 self._schedule(key, next_at)
+
+    async def _failed(self, key: Key, entry: _Entry, error: str, trace: bool = False) -> float:
+        """A tick raised: log, condition and Event; the time of the next try."""
+        entry.failures += 1
+        delay = self.backoff(entry.failures)
+        error = logs.redact(error)[:500]
+        message = f"tick failed ({entry.failures} in a row): {error}; next try in {delay:g}s"
+        if trace and entry.failures == 1:
+            logger.exception("review %s/%s: %s", *key, message, extra=_named(key))
+        else:
+            logger.warning("review %s/%s: %s", *key, message, extra=_named(key))
+        self.post([self._reference(entry)], "Warning", TICK_FAILED, message)
+        await self._set_tick_condition(key, entry, "True", TICK_FAILED, message)
+        return self.clock() + delay
+
+    async def _report_recovery(self, key: Key, entry: _Entry) -> None:
+        await self._set_tick_condition(key, entry, "False", "TickSucceeded", "the last tick succeeded")
+
+    async def _set_tick_condition(
+        self, key: Key, entry: _Entry, flag: str, reason: str, message: str
+    ) -> None:
+        """Write TickFailed into the review's status; a failure to write is only logged."""
+        try:
+            status = ReviewStatus.model_validate(entry.ledger.view)
+            status.conditions = verdicts.set_condition(
+                status.conditions,
+                TICK_FAILED,
+                flag,
+                reason,
+                message,
+                self.engine.clock(),
+                entry.metadata.get("generation"),
+            )
+            await entry.ledger.write(status.dump())
+        except Exception as error:  # the status itself may be what fails
+            logger.warning(
+                "review %s/%s: cannot record %s=%s: %s", *key, TICK_FAILED, flag, error, extra=_named(key)
+            )
 
     async def _tick(self, key: Key, entry: _Entry) -> float | None:
         self.ticks += 1

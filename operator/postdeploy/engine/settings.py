@@ -1,7 +1,10 @@
 """Operator-wide configuration, read once at start-up from the environment.
 
 A review's own ``spec.providers`` wins over these defaults. Values that hold
-secrets (``POSTDEPLOY_POSTGRES_DSN``) are kept out of ``repr``.
+secrets (``POSTDEPLOY_POSTGRES_DSN``) are kept out of ``repr``. What confines
+reviews (``cross_namespace``, ``egress_allowlist``) comes from ``postdeploy run``'s
+flags, which ``postdeploy.handlers.lifecycle`` sets on the settings at start-up
+(``confined``); the environment does not set them.
 """
 
 from __future__ import annotations
@@ -9,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+
+from postdeploy.decisions import confinement
 
 __all__ = ["Settings"]
 
@@ -46,6 +51,23 @@ class Settings:
     notify_backoff_seconds: float = 1.0
     notify_max_backoff_seconds: float = 60.0
     notify_timeout_seconds: float = 10.0
+    # A tick that raises is retried after this delay, doubling after each failure in a
+    # row up to the maximum; other reviews keep their schedule meanwhile.
+    tick_backoff_seconds: float = 10.0
+    tick_max_backoff_seconds: float = 600.0
+    # (FROM, TO): reviews in namespace FROM may target workloads in TO
+    # (``--allow-cross-namespace``); a review's own namespace is always allowed.
+    cross_namespace: frozenset[tuple[str, str]] = frozenset()
+    # URL prefixes reviews may send requests to (``--egress-allow``); empty: any URL.
+    egress_allowlist: tuple[confinement.UrlPrefix, ...] = ()
+
+    def confined(
+        self, cross_namespace: Iterable[tuple[str, str]], egress_allowlist: Iterable[confinement.UrlPrefix]
+    ) -> Settings:
+        """These settings with the confinement rules given to ``postdeploy run``."""
+        return dataclasses.replace(
+            self, cross_namespace=frozenset(cross_namespace), egress_allowlist=tuple(egress_allowlist)
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -67,4 +89,6 @@ class Settings:
             notify_backoff_seconds=float(env.get("POSTDEPLOY_NOTIFY_BACKOFF", "1")),
             notify_max_backoff_seconds=float(env.get("POSTDEPLOY_NOTIFY_MAX_BACKOFF", "60")),
             notify_timeout_seconds=float(env.get("POSTDEPLOY_NOTIFY_TIMEOUT", "10")),
+            tick_backoff_seconds=float(env.get("POSTDEPLOY_TICK_BACKOFF", "10")),
+            tick_max_backoff_seconds=float(env.get("POSTDEPLOY_TICK_MAX_BACKOFF", "600")),
         )

@@ -30,9 +30,9 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from postdeploy import logs, workloads
 from postdeploy.actions import decide, gitops, targets
 from postdeploy.decisions import checks as check_decisions
+from postdeploy.decisions import confinement, templates, verdicts
 from postdeploy.decisions import phases as phase_plans
-from postdeploy.decisions import templates, verdicts
-from postdeploy.engine import finals, reruns
+from postdeploy.engine import failpoints, finals, reruns
 from postdeploy.engine.registry import Providers
 from postdeploy.engine.settings import Settings
 from postdeploy.models.reviews import (
@@ -196,6 +196,7 @@ class Engine:
 
     async def tick(self, body: Mapping[str, Any]) -> TickResult:
         metadata = body.get("metadata", {})
+        failpoints.raise_at("tick-raise", metadata.get("annotations") or {})
         namespace = metadata.get("namespace", "")
         generation = metadata.get("generation")
         raw = body.get("status") or {}
@@ -218,9 +219,15 @@ class Engine:
             return self._held(previous, "TemplateUnavailable", message, now, generation)
 
         spec = review.spec
+        # Before anything is read or touched: the review's namespace, the allowed URLs.
+        refusal = confinement.review_refusal(
+            namespace, spec, self.settings.cross_namespace, self.settings.egress_allowlist
+        )
+        if refusal is not None:
+            return self._invalid(previous, refusal, now, generation, kind="Refused")
         target = Target(spec.target.kind, spec.target.name, spec.target.namespace or namespace)
         status.target = f"{target.kind}/{target.name}"
-        status.conditions = [c for c in status.conditions if c.type != "InvalidSpec"]
+        status.conditions = [c for c in status.conditions if c.type not in ("InvalidSpec", "Refused")]
 
         # Version and deployment time: from the spec, else what was recorded, else the target.
         version = spec.version or status.version
@@ -454,22 +461,31 @@ class Engine:
         return ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
 
     def _invalid(
-        self, previous: ReviewStatus, message: str, now: datetime.datetime, generation: int | None
+        self,
+        previous: ReviewStatus,
+        message: str,
+        now: datetime.datetime,
+        generation: int | None,
+        kind: Literal["InvalidSpec", "Refused"] = "InvalidSpec",
     ) -> TickResult:
+        """The review cannot run: its spec is wrong (InvalidSpec), or the operator's
+        confinement rules refuse it (Refused). Condition, verdict Invalid, one Event."""
         status = previous.model_copy(deep=True)
         status.observed_generation = generation
         status.phase = INVALID
         status.verdict = Verdict.INVALID
         status.message = message[:300]
+        other = "Refused" if kind == "InvalidSpec" else "InvalidSpec"
+        status.conditions = [c for c in status.conditions if c.type != other]
         status.conditions = verdicts.set_condition(
-            status.conditions, "InvalidSpec", "True", "InvalidSpec", message, now, generation
+            status.conditions, kind, "True", kind, message, now, generation
         )
         status.conditions = verdicts.set_condition(
-            status.conditions, "Progressing", "False", "InvalidSpec", message, now, generation
+            status.conditions, "Progressing", "False", kind, message, now, generation
         )
         events: tuple[Event, ...] = ()
         if previous.message != status.message or previous.phase != INVALID:
-            events = (Event("Warning", "InvalidSpec", message),)
+            events = (Event("Warning", kind, message),)
         new = status.dump()
         # A missing template may appear later: look again after a while.
         wake = now + datetime.timedelta(seconds=60)

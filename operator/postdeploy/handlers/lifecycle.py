@@ -79,7 +79,9 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-    configuration = settings_module.Settings.from_env()
+    configuration = settings_module.Settings.from_env().confined(
+        memo.get("cross_namespace", ()), memo.get("egress_allowlist", ())
+    )
     logging.getLogger("postdeploy").setLevel(os.environ.get("POSTDEPLOY_LOG_LEVEL", "INFO").upper())
     settings.posting.level = 20  # post Events of INFO and above
     settings.watching.server_timeout = 300
@@ -104,8 +106,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any,
         backoff=configuration.notify_backoff_seconds,
         max_backoff=configuration.notify_max_backoff_seconds,
         timeout=configuration.notify_timeout_seconds,
+        egress=configuration.egress_allowlist,
     )
-    memo.executor = executions.Executor(memo.notifier, memo.engine.clock)
+    memo.executor = executions.Executor(
+        memo.notifier, memo.engine.clock, cross_namespace=configuration.cross_namespace
+    )
     memo.events = events.EventPoster(api)
     memo.scheduler = schedulers.Scheduler(
         memo.engine, memo.executor, memo.events.post, concurrency=configuration.concurrent_reviews
@@ -126,9 +131,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any,
         memo.scheduler.is_leader = lambda: election.is_leader
         memo.election_task = asyncio.create_task(election.run(), name="postdeploy-leader-election")
     logger.info(
-        "postdeploy started: prometheus=%s alertmanager=%s",
+        "postdeploy started: prometheus=%s alertmanager=%s cross-namespace=%s egress=%s",
         configuration.prometheus_url or "-",
         configuration.alertmanager_url or "-",
+        ",".join(sorted(f"{a}={b}" for a, b in configuration.cross_namespace)) or "-",
+        ",".join(str(p) for p in configuration.egress_allowlist) or "any",
     )
 
 

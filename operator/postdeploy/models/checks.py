@@ -219,9 +219,9 @@ class SlowStatements(SpecModel):
     """
 
     threshold: Duration = pydantic.Field(default="1s", description="Mean execution time that is slow.")
-    min_calls: int = pydantic.Field(default=1, ge=1)
+    min_calls: int = pydantic.Field(default=1, ge=1, le=1_000_000_000)
     slower_by: float = pydantic.Field(
-        default=0.2, ge=0, description="Relative increase of the mean that counts as slower."
+        default=0.2, ge=0, le=1000, description="Relative increase of the mean that counts as slower."
     )
     snapshot_from: str | None = pydantic.Field(
         default=None,
@@ -275,7 +275,7 @@ class HttpCheck(SpecModel):
         default=None, description="A bearer token sent as Authorization."
     )
     timeout: Duration = "10s"
-    expect_status: int = 200
+    expect_status: int = pydantic.Field(default=200, ge=100, le=599)
 
 
 class JobCheck(SpecModel):
@@ -310,7 +310,9 @@ class StatisticsCheck(SpecModel):
     dsn_secret_ref: SecretKeyRef | None = None
     control: str | None = None
     alpha: float = pydantic.Field(default=0.05, gt=0, lt=1)
-    expected_ratios: list[float] | None = None
+    expected_ratios: list[Annotated[float, pydantic.Field(gt=0)]] | None = pydantic.Field(
+        default=None, max_length=20
+    )
     optional: bool = pydantic.Field(
         default=False,
         description="Skipped, not Error, when no PostgreSQL DSN is configured anywhere "
@@ -328,7 +330,7 @@ class Baseline(SpecModel):
         default=False, description="The same query evaluated at deployedAt (just before the deployment)."
     )
     tolerance: float = pydantic.Field(
-        default=0.1, ge=0, description="Relative tolerance, available as `tolerance` in conditions."
+        default=0.1, ge=0, le=1000, description="Relative tolerance, available as `tolerance` in conditions."
     )
 
 
@@ -366,12 +368,12 @@ class Check(SpecModel):
     name: str = pydantic.Field(pattern=CHECK_NAME, max_length=63)
     description: str | None = None
     interval: Duration | None = pydantic.Field(default=None, description="Overrides the phase's interval.")
-    fail_when: str | None = None
-    pass_when: str | None = None
+    fail_when: str | None = pydantic.Field(default=None, max_length=1024)
+    pass_when: str | None = pydantic.Field(default=None, max_length=1024)
     baseline: Baseline | None = None
-    failure_limit: int = pydantic.Field(default=0, ge=0, description="Failed runs tolerated.")
-    consecutive_error_limit: int = pydantic.Field(default=4, ge=0)
-    inconclusive_limit: int = pydantic.Field(default=0, ge=0)
+    failure_limit: int = pydantic.Field(default=0, ge=0, le=1_000_000, description="Failed runs tolerated.")
+    consecutive_error_limit: int = pydantic.Field(default=4, ge=0, le=1_000_000)
+    inconclusive_limit: int = pydantic.Field(default=0, ge=0, le=1_000_000)
     treat_missing_as_failure: bool = False
     on_failure: OnFailure = OnFailure.NONE
     enabled: bool = True

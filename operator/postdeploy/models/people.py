@@ -75,7 +75,10 @@ class SloTargets(SpecModel):
         default="0s", description="Time with zero available replicas must not exceed this."
     )
     error_spike: float = pydantic.Field(
-        default=0.01, ge=0, description="Peak error ratio minus its pre-deploy baseline must stay below."
+        default=0.01,
+        ge=0,
+        le=1,
+        description="Peak error ratio minus its pre-deploy baseline must stay below.",
     )
     rollback_allowed: bool = pydantic.Field(
         default=False, description="Whether a rollback still meets the SLOs ('Rollback required: No')."

@@ -20,6 +20,8 @@ from postdeploy.models.checks import Check, OnFailure, SecretKeyRef
 from postdeploy.models.people import FinalReview, SignoffPolicy, SloTargets
 
 __all__ = [
+    "EARLIEST",
+    "LATEST",
     "ActionRecord",
     "ActionState",
     "CheckState",
@@ -41,11 +43,21 @@ __all__ = [
 ]
 
 
+# deployedAt lies in [EARLIEST, LATEST): with durations of at most 3650d every time
+# the engine derives from it is a valid datetime (decisions/durations.py).
+EARLIEST = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+LATEST = datetime.datetime(2200, 1, 1, tzinfo=datetime.UTC)
+
+
 class Target(SpecModel):
     kind: Literal["Deployment", "StatefulSet", "DaemonSet", "Rollout"] = "Deployment"
     name: str = pydantic.Field(min_length=1, max_length=253)
     namespace: str | None = pydantic.Field(
-        default=None, description="Defaults to the review's namespace."
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=63,
+        description="Defaults to the review's namespace. Another namespace only where the "
+        "operator allows the pair (--allow-cross-namespace FROM=TO).",
     )
 
 
@@ -129,15 +141,24 @@ class PostDeploymentReviewSpec(SpecModel):
                 "!has(self.useDefaultTemplate) || self.useDefaultTemplate",
                 "a review with useDefaultTemplate: false needs templateRef or phases",
             ),
+            (
+                "!has(self.deployedAt) || (self.deployedAt >= timestamp('1970-01-01T00:00:00Z') "
+                "&& self.deployedAt < timestamp('2200-01-01T00:00:00Z'))",
+                "deployedAt must lie between 1970-01-01 and 2200-01-01",
+            ),
         )
     )
 
     target: Target
     version: str | None = pydantic.Field(
-        default=None, description="Defaults to the target's image tag or app.kubernetes.io/version."
+        default=None,
+        max_length=128,
+        description="Defaults to the target's image tag or app.kubernetes.io/version.",
     )
     deployed_at: datetime.datetime | None = pydantic.Field(
-        default=None, description="Defaults to the target's rollout time, else the review's creation."
+        default=None,
+        description="Defaults to the target's rollout time, else the review's creation. "
+        "Between 1970-01-01 and 2200-01-01.",
     )
     template_ref: TemplateRef | None = None
     use_default_template: bool = pydantic.Field(
@@ -163,6 +184,16 @@ class PostDeploymentReviewSpec(SpecModel):
         "operations-lead, product-owner; awaited by default only on the built-in checklist).",
     )
     slo: SloTargets | None = pydantic.Field(default=None, description="The final review's SLO targets.")
+
+    @pydantic.field_validator("deployed_at")
+    @classmethod
+    def _deployed_at_in_range(cls, value: datetime.datetime | None) -> datetime.datetime | None:
+        if value is None:
+            return None
+        aware = value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+        if not EARLIEST <= aware < LATEST:
+            raise ValueError("deployedAt must lie between 1970-01-01 and 2200-01-01")
+        return value
 
     @pydantic.field_validator("notifications")
     @classmethod

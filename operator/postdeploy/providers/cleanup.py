@@ -48,7 +48,9 @@ class CleanupProvider:
     async def measure(self, spec: CleanupCheck, ctx: ReviewContext) -> Measurement:
         if ctx.memo.get("result") and not spec.dry_run:
             return self._measurement(dict(ctx.memo["result"]), None)
-        namespaces = [ctx.target.namespace, ctx.review_namespace]
+        # Labelled and named objects only in the review's own namespace (a review acts
+        # there, docs/security.md); old ReplicaSets are the target's.
+        namespaces = [ctx.review_namespace]
         target = (ctx.target.kind, ctx.target.namespace, ctx.target.name)
         candidates, problems = await cleanups.plan(
             self.api, spec, namespaces, ctx.review_name, ctx.version, target

@@ -22,12 +22,13 @@ import logging
 import math
 import time
 import urllib.parse
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 from jsonpath_ng.ext import parser as jsonpath
 
-from postdeploy.decisions import durations
+from postdeploy.decisions import confinement, durations
 from postdeploy.models.checks import Baseline, HttpCheck
 from postdeploy.providers import details as details_
 from postdeploy.providers import templating
@@ -41,8 +42,9 @@ logger = logging.getLogger(__name__)
 class HttpProvider:
     """Measures a value in a JSON document served over HTTP(S)."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx.AsyncClient, egress: Sequence[confinement.UrlPrefix] = ()) -> None:
         self._client = client
+        self._egress = tuple(egress)
 
     async def measure(
         self, spec: HttpCheck, ctx: ReviewContext, baseline: Baseline | None = None
@@ -61,6 +63,9 @@ class HttpProvider:
             return Measurement.error(f"invalid check: {exc}", query=f"{spec.method} {spec.url}")
         shown = details_.redact_url(url)
         query = f"{spec.method} {shown}"
+        refusal = confinement.egress_refusal(url, self._egress)
+        if refusal is not None:  # nothing is sent, the token least of all
+            return Measurement.error(f"spec.http.url: {refusal}", query=query)
         token = ctx.secrets.get("token")
         if token:
             headers["Authorization"] = f"Bearer {token}"
