@@ -7,9 +7,9 @@ words at ``kubectl apply`` and at run time.
 
 - :func:`namespace_refusal`: a review acts in its own namespace; a target in
   another one only for a pair the operator was started with
-  (``--allow-cross-namespace FROM=TO``, Helm value ``allowCrossNamespace``).
+  (``--allow-cross-namespace FROM=TO``, Helm value ``confinement.allowCrossNamespace``).
 - :func:`egress_refusal`: with an egress allowlist (``--egress-allow PREFIX``, Helm
-  value ``egressAllowlist``), a review may send requests (and the Secrets they carry)
+  value ``confinement.egressAllowlist``), a review may send requests (and the Secrets they carry)
   only to URLs under one of its prefixes; an empty allowlist allows every URL.
 - :func:`review_refusal`: both rules over a whole (merged) review spec: its target,
   and every URL written in it (``spec.providers``, each check's ``prometheus.address``,
@@ -46,11 +46,11 @@ __all__ = [
 
 NAMESPACE_RULE = (
     "a review acts only in its own namespace; the operator allows a cross-namespace pair with "
-    "--allow-cross-namespace FROM=TO (Helm value allowCrossNamespace)"
+    "--allow-cross-namespace FROM=TO (Helm value confinement.allowCrossNamespace)"
 )
 EGRESS_RULE = (
     "reviews may send requests only to URLs under the operator's egress allowlist "
-    "(--egress-allow PREFIX, Helm value egressAllowlist)"
+    "(--egress-allow PREFIX, Helm value confinement.egressAllowlist)"
 )
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
