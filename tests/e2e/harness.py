@@ -5,7 +5,8 @@ Fixtures: ``crds`` (session: the generated CRDs applied), ``default_template`` (
 built-in ClusterReviewTemplate, for one test), ``namespace`` (a fresh
 namespace with the sample Deployment ``checkout``, deleted afterwards),
 ``operator_env`` (what the operator process needs), ``run_operator`` (a factory for
-operator processes; each is stopped at the end of the test). Helpers wait for
+operator processes, with optional ``postdeploy run`` arguments and namespaces to
+watch; each is stopped at the end of the test). Helpers wait for
 conditions by polling the API server; none sleeps a fixed time.
 """
 
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -156,11 +157,22 @@ def operator_env(kube_cluster: dict[str, Any], observability: dict[str, Any]) ->
 
 
 class OperatorProcess:
-    def __init__(self, env: Mapping[str, str], namespace: str, log: pathlib.Path) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        namespace: str | Sequence[str],
+        log: pathlib.Path,
+        args: Sequence[str] = (),
+    ) -> None:
         self.log = log
         self.handle = open(log, "ab")  # noqa: SIM115 (closed in stop)
+        watched = [namespace] if isinstance(namespace, str) else list(namespace)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "postdeploy", "run", "--namespace", namespace],
+            [
+                sys.executable, "-m", "postdeploy", "run",
+                *(option for name in watched for option in ("--namespace", name)),
+                *args,
+            ],
             env=dict(env),
             stdout=self.handle,
             stderr=subprocess.STDOUT,
@@ -193,9 +205,15 @@ def run_operator(
 ) -> Iterator[Callable[..., OperatorProcess]]:
     started: list[OperatorProcess] = []
 
-    def start(**extra_env: str) -> OperatorProcess:
+    def start(
+        *, args: Sequence[str] = (), namespaces: Sequence[str] = (), **extra_env: str
+    ) -> OperatorProcess:
+        """An operator watching the test's namespace (or ``namespaces``), with ``args``."""
         process = OperatorProcess(
-            {**operator_env, **extra_env}, namespace, tmp_path / f"operator-{len(started)}.log"
+            {**operator_env, **extra_env},
+            list(namespaces) or namespace,
+            tmp_path / f"operator-{len(started)}.log",
+            args,
         )
         started.append(process)
         return process
