@@ -239,6 +239,12 @@ def test_a_templated_http_url_is_left_to_the_provider() -> None:
     assert confinement.review_refusal("team-a", templated, set(), PREFIXES) is None
 
 
+def test_placeholders_elsewhere_are_checked_as_written() -> None:
+    address = spec_with({"prometheus": {"query": "up", "address": "http://evil.example/{{target}}"}})
+    message = confinement.review_refusal("team-a", address, set(), PREFIXES)
+    assert message is not None and ".prometheus.address: " in message
+
+
 def test_an_empty_allowlist_refuses_no_url() -> None:
     anywhere = spec(providers={"prometheusUrl": "http://anything.example"})
     assert confinement.review_refusal("team-a", anywhere, set(), []) is None

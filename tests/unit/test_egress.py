@@ -20,7 +20,7 @@ from postdeploy.actions import notifications
 from postdeploy.decisions import confinement
 from postdeploy.models.checks import HttpCheck, SecretKeyRef
 from postdeploy.models.reviews import Delivery, NotificationTarget
-from postdeploy.providers.base import MeasurementState
+from postdeploy.providers.base import Measurement, MeasurementState
 from postdeploy.providers.http import HttpProvider
 from tests.contexts import make_context
 
@@ -37,10 +37,15 @@ class Recorder:
         return httpx.Response(200, json={"value": 3})
 
 
-async def measure(url: str, allowed: tuple[confinement.UrlPrefix, ...] = ALLOWED, **values: str) -> tuple:
+async def measure(
+    url: str,
+    allowed: tuple[confinement.UrlPrefix, ...] = ALLOWED,
+    headers: dict[str, str] | None = None,
+    **values: str,
+) -> tuple[Measurement, list[httpx.Request]]:
     recorder = Recorder()
     async with httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as client:
-        check = HttpCheck.model_validate({"url": url, "jsonPath": "$.value"})
+        check = HttpCheck.model_validate({"url": url, "jsonPath": "$.value", "headers": headers or {}})
         result = await HttpProvider(client, allowed).measure(
             check, make_context(secrets={"token": TOKEN}, parameters=values or None)
         )
@@ -63,6 +68,14 @@ async def test_a_placeholder_cannot_bring_another_host() -> None:
     assert seen == []
     result, seen = await measure("http://{{host}}/stats", host="evil.example")
     assert result.state is MeasurementState.ERROR and seen == []
+
+
+async def test_a_host_header_cannot_pick_another_virtual_host() -> None:
+    result, seen = await measure("http://api.test/stats", headers={"HOST": "internal.example"})
+    assert result.state is MeasurementState.ERROR and "Host header" in result.message
+    assert seen == []
+    result, seen = await measure("http://api.test/stats", allowed=(), headers={"Host": "internal.example"})
+    assert result.state is MeasurementState.OK
 
 
 async def test_an_http_check_inside_the_allowlist_is_fetched_with_its_token() -> None:

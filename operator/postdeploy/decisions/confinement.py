@@ -13,8 +13,9 @@ words at ``kubectl apply`` and at run time.
   only to URLs under one of its prefixes; an empty allowlist allows every URL.
 - :func:`review_refusal`: both rules over a whole (merged) review spec: its target,
   and every URL written in it (``spec.providers``, each check's ``prometheus.address``,
-  ``alertmanager.address`` and ``http.url``). An ``http.url`` with ``{{...}}``
-  placeholders is checked once rendered, by the http provider, before it is sent.
+  ``alertmanager.address`` and ``http.url``). Only ``http.url`` is templated: one
+  with ``{{...}}`` placeholders is checked once rendered, by the http provider,
+  before it is sent; anywhere else a placeholder is just text, checked as written.
 
 URLs are parsed, never compared as strings: scheme, host and port must be equal
 (case-insensitive, default ports filled in) and the path must lie under the
@@ -214,7 +215,7 @@ def review_refusal(
     if refusal is not None:
         return refusal
     for field, url in spec_urls(spec):
-        if "{{" in url:
+        if field.endswith(".http.url") and "{{" in url:
             continue  # rendered per run; the http provider checks the result
         refusal = egress_refusal(url, allowed_prefixes)
         if refusal is not None:

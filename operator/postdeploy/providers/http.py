@@ -12,7 +12,9 @@ JSONPath (``jsonpath_ng.ext``: filters such as ``$.items[?(@.name == "x")].count
 work). The path must select exactly one value: none is NoData, JSON ``null`` is
 NoData, several are an Error. Numbers are the value, ``true``/``false`` are 1/0,
 strings holding a number (as some APIs send them) are that number; anything else is
-an Error. The token never appears in a message, a detail or a log line.
+an Error. The token never appears in a message, a detail or a log line. With an
+egress allowlist (``--egress-allow``) a rendered URL outside it, or a ``Host``
+header, is an Error naming the rule, and nothing is sent.
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ class HttpProvider:
         shown = details_.redact_url(url)
         query = f"{spec.method} {shown}"
         refusal = confinement.egress_refusal(url, self._egress)
+        if refusal is None and self._egress and any(name.lower() == "host" for name in headers):
+            # Another Host on an allowed address could reach another virtual host.
+            refusal = f"a Host header is not allowed with an egress allowlist: {confinement.EGRESS_RULE}"
         if refusal is not None:  # nothing is sent, the token least of all
             return Measurement.error(f"spec.http.url: {refusal}", query=query)
         token = ctx.secrets.get("token")
