@@ -463,6 +463,7 @@ def test_hostile_reviews_are_refused_or_invalid_or_harmless_and_others_stay_on_t
     target_before = kubectl.get(namespace, "deployment", "checkout")
 
     operator = run_operator(args=["--egress-allow", prom, "--egress-allow", am])
+    wait_for("the operator to start", lambda: "postdeploy started" in operator.output())
     start = datetime.datetime.now(datetime.UTC).replace(microsecond=0) + datetime.timedelta(seconds=6)
     ordinary = [f"ordinary-{i}" for i in range(3)]
     for name in ordinary:
@@ -541,6 +542,10 @@ def test_hostile_reviews_are_refused_or_invalid_or_harmless_and_others_stay_on_t
         timeout=30,
     )
     assert Bait.hits == [], (Bait.hits, webhook)
+    for name in (n for n, _, _ in cases if n.startswith("s-")):
+        sql_check = next(c for c in items[name]["status"]["checks"] if c["name"] == "c")
+        messages[name] = sql_check["message"]
+        assert sql_check["lastResult"] == "Error", (name, sql_check)
     templated = next(c for c in items["u-templated-host"]["status"]["checks"] if c["name"] == "c")
     assert "--egress-allow" in templated["message"], templated
     target_after = kubectl.get(namespace, "deployment", "checkout")
@@ -569,6 +574,7 @@ def test_a_tick_that_raises_backs_off_and_others_stay_on_time(
         POSTDEPLOY_TICK_MAX_BACKOFF="8",
         POSTDEPLOY_LOG_FORMAT="json",
     )
+    wait_for("the operator to start", lambda: "postdeploy started" in operator.output())
     start = datetime.datetime.now(datetime.UTC).replace(microsecond=0) + datetime.timedelta(seconds=4)
     steady = ordinary_review("steady", start)
     custom_objects.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, steady)
