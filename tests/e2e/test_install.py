@@ -16,7 +16,8 @@ Covers:
   served through its Service with a mounted TLS Secret (cert-manager optional), and only
   then are its cluster rights granted; cleanup kinds grant list/get/delete on those
   kinds only (none by default);
-- the arguments the chart renders are ones ``postdeploy run`` accepts, and reach kopf;
+- the arguments the chart renders are ones ``postdeploy run`` accepts, and reach kopf
+  (``confinement`` values as the memo the engine's settings are read from);
 - the ClusterRoles grant exactly the table below, no wildcard, and less when told not to act
   on workloads;
 - the default chart applied to the test bed in a namespace that enforces Pod Security
@@ -45,6 +46,7 @@ from typing import Any
 import pytest
 import yaml
 
+from postdeploy.decisions import confinement
 from testbed import kube
 from tests.e2e.harness import SAMPLE_DEPLOYMENT, Kubectl, wait_for
 from tests.e2e.installs import (
@@ -425,6 +427,21 @@ ARGUMENT_CASES = {
     "ha-sharded": (
         {"replicas": 2, "watch.namespaces": ["team-a", "team-b"]},
         {"clusterwide": False, "namespaces": ["team-a", "team-b"], "standalone": True},
+    ),
+    "confined": (
+        {
+            "confinement.allowCrossNamespace": ["ci=prod"],
+            "confinement.egressAllowlist": ["http://prometheus.monitoring:9090", "https://hooks.example/x/"],
+        },
+        {
+            "memo": {
+                "cross_namespace": [("ci", "prod")],
+                "egress_allowlist": [
+                    confinement.UrlPrefix("http", "prometheus.monitoring", 9090, "/"),
+                    confinement.UrlPrefix("https", "hooks.example", 443, "/x/"),
+                ],
+            }
+        },
     ),
 }
 
