@@ -298,3 +298,27 @@ async def test_a_refused_url_refuses_the_review_before_anything_runs() -> None:
     result = await engine(prefixes=prefixes).tick(spec_body)
     assert result.status is not None
     assert result.status["message"].startswith("spec.providers.alertmanagerUrl: http://evil.example:9093/")
+
+
+# --- the flags ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "said"),
+    [
+        ("--allow-cross-namespace", "team-a", "FROM=TO"),
+        ("--allow-cross-namespace", "Team-A=b", "FROM=TO"),
+        ("--egress-allow", "prometheus:9090", "only http and https"),
+        ("--egress-allow", "http://user@prometheus:9090", "credentials"),
+    ],
+)
+def test_bad_flags_stop_the_operator_before_it_starts(
+    flag: str, value: str, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from postdeploy import __main__ as cli
+
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["run", flag, value])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert f"{flag}: " in error and said in error, error
