@@ -24,6 +24,7 @@ import datetime
 import json
 import os
 import pathlib
+import sys
 import tempfile
 import time
 
@@ -91,6 +92,7 @@ def _report(label: str, backtest: replays.Backtest, logged: int) -> None:
 
 
 def main() -> None:
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -10,14 +10,16 @@ week back is missing for all but the last day's releases), and no PostgreSQL DSN
 given (the business tables are a separate data set; a test of its own below).
 
 Covers:
-- the spike: error-rate fails the one release whose immediate phase holds it, at the
-  spike, and no other release of ``checkout``;
+- the spike: the releases of ``checkout`` that fail are ones whose first 24 hours hold
+  the spike, each failing on an error-rate or latency check while the spike lasts (or
+  within 2 hours of its end), at least one on error rate;
 - the leak: memory-leak fails every release whose replayed extended phase is mostly
   leak (>= 75% of at least 6 hours), and none whose extended phase ended before it;
 - the creep: latency-trend likewise on ``creepy``;
-- the other checks: no check fails a release outside those faults, except error-rate
-  on the two low-traffic services (2 and 5 requests a second), whose false failures
-  are counted and must stay the only ones (docs/backtest.md quotes them);
+- the other checks: no check fails a release outside those faults (the creep may also
+  fail latency-p95), except a threshold-rule error-rate check on the two low-traffic
+  services (2 and 5 requests a second), whose false failures are counted; the compare
+  mode (docs/judge.md) gets no such allowance;
 - batching: the replay sends a few hundred Prometheus queries for tens of thousands
   of slot requests, and batched and unbatched replays of the same releases agree;
 - PostgreSQL: engagement and feature adoption replay with ``now`` at each slot;
@@ -111,23 +113,26 @@ def _extended_share(outcome: replays.ReleaseOutcome, fault_start: datetime.datet
     return max(0.0, (end - max(start, fault_start)) / (end - start))
 
 
-def test_the_spike_fails_error_rate_in_the_release_that_holds_it(
+def test_the_spike_fails_the_releases_that_overlap_it_while_it_lasts(
     history_backtests: dict[str, replays.Backtest], observability: dict[str, Any]
 ) -> None:
     times = _times(observability)
     backtest = history_backtests["checkout"]
     assert len(backtest.releases) == 28
-    failed = [o for o in backtest.releases if _check(o, "error-rate").state == "Failed"]
-    holding = [
-        o
-        for o in backtest.releases
-        if o.release.at < times["spike_end"] and o.release.at + 2 * HOUR > times["spike_start"]
-    ]
-    assert [o.release.at for o in failed] == [o.release.at for o in holding] and len(failed) == 1
-    first = failed[0].first_failure
-    assert first is not None and first.name == "error-rate"
-    assert first.failed_at is not None and times["spike_start"] <= first.failed_at < times["spike_end"]
-    assert (first.value or 0) > 0.1  # the spike's ~15% 5xx share
+    flagged = [o for o in backtest.releases if o.first_failure is not None]
+    assert flagged, "no release overlapping the spike was flagged"
+    for outcome in flagged:
+        # Its first 24 hours (immediate and extended phases) hold the spike.
+        assert outcome.release.at - HOUR < times["spike_end"] < outcome.release.at + 25 * HOUR, outcome
+        for check in outcome.checks:
+            if check.failed_at is None:
+                continue
+            assert check.name.startswith(("error-rate", "latency-p95")), check
+            assert times["spike_start"] <= check.failed_at < times["spike_end"] + 2 * HOUR, check
+    error_checks = [c for o in flagged for c in o.checks if c.failed_at and c.name.startswith("error-rate")]
+    assert error_checks  # the 5xx share is what the spike is about
+    shown = [(f"{o.release.at:%d %H:%M}", [c.name for c in o.checks if c.failed_at]) for o in flagged]
+    print(f"\ncheckout: {len(flagged)} release(s) flagged by the spike: {shown}")
 
 
 def test_the_leak_fails_memory_leak_and_the_creep_fails_latency_trend(
@@ -154,21 +159,49 @@ def test_the_leak_fails_memory_leak_and_the_creep_fails_latency_trend(
         assert len(flagged) >= 4, (target, flagged)
 
 
-def test_no_other_check_fails_outside_the_faults(history_backtests: dict[str, replays.Backtest]) -> None:
-    expected = {"checkout": {"error-rate"}, "leaky": {"memory-leak"}, "creepy": {"latency-trend"}}
+def _threshold_rule(name: str) -> bool:
+    """An error-rate check of the built-in template judged run by run against a
+    threshold, not by the compare mode."""
+    review = templates.resolve(templates.merge(defaults.manifest()["spec"], {"target": {"name": "checkout"}}))
+    check = review.check(name)
+    prometheus = check.spec.prometheus if check is not None else None
+    return (
+        name.startswith("error-rate")
+        and not name.endswith("-trend")
+        and prometheus is not None
+        and getattr(prometheus, "compare", None) is None
+    )
+
+
+def test_no_other_check_fails_outside_the_faults(
+    history_backtests: dict[str, replays.Backtest], observability: dict[str, Any]
+) -> None:
+    times = _times(observability)
+    faults = {
+        "checkout": (times["spike_start"], times["spike_end"] + 2 * HOUR, ("error-rate", "latency-p95")),
+        "leaky": (times["leak_start"], times["end"] + HOUR, ("memory-leak",)),
+        "creepy": (times["creep_start"], times["end"] + HOUR, ("latency-trend", "latency-p95")),
+    }
     noise: dict[str, int] = {}
     for target, backtest in history_backtests.items():
+        start, end, names = faults[target]
         for outcome in backtest.releases:
             for check in outcome.checks:
-                if check.state != "Failed" or check.name in expected[target]:
+                if check.failed_at is None:
                     continue
-                # The low-traffic services' error-rate: a handful of errors in 5 minutes
-                # against a pre-deployment 5 minutes with none (docs/backtest.md).
-                assert target in ("leaky", "creepy") and check.name == "error-rate", (target, check)
+                if check.name.startswith(names) and start <= check.failed_at < end:
+                    continue
+                # The threshold rule on the low-traffic services (2 and 5 requests a
+                # second): a handful of errors in 5 minutes against a pre-deployment 5
+                # minutes with none. The compare mode must not do this (docs/judge.md).
+                assert target in ("leaky", "creepy") and _threshold_rule(check.name), (
+                    target,
+                    outcome.release.at,
+                    check,
+                )
                 noise[target] = noise.get(target, 0) + 1
-        replayed = set(backtest.replayed)
-        assert {"error-rate", "latency-p95", "memory-leak", "latency-trend", "critical-alerts"} <= replayed
-    print(f"\nerror-rate false failures of 28 releases: {noise}")
+        assert {"memory-leak", "latency-trend", "critical-alerts"} <= set(backtest.replayed)
+    print(f"\nthreshold-rule false failures of 28 releases: {noise}")
 
 
 def test_batching_sends_few_queries_and_changes_nothing(
