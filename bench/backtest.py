@@ -66,7 +66,7 @@ async def _run(
     placed = releases.every(every, end - every * (count + 1), end)[-count:]
     replayer = replays.Replayer(
         review,
-        Target("Deployment", "checkout", "shop"),
+        Target("Deployment", target, "shop"),
         prometheus_url=url,
         until=end,
         batch=batch,
