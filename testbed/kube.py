@@ -7,8 +7,9 @@ caches under ``~/.cache/postdeploy/bin`` (``$POSTDEPLOY_CACHE`` overrides it):
   kube-apiserver serving certificate (127.0.0.1, localhost and the in-cluster names),
   the service-account signing key pair, and client certificates with a kubeconfig
   each for ``admin`` (``O=system:masters``), ``system:kube-controller-manager``,
-  ``system:kube-scheduler``, ``kwok-controller`` and the unprivileged user ``alice``
-  (no group but ``system:authenticated``, so RBAC decides everything she may do);
+  ``system:kube-scheduler``, ``kwok-controller`` and the unprivileged users ``alice``,
+  ``bob`` and ``carol`` (no group but ``system:authenticated``, so RBAC decides
+  everything they may do);
 - etcd on two free loopback ports;
 - kube-apiserver on a free loopback port, ``--authorization-mode=RBAC,Node``, the
   default admission plugins plus ``NodeRestriction``, service-account issuer and keys;
@@ -25,8 +26,9 @@ SIGKILL after a timeout) and checks that none of their listening ports remain.
 
 The returned state is JSON-serialisable: ``pids``, ``processes`` (pid, start time),
 ``ports``, ``server``, ``kubeconfigs``, ``timings`` and ``env`` (``KUBECONFIG`` for
-admin, ``KUBECONFIG_ALICE``, and ``PATH`` with the Kubernetes bin dir, where the built
-kubectl lives, put in front; ``path_prefix`` holds just that prefix).
+admin, ``KUBECONFIG_ALICE``, ``KUBECONFIG_BOB``, ``KUBECONFIG_CAROL``, and ``PATH``
+with the Kubernetes bin dir, where the built kubectl lives, put in front;
+``path_prefix`` holds just that prefix).
 
 Command line, for trying it by hand::
 
@@ -66,6 +68,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 __all__ = [
     "ALICE_USER",
     "FAKE_NODE_ANNOTATION",
+    "PEOPLE",
     "STATE_FILE",
     "KubeBinaries",
     "TestbedError",
@@ -82,6 +85,7 @@ ETCD_VERSION = os.environ.get("ETCD_VERSION", "v3.6.5")
 KWOK_VERSION = os.environ.get("KWOK_VERSION", "v0.7.0")
 
 ALICE_USER = "alice"
+PEOPLE = ("bob", "carol")
 FAKE_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 STATE_FILE = "kube-state.json"
 SERVICE_CIDR = "10.96.0.0/16"
@@ -264,6 +268,8 @@ _CLIENTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "kube-scheduler": ("system:kube-scheduler", ()),
     "kwok": ("kwok-controller", ()),
     ALICE_USER: (ALICE_USER, ()),
+    # More people without privileges, for tests where several sign off a review.
+    **{user: (user, ()) for user in PEOPLE},
 }
 
 
@@ -823,6 +829,7 @@ def start(workdir: Path, *, nodes: int = 2) -> dict[str, Any]:
             "env": {
                 "KUBECONFIG": str(kubeconfigs["admin"]),
                 "KUBECONFIG_ALICE": str(kubeconfigs[ALICE_USER]),
+                **{f"KUBECONFIG_{user.upper()}": str(kubeconfigs[user]) for user in PEOPLE},
                 "PATH": path_prefix + os.pathsep + os.environ.get("PATH", ""),
             },
         }

@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(f"--egress-allow: {error}")
     os.environ["POSTDEPLOY_SELECTOR"] = args.selector  # read by the handlers when imported
+    # The admission webhooks are scoped to the watched namespaces (postdeploy.admission.servers).
+    os.environ["POSTDEPLOY_NAMESPACES"] = ",".join(args.namespace)
 
     import kopf
 

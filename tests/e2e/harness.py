@@ -6,7 +6,8 @@ built-in ClusterReviewTemplate, for one test), ``namespace`` (a fresh
 namespace with the sample Deployment ``checkout``, deleted afterwards),
 ``operator_env`` (what the operator process needs), ``run_operator`` (a factory for
 operator processes, with optional ``postdeploy run`` arguments and namespaces to
-watch; each is stopped at the end of the test). Helpers wait for
+watch, their admission webhooks on loopback; each is stopped and the webhook
+configurations removed at the end of the test). Helpers wait for
 conditions by polling the API server; none sleeps a fixed time.
 """
 
@@ -169,7 +170,10 @@ class OperatorProcess:
         watched = [namespace] if isinstance(namespace, str) else list(namespace)
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "postdeploy", "run",
+                sys.executable,
+                "-m",
+                "postdeploy",
+                "run",
                 *(option for name in watched for option in ("--namespace", name)),
                 *args,
             ],
@@ -199,28 +203,73 @@ class OperatorProcess:
         return self.log.read_text(errors="replace")
 
 
+WEBHOOK_KINDS = ("mutatingwebhookconfiguration", "validatingwebhookconfiguration")
+
+
+def webhooks_at(kubectl: Kubectl, name: str, port: int) -> bool:
+    """Whether both webhook configurations ``name`` send every webhook to ``port``."""
+    for kind in WEBHOOK_KINDS:
+        raw = kubectl("get", kind, name, "-o", "json", check=False)
+        if not raw.startswith("{"):
+            return False
+        hooks = json.loads(raw).get("webhooks") or []
+        if not hooks or not all(f":{port}/" in (h.get("clientConfig") or {}).get("url", "") for h in hooks):
+            return False
+    return True
+
+
 @pytest.fixture
 def run_operator(
-    operator_env: dict[str, str], namespace: str, tmp_path: pathlib.Path
+    operator_env: dict[str, str], namespace: str, tmp_path: pathlib.Path, kubectl: Kubectl
 ) -> Iterator[Callable[..., OperatorProcess]]:
+    """Start operator processes, with their admission webhooks on a free loopback port
+    (``POSTDEPLOY_WEBHOOK=local``, the default).
+
+    ``start`` returns at once, as before, unless the webhooks matter: asked for
+    (``wait_for_webhooks=True``), or an earlier process of the test has stopped, whose
+    configuration (kept, failing closed) would refuse reviews until the new process
+    has rewritten it. Then it returns once the API server's configurations point at the
+    new process (or it exited). At the end the processes stop and the configurations
+    are deleted, as an uninstall does."""
+    from testbed.ports import free_port as pick
+
     started: list[OperatorProcess] = []
+    configurations: set[str] = set()
 
     def start(
-        *, args: Sequence[str] = (), namespaces: Sequence[str] = (), **extra_env: str
+        *,
+        args: Sequence[str] = (),
+        namespaces: Sequence[str] = (),
+        wait_for_webhooks: bool = False,
+        **extra_env: str,
     ) -> OperatorProcess:
         """An operator watching the test's namespace (or ``namespaces``), with ``args``."""
+        env = {**operator_env, **extra_env}
+        replaces_a_stopped_one = any(p.process.poll() is not None for p in started)
+        webhook = env.get("POSTDEPLOY_WEBHOOK", "local") != "off"
+        name = env.get("POSTDEPLOY_WEBHOOK_CONFIGURATION", "postdeploy.io")
+        if webhook:
+            env.setdefault("POSTDEPLOY_WEBHOOK_PORT", str(pick()))
+            configurations.add(name)
         process = OperatorProcess(
-            {**operator_env, **extra_env},
-            list(namespaces) or namespace,
-            tmp_path / f"operator-{len(started)}.log",
-            args,
+            env, list(namespaces) or namespace, tmp_path / f"operator-{len(started)}.log", args
         )
         started.append(process)
+        if webhook and (wait_for_webhooks or replaces_a_stopped_one):
+            port = int(env["POSTDEPLOY_WEBHOOK_PORT"])
+            wait_for(
+                f"the webhooks of operator-{len(started) - 1} to be registered",
+                lambda: process.process.poll() is not None or webhooks_at(kubectl, name, port),
+                60,
+            )
         return process
 
     yield start
     for process in started:
         process.stop()
+    for name in configurations:
+        for kind in WEBHOOK_KINDS:
+            kubectl("delete", kind, name, "--ignore-not-found", check=False)
 
 
 @pytest.fixture

@@ -139,7 +139,9 @@ def test_a_review_targeting_another_namespace_is_refused_and_touches_nothing(
 ) -> None:
     team_a, team_b, alice = teams["a"], teams["b"], teams["alice"]
     before = snapshot(kubectl, team_b)
-    operator = run_operator(namespaces=[team_a])
+    # Admission (on by default) would refuse this review at `kubectl apply`, in the same
+    # words (tests/e2e/test_admission.py); here the engine's own enforcement is under test.
+    operator = run_operator(namespaces=[team_a], POSTDEPLOY_WEBHOOK="off")
     alice.apply(team_a, failing_review("cross", {"name": "checkout", "namespace": team_b}))
     alice.apply(team_a, failing_review("own", {"name": "checkout"}))
 
@@ -170,7 +172,10 @@ def test_an_allowed_pair_lets_the_review_act_on_the_other_namespace(
     kubectl: Kubectl, teams: dict[str, Any], run_operator: Run
 ) -> None:
     team_a, team_b, alice = teams["a"], teams["b"], teams["alice"]
-    operator = run_operator(namespaces=[team_a], args=["--allow-cross-namespace", f"{team_a}={team_b}"])
+    # Without admission: with it, alice would also need patch on team-b's Deployment.
+    operator = run_operator(
+        namespaces=[team_a], args=["--allow-cross-namespace", f"{team_a}={team_b}"], POSTDEPLOY_WEBHOOK="off"
+    )
     alice.apply(team_a, failing_review("cross", {"name": "checkout", "namespace": team_b}))
 
     status = wait_status(

@@ -17,6 +17,7 @@ Covers, with the operator as real processes on the test bed:
 from __future__ import annotations
 
 import collections
+import datetime
 import json
 import pathlib
 import re
@@ -115,7 +116,10 @@ def test_chart_ha_install_survives_the_loss_of_its_leader(
     wait_for("replica-a to hold the Lease", lambda: lease_holder() == "replica-a", 60)
     second = run_operator(**env, POD_NAME="replica-b")
 
-    kubectl.apply(namespace, test_reviews.review("ha", test_reviews.healthy_phases(end="15s")))
+    # The phases count from now, not from the Deployment's rollout (see test_leadership).
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    phases = test_reviews.healthy_phases(end="15s")
+    kubectl.apply(namespace, test_reviews.review("ha", phases, deployedAt=now))
     wait_for(
         "a few runs by the leader",
         lambda: any(

@@ -462,7 +462,9 @@ def test_hostile_reviews_are_refused_or_invalid_or_harmless_and_others_stay_on_t
         users_before = db.execute("select count(*) from users").fetchone()
     target_before = kubectl.get(namespace, "deployment", "checkout")
 
-    operator = run_operator(args=["--egress-allow", prom, "--egress-allow", am])
+    # The engine's own defences, without admission (on by default, it would refuse the
+    # confined URLs at creation: tests/e2e/test_admission.py).
+    operator = run_operator(args=["--egress-allow", prom, "--egress-allow", am], POSTDEPLOY_WEBHOOK="off")
     wait_for("the operator to start", lambda: "postdeploy started" in operator.output())
     start = datetime.datetime.now(datetime.UTC).replace(microsecond=0) + datetime.timedelta(seconds=6)
     ordinary = [f"ordinary-{i}" for i in range(3)]

@@ -12,10 +12,12 @@ Covers:
   watched namespaces bind the namespaced role in those namespaces only; provider URLs
   and the PostgreSQL Secret reach the container as environment, never as values;
   ServiceMonitor and PrometheusRule select the metrics Service, the alert rules pass
-  ``promtool check rules``, the Grafana dashboard ships in a ConfigMap; the sign-off webhook is
-  served through its Service with a mounted TLS Secret (cert-manager optional), and only
-  then are its cluster rights granted; cleanup kinds grant list/get/delete on those
-  kinds only (none by default);
+  ``promtool check rules``, the Grafana dashboard ships in a ConfigMap; the admission
+  webhooks are on by default: served through their Service, with the operator's own
+  certificate in a Secret only it may read and renew (or cert-manager's, mounted),
+  the chart's configurations equal to what the operator writes (failurePolicy Fail,
+  scoped to the watched namespaces), and their cluster rights granted only while on;
+  cleanup kinds grant list/get/delete on those kinds only (none by default);
 - the arguments the chart renders are ones ``postdeploy run`` accepts, and reach kopf
   (``confinement`` values as the memo the engine's settings are read from);
 - the ClusterRoles grant exactly the table below, no wildcard, and less when told not to act
@@ -106,12 +108,12 @@ FULL_VALUES: dict[str, Any] = {
     "metrics.prometheusRule.enabled": True,
     "settings.verbose": True,
     "settings.logFormat": "json",
-    "signoffWebhook.enabled": True,
-    "signoffWebhook.certificate.certManager.enabled": True,
-    "signoffWebhook.certificate.certManager.issuerRef.name": "cluster-ca",
+    "webhooks.enabled": True,
+    "webhooks.certificate.certManager.enabled": True,
+    "webhooks.certificate.certManager.issuerRef.name": "cluster-ca",
     "rbac.cleanupKinds": ["ConfigMap", "ReplicaSet"],
 }
-# With the sign-off webhook: cluster-wide, besides CLUSTER_RULES.
+# The admission webhooks (on by default): cluster-wide, besides CLUSTER_RULES.
 WEBHOOK_CLUSTER_RULES: dict[tuple[str, str], set[str]] = {
     ("authorization.k8s.io", "subjectaccessreviews"): {"create"},
     ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"): {"create", "patch(postdeploy.io)"},
@@ -239,8 +241,13 @@ def test_default_deployment_is_restricted_and_probed(helm: Helm) -> None:
         "ClusterRoleBinding",
         "ClusterRoleBinding",
         "Deployment",
+        "MutatingWebhookConfiguration",
+        "Role",  # the webhook certificate's Secret
+        "RoleBinding",
         "Service",
+        "Service",  # the webhooks'
         "ServiceAccount",
+        "ValidatingWebhookConfiguration",
     ]
     deployment = one(objects, "Deployment")
     assert deployment["spec"]["replicas"] == 1
@@ -261,12 +268,12 @@ def test_default_deployment_is_restricted_and_probed(helm: Helm) -> None:
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert operator[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     ports = {p["name"]: p["containerPort"] for p in operator["ports"]}
-    assert ports == {"health": 8080, "metrics": 9090}
+    assert ports == {"health": 8080, "metrics": 9090, "webhook": 9443}
     assert operator["resources"]["requests"] and operator["resources"]["limits"]["memory"]
     env = {e["name"]: e for e in operator["env"]}
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert "POSTDEPLOY_PROMETHEUS_URL" not in env and "POSTDEPLOY_POSTGRES_DSN" not in env
-    service = one(objects, "Service")
+    (service,) = [s for s in by_kind(objects, "Service") if s["metadata"]["name"] == "pd-postdeploy-metrics"]
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     assert service["spec"]["ports"] == [
         {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}
@@ -287,7 +294,7 @@ def test_replicas_elect_a_leader_on_one_lease(helm: Helm) -> None:
         "kubernetes.io/hostname"
     )
     assert one(objects, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
-    role = one(objects, "Role")
+    (role,) = [r for r in by_kind(objects, "Role") if r["metadata"]["name"].endswith("-leader-election")]
     assert role["metadata"]["namespace"] == "postdeploy"
     assert role["rules"] == [
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
@@ -298,12 +305,15 @@ def test_replicas_elect_a_leader_on_one_lease(helm: Helm) -> None:
             "verbs": ["get", "update"],
         },
     ]
-    (binding,) = [b for b in by_kind(objects, "RoleBinding") if b["roleRef"]["kind"] == "Role"]
+    (binding,) = [
+        b for b in by_kind(objects, "RoleBinding") if b["roleRef"]["name"] == role["metadata"]["name"]
+    ]
     assert binding["metadata"]["namespace"] == "postdeploy"
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     # One replica: no election, no Lease rights, no PDB.
     single = helm.render()
-    assert not by_kind(single, "Role") and not by_kind(single, "PodDisruptionBudget")
+    assert not [r for r in by_kind(single, "Role") if r["metadata"]["name"].endswith("-leader-election")]
+    assert not by_kind(single, "PodDisruptionBudget")
     assert "POSTDEPLOY_LEADER_LEASE" not in {e["name"] for e in container(single)["env"]}
 
 
@@ -385,31 +395,65 @@ def test_dashboard_ships_in_a_configmap_for_grafana(helm: Helm) -> None:
     assert not [c for c in by_kind(helm.render(), "ConfigMap")], "off by default"
 
 
-def test_signoff_webhook_is_served_through_a_service_with_tls(helm: Helm) -> None:
-    objects = helm.render(FULL_VALUES, "pd", "ops")
+def test_webhooks_are_on_by_default_and_fail_closed(helm: Helm) -> None:
+    from postdeploy.admission import configurations
+    from postdeploy.decisions import selectors
+
+    objects = helm.render({"watch.namespaces": ["team-a"]}, "pd", "ops")
     env = {e["name"]: e.get("value") for e in container(objects)["env"]}
     assert env["POSTDEPLOY_WEBHOOK"] == "service"
     assert env["POSTDEPLOY_WEBHOOK_SERVICE"] == "ops/pd-postdeploy-webhook"
     assert env["POSTDEPLOY_WEBHOOK_PORT"] == "9443"
     assert env["POSTDEPLOY_WEBHOOK_CONFIGURATION"] == "postdeploy.io"
+    # The operator's own certificate, kept in a Secret it alone may read and renew.
+    assert env["POSTDEPLOY_WEBHOOK_SECRET"] == "ops/pd-postdeploy-webhook-certs"
+    assert env["POSTDEPLOY_WEBHOOK_CERT_DAYS"] == "30"
+    assert "POSTDEPLOY_WEBHOOK_CERT_DIR" not in env
+    (certs,) = [r for r in by_kind(objects, "Role") if r["metadata"]["name"] == "pd-postdeploy-webhook-certs"]
+    assert certs["metadata"]["namespace"] == "ops"
+    assert rules_of(certs) == {
+        ("", "secrets"): {"create", "get(pd-postdeploy-webhook-certs)", "update(pd-postdeploy-webhook-certs)"}
+    }
     (service,) = [s for s in by_kind(objects, "Service") if s["metadata"]["name"] == "pd-postdeploy-webhook"]
-    # kopf tells the API server the container's port: the Service must use the same.
     assert service["spec"]["ports"] == [
         {"name": "webhook", "port": 9443, "targetPort": "webhook", "protocol": "TCP"}
     ]
     assert {"name": "webhook", "containerPort": 9443, "protocol": "TCP"} in container(objects)["ports"]
+    _, cluster = roles(objects)
+    assert WEBHOOK_CLUSTER_RULES.items() <= rules_of(cluster).items()
+    # The chart's configurations are what the operator writes, less the caBundle it adds.
+    base = {"service": {"namespace": "ops", "name": "pd-postdeploy-webhook", "port": 9443}}
+    expected = configurations.build("postdeploy.io", base, "", ["team-a"], selectors.parse(""))
+    for kind, built in zip(
+        ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"), expected, strict=True
+    ):
+        rendered = one(objects, kind)
+        for hook in built["webhooks"]:
+            del hook["clientConfig"]["caBundle"]
+        assert rendered["webhooks"] == built["webhooks"]
+        assert all(h["failurePolicy"] == "Fail" for h in rendered["webhooks"])
+
+    # cert-manager, when asked: its Secret mounted, no Secret rights for the operator.
+    objects = helm.render(FULL_VALUES, "pd", "ops")
+    env = {e["name"]: e.get("value") for e in container(objects)["env"]}
+    assert "POSTDEPLOY_WEBHOOK_SECRET" not in env
     mount = next(m for m in container(objects)["volumeMounts"] if m["name"] == "webhook-tls")
     assert mount == {"name": "webhook-tls", "mountPath": env["POSTDEPLOY_WEBHOOK_CERT_DIR"], "readOnly": True}
     volumes = one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
     secret = next(v for v in volumes if v["name"] == "webhook-tls")["secret"]["secretName"]
     certificate = one(objects, "Certificate")
-    assert certificate["spec"]["secretName"] == secret
+    assert certificate["spec"]["secretName"] == secret == "pd-postdeploy-webhook-tls"
     assert "pd-postdeploy-webhook.ops.svc" in certificate["spec"]["dnsNames"]
     assert certificate["spec"]["issuerRef"] == {"name": "cluster-ca", "kind": "Issuer"}
-    # Off by default: no webhook, no rights it needs.
-    default = helm.render()
-    assert "POSTDEPLOY_WEBHOOK" not in {e["name"] for e in container(default)["env"]}
-    assert not WEBHOOK_CLUSTER_RULES.keys() & rules_of(roles(default)[1]).keys()
+    assert not [r for r in by_kind(objects, "Role") if r["metadata"]["name"].endswith("-webhook-certs")]
+
+    # Turned off: said so to the operator, no configurations, no rights they need.
+    off = helm.render({"webhooks.enabled": False})
+    assert {"name": "POSTDEPLOY_WEBHOOK", "value": "off"} in container(off)["env"]
+    assert not by_kind(off, "ValidatingWebhookConfiguration") and not by_kind(
+        off, "MutatingWebhookConfiguration"
+    )
+    assert not WEBHOOK_CLUSTER_RULES.keys() & rules_of(roles(off)[1]).keys()
 
 
 def test_cleanup_kinds_grant_list_get_delete_and_nothing_else(helm: Helm) -> None:
@@ -494,7 +538,8 @@ def test_label_selector_argument_is_accepted(helm: Helm, monkeypatch: pytest.Mon
 def test_cluster_roles_grant_exactly_what_the_operator_uses(helm: Helm) -> None:
     namespaced, cluster = roles(helm.render())
     assert rules_of(namespaced) == NAMESPACED_RULES
-    assert rules_of(cluster) == CLUSTER_RULES
+    assert rules_of(cluster) == merged(CLUSTER_RULES, WEBHOOK_CLUSTER_RULES)
+    assert rules_of(roles(helm.render({"webhooks.enabled": False}))[1]) == CLUSTER_RULES
     text = json.dumps([namespaced["rules"], cluster["rules"]])
     assert '"*"' not in text
     read_only, _ = roles(helm.render({"rbac.actOnWorkloads": False}))
@@ -546,7 +591,7 @@ def test_ha_and_sharded_render_passes_a_server_dry_run(
         for absent in (  # no Prometheus Operator or cert-manager CRDs on the test bed
             "metrics.serviceMonitor.enabled",
             "metrics.prometheusRule.enabled",
-            "signoffWebhook.certificate.certManager.enabled",
+            "webhooks.certificate.certManager.enabled",
         ):
             values.pop(absent)
         rendered = helm.template(values, "pd-ha", operator_ns)
@@ -558,6 +603,18 @@ def test_ha_and_sharded_render_passes_a_server_dry_run(
             kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
+@pytest.fixture
+def webhooks_removed_after(kubectl: Kubectl) -> Iterator[None]:
+    """The base installs the webhook configurations, which call the operator through its
+    Service; the test bed has no Service network (no kube-proxy) and the installed
+    Deployment's pods are kwok's, so nothing would answer: with failurePolicy Fail they
+    would refuse every later review. Removed at the end, as an uninstall does."""
+    yield
+    for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+        kubectl("delete", kind, "postdeploy.io", "--ignore-not-found", check=False)
+
+
+@pytest.mark.usefixtures("webhooks_removed_after")
 def test_kustomize_base_installs(kubectl: Kubectl) -> None:
     manifests = str(ROOT / "manifests")
     first = kubectl("apply", "--warnings-as-errors", "-k", manifests)
@@ -573,6 +630,7 @@ def test_kustomize_base_installs(kubectl: Kubectl) -> None:
     assert all(line.endswith("unchanged") for line in again.splitlines()), again
 
 
+@pytest.mark.usefixtures("webhooks_removed_after")
 def test_builtin_template_installs_once_the_crds_exist(kubectl: Kubectl) -> None:
     """manifests/templates/ after manifests/; the chart's own copy is the same file."""
     kubectl("apply", "-k", str(ROOT / "manifests"))

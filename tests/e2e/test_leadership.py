@@ -9,6 +9,7 @@ running no slot twice and posting no Event twice.
 from __future__ import annotations
 
 import collections
+import datetime
 import json
 from collections.abc import Callable
 from typing import Any
@@ -43,7 +44,10 @@ def test_standby_takes_over_after_the_leader_dies(
     holder = wait_for("a leader", lambda: _holder(kubectl, namespace), 30)
     assert holder == "replica-a"
     second = run_operator(**env, POD_NAME="replica-b")
-    kubectl.apply(namespace, review("ha", healthy_phases(end="15s")))
+    # The phases count from now, not from the Deployment's rollout: starting two
+    # operators on a loaded machine can take longer than the first phase.
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    kubectl.apply(namespace, review("ha", healthy_phases(end="15s"), deployedAt=now))
     wait_for(
         "a few runs",
         lambda: any(c.get("runs", 0) >= 2 for c in status_of(kubectl, namespace, "ha").get("checks", [])),

@@ -92,6 +92,14 @@ ReplicaSet: {group: apps, resource: replicasets}
 {{- printf "%s-webhook" (include "postdeploy.fullname" .) }}
 {{- end }}
 
+{{/* The webhook certificate's Secret: cert-manager's, or the one the operator keeps. */}}
 {{- define "postdeploy.webhookSecret" -}}
-{{- default (printf "%s-webhook-tls" (include "postdeploy.fullname" .)) .Values.signoffWebhook.certificate.secretName }}
+{{- $default := printf "%s-webhook-%s" (include "postdeploy.fullname" .) (ternary "tls" "certs" .Values.webhooks.certificate.certManager.enabled) }}
+{{- default $default .Values.webhooks.certificate.secretName }}
+{{- end }}
+
+{{/* The review and template webhooks skip updates that leave the spec alone
+(postdeploy.admission.configurations.SPEC_CHANGED). */}}
+{{- define "postdeploy.specChanged" -}}
+request.operation != 'UPDATE' || !has(oldObject.spec) || object.spec != oldObject.spec
 {{- end }}

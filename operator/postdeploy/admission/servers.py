@@ -1,151 +1,201 @@
-"""The webhook server's configuration, from the environment, for kopf's admission settings.
+"""The webhook server: where it listens, the certificate it serves, and keeping the
+API server's webhook configurations pointing at it.
 
 Called at start-up by ``postdeploy.handlers.signoffs``. ``POSTDEPLOY_WEBHOOK`` picks
 the mode:
 
-- unset or ``off``: no webhook. Sign-offs cannot be verified and are reported as
-  unverified; the review keeps awaiting them.
-- ``local``: listen on ``POSTDEPLOY_WEBHOOK_ADDR`` (127.0.0.1) port
-  ``POSTDEPLOY_WEBHOOK_PORT`` with a self-signed certificate made at start-up (the
-  API server is told to trust exactly it); for an operator run beside the API
-  server (development, the test bed).
-- ``service``: in a cluster. Listen on all interfaces with the certificate in
-  ``POSTDEPLOY_WEBHOOK_CERT_DIR`` (``tls.crt``, ``tls.key``, ``ca.crt``: a
-  cert-manager Secret), reached through the Service ``POSTDEPLOY_WEBHOOK_SERVICE``
-  (``namespace/name``).
+- ``local`` (the default): listen on ``POSTDEPLOY_WEBHOOK_ADDR`` (127.0.0.1) port
+  ``POSTDEPLOY_WEBHOOK_PORT`` (default: any free port) and announce the URL
+  ``https://ADDR:PORT``; for an operator beside the API server (development, the
+  test bed).
+- ``service``: in a cluster. Listen on all interfaces, port 9443, reached through the
+  Service ``POSTDEPLOY_WEBHOOK_SERVICE`` (``namespace/name``).
+- ``off``: no webhook. Reviews are not checked against their authors' rights and
+  sign-offs are unverified; the operator says so in its log at start-up.
 
-kopf writes the webhook configurations (``settings.admission.managed``).
+The certificate: with ``POSTDEPLOY_WEBHOOK_CERT_DIR`` (``tls.crt``, ``tls.key``,
+``ca.crt``, e.g. a cert-manager Secret mounted there), those files, re-read when they
+change. Otherwise the operator makes its own (``postdeploy.admission.certificates``):
+a CA and a leaf for the Service's DNS names (or the local address), kept in the
+Secret ``POSTDEPLOY_WEBHOOK_SECRET`` (``namespace/name``) when set so that replicas
+share it, checked every ``POSTDEPLOY_WEBHOOK_CERT_CHECK`` seconds (3600) and renewed
+two thirds into its ``POSTDEPLOY_WEBHOOK_CERT_DAYS`` (30) lifetime.
+
+Each time kopf's server starts or restarts with new certificate files, the
+configurations named ``POSTDEPLOY_WEBHOOK_CONFIGURATION`` are rewritten
+(``postdeploy.admission.configurations``) with its URL or Service and the CA as
+``caBundle``, scoped to the namespaces the operator watches
+(``POSTDEPLOY_NAMESPACES``, set by ``postdeploy run --namespace``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
 import dataclasses
 import datetime
-import ipaddress
+import logging
 import os
 import pathlib
 import tempfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import kopf
+from kubernetes_asyncio import client
 
-__all__ = ["ServiceWebhookServer", "WebhookSettings", "self_signed", "server_for"]
+from postdeploy.admission import certificates, configurations
+from postdeploy.decisions import selectors
+
+__all__ = ["ManagedWebhookServer", "WebhookSettings", "server_for"]
+
+logger = logging.getLogger("postdeploy.webhook")
 
 
 @dataclasses.dataclass(frozen=True)
 class WebhookSettings:
-    mode: str = "off"  # off | local | service
+    mode: str = "local"  # off | local | service
     addr: str = "127.0.0.1"
-    port: int = 9443
+    port: int = 0  # 0: any free port (local mode)
     host: str | None = None
     cert_dir: str | None = None
+    secret: str | None = None  # namespace/name of the self-made certificate's Secret
     service: str | None = None  # namespace/name
     managed: str = "postdeploy.io"
+    cert_days: float = 30.0
+    cert_check_seconds: float = 3600.0
+    namespaces: tuple[str, ...] = ()
+    selector: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WebhookSettings:
         env = os.environ if env is None else env
-        mode = env.get("POSTDEPLOY_WEBHOOK", "off").strip().lower() or "off"
+        mode = env.get("POSTDEPLOY_WEBHOOK", "local").strip().lower() or "local"
         if mode not in ("off", "local", "service"):
-            raise ValueError(f"POSTDEPLOY_WEBHOOK={mode!r}: use off, local or service")
+            raise ValueError(f"POSTDEPLOY_WEBHOOK={mode!r}: use local, service or off")
         return cls(
             mode=mode,
             addr=env.get("POSTDEPLOY_WEBHOOK_ADDR", "127.0.0.1" if mode == "local" else "0.0.0.0"),
-            port=int(env.get("POSTDEPLOY_WEBHOOK_PORT", "9443")),
+            port=int(env.get("POSTDEPLOY_WEBHOOK_PORT") or ("0" if mode == "local" else "9443")),
             host=env.get("POSTDEPLOY_WEBHOOK_HOST") or None,
             cert_dir=env.get("POSTDEPLOY_WEBHOOK_CERT_DIR") or None,
+            secret=env.get("POSTDEPLOY_WEBHOOK_SECRET") or None,
             service=env.get("POSTDEPLOY_WEBHOOK_SERVICE") or None,
             managed=env.get("POSTDEPLOY_WEBHOOK_CONFIGURATION", "postdeploy.io"),
+            cert_days=float(env.get("POSTDEPLOY_WEBHOOK_CERT_DAYS", "30")),
+            cert_check_seconds=float(env.get("POSTDEPLOY_WEBHOOK_CERT_CHECK", "3600")),
+            namespaces=tuple(n for n in env.get("POSTDEPLOY_NAMESPACES", "").split(",") if n),
+            selector=env.get("POSTDEPLOY_SELECTOR", ""),
         )
 
-
-def self_signed(directory: pathlib.Path, hosts: list[str]) -> tuple[pathlib.Path, pathlib.Path]:
-    """A self-signed serving certificate for ``hosts`` (IPs or DNS names): (cert, key)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = []
-    for host in dict.fromkeys(hosts):
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "postdeploy-webhook")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.touch(mode=0o600)
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+    def hosts(self) -> list[str]:
+        """The names the certificate is for."""
+        if self.mode == "service" and self.service:
+            namespace, _, name = self.service.partition("/")
+            return [f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local"]
+        return [self.host or self.addr, "localhost"]
 
 
-class ServiceWebhookServer(kopf.WebhookServer):
-    """kopf's server, announced to the API server as a Service instead of a URL."""
+class ManagedWebhookServer:
+    """kopf's webhook server, with a certificate it renews and configurations it keeps current."""
 
-    def __init__(self, *, service: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.service_namespace, _, self.service_name = service.partition("/")
+    def __init__(self, settings: WebhookSettings, api: Callable[[], client.ApiClient]) -> None:
+        self.settings = settings
+        self.api = api
+        self.directory = pathlib.Path(tempfile.mkdtemp(prefix="postdeploy-webhook-"))
+        self.bundle: certificates.Bundle | None = None
+
+    # --- the certificate ------------------------------------------------------------
+
+    def _lifetime(self) -> datetime.timedelta:
+        return datetime.timedelta(days=self.settings.cert_days)
+
+    async def renew(self, now: datetime.datetime | None = None) -> bool:
+        """Make or renew the certificate and write its files; True when they changed."""
+        now = now or datetime.datetime.now(datetime.UTC)
+        hosts = self.settings.hosts()
+        if not self.settings.secret:
+            bundle = certificates.renewed(self.bundle, hosts, now, self._lifetime())
+        else:
+            namespace, _, name = self.settings.secret.partition("/")
+            while True:
+                stored, version = await certificates.load(self.api(), namespace, name)
+                bundle = certificates.renewed(stored, hosts, now, self._lifetime())
+                if bundle == stored or await certificates.store(self.api(), namespace, name, bundle, version):
+                    break
+        changed = bundle != self.bundle
+        self.bundle = bundle
+        certificates.write(bundle, self.directory)
+        return changed
+
+    async def _keep_renewing(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.cert_check_seconds)
+            try:
+                if await self.renew():
+                    logger.info("webhook certificate renewed")
+            except Exception as error:  # a failed renewal is retried; the old certificate serves
+                logger.error("webhook certificate renewal failed: %s", error)
+
+    def _files(self) -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
+        if self.settings.cert_dir:
+            certs = pathlib.Path(self.settings.cert_dir)
+            ca = certs / "ca.crt"
+            return certs / "tls.crt", certs / "tls.key", ca if ca.exists() else certs / "tls.crt"
+        return self.directory / "tls.crt", self.directory / "tls.key", self.directory / "ca.crt"
+
+    # --- serving ------------------------------------------------------------------------
 
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
-        async for config in super().__call__(fn):
-            announced: dict[str, Any] = {
-                "service": {
-                    "namespace": self.service_namespace,
-                    "name": self.service_name,
-                    "port": self.port,
-                }
-            }
-            if "caBundle" in config:
-                announced["caBundle"] = config["caBundle"]
-            yield announced
+        renewing: asyncio.Task[None] | None = None
+        if not self.settings.cert_dir:
+            await self.renew()
+            renewing = asyncio.create_task(self._keep_renewing(), name="postdeploy-webhook-certificate")
+        cert, key, ca = self._files()
+        server = kopf.WebhookServer(
+            addr=self.settings.addr,
+            port=self.settings.port or None,
+            host=self.settings.host or self.settings.addr,
+            certfile=cert,
+            pkeyfile=key,
+            cafile=ca,
+            file_check_interval=10.0,
+        )
+        try:
+            async for config in server(fn):
+                base: dict[str, Any]
+                if self.settings.mode == "service" and self.settings.service:
+                    namespace, _, name = self.settings.service.partition("/")
+                    base = {"service": {"namespace": namespace, "name": name, "port": self.settings.port}}
+                else:
+                    base = {"url": config["url"]}
+                ca_bundle = config.get("caBundle") or base64.b64encode(ca.read_bytes()).decode()
+                mutating, validating = configurations.build(
+                    self.settings.managed,
+                    base,
+                    ca_bundle,
+                    self.settings.namespaces,
+                    selectors.parse(self.settings.selector),
+                )
+                await configurations.apply(self.api(), mutating, validating)
+                logger.info(
+                    "webhooks %s registered at %s",
+                    self.settings.managed,
+                    base.get("url") or "service {namespace}/{name}:{port}".format(**base["service"]),
+                )
+                yield config
+        finally:
+            if renewing is not None:
+                renewing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewing
 
 
-def server_for(settings: WebhookSettings) -> Any:
-    """The kopf webhook server for ``settings``; None when the webhook is off."""
+def server_for(settings: WebhookSettings, api: Callable[[], client.ApiClient]) -> ManagedWebhookServer | None:
+    """The webhook server for ``settings``; None when the webhook is off."""
     if settings.mode == "off":
         return None
-    if settings.mode == "local":
-        host = settings.host or settings.addr
-        directory = pathlib.Path(tempfile.mkdtemp(prefix="postdeploy-webhook-"))
-        cert, key = self_signed(directory, [host, settings.addr, "localhost"])
-        return kopf.WebhookServer(
-            addr=settings.addr, port=settings.port, host=host, certfile=cert, pkeyfile=key, cafile=cert
-        )
-    if not settings.cert_dir or not settings.service:
-        raise ValueError(
-            "POSTDEPLOY_WEBHOOK=service needs POSTDEPLOY_WEBHOOK_CERT_DIR and POSTDEPLOY_WEBHOOK_SERVICE"
-        )
-    certs = pathlib.Path(settings.cert_dir)
-    ca = certs / "ca.crt"
-    return ServiceWebhookServer(
-        service=settings.service,
-        addr=settings.addr,
-        port=settings.port,
-        certfile=certs / "tls.crt",
-        pkeyfile=certs / "tls.key",
-        cafile=ca if ca.exists() else certs / "tls.crt",
-    )
+    if settings.mode == "service" and not settings.service:
+        raise ValueError("POSTDEPLOY_WEBHOOK=service needs POSTDEPLOY_WEBHOOK_SERVICE (namespace/name)")
+    return ManagedWebhookServer(settings, api)

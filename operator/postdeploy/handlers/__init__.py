@@ -3,6 +3,6 @@
 Importing this package registers every handler with kopf.
 """
 
-from postdeploy.handlers import lifecycle, reviews, signoffs, zerotouch
+from postdeploy.handlers import admissions, lifecycle, reviews, signoffs, zerotouch
 
-__all__ = ["lifecycle", "reviews", "signoffs", "zerotouch"]
+__all__ = ["admissions", "lifecycle", "reviews", "signoffs", "zerotouch"]

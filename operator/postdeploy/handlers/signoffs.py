@@ -1,10 +1,12 @@
 """Sign-off admission webhooks, and waking a review when one of its sign-offs changes.
 
 Start-up reads the webhook mode (``postdeploy.admission.servers``) and hands kopf
-its server; kopf then keeps the Mutating/ValidatingWebhookConfiguration
-``postdeploy.io`` pointing at it. Both webhooks are ``persistent``: they stay
-registered when the operator stops, so while it is down a sign-off cannot be created
-at all (failurePolicy Fail), rather than be created unverified.
+its server, which keeps the Mutating/ValidatingWebhookConfiguration
+(``POSTDEPLOY_WEBHOOK_CONFIGURATION``, default ``postdeploy.io``) pointing at it
+(``postdeploy.admission.configurations``). They stay registered when the operator
+stops, with failurePolicy Fail: while it is down a sign-off cannot be created at
+all, rather than be created unverified. The review and template webhooks are in
+``postdeploy.handlers.admissions``.
 
 ``signoff_changed`` touches the review's annotation ``postdeploy.io/signoffs-seen``
 so that the watch (``postdeploy.handlers.reviews``) sees an annotation change, the
@@ -32,12 +34,17 @@ SEEN_ANNOTATION = "postdeploy.io/signoffs-seen"
 @kopf.on.startup()
 async def webhook_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     config = servers.WebhookSettings.from_env()
-    server = servers.server_for(config)
+    server = servers.server_for(config, lambda: memo.api)
     memo.signoff_webhook = server is not None
-    if server is not None:
-        settings.admission.server = server
-        settings.admission.managed = config.managed
-        logger.info("sign-off webhook: %s on %s:%s", config.mode, config.addr, config.port)
+    if server is None:
+        logger.warning(
+            "admission webhooks off (POSTDEPLOY_WEBHOOK=off): reviews are not checked against "
+            "their authors' rights and sign-offs are unverified"
+        )
+        return
+    settings.admission.server = server
+    settings.admission.managed = None  # postdeploy.admission.configurations keeps them
+    logger.info("admission webhooks: %s on %s:%s", config.mode, config.addr, config.port or "any port")
 
 
 async def stamp_signer(

@@ -8,6 +8,14 @@ version (a second create is a 409 Conflict, which is the success case here), by
 however many operator replicas or restarts. A version that rolled out longer ago
 than ``POSTDEPLOY_ZEROTOUCH_MAX_AGE`` (default 1h) — a workload that was already
 running when the annotation or the operator appeared — gets no review.
+
+Whose rights such a review acts with (docs/security.md): it is created by the operator,
+so the admission webhook checks the operator's own rights. It is safe because its
+content is only a template, a ClusterReviewTemplate (an administrator's) or a
+ReviewTemplate of the workload's namespace (whose editor the webhook checked), and
+its target is the annotated workload itself, which whoever annotated it could patch.
+``review_for`` adds nothing else; an annotation naming anything but those two kinds is
+ignored with a warning.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ __all__ = [
     "review_for",
     "review_name",
     "statefulset_event",
+    "template_ref",
     "workload_event",
 ]
 
@@ -45,10 +54,18 @@ def review_name(workload: str, version: str) -> str:
     return f"{workload[:30]}-{slug[:24]}".rstrip("-") + f"-{digest}"
 
 
+def template_ref(annotation: str) -> dict[str, str] | None:
+    """``NAME``, ``ClusterReviewTemplate/NAME`` or ``ReviewTemplate/NAME`` as a templateRef."""
+    kind, _, name = annotation.strip().rpartition("/")
+    if kind not in ("", "ClusterReviewTemplate", "ReviewTemplate") or not name:
+        return None
+    return {"kind": kind or "ClusterReviewTemplate", "name": name}
+
+
 def review_for(workload: dict[str, Any], kind: str, template: str, version: str) -> dict[str, Any]:
+    """The review: the workload as target, in its namespace, and the template; nothing else."""
     metadata = workload["metadata"]
-    template_kind, _, template_name = template.rpartition("/")
-    ref = {"kind": template_kind or "ClusterReviewTemplate", "name": template_name}
+    ref = template_ref(template) or {"kind": "ClusterReviewTemplate", "name": template}
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "PostDeploymentReview",
@@ -80,6 +97,21 @@ def _max_age() -> datetime.timedelta:
 async def _on_workload(kind: str, body: kopf.Body, memo: kopf.Memo, logger: Any) -> None:
     template = (body.metadata.annotations or {}).get(ANNOTATION, "").strip()
     if not template:
+        return
+    if template_ref(template) is None:
+        warned: set[tuple[str, str, str]] = memo.setdefault("zero_touch_warned", set())
+        key = (body.metadata.namespace or "", body.metadata.name or "", template)
+        if key in warned:
+            return
+        warned.add(key)
+        logger.warning(
+            "%s %s: annotation %s=%r names no template (NAME, ClusterReviewTemplate/NAME or "
+            "ReviewTemplate/NAME); no review created",
+            kind,
+            body.metadata.name,
+            ANNOTATION,
+            template,
+        )
         return
     workload = dict(body)
     workload["kind"] = kind
