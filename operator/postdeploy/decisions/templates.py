@@ -4,7 +4,8 @@ Called by ``postdeploy.engine`` on every tick (cheap: pure dict work). A review'
 phases override the template's phases of the same name; inside a phase, a review's
 check overrides the template's check of the same name field by field. A review check
 that names the template check's provider overrides fields of that block (only
-``step``, say); one that names another provider replaces the block. A baseline is
+``step``, say), and fields of a block inside it (``compare: {minEffect: 0.5}``); one
+that names another provider replaces the block. A baseline is
 merged key by key, and choosing ``offset`` or ``preDeploy`` drops the other.
 Phases and checks the template lacks are appended; the template's ``parameters``
 are defaults under the review's. The result is validated into
@@ -91,7 +92,12 @@ def _merge_check(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[s
             and isinstance(value, Mapping)
             and isinstance(merged.get(key), Mapping)
         ):
-            merged[key] = {**merged[key], **value}
+            merged[key] = {
+                field: {**merged[key][field], **inner}
+                if isinstance(inner, Mapping) and isinstance(merged[key].get(field), Mapping)
+                else inner
+                for field, inner in {**merged[key], **value}.items()
+            }
         elif key == "baseline" and isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
             base_baseline = dict(merged[key])
             # offset and preDeploy are alternatives: choosing one drops the template's other.
@@ -132,9 +138,7 @@ def merge(template: Mapping[str, Any] | None, review: Mapping[str, Any]) -> dict
     """The review's spec (wire form) with the template's phases merged under it."""
     merged = dict(review)
     template = template or {}
-    merged["phases"] = _merge_named(
-        template.get("phases", []), review.get("phases", []), _merge_phase
-    )
+    merged["phases"] = _merge_named(template.get("phases", []), review.get("phases", []), _merge_phase)
     if "interval" not in merged and "interval" in template:
         merged["interval"] = template["interval"]
     if template.get("parameters"):
@@ -188,9 +192,7 @@ def resolve(merged: Mapping[str, Any]) -> ResolvedReview:
         raise InvalidSpec(_pydantic_message(error, merged)) from None
     if not spec.phases:
         raise InvalidSpec("spec.phases: the review has no phases (no template and none given)")
-    default_interval = (
-        durations.parse_duration(spec.interval) if spec.interval else DEFAULT_INTERVAL
-    )
+    default_interval = durations.parse_duration(spec.interval) if spec.interval else DEFAULT_INTERVAL
     seen: dict[str, str] = {}
     phases: list[ResolvedPhase] = []
     previous_start: datetime.timedelta | None = None
