@@ -7,9 +7,10 @@ faults in it are where the docstring of ``testbed.history`` says. The operator-d
 run of the whole template is ``tests/e2e/test_default_template.py``.
 
 Covers:
-- phase 1 on healthy history (error rate, p95 latency, throughput a week on, CPU and
-  memory against limits) passes, and stays quiet at every second hour of two days;
-  the error spike three days ago fails error-rate and latency-p95 and nothing else;
+- phase 1 on healthy history (error rate and p95 latency compared with before the
+  deployment, and their threshold rules; throughput a week on, CPU and memory against
+  limits) passes, and stays quiet at every second hour of two days; the error spike
+  three days ago fails error-rate and latency-p95 (both rules) and nothing else;
 - memory-leak fails ``leaky`` (~2 h to 90% of its limit) and not the flat, noisy,
   saw-toothed ``checkout`` at any of eight windows, nor ``creepy``;
 - latency-trend fails ``creepy``'s creep and not the others; error-rate-trend stays
@@ -163,6 +164,7 @@ def _results(runs: list[Run]) -> dict[str, str]:
 # --- phase 1 on the history ---------------------------------------------------------------
 
 PHASE_ONE_METRICS = ("error-rate", "latency-p95", "throughput", "cpu-usage", "memory-usage")
+THRESHOLDS = ("error-rate-threshold", "latency-p95-threshold")
 
 
 async def test_phase_one_passes_on_healthy_history(
@@ -170,11 +172,20 @@ async def test_phase_one_passes_on_healthy_history(
 ) -> None:
     now = timeline["end"] - HOUR
     checklist = Checklist(providers, "checkout")
-    runs = [await checklist.run(n, now=now, deployed=now - HALF_HOUR) for n in PHASE_ONE_METRICS]
-    assert _results(runs) == dict.fromkeys(PHASE_ONE_METRICS, "Passed"), [str(r) for r in runs]
+    names = (*PHASE_ONE_METRICS, *THRESHOLDS)
+    runs = [await checklist.run(n, now=now, deployed=now - HALF_HOUR) for n in names]
+    assert _results(runs) == dict.fromkeys(names, "Passed"), [str(r) for r in runs]
     values = {r.name: r.value for r in runs}
-    assert 0.002 < (values["error-rate"] or 0) < 0.006  # 0.3% 500s and 0.1% 503s
-    assert 0.1 < (values["latency-p95"] or 0) < 0.35
+    details = {r.name: r.measurement.details for r in runs}
+    # The comparisons: one-minute batches, each against 6 minutes before deployedAt; of
+    # 30 minutes the last one is not settled yet.
+    assert details["error-rate"]["batches"] == 29
+    assert 0.002 < details["error-rate"]["shareBefore"] < 0.006  # 0.3% 500s and 0.1% 503s
+    assert details["error-rate"]["ratioLower"] < 1 < details["error-rate"]["ratioUpper"]
+    assert 0.1 < details["latency-p95"]["quantileBefore"] < 0.35
+    assert details["latency-p95"]["pValue"] > details["latency-p95"]["alpha"]
+    assert 0.002 < (values["error-rate-threshold"] or 0) < 0.006
+    assert 0.1 < (values["latency-p95-threshold"] or 0) < 0.35
     assert 0.05 < (values["cpu-usage"] or 0) < 0.2  # ~0.1 core of a 1-core limit
     assert 0.35 < (values["memory-usage"] or 0) < 0.46  # 180-230 MiB of 512 MiB
     throughput = runs[2]
@@ -187,11 +198,15 @@ async def test_the_error_spike_fails_error_rate_and_latency_only(
 ) -> None:
     deployed = timeline["spike_start"] - 60 * SECOND  # the baseline's 5 minutes end before it
     checklist = Checklist(providers, "checkout")
-    runs = [await checklist.run(n, now=deployed + HALF_HOUR, deployed=deployed) for n in PHASE_ONE_METRICS]
+    names = (*PHASE_ONE_METRICS, *THRESHOLDS)
+    runs = [await checklist.run(n, now=deployed + HALF_HOUR, deployed=deployed) for n in names]
     results = _results(runs)
     assert results["error-rate"] == "Failed" and results["latency-p95"] == "Failed", [str(r) for r in runs]
-    assert (runs[0].value or 0) > 0.1 and (runs[0].measurement.baseline or 1) < 0.01
-    assert (runs[1].value or 0) > 1.5 * (runs[1].measurement.baseline or 1)
+    assert results["error-rate-threshold"] == results["latency-p95-threshold"] == "Failed"
+    errors, latency = runs[0].measurement.details, runs[1].measurement.details
+    assert errors["shareBefore"] < 0.01 and errors["shareAfter"] > 0.1 and errors["ratioLower"] > 10
+    assert latency["quantileAfter"] > 1.5 * latency["quantileBefore"] and latency["ratioLower"] > 2
+    assert (runs[5].value or 0) > 0.1 and (runs[5].measurement.baseline or 1) < 0.01
     assert results["cpu-usage"] == results["memory-usage"] == "Passed"
     # Eleven days ago is before the history began: no baseline, so no verdict either way.
     assert results["throughput"] == "Inconclusive"
@@ -204,7 +219,7 @@ async def test_phase_one_is_quiet_on_two_days_of_noise(
     failed, runs = [], 0
     for hours in range(2, 50, 2):
         now = timeline["end"] - hours * HOUR
-        names = ["error-rate", "latency-p95"]
+        names = ["error-rate", "latency-p95", "error-rate-threshold", "latency-p95-threshold"]
         if now - datetime.timedelta(weeks=1) > timeline["start"] + HOUR:  # a week back is history
             names.append("throughput")
         for name in names:

@@ -10,10 +10,12 @@ Covers:
   manual ones once confirmed through annotations), hpa Skipped (no HPA scales the
   sample Deployment), the statuses carrying the queries as the template filled them in;
 - a release with faults fails exactly the checks that cover them: a 30% error rate
-  (error-rate), a critical alert in its namespace (critical-alerts), an error type
-  never seen before (new-error-types, with its count), a statement slower than a
-  second after the deployment (slow-queries-immediate, and slow-queries through the
-  first one's snapshot) and a working set growing towards the limit (memory-leak);
+  (error-rate, compared with before the deployment in 5-second batches, and its
+  continuation error-rate-extended), a critical alert in its namespace
+  (critical-alerts), an error type never seen before (new-error-types, with its
+  count), a statement slower than a second after the deployment
+  (slow-queries-immediate, and slow-queries through the first one's snapshot) and a
+  working set growing towards the limit (memory-leak);
   latency, throughput, CPU, memory use and the trends stay green.
 """
 
@@ -56,6 +58,10 @@ def compressed(name: str, *, extra: dict[str, list[dict[str, Any]]] | None = Non
         {"name": n, "prometheus": {"step": "3s"}}
         for n in ("memory-leak", "latency-trend", "error-rate-trend")
     ]
+    # The comparisons in 5-second batches (the same in both phases: one test).
+    batches = {"prometheus": {"step": "5s"}}
+    compared = [{"name": n, **batches} for n in ("error-rate", "latency-p95")]
+    continued = [{"name": n, **batches} for n in ("error-rate-extended", "latency-p95-extended")]
     return {
         "apiVersion": "postdeploy.io/v1alpha1",
         "kind": "PostDeploymentReview",
@@ -75,10 +81,17 @@ def compressed(name: str, *, extra: dict[str, list[dict[str, Any]]] | None = Non
                     # The sample app's load has no weekly pattern: compare with before.
                     "checks": [
                         {"name": "throughput", "baseline": {"preDeploy": True}},
+                        *compared,
                         *extra.get("immediate", []),
                     ],
                 },
-                {"name": "extended", "start": "40s", "end": "70s", "interval": "6s", "checks": trends},
+                {
+                    "name": "extended",
+                    "start": "40s",
+                    "end": "70s",
+                    "interval": "6s",
+                    "checks": [*trends, *continued],
+                },
                 {"name": "business", "start": "70s", "end": "85s", "interval": "10s"},
             ],
         },
@@ -176,7 +189,8 @@ def test_a_healthy_release_passes_the_whole_checklist(
     assert [p["state"] for p in status["phases"]] == ["Completed"] * 3
     assert checks["hpa"]["message"].startswith("not applicable: no HorizontalPodAutoscaler targets")
     assert 'job="checkout", code=~"5.."' in checks["error-rate"]["query"]
-    assert checks["error-rate"]["baseline"] is not None
+    assert checks["error-rate"]["details"]["batches"] >= 4  # 40 s in settled 5-second batches
+    assert checks["error-rate-extended"]["details"]["batches"] >= 9  # since the deployment
     assert checks["memory-leak"]["value"] == 1e9  # a flat working set never reaches its limit
     assert checks["feature-adoption"]["value"] == 0
     assert checks["slow-queries-immediate"]["details"]["snapshotStatements"] >= 0
@@ -217,13 +231,16 @@ def test_faults_fail_exactly_the_checks_that_cover_them(
     assert failed == [
         "critical-alerts",
         "error-rate",
+        "error-rate-extended",
         "memory-leak",
         "new-error-types",
         "slow-queries",
         "slow-queries-immediate",
     ], json.dumps({n: (c["state"], c.get("message")) for n, c in checks.items()}, indent=1)
     assert status["verdict"] == "Failed"
-    assert checks["error-rate"]["value"] > 0.2
+    # As of the run that failed it: 5xx only after the deployment, significantly more.
+    errors = checks["error-rate"]["details"]
+    assert errors["eventsAfter"] > 0 and errors["ratioLower"] > 1.2 and errors["pValue"] < errors["alpha"]
     assert checks["critical-alerts"]["details"]["alertNames"] == ["CheckoutDown"]
     kinds = [s["labels"]["type"] for s in checks["new-error-types"]["details"]["series"]]
     assert kinds == [new_type] and checks["new-error-types"]["details"]["series"][0]["value"] >= 1
@@ -232,6 +249,7 @@ def test_faults_fail_exactly_the_checks_that_cover_them(
     assert checks["memory-leak"]["value"] < 1  # hours until 90% of the limit
     for steady in (
         "latency-p95",
+        "latency-p95-extended",
         "throughput",
         "cpu-usage",
         "memory-usage",

@@ -74,15 +74,15 @@ def test_a_review_with_only_target_and_version_runs_phases_one_to_three() -> Non
             "support-tickets", "social-media", "feedback-channels",
         ],
         "extended": [
-            "memory-leak", "latency-trend", "error-rate-trend", "slow-queries", "hpa",
-            "new-error-types",
+            "error-rate-extended", "latency-p95-extended", "memory-leak", "latency-trend",
+            "error-rate-trend", "slow-queries", "hpa", "new-error-types",
         ],
         "business": ["engagement", "feature-adoption"],
     }  # fmt: skip
     disabled = sorted(c.name for c in _all_checks() if not c.enabled)
     assert disabled == [
-        "ab-test", "capacity", "conversion", "error-remediation", "namespace-workloads",
-        "revenue", "user-journeys",
+        "ab-test", "capacity", "conversion", "error-rate-threshold", "error-remediation",
+        "latency-p95-threshold", "namespace-workloads", "revenue", "user-journeys",
     ]  # fmt: skip
 
 
@@ -111,9 +111,10 @@ EXTRA = {
 
 @pytest.mark.parametrize("check", _all_checks(), ids=lambda c: c.name)
 def test_every_query_fills_in_with_the_defaults(check: check_models.Check) -> None:
-    values = _values(**EXTRA)
+    values = _values(**EXTRA, window="60s")  # window: the batch of a comparison
     if check.prometheus is not None:
-        for text in (check.prometheus.query, check.prometheus.limit_query):
+        compare = check.prometheus.compare
+        for text in (check.prometheus.query, check.prometheus.limit_query, compare and compare.total):
             if text is None:
                 continue
             rendered = templating.render_promql(text, values)
@@ -163,7 +164,12 @@ def test_overrides_by_name() -> None:
                 "name": "immediate",
                 "end": "1h",
                 "checks": [
-                    {"name": "error-rate", "failWhen": "value > 0.02"},
+                    {
+                        "name": "error-rate",
+                        "failWhen": "ratioLower > 1.5 and pValue < alpha",
+                        "prometheus": {"compare": {"minEffect": 0.5}},
+                    },
+                    {"name": "error-rate-threshold", "enabled": True, "failWhen": "value > 0.02"},
                     {"name": "throughput", "baseline": {"preDeploy": True}},
                     {"name": "user-journeys", "enabled": True, "job": {"template": {"spec": {}}}},
                 ],
@@ -176,8 +182,14 @@ def test_overrides_by_name() -> None:
     assert review.spec.parameters["selector"] == 'service="checkout-api"'
     assert review.spec.parameters["podSelector"] == defaults.spec().parameters["podSelector"]
     error_rate = review.check("error-rate")
-    assert error_rate is not None and error_rate.spec.fail_when == "value > 0.02"
-    assert error_rate.spec.baseline is not None and error_rate.spec.baseline.pre_deploy
+    assert error_rate is not None and error_rate.spec.fail_when == "ratioLower > 1.5 and pValue < alpha"
+    assert error_rate.spec.prometheus is not None and error_rate.spec.prometheus.compare is not None
+    assert error_rate.spec.prometheus.compare.alpha == 0.005  # the rest of the block stays
+    assert error_rate.spec.prometheus.compare.min_effect == 0.5
+    assert error_rate.spec.prometheus.compare.total is not None
+    threshold = review.check("error-rate-threshold")
+    assert threshold is not None and threshold.spec.fail_when == "value > 0.02"
+    assert threshold.spec.baseline is not None and threshold.spec.baseline.pre_deploy
     throughput = review.check("throughput")
     assert throughput is not None and throughput.spec.baseline is not None
     assert throughput.spec.baseline.pre_deploy and throughput.spec.baseline.offset is None
@@ -215,6 +227,7 @@ def test_the_document_covers_every_check_with_its_default_query() -> None:
         queries = [
             check.prometheus and check.prometheus.query,
             check.prometheus and check.prometheus.limit_query,
+            check.prometheus and check.prometheus.compare and check.prometheus.compare.total,
             check.postgres and check.postgres.query,
             check.statistics and check.statistics.query,
         ]
