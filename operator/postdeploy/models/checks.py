@@ -122,7 +122,7 @@ class Comparison(SpecModel):
         default=0.005, gt=0, lt=1, description="False-failure probability over all runs of the comparison."
     )
     min_effect: float = pydantic.Field(
-        default=0.2, ge=0, description="Relative rise of the share worth acting on (0.2: +20%)."
+        default=0.2, ge=0, le=1000, description="Relative rise of the share worth acting on (0.2: +20%)."
     )
     multiplier: int = pydantic.Field(
         default=6, ge=1, le=100, description="Before-window length / batch length."
@@ -131,7 +131,7 @@ class Comparison(SpecModel):
         default=None, description="Compare with the same batch this long earlier (e.g. 1w) instead."
     )
     min_requests: int = pydantic.Field(
-        default=100, ge=1, description="Requests needed on each side before a run can pass."
+        default=100, ge=1, le=1_000_000_000, description="Requests needed on each side before a run can pass."
     )
 
     @pydantic.model_validator(mode="after")
