@@ -192,6 +192,7 @@ class Shared:
     before: FloatArray | None = None
     paths: dict[tuple[float | None, float, bool], FloatArray] = dataclasses.field(default_factory=dict)
     boundaries: dict[int, float] = dataclasses.field(default_factory=dict)  # per batch count
+    summed_before: FloatArray | None = None  # running sums of the before-windows' buckets
 
 
 @dataclasses.dataclass
@@ -286,7 +287,7 @@ class CompareSimulator:
             )
             before[present] = self._rows(stream.counts_many(stops - before_length, stops))
         shared.stream, shared.after, shared.before = stream, after, before
-        shared.paths, shared.boundaries = {}, {}
+        shared.paths, shared.boundaries, shared.summed_before = {}, {}, None
         return after, before
 
     def _rows(self, counts: tuple[streams.IntArray, streams.IntArray, streams.IntArray]) -> FloatArray:
@@ -322,7 +323,9 @@ class CompareSimulator:
             return self.compare.boundary
         boundary = self.shared.boundaries.get(count)
         if boundary is None:
-            summed = self._data(stream)[1][:count].sum(axis=0).tolist()
+            if self.shared.summed_before is None:
+                self.shared.summed_before = np.cumsum(self._data(stream)[1], axis=0)
+            summed = self.shared.summed_before[count - 1].tolist()
             boundary = sequential._choose_boundary(self.compare.quantile, list(self.bounds), summed)
             self.shared.boundaries[count] = boundary
         return boundary
