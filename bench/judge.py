@@ -616,6 +616,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 tasks.append(task)
     results: dict[tuple[int, int], list[Tally]] = {}
     done = 0
+    left = [sum(1 for t in tasks if t.level_index == index) for index in range(len(levels))]
 
     def collect(task: Task, tallies: list[Tally]) -> None:
         nonlocal done
@@ -625,6 +626,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for total, part in zip(results[key], tallies, strict=True):
             total.merge(part)
         done += 1
+        left[task.level_index] -= 1
+        if left[task.level_index] == 0 and args.markdown:  # a level is complete: keep what is known
+            finished = {k: v for k, v in results.items() if left[k[0]] == 0}
+            args.markdown.write_text("(levels finished so far)\n\n" + tables(rules, levels, finished))
         if done % 10 == 0 or done == len(tasks):
             print(
                 f"[bench-judge] {done}/{len(tasks)} batches, {time.monotonic() - started:.0f} s",
