@@ -327,7 +327,7 @@ class FinalReviews:
         )
         specs = (report_spec.charts if report_spec else None) or store.DEFAULT_CHARTS
         deployed_at = _time(status.deployed_at) or now
-        window = durations.parse_duration(report_spec.window if report_spec else "1h")
+        window = durations.parse_duration(report_spec.window) if report_spec and report_spec.window else None
         providers = review.spec.providers
         url = (providers.prometheus_url if providers else None) or self.settings.prometheus_url
         metadata = body.get("metadata") or {}
@@ -338,8 +338,9 @@ class FinalReviews:
             "review": str(metadata.get("name")),
             **review.spec.parameters,
         }
+        start, end = store.chart_window(deployed_at, now, window)
         charts: Sequence[documents.Chart] = await store.fetch_charts(
-            self.http, url, specs, values, deployed_at - window, now
+            self.http, url, specs, values, start, end
         )
         if not any(c.points for c in charts):
             charts = documents.history_charts(status.checks)

@@ -153,7 +153,11 @@ class ReportCheck(SpecModel):
     charts: list[ChartSpec] | None = pydantic.Field(
         default=None, max_length=8, description="Before/after charts; the four standard ones by default."
     )
-    window: Duration = pydantic.Field(default="1h", description="How far before deployedAt charts start.")
+    window: Duration | None = pydantic.Field(
+        default=None,
+        description="How far before deployedAt charts start, and how far after it they end; "
+        "default: the time since the deployment, so the deployment is in the middle.",
+    )
     step: Duration | None = pydantic.Field(
         default=None, description="Chart resolution; ~120 points by default."
     )

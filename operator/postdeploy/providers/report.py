@@ -39,7 +39,8 @@ class ReportProvider:
             url = ((body.get("spec") or {}).get("providers") or {}).get(
                 "prometheusUrl"
             ) or self.prometheus_url
-            start = ctx.deployed_at - durations.parse_duration(spec.window)
+            window = durations.parse_duration(spec.window) if spec.window else None
+            start, end = store.chart_window(ctx.deployed_at, ctx.now, window)
             step = durations.parse_duration(spec.step) if spec.step else None
             charts = await store.fetch_charts(
                 self.http,
@@ -47,7 +48,7 @@ class ReportProvider:
                 spec.charts or store.DEFAULT_CHARTS,
                 ctx.template_values(),
                 start,
-                ctx.now,
+                end,
                 step,
             )
             report = documents.build(body, charts, ctx.now)

@@ -32,8 +32,19 @@ from postdeploy.models.people import ActionItem, FinalReview, SloResult
 from postdeploy.models.reviews import CheckState, CheckStatus, ReviewStatus
 from postdeploy.reports import inputs
 
-__all__ = ["CHECK_COLUMNS", "Chart", "Report", "build", "check_rows", "fmt"]
+__all__ = ["CHECK_COLUMNS", "HISTORY_UNITS", "Chart", "Report", "build", "check_rows", "fmt"]
 
+# The units of the built-in checklist's checks (crds/postdeploy-default.yaml), for charts
+# drawn from a check's own history; other checks' charts show plain numbers.
+HISTORY_UNITS = {
+    "error-rate": "ratio",
+    "latency-p95": "s",
+    "throughput": "req/s",
+    "cpu-usage": "ratio",
+    "memory-usage": "ratio",
+    "replicas-ready": "ratio",
+    "replicas-available": "ratio",
+}
 ERROR_TYPE_LABELS = ("type", "error_type", "errorType", "error", "exception", "reason", "kind")
 
 
@@ -43,6 +54,9 @@ class Chart:
     unit: str
     points: tuple[tuple[float, float], ...]  # (unix seconds, value)
     source: str  # the PromQL or "check NAME"
+    # The time window the chart spans (unix seconds); None: the points' own extent.
+    start: float | None = None
+    end: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,5 +262,6 @@ def history_charts(checks: Sequence[CheckStatus]) -> list[Chart]:
             at = datetime.datetime.fromisoformat(sample.t.replace("Z", "+00:00")).timestamp()
             points.append((at, sample.v))
         if len(points) >= 2 and check.provider in ("prometheus", "kubernetes"):
-            charts.append(Chart(check.name, "", tuple(points), f"check {check.name}"))
+            unit = HISTORY_UNITS.get(check.name, "")
+            charts.append(Chart(check.name, unit, tuple(points), f"check {check.name}"))
     return charts[:8]

@@ -55,9 +55,7 @@ def _charts(report: Report) -> str:
         return "<p>No chart data.</p>"
     figures = []
     for chart in report.charts:
-        before, after = charts.means(chart.points, report.deployed_epoch)
-        unit = f" {chart.unit}" if chart.unit else ""
-        caption = f"{chart.title}: mean before {fmt(before)}{unit}, after {fmt(after)}{unit}"
+        caption = charts.caption(chart, report.deployed_epoch)
         figures.append(
             f"<figure>{charts.svg(chart, report.deployed_epoch)}<figcaption>{_e(caption)}<br>"
             f"<code>{_e(chart.source)}</code></figcaption></figure>"

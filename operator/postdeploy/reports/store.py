@@ -6,9 +6,12 @@ final review (``postdeploy.engine.finals``), which both rewrite it, and read by
 and ``summary.json`` (verdict, SLOs, action items); owned by the review, it goes
 when the review goes.
 
-Charts come from Prometheus range queries from ``window`` before the deployment to
-now (``fetch_charts``); a chart whose query fails is drawn from nothing ("no data")
-and the failure is in its caption, never an error of the review.
+Charts come from Prometheus range queries (``fetch_charts``) over a window centred on
+the deployment (``chart_window``): as long before it as the time since it, so the
+deployment line sits in the middle and before and after compare like with like
+(``report.window`` sets the span before, and after, explicitly). A chart whose query
+fails is drawn from nothing ("no data") and the failure is in its caption, never an
+error of the review.
 """
 
 from __future__ import annotations
@@ -27,7 +30,15 @@ from postdeploy.models.people import ChartSpec
 from postdeploy.providers import templating
 from postdeploy.reports import documents, markdown, pages
 
-__all__ = ["DEFAULT_CHARTS", "configmap_name", "fetch_charts", "render_all", "write"]
+__all__ = [
+    "DEFAULT_CHARTS",
+    "MIN_SPAN",
+    "chart_window",
+    "configmap_name",
+    "fetch_charts",
+    "render_all",
+    "write",
+]
 
 logger = logging.getLogger(__name__)
 GROUP_VERSION = "postdeploy.io/v1alpha1"
@@ -52,6 +63,18 @@ DEFAULT_CHARTS = (
         query='sum(container_memory_working_set_bytes{namespace="{{namespace}}",container="{{target}}"})',
     ),
 )
+
+
+MIN_SPAN = datetime.timedelta(minutes=1)
+
+
+def chart_window(
+    deployed_at: datetime.datetime, now: datetime.datetime, window: datetime.timedelta | None = None
+) -> tuple[datetime.datetime, datetime.datetime]:
+    """The charts' time range: ``window`` (default: the time since the deployment, at
+    least ``MIN_SPAN``) before the deployment and as long after it."""
+    span = window if window is not None else max(now - deployed_at, MIN_SPAN)
+    return deployed_at - span, deployed_at + span
 
 
 def configmap_name(review: str) -> str:
@@ -103,7 +126,9 @@ async def fetch_charts(
             logger.warning("chart %r: %s", spec.name, error)
             charts.append(documents.Chart(spec.name, spec.unit, (), f"{query} (Prometheus: {error})"[:500]))
             continue
-        charts.append(documents.Chart(spec.name, spec.unit, tuple(points), query))
+        charts.append(
+            documents.Chart(spec.name, spec.unit, tuple(points), query, start.timestamp(), end.timestamp())
+        )
     return charts
 
 
