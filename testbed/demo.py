@@ -1,240 +1,578 @@
-"""``make demo``: the test bed, the operator and one review on a compressed timeline.
+"""``make demo``: the post-deployment checklist as it ships, on the test bed, in minutes.
 
-Starts the local test bed (or reuses one that ``make testbed-up`` left running),
-installs the CRDs, rolls out version 1.1.0 of the sample workload ``shop/checkout``,
-starts postdeploy as a separate process, applies a review whose three phases take
-about a minute instead of three days, prints its progress as the operator writes
-it, and ends with the verdict. ``--fault error-spike`` steers the sample app to
-answer 40 % of requests with 5xx halfway through, so the error-rate check fails.
+Starts the local test bed (or reuses one that ``make testbed-up`` left running) and
+then does what a team does with postdeploy, printing each command a person would type:
+
+1. installs the CRDs and the built-in ClusterReviewTemplate ``postdeploy-default``;
+   gives three people of the test bed (client certificates made by ``testbed.kube``)
+   the sign-off roles of ``docs/rbac/signers.yaml`` and ``postdeploy-reviewer``:
+   alice engineering-lead, bob operations-lead, carol product-owner;
+2. steers the sample app to last week's load at this hour (the throughput check
+   compares with it), plants what a deployment procedure leaves behind
+   (``configmap/maintenance-mode``, a Secret labelled ``postdeploy.io/temporary``),
+   rolls ``shop/checkout`` out to 1.1.0 and starts postdeploy with its sign-off
+   webhook on loopback;
+3. applies one review of the built-in template in which only the timing is compressed
+   (72 hours into about two and a half minutes: the phases' start, end and interval,
+   and the three trend checks' sampling step) and which adds phase 4 (the report)
+   and phase 5 (cleanup); error-rate may roll back (``onFailure: rollback``);
+4. prints a live table as the operator writes status, one row per change (phase,
+   verdict, checks by state; which checks changed state, with value vs baseline);
+5. confirms the manual checks, records customer impact and a lesson, and gives the
+   three sign-offs with ``kubectl postdeploy`` as alice, bob and carol;
+6. prints the final review (``kubectl postdeploy status``: checks, SLO table,
+   sign-offs, action items) and writes the Markdown and HTML report to files.
+
+``--fault error-spike`` makes half the requests fail 15 s into the review: error-rate
+fails, postdeploy rolls ``shop/checkout`` back to 1.0.0, and the demo prints the
+breach annotations on the Deployment and the Events. ``run`` is the demo without the
+test bed's start and stop, for ``tests/e2e/test_demo.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import datetime
 import json
 import os
 import pathlib
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
 
-import httpx
+import psycopg
 import yaml
 
-from testbed import bed
+from postdeploy.reports import documents, units
+from testbed import bed, observability, ports, sampleapp
+
+__all__ = ["PEOPLE", "REVIEW", "TIMELINE", "main", "review_manifest", "run"]
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NAMESPACE = "shop"
-ERROR_RATE = (
-    'sum(rate(http_requests_total{namespace="{{namespace}}",job="{{target}}",code=~"5.."}[10s]))'
-    ' / sum(rate(http_requests_total{namespace="{{namespace}}",job="{{target}}"}[10s]))'
+VERSION = "1.1.0"
+PREVIOUS = "1.0.0"
+REVIEW = f"checkout-{VERSION.replace('.', '-')}"
+IMAGE = "registry.example/shop/checkout:{}"
+TEMPLATE = ROOT / "crds" / "postdeploy-default.yaml"
+SIGNERS = ROOT / "docs" / "rbac" / "signers.yaml"
+# Who signs for which role (each a client certificate of the test bed).
+PEOPLE = {"alice": "engineering-lead", "bob": "operations-lead", "carol": "product-owner"}
+# The built-in template's phases, 0-2h, 2-24h and 24-72h, compressed; then phases 4 and 5.
+TIMELINE = (
+    ("immediate", "0s", "50s", "5s"),
+    ("extended", "50s", "100s", "5s"),
+    ("business", "100s", "130s", "10s"),
+    ("documentation", "130s", "140s", "5s"),
+    ("cleanup", "140s", "150s", "5s"),
 )
-P95 = (
-    "histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket"
-    '{namespace="{{namespace}}",job="{{target}}"}[30s])))'
+TREND_CHECKS = ("memory-leak", "latency-trend", "error-rate-trend")  # steps of 30m/10m -> 5s
+FAULT_AFTER = 15.0  # seconds into the review
+TIMEOUT = 360.0
+# Units of the built-in checks' values, for the live table.
+UNITS = {**documents.HISTORY_UNITS, "memory-leak": "h", "latency-trend": "ratio", "error-rate-trend": "ratio"}
+STATES = (
+    ("PASS", "Passed"),
+    ("FAIL", "Failed"),
+    ("INCONCL", "Inconclusive"),
+    ("ERR", "Error"),
+    ("RUN", "Running"),
+    ("WAIT", "AwaitingConfirmation"),
+    ("PEND", "Pending"),
+    ("SKIP", "Skipped"),
 )
 
 
-def review_manifest(version: str) -> dict[str, Any]:
+def review_manifest() -> dict[str, Any]:
+    """The review a pipeline applies: the built-in template, its timing compressed."""
+    phases: list[dict[str, Any]] = []
+    for name, start, end, interval in TIMELINE:
+        phase: dict[str, Any] = {"name": name, "start": start, "end": end, "interval": interval}
+        if name == "immediate":
+            phase["checks"] = [{"name": "error-rate", "onFailure": "rollback"}]
+        elif name == "extended":
+            phase["checks"] = [{"name": n, "prometheus": {"step": interval}} for n in TREND_CHECKS]
+        elif name == "documentation":
+            phase["checks"] = [{"name": "deployment-report", "report": {}}]
+        elif name == "cleanup":
+            phase["checks"] = [
+                {
+                    "name": "housekeeping",
+                    "cleanup": {
+                        "names": [{"kind": "ConfigMap", "name": "maintenance-mode"}],
+                        "keepReplicaSets": 3,
+                    },
+                }
+            ]
+        phases.append(phase)
     return {
         "apiVersion": "postdeploy.io/v1alpha1",
         "kind": "PostDeploymentReview",
-        "metadata": {"name": f"checkout-{version.replace('.', '-')}", "namespace": NAMESPACE},
+        "metadata": {"name": REVIEW, "namespace": NAMESPACE},
         "spec": {
             "target": {"kind": "Deployment", "name": "checkout"},
-            "version": version,
-            "useDefaultTemplate": False,
+            "version": VERSION,
             "providers": {"postgresDsnSecretRef": {"name": "postdeploy-db", "key": "dsn"}},
-            "phases": [
-                {
-                    "name": "immediate",
-                    "start": "0s",
-                    "end": "30s",
-                    "interval": "5s",
-                    "checks": [
-                        {"name": "rollout-complete", "kubernetes": {"measure": "rolloutComplete"}},
-                        {"name": "pods-ready", "kubernetes": {"measure": "readyRatio"}},
-                        {"name": "crash-loops", "kubernetes": {"measure": "crashLoops"}},
-                        {
-                            "name": "critical-alerts",
-                            "alertmanager": {
-                                "matchers": ['severity="critical"', 'namespace="{{namespace}}"']
-                            },
-                        },
-                        {
-                            "name": "error-rate",
-                            "prometheus": {"query": ERROR_RATE},
-                            "failWhen": "value > 0.05",
-                        },
-                        {"name": "p95-latency", "prometheus": {"query": P95}, "failWhen": "value > 1.5"},
-                    ],
-                },
-                {
-                    "name": "extended",
-                    "start": "30s",
-                    "end": "45s",
-                    "interval": "5s",
-                    "checks": [
-                        {"name": "restarts", "kubernetes": {"measure": "restarts"}},
-                        {
-                            "name": "error-rate-extended",
-                            "prometheus": {"query": ERROR_RATE},
-                            "failWhen": "value > 0.05",
-                        },
-                    ],
-                },
-                {
-                    "name": "business",
-                    "start": "45s",
-                    "end": "55s",
-                    "interval": "5s",
-                    "checks": [
-                        {
-                            "name": "daily-active-users",
-                            "postgres": {
-                                "query": (
-                                    "SELECT count(DISTINCT user_id) AS dau FROM user_activity "
-                                    "WHERE created_at > now() - interval '1 day'"
-                                )
-                            },
-                            "failWhen": "value < 1000",
-                        },
-                    ],
-                },
-            ],
+            "phases": phases,
         },
     }
 
 
-def _kubectl(env: dict[str, str], *args: str, input_text: str | None = None) -> str:
-    try:
-        return bed.kubectl(env, *args, input_text=input_text)
-    except RuntimeError as error:
-        raise SystemExit(str(error)) from None
+class DemoError(RuntimeError):
+    """A step of the demo failed; the message says which."""
 
 
-def _progress_lines(status: dict[str, Any]) -> list[str]:
-    lines = [f"phase={status.get('phase', '-')} verdict={status.get('verdict', '-')}"]
-    for check in status.get("checks", []):
-        value = check.get("value")
-        shown = "-" if value is None else f"{value:.4g}"
-        lines.append(
-            f"  {check['phase']:<10} {check['name']:<22} {check['state']:<13} value={shown:<10} "
-            f"runs={check.get('runs', 0)}"
+def _clock(seconds: float) -> str:
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
+
+
+@dataclasses.dataclass
+class _Moments:
+    """What the demo has already done during the review (each once)."""
+
+    confirmed: bool = False
+    faulted: bool = False
+    recovered: bool = False
+    features: bool = False
+    notes: bool = False
+    signed: bool = False
+
+
+class Demo:
+    """One demo run against a running test bed described by ``env``."""
+
+    def __init__(self, env: Mapping[str, str], out: TextIO, output: pathlib.Path, fault: str) -> None:
+        self.env = {**os.environ, **env}
+        self.out = out
+        self.output = output
+        self.fault = fault
+        self.workdir = output / "work"
+        self.operator: subprocess.Popen[bytes] | None = None
+        self.webhook_port: int | None = None
+        self.control = env["SAMPLEAPP_CONTROL_URL"]
+        self.original: dict[str, Any] = {}
+
+    # --- printing and commands -------------------------------------------------------
+
+    def say(self, text: str = "") -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def kubectl(self, *args: str, input_text: str | None = None) -> str:
+        try:
+            return bed.kubectl(self.env, *args, input_text=input_text)
+        except RuntimeError as error:
+            raise DemoError(str(error)) from None
+
+    def person(self, user: str, *args: str) -> str:
+        """Run ``kubectl postdeploy ARGS`` as ``user``, showing the command and its output."""
+        command = ["kubectl", "postdeploy", "-n", NAMESPACE, *args]
+        self.say(f"  {user + ' $':<8} {shlex.join(command)}")
+        env = {**self.env, "KUBECONFIG": self.env[f"KUBECONFIG_{user.upper()}"]}
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+        for line in (done.stdout + done.stderr).strip().splitlines():
+            self.say(f"           {line}")
+        if done.returncode != 0:
+            raise DemoError(f"kubectl postdeploy {args[0]} as {user} exited {done.returncode}")
+        return done.stdout
+
+    # --- setting the scene -----------------------------------------------------------
+
+    def plugin_on_path(self) -> None:
+        """kubectl finds plugins on PATH: the installed console script, else a shim."""
+        bindir = pathlib.Path(sys.executable).parent
+        path = os.pathsep.join([self.env.get("PATH", ""), str(bindir)])
+        if shutil.which("kubectl-postdeploy", path=path) is None:
+            shim = self.workdir / "bin" / "kubectl-postdeploy"
+            shim.parent.mkdir(parents=True, exist_ok=True)
+            pythonpath = os.pathsep.join([str(ROOT / "operator"), str(ROOT)])
+            shim.write_text(
+                f"#!/bin/sh\nPYTHONPATH={shlex.quote(pythonpath)} exec {shlex.quote(sys.executable)} "
+                '-m postdeploy.plugin "$@"\n'
+            )
+            shim.chmod(0o755)
+            path = os.pathsep.join([str(shim.parent), path])
+        self.env["PATH"] = path
+
+    def install(self) -> None:
+        crds = [p for p in sorted((ROOT / "crds").glob("*.yaml")) if p != TEMPLATE]
+        self.kubectl("apply", *(a for p in crds for a in ("-f", str(p))))
+        for crd in ("postdeploymentreviews", "reviewsignoffs", "clusterreviewtemplates"):
+            self.kubectl("wait", "--for=condition=Established", f"crd/{crd}.postdeploy.io", "--timeout=60s")
+        self.kubectl("apply", "-f", str(TEMPLATE))
+        self.kubectl("apply", "-f", str(SIGNERS))
+        self.kubectl("apply", "-f", str(bed.SAMPLE))
+        self.say("$ kubectl apply -f crds/ && kubectl apply -f docs/rbac/signers.yaml")
+        for user, role in PEOPLE.items():
+            for cluster_role in (f"postdeploy-signer-{role}", "postdeploy-reviewer"):
+                binding = f"{user}-{cluster_role.removeprefix('postdeploy-')}"
+                manifest = self.kubectl(
+                    "-n", NAMESPACE, "create", "rolebinding", binding, f"--clusterrole={cluster_role}",
+                    f"--user={user}", "--dry-run=client", "-o", "yaml",
+                )  # fmt: skip
+                self.kubectl("apply", "-f", "-", input_text=manifest)
+            self.say(
+                f"$ kubectl -n {NAMESPACE} create rolebinding ... --user={user} "
+                f"--clusterrole=postdeploy-signer-{role} (and postdeploy-reviewer)"
+            )
+        secret = self.kubectl(
+            "-n", NAMESPACE, "create", "secret", "generic", "postdeploy-db",
+            f"--from-literal=dsn={self.env['POSTGRES_DSN']}", "--dry-run=client", "-o", "yaml",
+        )  # fmt: skip
+        self.kubectl("apply", "-f", "-", input_text=secret)
+
+    def steer_traffic(self) -> float:
+        """Live traffic like last week's at this hour, with its usual 0.3 % of 5xx."""
+        self.original = sampleapp.settings(self.control)
+        week_ago = 'sum(rate(http_requests_total{namespace="shop",job="checkout"}[5m] offset 1w))'
+        result = observability.query(self.env["PROMETHEUS_URL"], week_ago)
+        rps = round(float(result[0]["value"][1]), 1) if result else 20.0
+        sampleapp.steer(self.control, {"rps": rps, "error_rate": 0.003, "latency_seconds": 0.05})
+        return rps
+
+    def plant(self) -> None:
+        """What a deployment procedure leaves behind, for phase 5 to remove."""
+        label = f"postdeploy.io/temporary={VERSION}"
+        for args in (
+            ("create", "configmap", "maintenance-mode", "--from-literal=enabled=true"),
+            ("create", "secret", "generic", "deploy-token", "--from-literal=token=demo-only"),
+        ):
+            manifest = self.kubectl("-n", NAMESPACE, *args, "--dry-run=client", "-o", "yaml")
+            self.kubectl("apply", "-f", "-", input_text=manifest)
+        self.kubectl("-n", NAMESPACE, "label", "secret", "deploy-token", label, "--overwrite")
+        self.say(f"$ kubectl -n {NAMESPACE} create configmap maintenance-mode --from-literal=enabled=true")
+        self.say(
+            f"$ kubectl -n {NAMESPACE} create secret generic deploy-token ... && kubectl label ... {label}"
         )
-    return lines
+
+    def roll_out(self) -> None:
+        current = self.kubectl(
+            "-n",
+            NAMESPACE,
+            "get",
+            "deployment",
+            "checkout",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        )
+        if current == IMAGE.format(VERSION):  # a test bed kept from an earlier demo
+            self.kubectl(
+                "-n", NAMESPACE, "set", "image", "deployment/checkout", f"checkout={IMAGE.format(PREVIOUS)}"
+            )
+            self.kubectl("-n", NAMESPACE, "rollout", "status", "deployment/checkout", "--timeout=60s")
+        self.kubectl("-n", NAMESPACE, "delete", "pdr", REVIEW, "--ignore-not-found", "--wait=true")
+        for role in PEOPLE.values():
+            self.kubectl("-n", NAMESPACE, "delete", "reviewsignoff", f"{REVIEW}-{role}", "--ignore-not-found")
+        self.say(f"$ kubectl -n {NAMESPACE} set image deployment/checkout checkout={IMAGE.format(VERSION)}")
+        self.kubectl(
+            "-n", NAMESPACE, "set", "image", "deployment/checkout", f"checkout={IMAGE.format(VERSION)}"
+        )
+        self.kubectl("-n", NAMESPACE, "rollout", "status", "deployment/checkout", "--timeout=60s")
+
+    def start_operator(self) -> None:
+        self.webhook_port = ports.free_port()
+        log_path = self.workdir / "operator.log"
+        env = {
+            **self.env,
+            "POSTDEPLOY_PROMETHEUS_URL": self.env["PROMETHEUS_URL"],
+            "POSTDEPLOY_ALERTMANAGER_URL": self.env["ALERTMANAGER_URL"],
+            "POSTDEPLOY_WEBHOOK": "local",
+            "POSTDEPLOY_WEBHOOK_PORT": str(self.webhook_port),
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT)]),
+        }
+        for name in ("POSTDEPLOY_SELECTOR", "POSTDEPLOY_LEADER_LEASE"):
+            env.pop(name, None)
+        with open(log_path, "ab") as log:
+            self.operator = subprocess.Popen(
+                [sys.executable, "-m", "postdeploy", "run", "-n", NAMESPACE],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 60
+        while not self._webhooks_registered():
+            if self.operator.poll() is not None or time.monotonic() > deadline:
+                raise DemoError(f"the operator did not register its sign-off webhook; see {log_path}")
+            time.sleep(0.5)
+        self.say(f"$ postdeploy run -n {NAMESPACE}   # sign-off webhook on 127.0.0.1:{self.webhook_port}")
+        self.say(f"  (operator log: {log_path})")
+
+    def _webhooks_registered(self) -> bool:
+        for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+            try:
+                raw = json.loads(self.kubectl("get", kind, "postdeploy.io", "-o", "json"))
+            except DemoError:
+                return False
+            urls = [(h.get("clientConfig") or {}).get("url", "") for h in raw.get("webhooks") or []]
+            if not any(f":{self.webhook_port}/" in url for url in urls):
+                return False
+        return True
+
+    def stop_operator(self) -> None:
+        if self.operator is not None and self.operator.poll() is None:
+            os.killpg(self.operator.pid, signal.SIGTERM)
+            try:
+                self.operator.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.operator.pid, signal.SIGKILL)
+                self.operator.wait(5)
+        # Persistent webhooks with failurePolicy Fail would refuse every sign-off while
+        # no operator listens: remove the ones that point at this demo's port.
+        if self.webhook_port is not None:
+            for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+                with contextlib.suppress(DemoError):
+                    if self._points_here(kind):
+                        self.kubectl("delete", kind, "postdeploy.io", "--ignore-not-found")
+
+    def _points_here(self, kind: str) -> bool:
+        raw = json.loads(self.kubectl("get", kind, "postdeploy.io", "-o", "json"))
+        urls = [(h.get("clientConfig") or {}).get("url", "") for h in raw.get("webhooks") or []]
+        return any(f":{self.webhook_port}/" in url for url in urls)
+
+    def restore_traffic(self) -> None:
+        keys = ("rps", "error_rate", "latency_seconds")
+        if self.original:
+            with contextlib.suppress(Exception):
+                sampleapp.steer(self.control, {k: self.original[k] for k in keys})
+
+    # --- the review ------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        body = json.loads(self.kubectl("-n", NAMESPACE, "get", "pdr", REVIEW, "-o", "json"))
+        result: dict[str, Any] = body.get("status") or {}
+        return result
+
+    def watch(self) -> dict[str, Any]:
+        """Print one row per change until the review is complete; act when it is time."""
+        columns = f"{'TIME':>5}  {'PHASE':<15} {'VERDICT':<12}" + "".join(f"{h:>8}" for h, _ in STATES)
+        self.say(columns + "   CHANGED (value vs baseline)")
+        begin = time.monotonic()
+        moments = _Moments()
+        shown: tuple[Any, ...] | None = None
+        states: dict[str, str] = {}
+        status: dict[str, Any] = {}
+        while time.monotonic() - begin < TIMEOUT:
+            elapsed = time.monotonic() - begin
+            status = self.status()
+            checks = status.get("checks") or []
+            counts = {state: 0 for _, state in STATES}
+            for check in checks:
+                counts[check["state"]] = counts.get(check["state"], 0) + 1
+            changed = [c for c in checks if states.get(c["name"]) != c["state"]]
+            states = {c["name"]: c["state"] for c in checks}
+            row = (status.get("phase"), status.get("verdict"), tuple(counts.values()))
+            if row != shown or changed:
+                moved = "; ".join(self._moved(c) for c in changed[:4])
+                if len(changed) > 4:
+                    moved += f"; +{len(changed) - 4} more"
+                phase, verdict = status.get("phase") or "-", status.get("verdict") or "-"
+                self.say(
+                    f"{_clock(elapsed):>5}  {phase:<15} {verdict:<12}"
+                    + "".join(f"{counts[state]:>8}" for _, state in STATES)
+                    + (f"   {moved}" if moved else "")
+                )
+                shown = row
+            self._act(status, elapsed, moments)
+            if status.get("phase") == "Invalid":
+                raise DemoError(f"the review is invalid: {status.get('message')}")
+            complete = any(
+                c["type"] == "Complete" and c["status"] == "True" for c in status.get("conditions") or []
+            )
+            if status.get("phase") == "Completed" and complete:
+                return status
+            time.sleep(1)
+        raise DemoError(f"the review did not complete in {TIMEOUT:.0f}s: phase {status.get('phase')}")
+
+    @staticmethod
+    def _moved(check: Mapping[str, Any]) -> str:
+        unit = UNITS.get(check["name"], "")
+        text = f"{check['name']} {check['state']}"
+        if check.get("value") is not None:
+            text += f" {units.format_value(check['value'], unit)}"
+            if check.get("baseline") is not None:
+                text += f" vs {units.format_value(check['baseline'], unit)}"
+        return text
+
+    def _act(self, status: Mapping[str, Any], elapsed: float, moments: _Moments) -> None:
+        checks = {c["name"]: c for c in status.get("checks") or []}
+        phase = status.get("phase")
+        manual = [n for n, c in checks.items() if c["state"] == "AwaitingConfirmation"]
+        if not moments.confirmed and len(manual) >= 3:
+            moments.confirmed = True
+            self.say("         the three manual checks of phase 1 wait for people:")
+            self.person("bob", "confirm", REVIEW, "support-tickets", "--note", "no tickets about 1.1.0")
+            self.person("carol", "confirm", REVIEW, "social-media", "--note", "nothing on social media")
+            self.person("carol", "confirm", REVIEW, "feedback-channels", "--note", "feedback channels quiet")
+        if self.fault == "error-spike" and not moments.faulted and elapsed >= FAULT_AFTER:
+            moments.faulted = True
+            sampleapp.steer(self.control, {"error_rate": 0.5})
+            self.say("         >>> fault: the sample app now answers 50% of requests with 5xx")
+        rolled_back = any(
+            a.get("action") == "rollback" and a.get("state") == "Done" for a in status.get("actions") or []
+        )
+        if moments.faulted and rolled_back and not moments.recovered:
+            moments.recovered = True
+            sampleapp.steer(self.control, {"error_rate": 0.003})
+            self.say(f"         >>> rolled back to {PREVIOUS}: the sample app answers as before the release")
+        if phase == "business" and not moments.features:
+            moments.features = True
+            self._use_features()
+        if phase == "documentation" and not moments.notes:
+            moments.notes = True
+            self.person("carol", "impact", REVIEW, "--tickets", "0", "--complaints", "1", "--positive", "4")
+            self.person(
+                "alice", "note", REVIEW, "--lesson", "Compressed reviews catch regressions before users do",
+                "--category", "Process", "--action", "Run a compressed review in staging first",
+            )  # fmt: skip
+        if phase == "AwaitingSignoff" and not moments.signed:
+            moments.signed = True
+            self.say("         every phase is done; the review waits for its three sign-offs:")
+            for user, role in PEOPLE.items():
+                self.person(user, "signoff", REVIEW, "--role", role, "--notes", f"reviewed as {role}")
+
+    def _use_features(self) -> None:
+        """People use the release's features during phase 3 (rows in feature_usage)."""
+        admin = self.env.get("POSTGRES_ADMIN_DSN")
+        if not admin:
+            return
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO feature_usage (feature_name, user_id, created_at) "
+                "SELECT (ARRAY['search', 'playlists', 'smart_shuffle'])[1 + g %% 3], g, now() "
+                "FROM generate_series(1, 60) AS g"
+            )
+        self.say("         (60 people use search, playlists and smart_shuffle: rows in feature_usage)")
+
+    # --- after it ----------------------------------------------------------------------
+
+    def breach(self) -> None:
+        annotations = json.loads(self.kubectl("-n", NAMESPACE, "get", "deployment", "checkout", "-o", "json"))
+        shown = {
+            k: v for k, v in (annotations["metadata"].get("annotations") or {}).items() if "postdeploy" in k
+        }
+        image = annotations["spec"]["template"]["spec"]["containers"][0]["image"]
+        self.say(
+            f"\n$ kubectl -n {NAMESPACE} get deployment checkout -o yaml   # image {image}; annotations:"
+        )
+        for key, value in sorted(shown.items()):
+            self.say(f"    {key}: {value}")
+        self.say(f"\n$ kubectl -n {NAMESPACE} get events --field-selector involvedObject.name=checkout")
+        events = json.loads(
+            self.kubectl(
+                "-n", NAMESPACE, "get", "events", "-o", "json",
+                "--field-selector", "involvedObject.kind=Deployment,involvedObject.name=checkout",
+            )
+        )["items"]  # fmt: skip
+        for event in sorted(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or ""):
+            if (event.get("source") or {}).get("component") != "postdeploy":
+                continue  # the Deployment controller's scaling events
+            kind, reason = event.get("type", ""), event.get("reason", "")
+            self.say(f"    {kind:<8} {reason:<18} {event.get('message', '')[:150]}")
+
+    def cleanup(self, status: Mapping[str, Any]) -> None:
+        check: Mapping[str, Any] = next(
+            (c for c in status.get("checks") or [] if c["name"] == "housekeeping"), {}
+        )
+        details = check.get("details") or {}
+        self.say(f"\nPhase 5, cleanup (check housekeeping, {check.get('state', 'not run')}):")
+        for item in details.get("objects") or []:
+            what = f"{item.get('kind')}/{item.get('name')}"
+            self.say(f"    {item.get('result', '?'):<14} {what}  ({item.get('why', '')})")
+        self.say(f"    temporary credentials revoked: {details.get('credentials', 0)}")
+
+    def final(self) -> tuple[pathlib.Path, pathlib.Path]:
+        self.say("\nThe final review, as anyone can read it:")
+        self.person("admin", "status", REVIEW)
+        markdown = (self.output / f"{REVIEW}.md").resolve()
+        page = (self.output / f"{REVIEW}.html").resolve()
+        self.say(f"\nThe deployment report (stored in ConfigMap {NAMESPACE}/{REVIEW}-report):")
+        self.person("admin", "report", REVIEW, "-f", str(markdown))
+        self.person("admin", "report", REVIEW, "--format", "html", "-f", str(page))
+        return markdown, page
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="make demo", description=__doc__)
+def run(
+    env: Mapping[str, str], *, fault: str = "none", out: TextIO = sys.stdout, output: pathlib.Path
+) -> int:
+    """The demo on a running test bed; ``env`` as ``.testbed/env`` (plus KUBECONFIG_<USER>)."""
+    output.mkdir(parents=True, exist_ok=True)
+    env = {**env, "KUBECONFIG_ADMIN": env["KUBECONFIG"]}
+    demo = Demo(env, out, output, fault)
+    demo.workdir.mkdir(parents=True, exist_ok=True)
+    begin = time.monotonic()
+    try:
+        rps = demo.steer_traffic()  # first: the rates before the release are the ones compared with
+        demo.plugin_on_path()
+        demo.say("== Installing postdeploy's CRDs, its built-in checklist and who may sign what")
+        demo.install()
+        demo.say(
+            f"\n== Releasing {NAMESPACE}/checkout {VERSION} (live traffic: {rps:g} req/s, as a week ago)"
+        )
+        demo.plant()
+        demo.roll_out()
+        demo.start_operator()
+        manifest = review_manifest()
+        demo.say("\n== The review a pipeline applies: the built-in checklist, its timing compressed")
+        demo.say(
+            "$ kubectl apply -f - <<EOF\n" + yaml.safe_dump(manifest, sort_keys=False).rstrip() + "\nEOF"
+        )
+        demo.kubectl("apply", "-f", "-", input_text=yaml.safe_dump(manifest))
+        timeline = ", ".join(f"{n} {s}-{e}" for n, s, e, _ in TIMELINE)
+        demo.say(f"\n== Watching it ({timeline}); like kubectl get pdr -w")
+        status = demo.watch()
+        demo.cleanup(status)
+        if fault != "none":
+            demo.breach()
+        markdown, page = demo.final()
+        final = status.get("finalReview") or {}
+        signers = ", ".join(f"{s['role']}: {s['by']}" for s in final.get("signoffs") or [] if s.get("signed"))
+        demo.say(f"\nVERDICT: {final.get('verdict') or status.get('verdict')} (signed off by {signers})")
+        demo.say(f"REPORT: {markdown}")
+        demo.say(f"REPORT: {page}")
+        demo.say(f"demo took {time.monotonic() - begin:.0f}s after the test bed was up")
+        return 0
+    except DemoError as error:
+        demo.say(f"demo failed: {error}")
+        return 1
+    finally:
+        demo.stop_operator()
+        demo.restore_traffic()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--fault", choices=["none", "error-spike"], default="none")
     parser.add_argument("--keep", action="store_true", help="leave the test bed running")
+    parser.add_argument(
+        "--output", type=pathlib.Path, default=ROOT / "artifacts" / "demo", help="where the reports go"
+    )
     args = parser.parse_args(argv)
-
+    began = time.monotonic()
     started_bed = not (bed.DIRECTORY / "state.json").exists()
     if started_bed:
         print("starting the test bed (Kubernetes, Prometheus, Alertmanager, PostgreSQL)...", flush=True)
         state = bed.up()
+        print(f"test bed up in {state['startup_seconds']}s", flush=True)
     else:
         state = json.loads((bed.DIRECTORY / "state.json").read_text())
-        print("reusing the running test bed", flush=True)
-    env = {**os.environ, **state["env"]}
-    operator: subprocess.Popen[bytes] | None = None
-    control = state["env"]["SAMPLEAPP_CONTROL_URL"]
+        print("reusing the running test bed (.testbed/)", flush=True)
     try:
-        httpx.post(control, json={"error_rate": 0.002, "latency_seconds": 0.08}).raise_for_status()
-        # The CRDs only: crds/ also ships the built-in template, which needs them first.
-        crds = [p for p in sorted((ROOT / "crds").glob("*.yaml")) if p.name != "postdeploy-default.yaml"]
-        _kubectl(env, "apply", *(a for p in crds for a in ("-f", str(p))))
-        _kubectl(env, "wait", "--for=condition=Established", "crd/postdeploymentreviews.postdeploy.io")
-        secret = _kubectl(
-            env,
-            "-n",
-            NAMESPACE,
-            "create",
-            "secret",
-            "generic",
-            "postdeploy-db",
-            f"--from-literal=dsn={state['env']['POSTGRES_DSN']}",
-            "--dry-run=client",
-            "-o",
-            "yaml",
-        )
-        _kubectl(env, "apply", "-f", "-", input_text=secret)
-        version = "1.1.0"
-        print(f"rolling out shop/checkout {version}", flush=True)
-        _kubectl(
-            env,
-            "-n",
-            NAMESPACE,
-            "set",
-            "image",
-            "deployment/checkout",
-            f"checkout=registry.example/shop/checkout:{version}",
-        )
-        _kubectl(env, "-n", NAMESPACE, "rollout", "status", "deployment/checkout", "--timeout=60s")
-
-        log = open(bed.DIRECTORY / "operator.log", "ab")  # noqa: SIM115 (closed below)
-        operator_env = {
-            **env,
-            "POSTDEPLOY_PROMETHEUS_URL": state["env"]["PROMETHEUS_URL"],
-            "POSTDEPLOY_ALERTMANAGER_URL": state["env"]["ALERTMANAGER_URL"],
-            "PYTHONPATH": f"{ROOT / 'operator'}{os.pathsep}{ROOT}",
-        }
-        operator = subprocess.Popen(
-            [sys.executable, "-m", "postdeploy", "run", "-n", NAMESPACE],
-            env=operator_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        manifest = review_manifest(version)
-        name = manifest["metadata"]["name"]
-        _kubectl(env, "-n", NAMESPACE, "delete", "pdr", name, "--ignore-not-found")
-        _kubectl(env, "apply", "-f", "-", input_text=yaml.safe_dump(manifest))
-        print(
-            f"applied PostDeploymentReview {NAMESPACE}/{name}: 3 phases in ~55 s "
-            f"(operator log: {bed.DIRECTORY / 'operator.log'})\n",
-            flush=True,
-        )
-
-        begin = time.monotonic()
-        shown: list[str] = []
-        faulted = False
-        status: dict[str, Any] = {}
-        while time.monotonic() - begin < 180:
-            if args.fault == "error-spike" and not faulted and time.monotonic() - begin > 12:
-                httpx.post(control, json={"error_rate": 0.4}).raise_for_status()
-                print(">>> fault injected: 40 % of requests now answer 5xx\n", flush=True)
-                faulted = True
-            status = (
-                json.loads(_kubectl(env, "-n", NAMESPACE, "get", "pdr", name, "-o", "json")).get("status")
-                or {}
-            )
-            lines = _progress_lines(status)
-            if lines != shown:
-                print(f"[{time.monotonic() - begin:5.1f}s] " + "\n".join(lines) + "\n", flush=True)
-                shown = lines
-            if status.get("phase") in ("Completed", "Invalid"):
-                break
-            time.sleep(1)
-        print(_kubectl(env, "-n", NAMESPACE, "get", "pdr", name))
-        verdict = status.get("verdict", "unknown")
-        print(f"VERDICT: {verdict}" + (f" — {status.get('message')}" if status.get("message") else ""))
-        return 0 if verdict in ("Passed", "Failed") else 1
+        code = run(state["env"], fault=args.fault, output=args.output)
     finally:
-        if operator is not None and operator.poll() is None:
-            os.killpg(operator.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                operator.wait(20)
-        with contextlib.suppress(Exception):
-            httpx.post(control, json={"error_rate": 0.002})
         if started_bed and not args.keep:
             print("stopping the test bed", flush=True)
             bed.down()
+    total = time.monotonic() - began
+    print(f"make demo: {total:.0f}s in all ({datetime.timedelta(seconds=round(total))})", flush=True)
+    return code
 
 
 if __name__ == "__main__":

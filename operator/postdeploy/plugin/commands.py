@@ -117,6 +117,17 @@ def status(session: Session, args: argparse.Namespace, out: TextIO) -> int:
             [[s.get("role"), s.get("signed"), s.get("by"), s.get("at")] for s in final.get("signoffs", [])],
             out,
         )
+        items = final.get("actionItems") or []
+        if items:
+            out.write("\n")
+            _table(
+                ["PRIORITY", "ACTION ITEM", "SOURCE", "OWNER"],
+                [
+                    [i.get("priority"), str(i.get("action", ""))[:100], i.get("source"), i.get("owner")]
+                    for i in items
+                ],
+                out,
+            )
     return errors.OK
 
 
