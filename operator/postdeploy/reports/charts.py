@@ -21,8 +21,8 @@ from postdeploy.reports.documents import Chart
 
 __all__ = ["caption", "means", "svg"]
 
-WIDTH, HEIGHT = 560, 220
-RIGHT, TOP, BOTTOM = 14, 14, 30
+WIDTH, HEIGHT = 520, 228  # two side by side on a 70rem page
+RIGHT, TOP, BOTTOM = 14, 22, 30
 CHAR_WIDTH = 6.6  # of an 11px system-ui digit or letter, rounded up: labels never clip
 
 
@@ -116,11 +116,10 @@ def svg(chart: Chart, deployed: float | None) -> str:
             f'<line class="deploy" x1="{dx:.1f}" y1="{TOP}" x2="{dx:.1f}" y2="{TOP + plot_h}" '
             'stroke="#cf222e" stroke-width="1.5"/>'
         )
-        # The label sits right of the line, or left of it near the right edge.
-        label_x, anchor = (dx + 4, "start") if dx < WIDTH - RIGHT - 50 else (dx - 4, "end")
+        # Above the plot, so the series never hides it.
         parts.append(
-            f'<text x="{label_x:.1f}" y="{TOP + 12}" font-size="11" fill="#cf222e" '
-            f'text-anchor="{anchor}">deploy</text>'
+            f'<text x="{dx:.1f}" y="{TOP - 6}" font-size="11" fill="#cf222e" '
+            'text-anchor="middle">deploy</text>'
         )
         if left + 70 < dx < WIDTH - RIGHT - 110:  # room between the two end labels
             parts.append(
