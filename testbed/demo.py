@@ -43,6 +43,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
@@ -74,8 +75,11 @@ TIMELINE = (
     ("cleanup", "140s", "150s", "5s"),
 )
 TREND_CHECKS = ("memory-leak", "latency-trend", "error-rate-trend")  # steps of 30m/10m -> 5s
+NEVER = 1e9  # hours to the limit the memory-leak check reports for a flat working set
 FAULT_AFTER = 15.0  # seconds into the review
 TIMEOUT = 360.0
+# The states the live table names checks for, most telling first.
+SETTLED = ("Failed", "Error", "Inconclusive", "AwaitingConfirmation", "Passed", "Skipped")
 # Units of the built-in checks' values, for the live table.
 UNITS = {**documents.HISTORY_UNITS, "memory-leak": "h", "latency-trend": "ratio", "error-rate-trend": "ratio"}
 STATES = (
@@ -158,12 +162,16 @@ class Demo:
         self.webhook_port: int | None = None
         self.control = env["SAMPLEAPP_CONTROL_URL"]
         self.original: dict[str, Any] = {}
+        self.lock = threading.Lock()
+        self.people: list[threading.Thread] = []
+        self.failures: list[str] = []
 
     # --- printing and commands -------------------------------------------------------
 
     def say(self, text: str = "") -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
+        with self.lock:
+            self.out.write(text + "\n")
+            self.out.flush()
 
     def kubectl(self, *args: str, input_text: str | None = None) -> str:
         try:
@@ -174,11 +182,11 @@ class Demo:
     def person(self, user: str, *args: str) -> str:
         """Run ``kubectl postdeploy ARGS`` as ``user``, showing the command and its output."""
         command = ["kubectl", "postdeploy", "-n", NAMESPACE, *args]
-        self.say(f"  {user + ' $':<8} {shlex.join(command)}")
         env = {**self.env, "KUBECONFIG": self.env[f"KUBECONFIG_{user.upper()}"]}
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
-        for line in (done.stdout + done.stderr).strip().splitlines():
-            self.say(f"           {line}")
+        lines = [f"  {user + ' $':<8} {shlex.join(command)}"]
+        lines += [f"           {line}" for line in (done.stdout + done.stderr).strip().splitlines()]
+        self.say("\n".join(lines))  # at once: the live table's rows go on meanwhile
         if done.returncode != 0:
             raise DemoError(f"kubectl postdeploy {args[0]} as {user} exited {done.returncode}")
         return done.stdout
@@ -366,7 +374,8 @@ class Demo:
             counts = {state: 0 for _, state in STATES}
             for check in checks:
                 counts[check["state"]] = counts.get(check["state"], 0) + 1
-            changed = [c for c in checks if states.get(c["name"]) != c["state"]]
+            changed = [c for c in checks if states.get(c["name"]) != c["state"] and c["state"] in SETTLED]
+            changed.sort(key=lambda c: SETTLED.index(c["state"]))
             states = {c["name"]: c["state"] for c in checks}
             row = (status.get("phase"), status.get("verdict"), tuple(counts.values()))
             if row != shown or changed:
@@ -381,12 +390,16 @@ class Demo:
                 )
                 shown = row
             self._act(status, elapsed, moments)
+            if self.failures:
+                raise DemoError(self.failures[0])
             if status.get("phase") == "Invalid":
                 raise DemoError(f"the review is invalid: {status.get('message')}")
             complete = any(
                 c["type"] == "Complete" and c["status"] == "True" for c in status.get("conditions") or []
             )
             if status.get("phase") == "Completed" and complete:
+                for thread in self.people:
+                    thread.join(60)
                 return status
             time.sleep(1)
         raise DemoError(f"the review did not complete in {TIMEOUT:.0f}s: phase {status.get('phase')}")
@@ -395,11 +408,27 @@ class Demo:
     def _moved(check: Mapping[str, Any]) -> str:
         unit = UNITS.get(check["name"], "")
         text = f"{check['name']} {check['state']}"
-        if check.get("value") is not None:
+        if check.get("value") is not None and unit == "h" and check["value"] >= NEVER:
+            text += " never"  # a flat trend: no time to the limit
+        elif check.get("value") is not None:
             text += f" {units.format_value(check['value'], unit)}"
             if check.get("baseline") is not None:
                 text += f" vs {units.format_value(check['baseline'], unit)}"
         return text
+
+    def meanwhile(self, *commands: tuple[str, ...]) -> None:
+        """People type these (``(user, *args)``) one after the other while the table goes on."""
+
+        def work() -> None:
+            try:
+                for user, *args in commands:
+                    self.person(user, *args)
+            except (DemoError, subprocess.TimeoutExpired) as error:
+                self.failures.append(str(error))
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        self.people.append(thread)
 
     def _act(self, status: Mapping[str, Any], elapsed: float, moments: _Moments) -> None:
         checks = {c["name"]: c for c in status.get("checks") or []}
@@ -408,9 +437,11 @@ class Demo:
         if not moments.confirmed and len(manual) >= 3:
             moments.confirmed = True
             self.say("         the three manual checks of phase 1 wait for people:")
-            self.person("bob", "confirm", REVIEW, "support-tickets", "--note", "no tickets about 1.1.0")
-            self.person("carol", "confirm", REVIEW, "social-media", "--note", "nothing on social media")
-            self.person("carol", "confirm", REVIEW, "feedback-channels", "--note", "feedback channels quiet")
+            self.meanwhile(
+                ("bob", "confirm", REVIEW, "support-tickets", "--note", "no tickets about 1.1.0"),
+                ("carol", "confirm", REVIEW, "social-media", "--note", "nothing on social media"),
+                ("carol", "confirm", REVIEW, "feedback-channels", "--note", "feedback channels quiet"),
+            )
         if self.fault == "error-spike" and not moments.faulted and elapsed >= FAULT_AFTER:
             moments.faulted = True
             sampleapp.steer(self.control, {"error_rate": 0.5})
@@ -427,16 +458,22 @@ class Demo:
             self._use_features()
         if phase == "documentation" and not moments.notes:
             moments.notes = True
-            self.person("carol", "impact", REVIEW, "--tickets", "0", "--complaints", "1", "--positive", "4")
-            self.person(
-                "alice", "note", REVIEW, "--lesson", "Compressed reviews catch regressions before users do",
-                "--category", "Process", "--action", "Run a compressed review in staging first",
+            self.meanwhile(
+                ("carol", "impact", REVIEW, "--tickets", "0", "--complaints", "1", "--positive", "4"),
+                (
+                    "alice", "note", REVIEW, "--lesson", "Compressed reviews catch regressions early",
+                    "--category", "Process", "--action", "Run a compressed review in staging first",
+                ),
             )  # fmt: skip
         if phase == "AwaitingSignoff" and not moments.signed:
             moments.signed = True
             self.say("         every phase is done; the review waits for its three sign-offs:")
-            for user, role in PEOPLE.items():
-                self.person(user, "signoff", REVIEW, "--role", role, "--notes", f"reviewed as {role}")
+            self.meanwhile(
+                *(
+                    (user, "signoff", REVIEW, "--role", role, "--notes", f"reviewed as {role}")
+                    for user, role in PEOPLE.items()
+                )
+            )
 
     def _use_features(self) -> None:
         """People use the release's features during phase 3 (rows in feature_usage)."""
@@ -447,7 +484,8 @@ class Demo:
             conn.execute(
                 "INSERT INTO feature_usage (feature_name, user_id, created_at) "
                 "SELECT (ARRAY['search', 'playlists', 'smart_shuffle'])[1 + g %% 3], g, now() "
-                "FROM generate_series(1, 60) AS g"
+                "FROM generate_series(1, %(count)s) AS g",
+                {"count": 60},
             )
         self.say("         (60 people use search, playlists and smart_shuffle: rows in feature_usage)")
 
