@@ -4,12 +4,13 @@ deployment in the middle.
 Covers:
 - ``units.format_value``: ratios as percent, seconds as µs/ms/s, bytes in binary
   units, req/s and unknown units as given; three significant digits, never an exponent;
-- ``units.ticks``: round steps (1, 2, 2.5, 5 × 10^k) in one scale, covering the data;
+- ``units.ticks``: round steps (1, 2, 2.5, 5 times a power of ten) in one scale, covering the data;
 - ``charts.svg``: axis labels in the chart's unit, a left margin wide enough for the
   longest label, the deployment line in the middle of a window from ``chart_window``;
 - ``charts.caption`` and the HTML page: the means before and after in human units;
 - ``store.chart_window``: as long after the deployment as before it, at least a minute,
-  or the explicit ``window`` both ways.
+  or the explicit ``window`` both ways;
+- the default charts take their rate() window from parameter ``rateWindow`` (5m without).
 """
 
 from __future__ import annotations
@@ -139,3 +140,20 @@ def test_the_chart_window_is_as_long_after_the_deployment_as_before() -> None:
         deployed - 10 * minute,
         deployed + 10 * minute,
     )
+
+
+async def test_default_charts_rate_over_the_reviews_rate_window() -> None:
+    deployed = datetime.datetime(2026, 11, 30, 12, 0, tzinfo=datetime.UTC)
+    values = {"namespace": "shop", "target": "checkout"}
+    start, end = store.chart_window(deployed, deployed + datetime.timedelta(minutes=3))
+    default = await store.fetch_charts(None, None, store.DEFAULT_CHARTS, values, start, end)  # type: ignore[arg-type]
+    assert all("[5m]" in c.source for c in default[:3])
+    compressed = await store.fetch_charts(
+        None,  # type: ignore[arg-type]
+        None,
+        store.DEFAULT_CHARTS,
+        {**values, "rateWindow": "30s"},
+        start,
+        end,
+    )
+    assert all("[30s]" in c.source and "[5m]" not in c.source for c in compressed[:3])

@@ -23,8 +23,8 @@ table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}
 th,td{border:1px solid #d0d7de;padding:.3rem .5rem;text-align:left;vertical-align:top}
 th{background:#f6f8fa}.Passed,.yes{color:#1a7f37}.Failed,.NO,.RolledBack{color:#cf222e;font-weight:600}
 .Error,.Inconclusive,.unknown{color:#9a6700}
-.charts{display:flex;flex-wrap:wrap;gap:1rem}.charts figure{margin:0}
-figcaption{font-size:.85rem;color:#59636e}
+.charts{display:flex;flex-wrap:wrap;gap:1rem}.charts figure{margin:0;max-width:520px}
+figcaption{font-size:.85rem;color:#59636e}figcaption code{word-break:break-all}
 .verdict{font-size:1.1rem;font-weight:600}
 """
 

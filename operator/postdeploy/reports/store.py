@@ -32,6 +32,7 @@ from postdeploy.reports import documents, markdown, pages
 
 __all__ = [
     "DEFAULT_CHARTS",
+    "DEFAULT_RATE_WINDOW",
     "MIN_SPAN",
     "chart_window",
     "configmap_name",
@@ -43,20 +44,26 @@ __all__ = [
 logger = logging.getLogger(__name__)
 GROUP_VERSION = "postdeploy.io/v1alpha1"
 _SELECTOR = 'namespace="{{namespace}}",job="{{target}}"'
+# The default charts' rate() window: the review's (or its template's) parameter
+# rateWindow, as the built-in checks use it, else this.
+DEFAULT_RATE_WINDOW = "5m"
+_WINDOW = "[{{rateWindow}}]"
 DEFAULT_CHARTS = (
     ChartSpec(
         name="Error rate",
         unit="ratio",
-        query=f'sum(rate(http_requests_total{{{_SELECTOR},code=~"5.."}}[5m]))'
-        f" / sum(rate(http_requests_total{{{_SELECTOR}}}[5m]))",
+        query=f'sum(rate(http_requests_total{{{_SELECTOR},code=~"5.."}}{_WINDOW}))'
+        f" / sum(rate(http_requests_total{{{_SELECTOR}}}{_WINDOW}))",
     ),
     ChartSpec(
         name="p95 latency",
         unit="s",
         query="histogram_quantile(0.95, sum by (le) "
-        f"(rate(http_request_duration_seconds_bucket{{{_SELECTOR}}}[5m])))",
+        f"(rate(http_request_duration_seconds_bucket{{{_SELECTOR}}}{_WINDOW})))",
     ),
-    ChartSpec(name="Throughput", unit="req/s", query=f"sum(rate(http_requests_total{{{_SELECTOR}}}[5m]))"),
+    ChartSpec(
+        name="Throughput", unit="req/s", query=f"sum(rate(http_requests_total{{{_SELECTOR}}}{_WINDOW}))"
+    ),
     ChartSpec(
         name="Memory (working set)",
         unit="bytes",
@@ -109,6 +116,7 @@ async def fetch_charts(
     step: datetime.timedelta | None = None,
 ) -> list[documents.Chart]:
     charts = []
+    values = {"rateWindow": DEFAULT_RATE_WINDOW, **values}
     span = max(1.0, (end - start).total_seconds())
     seconds = step.total_seconds() if step else max(1.0, span / 120)
     for spec in specs:
