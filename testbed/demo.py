@@ -10,12 +10,13 @@ then does what a team does with postdeploy, printing each command a person would
 2. steers the sample app to last week's load at this hour (the throughput check
    compares with it), plants what a deployment procedure leaves behind
    (``configmap/maintenance-mode``, a Secret labelled ``postdeploy.io/temporary``),
-   rolls ``shop/checkout`` out to 1.1.0 and starts postdeploy with its sign-off
-   webhook on loopback;
+   starts postdeploy with its sign-off webhook on loopback and rolls
+   ``shop/checkout`` out to 1.1.0;
 3. applies one review of the built-in template in which only the timing is compressed
-   (72 hours into about two and a half minutes: the phases' start, end and interval,
-   and the three trend checks' sampling step) and which adds phase 4 (the report)
-   and phase 5 (cleanup); error-rate may roll back (``onFailure: rollback``);
+   (72 hours into two and a half minutes: the phases' start, end and interval, the
+   three trend checks' sampling step, and the template's time-window parameters
+   ``rateWindow``, ``trendWindow`` and ``smoothWindow``) and which adds phase 4 (the
+   report) and phase 5 (cleanup); error-rate may roll back (``onFailure: rollback``);
 4. prints a live table as the operator writes status, one row per change (phase,
    verdict, checks by state; which checks changed state, with value vs baseline);
 5. confirms the manual checks, records customer impact and a lesson, and gives the
@@ -59,7 +60,6 @@ __all__ = ["PEOPLE", "REVIEW", "TIMELINE", "main", "review_manifest", "run"]
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NAMESPACE = "shop"
 VERSION = "1.1.0"
-PREVIOUS = "1.0.0"
 REVIEW = f"checkout-{VERSION.replace('.', '-')}"
 IMAGE = "registry.example/shop/checkout:{}"
 TEMPLATE = ROOT / "crds" / "postdeploy-default.yaml"
@@ -75,6 +75,8 @@ TIMELINE = (
     ("cleanup", "140s", "150s", "5s"),
 )
 TREND_CHECKS = ("memory-leak", "latency-trend", "error-rate-trend")  # steps of 30m/10m -> 5s
+# The template's time windows, compressed with the phases (5m, 10m, 30m).
+WINDOWS = (("rateWindow", "30s"), ("trendWindow", "30s"), ("smoothWindow", "5s"))
 NEVER = 1e9  # hours to the limit the memory-leak check reports for a flat working set
 FAULT_AFTER = 15.0  # seconds into the review
 TIMEOUT = 360.0
@@ -124,6 +126,7 @@ def review_manifest() -> dict[str, Any]:
             "target": {"kind": "Deployment", "name": "checkout"},
             "version": VERSION,
             "providers": {"postgresDsnSecretRef": {"name": "postdeploy-db", "key": "dsn"}},
+            "parameters": dict(WINDOWS),
             "phases": phases,
         },
     }
@@ -216,7 +219,8 @@ class Demo:
             self.kubectl("wait", "--for=condition=Established", f"crd/{crd}.postdeploy.io", "--timeout=60s")
         self.kubectl("apply", "-f", str(TEMPLATE))
         self.kubectl("apply", "-f", str(SIGNERS))
-        self.kubectl("apply", "-f", str(bed.SAMPLE))
+        if not self.kubectl("-n", NAMESPACE, "get", "deployment", "checkout", "--ignore-not-found").strip():
+            self.kubectl("apply", "-f", str(bed.SAMPLE))  # the session test bed of the e2e tests
         self.say("$ kubectl apply -f crds/ && kubectl apply -f docs/rbac/signers.yaml")
         for user, role in PEOPLE.items():
             for cluster_role in (f"postdeploy-signer-{role}", "postdeploy-reviewer"):
@@ -261,28 +265,23 @@ class Demo:
         )
 
     def roll_out(self) -> None:
-        current = self.kubectl(
-            "-n",
-            NAMESPACE,
-            "get",
-            "deployment",
-            "checkout",
-            "-o",
-            "jsonpath={.spec.template.spec.containers[0].image}",
-        )
-        if current == IMAGE.format(VERSION):  # a test bed kept from an earlier demo
-            self.kubectl(
-                "-n", NAMESPACE, "set", "image", "deployment/checkout", f"checkout={IMAGE.format(PREVIOUS)}"
-            )
-            self.kubectl("-n", NAMESPACE, "rollout", "status", "deployment/checkout", "--timeout=60s")
         self.kubectl("-n", NAMESPACE, "delete", "pdr", REVIEW, "--ignore-not-found", "--wait=true")
         for role in PEOPLE.values():
             self.kubectl("-n", NAMESPACE, "delete", "reviewsignoff", f"{REVIEW}-{role}", "--ignore-not-found")
-        self.say(f"$ kubectl -n {NAMESPACE} set image deployment/checkout checkout={IMAGE.format(VERSION)}")
-        self.kubectl(
-            "-n", NAMESPACE, "set", "image", "deployment/checkout", f"checkout={IMAGE.format(VERSION)}"
-        )
+        replicasets = json.loads(self.kubectl("-n", NAMESPACE, "get", "replicasets", "-o", "json"))["items"]
+        images = {c["image"] for rs in replicasets for c in rs["spec"]["template"]["spec"]["containers"]}
+        image = IMAGE.format(VERSION)
+        self.say(f"$ kubectl -n {NAMESPACE} set image deployment/checkout checkout={image}")
+        self.kubectl("-n", NAMESPACE, "set", "image", "deployment/checkout", f"checkout={image}")
         self.kubectl("-n", NAMESPACE, "rollout", "status", "deployment/checkout", "--timeout=60s")
+        if image in images:
+            # A test bed kept from an earlier demo: the Deployment took the old ReplicaSet
+            # back, whose creation time is long past; a restart makes this a new rollout.
+            self.say(
+                f"$ kubectl -n {NAMESPACE} rollout restart deployment/checkout   # {VERSION} ran here before"
+            )
+            self.kubectl("-n", NAMESPACE, "rollout", "restart", "deployment/checkout")
+            self.kubectl("-n", NAMESPACE, "rollout", "status", "deployment/checkout", "--timeout=60s")
 
     def start_operator(self) -> None:
         self.webhook_port = ports.free_port()
@@ -378,7 +377,7 @@ class Demo:
             changed.sort(key=lambda c: SETTLED.index(c["state"]))
             states = {c["name"]: c["state"] for c in checks}
             row = (status.get("phase"), status.get("verdict"), tuple(counts.values()))
-            if row != shown or changed:
+            if checks and (row != shown or changed):
                 moved = "; ".join(self._moved(c) for c in changed[:4])
                 if len(changed) > 4:
                     moved += f"; +{len(changed) - 4} more"
@@ -417,18 +416,23 @@ class Demo:
         return text
 
     def meanwhile(self, *commands: tuple[str, ...]) -> None:
-        """People type these (``(user, *args)``) one after the other while the table goes on."""
+        """People type these (``(user, *args)``) while the table goes on: each person at
+        their own terminal, their own commands one after the other."""
+        by_user: dict[str, list[tuple[str, ...]]] = {}
+        for user, *args in commands:
+            by_user.setdefault(user, []).append(tuple(args))
 
-        def work() -> None:
+        def work(user: str, lines: list[tuple[str, ...]]) -> None:
             try:
-                for user, *args in commands:
+                for args in lines:
                     self.person(user, *args)
             except (DemoError, subprocess.TimeoutExpired) as error:
                 self.failures.append(str(error))
 
-        thread = threading.Thread(target=work, daemon=True)
-        thread.start()
-        self.people.append(thread)
+        for user, lines in by_user.items():
+            thread = threading.Thread(target=work, args=(user, lines), daemon=True)
+            thread.start()
+            self.people.append(thread)
 
     def _act(self, status: Mapping[str, Any], elapsed: float, moments: _Moments) -> None:
         checks = {c["name"]: c for c in status.get("checks") or []}
@@ -446,13 +450,21 @@ class Demo:
             moments.faulted = True
             sampleapp.steer(self.control, {"error_rate": 0.5})
             self.say("         >>> fault: the sample app now answers 50% of requests with 5xx")
-        rolled_back = any(
-            a.get("action") == "rollback" and a.get("state") == "Done" for a in status.get("actions") or []
+        rollback = next(
+            (
+                a
+                for a in status.get("actions") or []
+                if a.get("action") == "rollback" and a.get("state") == "Done"
+            ),
+            None,
         )
-        if moments.faulted and rolled_back and not moments.recovered:
+        if moments.faulted and rollback and not moments.recovered:
             moments.recovered = True
             sampleapp.steer(self.control, {"error_rate": 0.003})
-            self.say(f"         >>> rolled back to {PREVIOUS}: the sample app answers as before the release")
+            self.say(
+                f"         >>> rolled back to {rollback.get('toImage') or 'the previous revision'}: "
+                "the sample app answers as before the release"
+            )
         if phase == "business" and not moments.features:
             moments.features = True
             self._use_features()
@@ -554,9 +566,9 @@ def run(
         demo.say(
             f"\n== Releasing {NAMESPACE}/checkout {VERSION} (live traffic: {rps:g} req/s, as a week ago)"
         )
+        demo.start_operator()
         demo.plant()
         demo.roll_out()
-        demo.start_operator()
         manifest = review_manifest()
         demo.say("\n== The review a pipeline applies: the built-in checklist, its timing compressed")
         demo.say(
