@@ -75,8 +75,11 @@ TIMELINE = (
     ("cleanup", "140s", "150s", "5s"),
 )
 TREND_CHECKS = ("memory-leak", "latency-trend", "error-rate-trend")  # steps of 30m/10m -> 5s
-# The template's time windows, compressed with the phases (5m, 10m, 30m).
-WINDOWS = (("rateWindow", "30s"), ("trendWindow", "30s"), ("smoothWindow", "5s"))
+# The template's time windows, compressed with the phases (5m, 10m, 30m); rateWindow
+# not below 2m: throughput's baseline a week ago is backfilled history, a sample a minute.
+WINDOWS = (("rateWindow", "2m"), ("trendWindow", "30s"), ("smoothWindow", "5s"))
+THROUGHPUT = 'sum(rate(http_requests_total{namespace="shop",job="checkout"}'
+SETTLED_WITHIN = 0.15  # of the target rate; the throughput check tolerates 30%
 NEVER = 1e9  # hours to the limit the memory-leak check reports for a flat working set
 FAULT_AFTER = 15.0  # seconds into the review
 TIMEOUT = 360.0
@@ -241,13 +244,42 @@ class Demo:
         self.kubectl("apply", "-f", "-", input_text=secret)
 
     def steer_traffic(self) -> float:
-        """Live traffic like last week's at this hour, with its usual 0.3 % of 5xx."""
+        """Live traffic like last week's at this hour: the throughput check compares with it."""
         self.original = sampleapp.settings(self.control)
-        week_ago = 'sum(rate(http_requests_total{namespace="shop",job="checkout"}[5m] offset 1w))'
+        week_ago = f"{THROUGHPUT}[5m] offset 1w))"
         result = observability.query(self.env["PROMETHEUS_URL"], week_ago)
         rps = round(float(result[0]["value"][1]), 1) if result else 20.0
-        sampleapp.steer(self.control, {"rps": rps, "error_rate": 0.003, "latency_seconds": 0.05})
+        sampleapp.steer(self.control, {"rps": rps, "error_rate": 0.0})
         return rps
+
+    def settle(self, rps: float, since: float) -> None:
+        """Wait until the live rate over the review's rateWindow is near ``rps``: traffic
+        before the release is what phase 1 compares with."""
+        window = dict(WINDOWS)["rateWindow"]
+        deadline = since + 240
+        while time.monotonic() < deadline:
+            result = observability.query(self.env["PROMETHEUS_URL"], f"{THROUGHPUT}[{window}]))")
+            live = float(result[0]["value"][1]) if result else 0.0
+            if abs(live - rps) <= SETTLED_WITHIN * rps:
+                self.say(
+                    f"  live traffic over the last {window}: {live:.1f} req/s "
+                    f"(settled {time.monotonic() - since:.0f}s after steering)"
+                )
+                return
+            time.sleep(2)
+        raise DemoError(f"live traffic did not settle near {rps:g} req/s; is the sample app running?")
+
+    def checklist(self) -> None:
+        """The built-in template's phases and checks, as shipped."""
+        template = yaml.safe_load(TEMPLATE.read_text())
+        self.say(f"$ kubectl get clusterreviewtemplate {template['metadata']['name']} -o yaml   # in short:")
+        for phase in template["spec"]["phases"]:
+            on = [c["name"] for c in phase["checks"] if c.get("enabled", True)]
+            off = len(phase["checks"]) - len(on)
+            self.say(
+                f"  {phase['name']:<10} {phase['start']}-{phase['end']} every {phase['interval']}: "
+                f"{len(on)} checks ({', '.join(on)}){f'; {off} off until configured' if off else ''}"
+            )
 
     def plant(self) -> None:
         """What a deployment procedure leaves behind, for phase 5 to remove."""
@@ -345,7 +377,7 @@ class Demo:
         return any(f":{self.webhook_port}/" in url for url in urls)
 
     def restore_traffic(self) -> None:
-        keys = ("rps", "error_rate", "latency_seconds")
+        keys = ("rps", "error_rate")
         if self.original:
             with contextlib.suppress(Exception):
                 sampleapp.steer(self.control, {k: self.original[k] for k in keys})
@@ -560,13 +592,14 @@ def run(
     begin = time.monotonic()
     try:
         rps = demo.steer_traffic()  # first: the rates before the release are the ones compared with
+        steered = time.monotonic()
         demo.plugin_on_path()
         demo.say("== Installing postdeploy's CRDs, its built-in checklist and who may sign what")
         demo.install()
-        demo.say(
-            f"\n== Releasing {NAMESPACE}/checkout {VERSION} (live traffic: {rps:g} req/s, as a week ago)"
-        )
+        demo.checklist()
         demo.start_operator()
+        demo.say(f"\n== Releasing {NAMESPACE}/checkout {VERSION}; live traffic as a week ago: {rps:g} req/s")
+        demo.settle(rps, steered)
         demo.plant()
         demo.roll_out()
         manifest = review_manifest()
