@@ -2,7 +2,8 @@
 
 ``up`` starts the Kubernetes control plane (``testbed.kube``), applies the sample
 workload ``shop/checkout`` and waits for its pods, starts Prometheus, Alertmanager
-and the sample app labelled like those pods (``testbed.observability``) and
+and the sample app labelled like those pods, its traffic at the history's rate for
+this hour of the day (``testbed.observability``), and
 PostgreSQL (``testbed.postgres``). It writes ``.testbed/state.json`` (what ``down``
 needs) and ``.testbed/env`` (shell-sourceable). ``down`` stops everything and
 removes ``.testbed``. The pytest fixtures in ``tests/conftest.py`` call the same
@@ -23,7 +24,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from testbed import kube, observability, postgres
+from testbed import history, kube, observability, postgres
 
 __all__ = ["DIRECTORY", "apply_sample_workload", "down", "env_file_text", "kubectl", "up"]
 
@@ -85,7 +86,12 @@ def up(directory: pathlib.Path = DIRECTORY) -> dict[str, Any]:
         _save(directory, state)
         kube_env = state["kube"]["env"]
         pods = apply_sample_workload(kube_env)
-        state["observability"] = observability.start(directory / "observability", pods=pods)
+        # Live traffic continues the history's daily cycle, so "the same hour a week ago"
+        # compares like with like from the first minute.
+        live = {"rps": round(history.checkout_rps(time.time(), len(pods)), 1)}
+        state["observability"] = observability.start(
+            directory / "observability", pods=pods, sample_settings=live
+        )
         _save(directory, state)
         state["postgres"] = postgres.start(directory / "postgres")
         _save(directory, state)

@@ -70,6 +70,7 @@ from typing import Any
 from prometheus_client import Histogram
 
 __all__ = [
+    "CHECKOUT_RPS_PER_POD",
     "DEFAULT_SEED",
     "LATENCY_BUCKETS",
     "MIB",
@@ -79,6 +80,7 @@ __all__ = [
     "Timeline",
     "backfill",
     "build",
+    "checkout_rps",
     "default_pods",
     "helper_pods",
     "pod_name",
@@ -205,6 +207,15 @@ def _le_text(le: float) -> str:
 def _daily(ts: int) -> float:
     hour = (ts % 86400) / 3600.0
     return 1.0 + 0.55 * math.sin(2.0 * math.pi * (hour - 9.0) / 24.0)
+
+
+CHECKOUT_RPS_PER_POD = 12.0 + 3.0  # GET /api/cart + POST /api/checkout, before the daily cycle
+
+
+def checkout_rps(at: float, pods: int) -> float:
+    """The history's mean request rate of ``checkout`` at time ``at`` (any day: the cycle
+    is daily), for live traffic that continues it (``testbed.bed``)."""
+    return CHECKOUT_RPS_PER_POD * pods * _daily(int(at))
 
 
 def _sround(rng: random.Random, x: float) -> int:

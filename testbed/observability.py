@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import json
 import os
 import shutil
 import signal
@@ -331,11 +332,13 @@ def start(
     seed: int = history.DEFAULT_SEED,
     extra_targets: Sequence[str] = (),
     query_log: Path | None = None,
+    sample_settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Backfill history, start the sample app, Alertmanager and Prometheus; wait for them.
 
     ``extra_targets`` (host:port) are scraped too, every 5 s, their labels kept; with
-    ``query_log`` Prometheus writes every query it serves there."""
+    ``query_log`` Prometheus writes every query it serves there; ``sample_settings``
+    are the sample app's settings from its start (``testbed.sampleapp.Settings``)."""
     began = time.monotonic()
     workdir = Path(workdir).resolve()
     logs = workdir / "logs"
@@ -360,6 +363,7 @@ def start(
             for name in ("promtool", "sampleapp", "alertmanager", "prometheus")
         },
     }
+    state["sample_settings"] = dict(sample_settings or {})
     try:
         _start_all(state, workdir, confdir, datadir, amdir, history_days, seed, extra_targets, query_log)
     except BaseException:
@@ -421,6 +425,8 @@ def _start_all(
     env["PYTHONUNBUFFERED"] = "1"
     app_argv = [sys.executable, "-m", "testbed.sampleapp", "--host", HOST]
     app_argv += ["--control-port", str(control_port), "--pods", ",".join(state["pods"])]
+    if state.get("sample_settings"):
+        app_argv += ["--settings", json.dumps(state["sample_settings"])]
     proc, metrics_port = _launch(
         "sampleapp",
         lambda port: [*app_argv, "--port", str(port)],
