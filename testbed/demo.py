@@ -13,7 +13,7 @@ then does what a team does with postdeploy, printing each command a person would
    starts postdeploy with its sign-off webhook on loopback and rolls
    ``shop/checkout`` out to 1.1.0;
 3. applies one review of the built-in template in which only the timing is compressed
-   (72 hours into two and a half minutes: the phases' start, end and interval, the
+   (72 hours into about two minutes: the phases' start, end and interval, the
    three trend checks' sampling step, and the template's time-window parameters
    ``rateWindow``, ``trendWindow`` and ``smoothWindow``) and which adds phase 4 (the
    report) and phase 5 (cleanup); error-rate may roll back (``onFailure: rollback``);
@@ -69,10 +69,10 @@ PEOPLE = {"alice": "engineering-lead", "bob": "operations-lead", "carol": "produ
 # The built-in template's phases, 0-2h, 2-24h and 24-72h, compressed; then phases 4 and 5.
 TIMELINE = (
     ("immediate", "0s", "50s", "5s"),
-    ("extended", "50s", "100s", "5s"),
-    ("business", "100s", "130s", "10s"),
-    ("documentation", "130s", "140s", "5s"),
-    ("cleanup", "140s", "150s", "5s"),
+    ("extended", "50s", "90s", "5s"),
+    ("business", "90s", "110s", "10s"),
+    ("documentation", "110s", "117s", "5s"),
+    ("cleanup", "117s", "125s", "5s"),
 )
 TREND_CHECKS = ("memory-leak", "latency-trend", "error-rate-trend")  # steps of 30m/10m -> 5s
 # The template's time windows, compressed with the phases (5m, 10m, 30m); rateWindow
