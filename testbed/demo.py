@@ -189,7 +189,7 @@ class Demo:
         """Run ``kubectl postdeploy ARGS`` as ``user``, showing the command and its output."""
         command = ["kubectl", "postdeploy", "-n", NAMESPACE, *args]
         env = {**self.env, "KUBECONFIG": self.env[f"KUBECONFIG_{user.upper()}"]}
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180, check=False)
         lines = [f"  {user + ' $':<8} {shlex.join(command)}"]
         lines += [f"           {line}" for line in (done.stdout + done.stderr).strip().splitlines()]
         self.say("\n".join(lines))  # at once: the live table's rows go on meanwhile
@@ -476,7 +476,7 @@ class Demo:
             self.meanwhile(
                 ("bob", "confirm", REVIEW, "support-tickets", "--note", "no tickets about 1.1.0"),
                 ("carol", "confirm", REVIEW, "social-media", "--note", "nothing on social media"),
-                ("carol", "confirm", REVIEW, "feedback-channels", "--note", "feedback channels quiet"),
+                ("alice", "confirm", REVIEW, "feedback-channels", "--note", "feedback channels quiet"),
             )
         if self.fault == "error-spike" and not moments.faulted and elapsed >= FAULT_AFTER:
             moments.faulted = True
