@@ -14,7 +14,8 @@ then does what a team does with postdeploy, printing each command a person would
    ``shop/checkout`` out to 1.1.0;
 3. applies one review of the built-in template in which only the timing is compressed
    (72 hours into about two minutes: the phases' start, end and interval, the
-   three trend checks' sampling step, and the template's time-window parameters
+   three trend checks' sampling step, the before/after comparisons' batch step, and
+   the template's time-window parameters
    ``rateWindow``, ``trendWindow`` and ``smoothWindow``) and which adds phase 4 (the
    report) and phase 5 (cleanup); error-rate may roll back (``onFailure: rollback``);
 4. prints a live table as the operator writes status, one row per change (phase,
@@ -75,6 +76,9 @@ TIMELINE = (
     ("cleanup", "117s", "125s", "5s"),
 )
 TREND_CHECKS = ("memory-leak", "latency-trend", "error-rate-trend")  # steps of 30m/10m -> 5s
+# The before/after comparisons (docs/judge.md) count in batches of their step (1m):
+# compressed to 5 s, or not one batch would settle within the 50-second phase 1.
+COMPARE_STEP = {"prometheus": {"step": "5s"}}
 # The template's time windows, compressed with the phases (5m, 10m, 30m); rateWindow
 # not below 2m: throughput's baseline a week ago is backfilled history, a sample a minute.
 WINDOWS = (("rateWindow", "2m"), ("trendWindow", "30s"), ("smoothWindow", "5s"))
@@ -105,9 +109,14 @@ def review_manifest() -> dict[str, Any]:
     for name, start, end, interval in TIMELINE:
         phase: dict[str, Any] = {"name": name, "start": start, "end": end, "interval": interval}
         if name == "immediate":
-            phase["checks"] = [{"name": "error-rate", "onFailure": "rollback"}]
+            phase["checks"] = [
+                {"name": "error-rate", "onFailure": "rollback", **COMPARE_STEP},
+                {"name": "latency-p95", **COMPARE_STEP},
+            ]
         elif name == "extended":
-            phase["checks"] = [{"name": n, "prometheus": {"step": interval}} for n in TREND_CHECKS]
+            phase["checks"] = [{"name": n, "prometheus": {"step": interval}} for n in TREND_CHECKS] + [
+                {"name": n, **COMPARE_STEP} for n in ("error-rate-extended", "latency-p95-extended")
+            ]
         elif name == "documentation":
             phase["checks"] = [{"name": "deployment-report", "report": {}}]
         elif name == "cleanup":
