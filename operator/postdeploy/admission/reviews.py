@@ -32,7 +32,7 @@ import pydantic
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from postdeploy.admission import rights
+from postdeploy.admission import rights, signoffs
 from postdeploy.decisions import confinement, templates
 
 __all__ = [
@@ -88,23 +88,15 @@ def refusal(username: str, missing: Sequence[rights.Access]) -> str:
 
 
 async def _allowed(api: client.ApiClient, userinfo: Mapping[str, Any], access: rights.Access) -> bool:
-    review = client.V1SubjectAccessReview(
-        spec=client.V1SubjectAccessReviewSpec(
-            user=userinfo.get("username"),
-            uid=userinfo.get("uid"),
-            groups=list(userinfo.get("groups") or []),
-            extra={k: list(v) for k, v in (userinfo.get("extra") or {}).items()},
-            resource_attributes=client.V1ResourceAttributes(
-                verb=access.verb,
-                group=access.group,
-                resource=access.resource,
-                namespace=access.namespace,
-                name=access.name,
-            ),
-        )
+    attributes = client.V1ResourceAttributes(
+        verb=access.verb,
+        group=access.group,
+        resource=access.resource,
+        namespace=access.namespace,
+        name=access.name,
     )
-    result = await client.AuthorizationV1Api(api).create_subject_access_review(review)
-    return bool(result.status.allowed)
+    allowed, _ = await signoffs.subject_access(api, userinfo, attributes)
+    return allowed
 
 
 async def missing(

@@ -31,7 +31,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from postdeploy.models.people import DEFAULT_ROLES
 
-__all__ = ["Refused", "authorize", "required_roles", "stamp"]
+__all__ = ["Refused", "authorize", "required_roles", "stamp", "subject_access"]
 
 GROUP, VERSION = "postdeploy.io", "v1alpha1"
 VERB, RESOURCE = "sign", "signoffs"
@@ -73,22 +73,31 @@ async def required_roles(api: client.ApiClient, namespace: str, review: str) -> 
     return roles_of(body)
 
 
-async def may_sign(
-    api: client.ApiClient, userinfo: Mapping[str, Any], namespace: str, role: str
+async def subject_access(
+    api: client.ApiClient, userinfo: Mapping[str, Any], attributes: client.V1ResourceAttributes
 ) -> tuple[bool, str]:
+    """Whether the API server lets the user of an AdmissionReview's ``userInfo`` do
+    what ``attributes`` say (a SubjectAccessReview), and its reason."""
     review = client.V1SubjectAccessReview(
         spec=client.V1SubjectAccessReviewSpec(
             user=userinfo.get("username"),
             uid=userinfo.get("uid"),
             groups=list(userinfo.get("groups") or []),
             extra={k: list(v) for k, v in (userinfo.get("extra") or {}).items()},
-            resource_attributes=client.V1ResourceAttributes(
-                group=GROUP, resource=RESOURCE, verb=VERB, name=role, namespace=namespace
-            ),
+            resource_attributes=attributes,
         )
     )
     result = await client.AuthorizationV1Api(api).create_subject_access_review(review)
     return bool(result.status.allowed), str(result.status.reason or "")
+
+
+async def may_sign(
+    api: client.ApiClient, userinfo: Mapping[str, Any], namespace: str, role: str
+) -> tuple[bool, str]:
+    attributes = client.V1ResourceAttributes(
+        group=GROUP, resource=RESOURCE, verb=VERB, name=role, namespace=namespace
+    )
+    return await subject_access(api, userinfo, attributes)
 
 
 async def authorize(
