@@ -10,16 +10,21 @@ status it last wrote without copying it.
 The tick returns the new status (or None when nothing changed), the Events to post
 (one per state change, derived by comparing old and new status, so a repeated tick
 posts nothing twice) and when to wake next.
+
+What the tick reads outside the review and its providers (templates, Secrets, the
+target) comes through ``postdeploy.engine.inputs``, so ``Engine`` runs on fakes in the
+unit tests (tests/unit/test_engine_ticks.py). A tick is three steps: ``_prepare``
+(resolve, confine, version and ``deployedAt``), ``_run_phases`` (the due checks,
+phase by phase) and ``_conclude`` (actions, verdict, conditions, final review,
+Events, wake-up).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import datetime
 import json
-import time
 import types
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
@@ -27,12 +32,13 @@ from typing import Any, Literal
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from postdeploy import logs, workloads
-from postdeploy.actions import decide, gitops, targets
+from postdeploy import workloads
+from postdeploy.actions import decide, gitops
 from postdeploy.decisions import checks as check_decisions
 from postdeploy.decisions import confinement, templates, verdicts
 from postdeploy.decisions import phases as phase_plans
 from postdeploy.engine import failpoints, finals, reruns
+from postdeploy.engine.inputs import ClusterInputs, Inputs, merged_spec, secrets_for
 from postdeploy.engine.registry import Providers
 from postdeploy.engine.settings import Settings
 from postdeploy.models.reviews import (
@@ -49,10 +55,8 @@ from postdeploy.providers.base import Measurement, ReviewContext, Target
 
 __all__ = ["COMPLETED", "INVALID", "Engine", "Event", "TickResult"]
 
-GROUP, VERSION = "postdeploy.io", "v1alpha1"
 COMPLETED = "Completed"
 INVALID = "Invalid"
-_TEMPLATE_TTL = 30.0
 _RESOLVED_CACHE = 4096
 _RETRY = datetime.timedelta(seconds=15)
 
@@ -83,6 +87,16 @@ def _parse_time(text: str | None) -> datetime.datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Setting:
+    """What a tick works on once its inputs are read: the resolved review and its target."""
+
+    review: templates.ResolvedReview
+    target: Target
+    version: str
+    deployed_at: datetime.datetime
+
+
 class Engine:
     def __init__(
         self,
@@ -90,92 +104,24 @@ class Engine:
         providers: Providers,
         settings: Settings,
         clock: Callable[[], datetime.datetime] = utcnow,
+        inputs: Inputs | None = None,
+        final_reviews: finals.FinalReviews | None = None,
     ) -> None:
         self.api = api
         self.providers = providers
         self.settings = settings
         self.clock = clock
+        self.inputs: Inputs = inputs if inputs is not None else ClusterInputs(api)
         self._resolved: dict[str, templates.ResolvedReview] = {}
-        self._templates: dict[tuple[str, str, str], tuple[float, dict[str, Any] | None]] = {}
-        self.finals = finals.FinalReviews(api, providers.http, settings)
+        self.finals = (
+            final_reviews if final_reviews is not None else finals.FinalReviews(api, providers.http, settings)
+        )
 
     # --- inputs -------------------------------------------------------------------------
 
-    async def _template(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        """A template's spec, cached briefly; None when it does not exist."""
-        key = (kind, namespace, name)
-        cached = self._templates.get(key)
-        if cached and time.monotonic() - cached[0] < _TEMPLATE_TTL:
-            return cached[1]
-        objects = client.CustomObjectsApi(self.api)
-        try:
-            if kind == "ClusterReviewTemplate":
-                obj = await objects.get_cluster_custom_object(GROUP, VERSION, "clusterreviewtemplates", name)
-            else:
-                obj = await objects.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, "reviewtemplates", name
-                )
-            spec: dict[str, Any] | None = dict(obj.get("spec") or {})
-        except ApiException as error:
-            if error.status != 404:
-                raise
-            spec = None
-        self._templates[key] = (time.monotonic(), spec)
-        return spec
-
-    async def _merged_spec(self, spec: Mapping[str, Any], namespace: str) -> dict[str, Any]:
-        ref = spec.get("templateRef")
-        template: dict[str, Any] | None = None
-        if ref:
-            kind = ref.get("kind", "ClusterReviewTemplate")
-            template = await self._template(kind, namespace, ref["name"])
-            if template is None:
-                raise templates.InvalidSpec(f"spec.templateRef: {kind} {ref['name']!r} not found")
-        elif spec.get("useDefaultTemplate", True):
-            template = await self._template("ClusterReviewTemplate", "", self.settings.default_template)
-            if template is None and not spec.get("phases"):
-                raise templates.InvalidSpec(
-                    "spec.phases: the review names no template and no phases, and the built-in "
-                    f"ClusterReviewTemplate {self.settings.default_template!r} is not installed"
-                )
-        return templates.merge(template, spec)
-
     async def read_secret(self, namespace: str, name: str, key: str) -> str:
         """A Secret's value (webhook URLs, DSNs); raises LookupError naming what is missing."""
-        return await self._secret(namespace, name, key)
-
-    async def _secret(self, namespace: str, name: str, key: str) -> str:
-        try:
-            secret = await client.CoreV1Api(self.api).read_namespaced_secret(name, namespace)
-        except ApiException as error:
-            if error.status == 404:
-                raise LookupError(f"Secret {namespace}/{name} not found") from None
-            raise LookupError(f"Secret {namespace}/{name}: {error.status} {error.reason}") from None
-        data = secret.data or {}
-        if key not in data:
-            raise LookupError(f"Secret {namespace}/{name} has no key {key!r}")
-        value = base64.b64decode(data[key]).decode()
-        logs.add_secret(value)  # masked in every log line from now on
-        return value
-
-    async def _secrets_for(
-        self, check: templates.ResolvedCheck, review: templates.ResolvedReview, namespace: str
-    ) -> dict[str, str]:
-        spec = check.spec
-        ref = None
-        slot = "dsn"
-        if spec.postgres is not None:
-            ref = spec.postgres.dsn_secret_ref
-        elif spec.statistics is not None:
-            ref = spec.statistics.dsn_secret_ref
-        elif spec.http is not None:
-            ref, slot = spec.http.auth_secret_ref, "token"
-        if ref is None and (spec.postgres is not None or spec.statistics is not None):
-            providers = review.spec.providers
-            ref = providers.postgres_dsn_secret_ref if providers else None
-        if ref is None:
-            return {}
-        return {slot: await self._secret(namespace, ref.name, ref.key)}
+        return await self.inputs.secret(namespace, name, key)
 
     def _resolve(self, merged: Mapping[str, Any]) -> templates.ResolvedReview:
         """``templates.resolve``, remembered per distinct merged spec.
@@ -195,22 +141,40 @@ class Engine:
     # --- the tick -----------------------------------------------------------------------
 
     async def tick(self, body: Mapping[str, Any]) -> TickResult:
+        """Read the review's inputs, run its due checks, decide; the new status."""
         metadata = body.get("metadata", {})
         failpoints.raise_at("tick-raise", metadata.get("annotations") or {})
-        namespace = metadata.get("namespace", "")
-        generation = metadata.get("generation")
         raw = body.get("status") or {}
         previous = ReviewStatus.model_validate(raw)
         now = self.clock()
         if previous.phase == COMPLETED:
-            return self._completed(previous, now, generation)
-
+            return self._completed(previous, now, metadata.get("generation"))
         # Validated again rather than deep-copied: several times cheaper, and as
         # independent (the input is never changed; see the module docstring).
         status = ReviewStatus.model_validate(raw)
-        status.observed_generation = generation
+        status.observed_generation = metadata.get("generation")
+        setting = await self._prepare(body, previous, status, now)
+        if isinstance(setting, TickResult):
+            return setting
+        by_name, completed, plan = await self._run_phases(setting, status, body, now)
+        return await self._conclude(body, setting, previous, raw, status, by_name, completed, plan, now)
+
+    async def _prepare(
+        self,
+        body: Mapping[str, Any],
+        previous: ReviewStatus,
+        status: ReviewStatus,
+        now: datetime.datetime,
+    ) -> _Setting | TickResult:
+        """Resolve the spec, apply the confinement rules, find version and deployedAt;
+        a TickResult instead when the review cannot run (invalid, refused, held)."""
+        metadata = body.get("metadata", {})
+        namespace = metadata.get("namespace", "")
+        generation = metadata.get("generation")
         try:
-            merged = await self._merged_spec(body.get("spec") or {}, namespace)
+            merged = await merged_spec(
+                self.inputs, body.get("spec") or {}, namespace, self.settings.default_template
+            )
             review = self._resolve(merged)
         except templates.InvalidSpec as problem:
             return self._invalid(previous, str(problem), now, generation)
@@ -234,27 +198,17 @@ class Engine:
         deployed_at = spec.deployed_at or _parse_time(status.deployed_at)
         if version is None or deployed_at is None:
             try:
-                workload = await workloads.read(self.api, target.kind, target.namespace, target.name)
+                workload = await self.inputs.workload(target.kind, target.namespace, target.name)
             except ApiException as error:
-                return self._held(
-                    previous,
-                    "TargetUnavailable",
-                    f"cannot read {status.target}: {error.status} {error.reason}",
-                    now,
-                    generation,
-                )
+                message = f"cannot read {status.target}: {error.status} {error.reason}"
+                return self._held(previous, "TargetUnavailable", message, now, generation)
             if workload is None:
-                return self._held(
-                    previous,
-                    "TargetNotFound",
-                    f"{target.kind} {target.namespace}/{target.name} not found",
-                    now,
-                    generation,
-                )
+                message = f"{target.kind} {target.namespace}/{target.name} not found"
+                return self._held(previous, "TargetNotFound", message, now, generation)
             workload.setdefault("kind", target.kind)
             version = version or workloads.version_of(workload) or "unknown"
             if deployed_at is None:
-                deployed_at = await workloads.rollout_time(self.api, workload)
+                deployed_at = await self.inputs.rollout_time(workload)
             if deployed_at is None:
                 deployed_at = _parse_time(metadata.get("creationTimestamp")) or now
         if deployed_at.tzinfo is None:
@@ -262,23 +216,28 @@ class Engine:
         status.version = version
         status.deployed_at = deployed_at.isoformat()
         status.conditions = [c for c in status.conditions if c.type != "TargetFound"]
+        return _Setting(review, target, version, deployed_at)
 
+    async def _run_phases(
+        self,
+        setting: _Setting,
+        status: ReviewStatus,
+        body: Mapping[str, Any],
+        now: datetime.datetime,
+    ) -> tuple[dict[str, CheckStatus], set[str], phase_plans.Plan]:
+        """Run the due checks; finishing a phase may make the next one due in the same tick."""
+        review, deployed_at = setting.review, setting.deployed_at
         by_name = {c.name: c for c in status.checks}
         completed = {p.name for p in status.phases if p.state == COMPLETED}
-        annotations = dict(metadata.get("annotations") or {})
+        annotations = dict(body.get("metadata", {}).get("annotations") or {})
         by_name = reruns.apply(by_name, annotations, completed)  # `kubectl postdeploy rerun`
-
-        # Run due checks; finishing a phase may make the next one due in the same tick.
         plan = phase_plans.plan(review, deployed_at, now, frozenset(completed), by_name)
         for _ in range(len(review.phases) + 1):
             if plan.phase is None:
                 break
             phase = plan.phase
             results = await asyncio.gather(
-                *(
-                    self._run(d, phase, review, target, version, deployed_at, now, by_name, annotations, body)
-                    for d in plan.due
-                )
+                *(self._run(d, phase, setting, now, by_name, annotations, body) for d in plan.due)
             )
             for check_status in results:
                 by_name[check_status.name] = check_status
@@ -289,23 +248,38 @@ class Engine:
                 by_name[check.name] = check_decisions.finish(check, current)
             completed.add(phase.name)
             plan = phase_plans.plan(review, deployed_at, now, frozenset(completed), by_name)
+        return by_name, completed, plan
 
+    async def _conclude(
+        self,
+        body: Mapping[str, Any],
+        setting: _Setting,
+        previous: ReviewStatus,
+        raw: Mapping[str, Any],
+        status: ReviewStatus,
+        by_name: Mapping[str, CheckStatus],
+        completed: set[str],
+        plan: phase_plans.Plan,
+        now: datetime.datetime,
+    ) -> TickResult:
+        """Actions, phases, verdict, conditions, the final review; Events and wake-up."""
+        review, generation = setting.review, body.get("metadata", {}).get("generation")
         complete = plan.phase is None
         status.checks = [
             by_name.get(c.name) or check_decisions.initial(c) for p in review.phases for c in p.checks
         ]
         # Decide actions for checks that failed and have none yet; the records are written
         # with this status, before postdeploy.engine.executions carries any of them out.
-        deferred = not await self._decide(review, target, status, now)
+        deferred = not await self._decide(review, setting.target, status, now)
         status.phases = [
-            self._phase_status(p, previous, completed, deployed_at, now, plan) for p in review.phases
+            self._phase_status(p, previous, completed, setting.deployed_at, now, plan) for p in review.phases
         ]
         status.phase = COMPLETED if complete else (plan.phase.name if plan.phase else None)
         rollback = _rollback_done(status.actions)
         status.verdict = verdicts.verdict(status.checks, complete=complete, rolled_back=rollback is not None)
         # The final review (SLOs, sign-offs, report) once every phase has completed; the
         # review is Complete only when the required roles have signed off.
-        final = await self.finals.conclude(body, review, status, target, now) if complete else None
+        final = await self.finals.conclude(body, review, status, setting.target, now) if complete else None
         complete = complete and not (final is not None and final.awaiting)
         status.conditions = verdicts.conditions_for(
             status.conditions,
@@ -346,7 +320,7 @@ class Engine:
         if not decide.undecided(status.checks, requests, status.actions):
             return True
         try:
-            obj = await targets.read(self.api, target.kind, target.namespace, target.name)
+            obj = await self.inputs.target_object(target.kind, target.namespace, target.name)
         except ApiException:
             return False  # GitOps ownership unknown: decide on a later tick
         owner = gitops.owner(obj.get("metadata") or {}) if obj is not None else None
@@ -371,20 +345,17 @@ class Engine:
         self,
         due: phase_plans.Due,
         phase: templates.ResolvedPhase,
-        review: templates.ResolvedReview,
-        target: Target,
-        version: str,
-        deployed_at: datetime.datetime,
+        setting: _Setting,
         now: datetime.datetime,
         by_name: Mapping[str, CheckStatus],
         annotations: Mapping[str, str],
         body: Mapping[str, Any],
     ) -> CheckStatus:
-        check = due.check
+        check, review, deployed_at = due.check, setting.review, setting.deployed_at
         previous = by_name.get(check.name) or check_decisions.initial(check)
         metadata = body.get("metadata", {})
         try:
-            secrets = await self._secrets_for(check, review, metadata.get("namespace", ""))
+            secrets = await secrets_for(self.inputs, check, review, metadata.get("namespace", ""))
         except LookupError as problem:
             measurement = Measurement.error(str(problem))
         else:
@@ -392,8 +363,8 @@ class Engine:
                 review_name=metadata.get("name", ""),
                 review_namespace=metadata.get("namespace", ""),
                 review_uid=metadata.get("uid", ""),
-                target=target,
-                version=version,
+                target=setting.target,
+                version=setting.version,
                 deployed_at=deployed_at,
                 now=now,
                 phase_name=phase.name,
