@@ -9,6 +9,9 @@ Covers:
   review is not Failed;
 - an operator killed mid-phase (SIGKILL) and restarted finishes with the same verdict,
   runs no slot twice and posts no duplicated Events;
+- an operator killed between runs it had not written (only re-measurements changed,
+  docs/engine.md "When the status is written") re-measures them after the restart,
+  then decides, acts and announces the later failure exactly once;
 - an invalid review is reported in an InvalidSpec condition naming the field, and a
   healthy review in the same namespace still completes.
 """
@@ -19,6 +22,7 @@ import collections
 import json
 import pathlib
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -214,6 +218,66 @@ def test_killed_operator_resumes_without_repeating(
     duplicated = {k: n for k, n in counts.items() if n > 1}
     assert not duplicated
     assert all(e.get("count", 1) == 1 for e in kubectl.events(namespace, "restart"))
+
+
+def test_killed_between_unwritten_runs_repeats_no_decision_action_or_event(
+    kubectl: Kubectl, namespace: str, run_operator: Callable[..., OperatorProcess], steer: Callable[..., None]
+) -> None:
+    steer(error_rate=0.0)
+    # Nothing that only re-measures is written for an hour: every passing run after
+    # the first is one the kill loses.
+    lazy = {"POSTDEPLOY_STATUS_REFRESH": "3600"}
+    first = run_operator(**lazy)
+    phases = [
+        {
+            "name": "immediate",
+            "start": "0s",
+            "end": "30s",
+            "interval": "3s",
+            "checks": [
+                {"name": "ready", "kubernetes": {"measure": "readyRatio"}},
+                {
+                    "name": "error-rate",
+                    "prometheus": {"query": ERROR_RATE},
+                    "failWhen": "value > 0.2",
+                    "onFailure": "annotate",
+                },
+            ],
+        }
+    ]
+    kubectl.apply(namespace, review("unwritten", phases))
+    wait_for("the phase to start", lambda: status_of(kubectl, namespace, "unwritten").get("phase"), 60)
+    written = status_of(kubectl, namespace, "unwritten")
+    started = next(p for p in written["phases"] if p["name"] == "immediate")["startedAt"]
+    time.sleep(8)  # about three slots, passing
+    before = status_of(kubectl, namespace, "unwritten")
+    ready = checks_by_name(before)["ready"]
+    assert ready["runs"] <= 2, ready  # the runs since were kept, not written
+    assert before["verdict"] == "Passing"
+    first.kill()
+
+    run_operator(**lazy)
+    steer(error_rate=0.6)
+    status = wait_verdict(kubectl, namespace, "unwritten")
+    assert status["verdict"] == "Failed", json.dumps(status, indent=1)
+    error_rate = checks_by_name(status)["error-rate"]
+    assert error_rate["state"] == "Failed"
+    assert error_rate["runs"] <= error_rate["lastSlot"] + 1  # no slot twice
+    assert next(p for p in status["phases"] if p["name"] == "immediate")["startedAt"] == started
+    records = status.get("actions") or []
+    # One annotation for the failed check, one for the final verdict; each once.
+    done = [(a.get("id"), a.get("state")) for a in records]
+    assert done == [("annotate-error-rate", "Done"), ("annotate-final", "Done")], json.dumps(
+        records, indent=1
+    )
+    events = kubectl.events(namespace, "unwritten")
+    counts = collections.Counter((e["reason"], e["message"]) for e in events)
+    assert not {k: n for k, n in counts.items() if n > 1}
+    assert all(e.get("count", 1) == 1 for e in events)
+    reasons = collections.Counter(e["reason"] for e in events)
+    assert reasons["PhaseStarted"] == 1
+    assert reasons["CheckFailed"] == 1
+    assert reasons["VerdictFailed"] == 1
 
 
 def test_invalid_review_is_reported_and_others_go_on(

@@ -30,11 +30,17 @@ class FakeLedger:
         self.writes: list[dict[str, Any]] = []
         self.fail = fail
 
-    async def write(self, status: dict[str, Any]) -> None:
+    async def write(self, status: dict[str, Any], *, urgent: bool = True) -> None:
         if self.fail:
             raise ApiException(status=422, reason="Unprocessable Entity")
         self.writes.append(status)
         self.view = status
+
+    async def flush(self, *, force: bool = False) -> bool:
+        return False
+
+    def flush_at(self) -> float | None:
+        return None
 
 
 class FakeEngine:

@@ -8,12 +8,26 @@ the whole status (a JSON merge patch of ``status`` through the status subresourc
 The scheduler computes a tick from a snapshot while deliveries may finish meanwhile;
 ``write`` therefore keeps delivery outcomes already recorded (Delivered or Failed)
 over the snapshot's older Pending, so a tick never makes a sent message look unsent.
+
+Not every status is written at once (docs/engine.md, "When the status is written"):
+a write the engine marks as not urgent (``urgent=False``: only re-measurements
+changed — values, samples, run counts) is kept as the ledger's newest status and
+written with the next urgent write, or by ``flush`` once the last write is
+``refresh_seconds`` old. ``view`` and ``status`` show the newest status, written or
+not, so the next tick continues from it; a restarted operator continues from the
+last written one and measures again what was not written.
+
+The status is held as compact JSON bytes, not as parsed objects: an idle review costs
+its status's size in memory (a few kB), and ``view`` decodes a fresh copy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes_asyncio import client
@@ -45,44 +59,91 @@ def keep_deliveries(new: Status, current: Status) -> Status:
     return merged
 
 
+def _encode(status: Status) -> bytes:
+    return json.dumps(status, separators=(",", ":")).encode()
+
+
 class Ledger:
-    def __init__(self, api: client.ApiClient, namespace: str, name: str, status: Status) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        namespace: str,
+        name: str,
+        status: Status,
+        *,
+        refresh_seconds: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.api = api
         self.namespace = namespace
         self.name = name
-        self._status = copy.deepcopy(status)
+        self.refresh_seconds = refresh_seconds
+        self.clock = clock
+        self._blob = _encode(status)
+        self._unwritten = False  # the newest status is not yet written
+        self._written_at = clock()
         self._lock = asyncio.Lock()
+        self.writes = 0  # patches sent (the benchmark counts them)
 
     @property
     def status(self) -> Status:
-        """A copy of the status as last written."""
-        return copy.deepcopy(self._status)
+        """The newest status (written or not): a copy, the caller's to change."""
+        value: Status = json.loads(self._blob)
+        return value
 
     @property
     def view(self) -> Status:
-        """The status as last written, not copied: read it, never change it.
+        """The newest status, decoded afresh from the ledger's bytes (so, a copy too).
 
-        Every write replaces the whole dict, so a view taken before a write keeps
-        showing the status of that moment. At thousands of reviews the copies that
-        ``status`` makes were a tenth of the operator's CPU (docs/benchmarks.md).
+        Kept for the readers that only look; every write replaces the bytes.
         """
-        return self._status
+        return self.status
+
+    @property
+    def unwritten(self) -> bool:
+        """Whether the newest status is not yet written (only re-measurements changed)."""
+        return self._unwritten
+
+    def flush_at(self) -> float | None:
+        """When (``clock``) the unwritten status is due to be written; None when all is written."""
+        return self._written_at + self.refresh_seconds if self._unwritten else None
 
     def adopt(self, status: Status) -> None:
         """Take a status someone else wrote (the leader, while this replica stands by)."""
-        self._status = copy.deepcopy(status)
+        self._blob = _encode(status)
+        self._unwritten = False
 
-    async def write(self, status: Status) -> None:
+    async def write(self, status: Status, *, urgent: bool = True) -> None:
+        """Make ``status`` the newest; write it now when urgent or when the last write is
+        ``refresh_seconds`` old, else keep it for a later write (see the module docstring)."""
         async with self._lock:
-            merged = keep_deliveries(status, self._status)
-            if merged != self._status:
-                await self._patch(merged)
-                self._status = merged
+            current = self.status
+            merged = keep_deliveries(status, current)
+            if merged == current and not (urgent and self._unwritten):
+                return
+            blob = _encode(merged)
+            if not urgent and self.clock() - self._written_at < self.refresh_seconds:
+                self._blob, self._unwritten = blob, True
+                return
+            await self._patch(merged)
+            self._blob, self._unwritten, self._written_at = blob, False, self.clock()
+
+    async def flush(self, *, force: bool = False) -> bool:
+        """Write the unwritten status if it is due (or ``force``); whether it wrote."""
+        async with self._lock:
+            if not self._unwritten:
+                return False
+            if not force and self.clock() - self._written_at < self.refresh_seconds:
+                return False
+            await self._patch(self.status)
+            self._unwritten, self._written_at = False, self.clock()
+            return True
 
     async def record_delivery(self, message_id: str, delivery: Delivery) -> None:
         """Record one delivery's outcome (called from the notification tasks)."""
         async with self._lock:
-            status = copy.deepcopy(self._status)
+            current = self.status
+            status = self.status
             for item in status.get("notifications") or []:
                 if item.get("id") != message_id:
                     continue
@@ -90,11 +151,12 @@ class Ledger:
                     delivery.dump() if d.get("receiver") == delivery.receiver else d
                     for d in item.get("deliveries") or []
                 ]
-            if status != self._status:
+            if status != current:
                 await self._patch(status)
-                self._status = status
+                self._blob, self._unwritten, self._written_at = _encode(status), False, self.clock()
 
     async def _patch(self, status: Status) -> None:
+        self.writes += 1
         response = await client.CustomObjectsApi(self.api).patch_namespaced_custom_object_status(
             GROUP,
             VERSION,

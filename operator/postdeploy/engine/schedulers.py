@@ -107,7 +107,14 @@ class Scheduler:
         entry = self._entries.get(key)
         status = dict(body.get("status") or {})
         if entry is None:
-            ledger = ledgers.Ledger(self.engine.api, key[0], key[1], status)
+            ledger = ledgers.Ledger(
+                self.engine.api,
+                key[0],
+                key[1],
+                status,
+                refresh_seconds=self.engine.settings.status_refresh_seconds,
+                clock=self.clock,
+            )
             entry = _Entry(metadata, spec, ledger, fingerprint(metadata))
             self._entries[key] = entry
             if self._finished(entry):
@@ -272,9 +279,12 @@ class Scheduler:
         snapshot = {"metadata": entry.metadata, "spec": entry.spec, "status": ledger.view}
         result = await self.engine.tick(snapshot)
         if result.status is not None:
-            await ledger.write(result.status)
-            status = ledger.view
+            # Written now when it matters (or is old), else kept for a later write.
+            await ledger.write(result.status, urgent=result.urgent)
+            status = result.status
             metrics.record_review(*key, str(status.get("phase") or ""), str(status.get("verdict") or ""))
+        else:
+            await ledger.flush()
         involved = [self._reference(entry)]
         for event in result.events:
             self.post(involved, event.type, event.reason, event.message)
@@ -286,17 +296,20 @@ class Scheduler:
         if acted:
             return self.clock()  # tick again at once: the verdict shows what was done
         if result.done:
-            verdict = ledger.view.get("verdict")
+            await ledger.flush(force=True)
+            verdict = str(ledger.view.get("verdict") or "Unknown")
             logger.info("review %s/%s completed: verdict %s", *key, verdict, extra=_named(key))
             entry.done = True
-            metrics.record_review_completed(str(ledger.view.get("verdict") or "Unknown"))
+            metrics.record_review_completed(verdict)
             return None
         if result.wake_at is None:
-            return self.clock() + self.engine.settings.max_sleep_seconds
-        delay = (result.wake_at - self.engine.clock()).total_seconds()
-        phase = ledger.view.get("phase")
-        logger.debug("%s/%s: %s, next tick in %.1fs", *key, phase, delay, extra=_named(key))
-        return self.clock() + max(0.0, delay) + 0.05
+            next_at = self.clock() + self.engine.settings.max_sleep_seconds
+        else:
+            delay = (result.wake_at - self.engine.clock()).total_seconds()
+            logger.debug("%s/%s: next tick in %.1fs", *key, delay, extra=_named(key))
+            next_at = self.clock() + max(0.0, delay) + 0.05
+        flush_at = ledger.flush_at()  # an unwritten status is written by then at the latest
+        return next_at if flush_at is None else min(next_at, flush_at + 0.05)
 
     @staticmethod
     def _reference(entry: _Entry) -> dict[str, Any]:

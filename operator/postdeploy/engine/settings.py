@@ -34,7 +34,7 @@ class Settings:
     concurrency_per_provider: int = 16
     # Measurements kept per check in status (the report's charts read them); caps a
     # review's size, and so every status write, however long the review runs.
-    history_limit: int = 30
+    history_limit: int = 12
     # "<namespace>/<name>" of the Lease replicas elect a leader with; unset: no election.
     leader_lease: str | None = None
     # Seconds a leader's Lease lasts without renewal: the takeover time after a crash.
@@ -45,6 +45,9 @@ class Settings:
     concurrent_reviews: int = 64
     # How long a review with nothing due may sleep before re-reading its inputs.
     max_sleep_seconds: float = 300.0
+    # Longest a status that changed only in re-measurements waits before it is written
+    # (docs/engine.md, "When the status is written").
+    status_refresh_seconds: float = 300.0
     # Webhook deliveries: attempts per message and receiver, the first retry's delay
     # (doubling after each failure, up to the maximum), and one request's timeout.
     notify_attempts: int = 6
@@ -80,8 +83,9 @@ class Settings:
             measure_timeout_seconds=float(env.get("POSTDEPLOY_MEASURE_TIMEOUT", "30")),
             concurrency_per_provider=int(env.get("POSTDEPLOY_CONCURRENCY", "16")),
             max_sleep_seconds=float(env.get("POSTDEPLOY_MAX_SLEEP", "300")),
+            status_refresh_seconds=float(env.get("POSTDEPLOY_STATUS_REFRESH", "300")),
             concurrent_reviews=int(env.get("POSTDEPLOY_CONCURRENT_REVIEWS", "64")),
-            history_limit=max(1, int(env.get("POSTDEPLOY_HISTORY_LIMIT", "30"))),
+            history_limit=max(1, int(env.get("POSTDEPLOY_HISTORY_LIMIT", "12"))),
             leader_lease=env.get("POSTDEPLOY_LEADER_LEASE") or None,
             lease_seconds=float(env.get("POSTDEPLOY_LEASE_SECONDS", "15")),
             identity=env.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",

@@ -53,7 +53,7 @@ from postdeploy.models.reviews import (
 )
 from postdeploy.providers.base import Measurement, ReviewContext, Target
 
-__all__ = ["COMPLETED", "INVALID", "Engine", "Event", "TickResult"]
+__all__ = ["COMPLETED", "INVALID", "REMEASURED", "Engine", "Event", "TickResult", "matters"]
 
 COMPLETED = "Completed"
 INVALID = "Invalid"
@@ -74,6 +74,51 @@ class TickResult:
     events: tuple[Event, ...]
     wake_at: datetime.datetime | None  # None: nothing more to do until the spec changes
     done: bool = False
+    # Whether the new status must be written before anything else happens: something a
+    # reader or a restart needs changed (see ``matters``); else only re-measurements.
+    urgent: bool = True
+
+
+# Per check, what a restart may lose and measure again: the last value and what is
+# derived from it, and the counts of runs that decide nothing. Every other field (state,
+# last result, failures, errors and the consecutive counts, memo) and every field
+# outside ``checks`` (phase, verdict, conditions, phases, actions, notifications, the
+# final review) is one that a reader or a restart needs (docs/engine.md).
+REMEASURED = frozenset(
+    {
+        "value",
+        "baseline",
+        "message",
+        "runs",
+        "inconclusives",
+        "lastRun",
+        "lastSlot",
+        "history",
+        "details",
+        "query",
+    }
+)
+
+
+def _lasting(check: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in check.items() if k not in REMEASURED}
+
+
+def matters(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether ``new`` differs from ``old`` in more than what a restart re-measures."""
+    if old.keys() != new.keys():
+        return True
+    for key, value in new.items():
+        if key != "checks":
+            if old[key] != value:
+                return True
+            continue
+        before = old[key] or []
+        if len(before) != len(value):
+            return True
+        if any(_lasting(a) != _lasting(b) for a, b in zip(before, value, strict=True)):
+            return True
+    return False
 
 
 def utcnow() -> datetime.datetime:
@@ -306,7 +351,8 @@ class Engine:
         # The input is the status as last written (a dump), so comparing with it is
         # comparing with previous.dump(), without dumping again.
         changed = new != raw
-        return TickResult(new if changed else None, tuple(events), wake, done=complete)
+        urgent = changed and (bool(events) or matters(raw, new))
+        return TickResult(new if changed else None, tuple(events), wake, done=complete, urgent=urgent)
 
     async def _decide(
         self,

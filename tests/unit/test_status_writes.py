@@ -1,0 +1,187 @@
+"""When the status is written (docs/engine.md): at once when it matters, else at most
+every ``status_refresh_seconds``; a restart from the last written status re-measures
+but repeats no decision, action or Event.
+
+Covers ``ticks.matters`` field by field, the engine's ``urgent`` flag on real ticks
+(on the fakes of test_engine_ticks), the ``Ledger`` keeping and flushing unwritten
+statuses, and a restart from what was written.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+from typing import Any
+
+import pytest
+
+from postdeploy.engine import ledgers, ticks
+from postdeploy.providers.base import Measurement
+
+from .test_engine_ticks import World, check, review
+
+
+def _status() -> dict[str, Any]:
+    return {
+        "phase": "immediate",
+        "verdict": "Passing",
+        "conditions": [
+            {"type": "Healthy", "status": "True", "reason": "ChecksPassing", "lastTransitionTime": "t"}
+        ],
+        "checks": [
+            {
+                "name": "error-rate",
+                "phase": "immediate",
+                "provider": "prometheus",
+                "state": "Running",
+                "value": 0.01,
+                "message": "value 0.01",
+                "runs": 3,
+                "errors": 0,
+                "consecutiveErrors": 0,
+                "lastRun": "2026-01-01T00:02:00+00:00",
+                "lastResult": "Passed",
+                "lastSlot": 2,
+                "history": [{"t": "2026-01-01T00:02:00+00:00", "v": 0.01, "s": "Passed"}],
+            }
+        ],
+    }
+
+
+def _changed(**fields: Any) -> dict[str, Any]:
+    status = _status()
+    status["checks"][0].update(fields)
+    return status
+
+
+def test_a_new_measurement_alone_does_not_matter() -> None:
+    new = _changed(
+        value=0.02,
+        message="value 0.02",
+        runs=4,
+        lastRun="2026-01-01T00:03:00+00:00",
+        lastSlot=3,
+        history=[{"t": "2026-01-01T00:03:00+00:00", "v": 0.02, "s": "Passed"}],
+        details={"series": 1},
+        inconclusives=1,
+    )
+    assert not ticks.matters(_status(), new)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"state": "Failed"},
+        {"lastResult": "Error"},
+        {"lastResult": "Inconclusive"},
+        {"errors": 1, "consecutiveErrors": 1},
+        {"failures": 1},
+        {"memo": {"job": "check-1"}},
+    ],
+)
+def test_a_checks_state_decision_or_memo_matters(fields: dict[str, Any]) -> None:
+    assert ticks.matters(_status(), _changed(**fields))
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("phase", "extended"),
+        ("verdict", "Failing"),
+        ("actions", [{"id": "a1", "action": "annotate"}]),
+        ("conditions", []),
+        ("observedGeneration", 2),
+    ],
+)
+def test_phase_verdict_actions_conditions_matter(field: str, value: Any) -> None:
+    new = _status()
+    new[field] = value
+    assert ticks.matters(_status(), new)
+
+
+def test_a_check_added_or_removed_matters() -> None:
+    new = _status()
+    new["checks"].append(dict(new["checks"][0], name="latency"))
+    assert ticks.matters(_status(), new)
+
+
+async def test_passing_runs_are_not_urgent_failed_and_errored_runs_are() -> None:
+    world = World().at(5)
+    first = await world.tick(review())
+    assert first.urgent  # the phase started
+    steady = await world.at(65).tick(review())
+    assert steady.status is not None and not steady.urgent
+    world.providers.answers["restarts"] = Measurement.error("connection refused")
+    errored = await world.at(125).tick(review())
+    assert errored.urgent
+    world.providers.answers["error-rate"] = Measurement.ok(0.5)
+    failed = await world.at(185).tick(review())  # the phase ended: finished in the same tick
+    assert failed.urgent
+
+
+class RecordingLedger(ledgers.Ledger):
+    def __init__(self, status: dict[str, Any], clock: list[float]) -> None:
+        super().__init__(None, "shop", "r", status, refresh_seconds=300.0, clock=lambda: clock[0])  # type: ignore[arg-type]
+        self.patched: list[dict[str, Any]] = []
+
+    async def _patch(self, status: dict[str, Any]) -> None:
+        self.writes += 1
+        self.patched.append(copy.deepcopy(status))
+
+
+async def test_the_ledger_keeps_what_does_not_matter_and_writes_it_when_due() -> None:
+    now = [1000.0]
+    ledger = RecordingLedger({}, now)
+    await ledger.write(_status())  # urgent by default
+    assert len(ledger.patched) == 1 and not ledger.unwritten
+    remeasured = _changed(value=0.02, runs=4, lastSlot=3)
+    now[0] += 60
+    await ledger.write(remeasured, urgent=False)
+    assert len(ledger.patched) == 1
+    assert ledger.unwritten and ledger.view == remeasured  # the next tick continues from it
+    assert ledger.flush_at() == 1300.0
+    assert not await ledger.flush()  # not yet due
+    now[0] = 1300.0
+    assert await ledger.flush()
+    assert ledger.patched[-1] == remeasured and not ledger.unwritten
+    # A non-urgent change after the refresh time is written at once.
+    now[0] += 400
+    await ledger.write(_changed(value=0.03, runs=5, lastSlot=4), urgent=False)
+    assert len(ledger.patched) == 3
+    # An urgent one always, carrying what was kept before it.
+    now[0] += 10
+    await ledger.write(_changed(value=0.04, runs=6, lastSlot=5), urgent=False)
+    await ledger.write(_changed(value=0.04, runs=6, lastSlot=5), urgent=True)
+    assert len(ledger.patched) == 4 and ledger.patched[-1]["checks"][0]["value"] == 0.04
+
+
+async def test_a_restart_between_unwritten_runs_remeasures_and_repeats_nothing() -> None:
+    """Runs whose status was kept unwritten are lost by a restart: it measures the slot
+    in progress again, and decides, acts and posts nothing twice."""
+    world = World()
+    first = await world.at(5).tick(review(on_failure="annotate"))
+    assert first.urgent
+    written = copy.deepcopy(world.status)  # what the API server holds
+    kept = await world.at(65).tick(review(on_failure="annotate"))
+    assert kept.status is not None and not kept.urgent  # slot 1 ran; not written
+
+    # The restart: a fresh engine on what was written, inside slot 1.
+    restarted = World()
+    restarted.status = written
+    again = await restarted.at(70).tick(review(on_failure="annotate"))
+    assert [name for name, _, _ in restarted.providers.asked] == ["error-rate", "restarts"]  # re-measured
+    assert again.events == ()
+    assert restarted.status["verdict"] == world.status["verdict"] == "Passing"
+    assert check(restarted.status, "error-rate")["lastSlot"] == 1
+
+    # Then a failure: decided, acted on and announced once, in both histories alike.
+    for w in (world, restarted):
+        w.providers.answers["error-rate"] = Measurement.ok(0.2)
+        failed = await w.at(125).tick(review(on_failure="annotate"))
+        assert failed.urgent
+        assert [e.reason for e in failed.events].count("CheckFailed") == 1
+        later = await w.at(185).tick(review(on_failure="annotate"))
+        assert "CheckFailed" not in [e.reason for e in later.events]
+        assert len(w.status["actions"]) == 1
+    assert restarted.status["verdict"] == world.status["verdict"] == "Failed"
+    assert world.now.tzinfo is datetime.UTC
