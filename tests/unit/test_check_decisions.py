@@ -11,8 +11,8 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from postdeploy.decisions import checks, templates
-from postdeploy.models.reviews import CheckState
+from postdeploy.decisions import checks, slos, templates
+from postdeploy.models.reviews import CheckState, Sample
 from postdeploy.providers.base import Measurement
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
@@ -119,3 +119,41 @@ def test_history_limit_is_configurable() -> None:
     for slot in range(10):
         status, _ = checks.record(check, status, Measurement.ok(float(slot)), NOW, slot, history_limit=3)
     assert [sample.v for sample in status.history] == [7.0, 8.0, 9.0]
+
+
+def _samples(values: list[float], limit: int = 100) -> list[Sample]:
+    history: list[Sample] = []
+    for minute, value in enumerate(values):
+        at = checks.stamp(NOW + datetime.timedelta(minutes=minute, microseconds=123))
+        history = checks.append_sample(history, Sample(t=at, v=value, s="Passed"), limit)
+    return history
+
+
+def test_a_held_value_is_kept_as_the_first_and_last_sample_of_its_run() -> None:
+    history = _samples([1.0] * 60)
+    assert [(s.t, s.v) for s in history] == [("2026-01-01T00:00:00Z", 1.0), ("2026-01-01T00:59:00Z", 1.0)]
+    history = _samples([1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0])
+    assert [s.v for s in history] == [1.0, 1.0, 0.0, 0.0, 1.0]
+
+
+def test_the_step_function_and_so_the_downtime_is_kept() -> None:
+    values = [1.0] * 10 + [0.0] * 7 + [1.0] * 5 + [0.0] * 3 + [1.0] * 9
+    until = NOW + datetime.timedelta(minutes=len(values))
+    full = [(NOW + datetime.timedelta(minutes=i), v) for i, v in enumerate(values)]
+
+    def points(history: list[Sample]) -> list[tuple[datetime.datetime, float]]:
+        return [(datetime.datetime.fromisoformat(s.t), float(s.v or 0.0)) for s in history]
+
+    kept = _samples(values)
+    assert len(kept) < len(values) / 3
+    assert slos.downtime(points(kept), until) == slos.downtime(full, until) == datetime.timedelta(minutes=10)
+
+
+def test_history_values_are_rounded_and_times_whole_seconds() -> None:
+    check = _check()
+    status, _ = checks.record(
+        check, checks.initial(check), Measurement.ok(0.0123456789), NOW.replace(microsecond=5), 0
+    )
+    assert status.value == 0.0123456789  # the value itself is kept whole
+    assert status.history[-1].v == 0.01235
+    assert status.history[-1].t == "2026-01-01T00:00:00Z"

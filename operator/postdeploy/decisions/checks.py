@@ -41,7 +41,7 @@ __all__ = ["RUN_RESULTS", "TERMINAL", "finish", "initial", "record"]
 
 TERMINAL = frozenset({CheckState.FAILED, CheckState.ERROR, CheckState.SKIPPED})
 RUN_RESULTS = ("Passed", "Failed", "Error", "Inconclusive", "Pending", "Skipped")
-HISTORY_LIMIT = 30  # samples kept per check by default (POSTDEPLOY_HISTORY_LIMIT)
+HISTORY_LIMIT = 12  # samples kept per check by default (POSTDEPLOY_HISTORY_LIMIT)
 _DETAILS_LIMIT = 4096  # characters of JSON kept in status per check
 
 
@@ -53,6 +53,29 @@ def initial(check: ResolvedCheck) -> CheckStatus:
         fail_when=check.spec.fail_when,
         pass_when=check.spec.pass_when,
     )
+
+
+def stamp(moment: datetime.datetime) -> str:
+    """A sample's time as history records it: whole seconds, UTC, ``Z``."""
+    return moment.astimezone(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _sample_value(value: float | None) -> float | None:
+    """A history value to 4 significant digits: what a chart or an SLO can use."""
+    return None if value is None else float(f"{value:.4g}")
+
+
+def append_sample(history: list[Sample], sample: Sample, limit: int) -> list[Sample]:
+    """``history`` with ``sample``, at most ``limit`` long; a run of equal samples (same
+    value and result) is kept as its first and its last, so a value held for hours
+    takes two samples and the history still reads as a step function (an SLO counts a
+    sample's value until the next sample: ``decisions.slos.downtime``)."""
+    key = (sample.v, sample.s)
+    if len(history) >= 2 and (history[-2].v, history[-2].s) == (history[-1].v, history[-1].s) == key:
+        extended = [*history[:-1], sample]
+    else:
+        extended = [*history, sample]
+    return extended[-limit:] if limit > 0 else []
 
 
 def _finite(value: float | None) -> float | None:
@@ -169,10 +192,8 @@ def record(
     elif result == "Passed":
         status.consecutive_failures = 0
     status.last_result = result
-    status.history = [
-        *(status.history[-(history_limit - 1) :] if history_limit > 1 else []),
-        Sample(t=now.isoformat(), v=_finite(measurement.value), s=result),
-    ]
+    sample = Sample(t=stamp(now), v=_sample_value(_finite(measurement.value)), s=result)
+    status.history = append_sample(status.history, sample, max(1, history_limit))
 
     if status.failures > spec.failure_limit:
         status.state = CheckState.FAILED
