@@ -185,3 +185,32 @@ async def test_a_restart_between_unwritten_runs_remeasures_and_repeats_nothing()
         assert len(w.status["actions"]) == 1
     assert restarted.status["verdict"] == world.status["verdict"] == "Failed"
     assert world.now.tzinfo is datetime.UTC
+
+
+def test_an_idle_review_is_held_as_bytes_without_managed_fields() -> None:
+    """Memory per review in the scheduler: the status as compact JSON, no parsed copy,
+    and the metadata without managedFields."""
+    from types import SimpleNamespace
+
+    from postdeploy.engine import schedulers
+    from postdeploy.engine.settings import Settings
+
+    engine = SimpleNamespace(api=None, settings=Settings(), clock=None)
+    scheduler = schedulers.Scheduler(engine, executor=None, post=lambda *a: None)  # type: ignore[arg-type]
+    body = {
+        "metadata": {
+            "name": "r",
+            "namespace": "shop",
+            "generation": 1,
+            "managedFields": [{"manager": "x" * 500}],
+        },
+        "spec": {"target": {"name": "app"}},
+        "status": _status(),
+    }
+    scheduler.observe(body)
+    entry = scheduler._entries[("shop", "r")]
+    assert "managedFields" not in entry.metadata
+    held = [value for value in vars(entry.ledger).values() if isinstance(value, (dict, list))]
+    assert held == []  # nothing parsed: the status lives as bytes
+    assert isinstance(entry.ledger._blob, bytes) and len(entry.ledger._blob) < len(str(_status()))
+    assert entry.ledger.view == _status()

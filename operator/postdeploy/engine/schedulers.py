@@ -3,8 +3,9 @@
 Made at start-up by ``postdeploy.handlers.lifecycle`` and fed by the watch handler in
 ``postdeploy.handlers.reviews``, which reports every review it sees (``observe``) and
 every deletion (``forget``). The scheduler keeps, per review, the latest metadata and
-spec from the watch and the status it last wrote itself (a ``Ledger``: the watched
-body may lag behind its own writes), and one wake-up time. Its loop runs the reviews
+spec from the watch (without ``managedFields``) and the newest status it computed
+itself (a ``Ledger``, which holds it as compact JSON and writes it when it matters:
+the watched body may lag behind its own writes), and one wake-up time. Its loop runs the reviews
 that are due — one engine tick, the status write, the tick's Events, then the
 executor's actions — at most ``concurrency`` at a time, and sleeps until the next
 wake-up or until a spec or annotation change makes a review due at once.
@@ -101,7 +102,9 @@ class Scheduler:
     # --- what the watch reports ----------------------------------------------------------
 
     def observe(self, body: Mapping[str, Any]) -> None:
-        metadata = dict(body.get("metadata") or {})
+        # managedFields is the largest part of a review's metadata and nothing here
+        # reads it: not kept per review.
+        metadata = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
         key = (str(metadata.get("namespace")), str(metadata.get("name")))
         spec = dict(body.get("spec") or {})
         entry = self._entries.get(key)
