@@ -11,7 +11,7 @@ export VENV
 export PATH := $(VENV)/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)
 
-.PHONY: install venv binaries testbed-up testbed-down demo test test-unit test-e2e lint typecheck crds bench bench-judge bench-backtest
+.PHONY: install venv binaries testbed-up testbed-down demo test test-unit test-e2e lint typecheck crds bench bench-judge bench-backtest bench-status
 
 # All of it: Debian packages, the venv, the Go builds.
 install:
@@ -64,3 +64,8 @@ bench-judge: venv
 # (docs/backtest.md); Prometheus only, no Kubernetes.
 bench-backtest: venv
 	$(PYTHON) -m bench.backtest $(BENCH_BACKTEST_ARGS)
+
+# A review's status size over its 72 hours and how often it is written, on the real
+# engine with fakes for its inputs (docs/benchmarks.md, "Status size"); seconds, no test bed.
+bench-status: venv
+	$(PYTHON) -m bench.status_size $(BENCH_STATUS_ARGS)

@@ -15,6 +15,20 @@ as a separate process, lets it warm up, and measures over a fixed window:
 
 Then it creates 10,000 reviews already Completed, and measures the operator's idle
 CPU with only those. Prints one table; ``--markdown FILE`` also writes it there.
+
+``--steady N,...`` adds the steady-stream mix (issue 16): N reviews of the built-in
+template's three phases (its checks that need neither a person, a Job nor PostgreSQL,
+which the bench bed lacks), whose ``deployedAt`` are spread evenly over the 72 hours a
+review lasts, as a steady stream of releases leaves them: about 3 % in the immediate
+phase (every minute), 31 % extended (every 15 or 30 minutes), the rest business
+(hourly or twice a day). Each review is created with the status an operator running
+all along would have left (earlier phases completed, the current phase's checks run
+up to the current slot), so the operator does not first catch up every review's past
+phases; it writes each review once on start-up and is measured after it has. Each row
+shows beside the operator's cores the API server's and the writes per review and
+minute, and the size of the reviews' status (p50, max); checks run are counted by the
+operator's own ``postdeploy_check_runs`` metric (statuses are written lazily, so their
+run counts lag), and lag is taken from each check's last written run in the window.
 """
 
 from __future__ import annotations
@@ -119,9 +133,23 @@ class BedCpu:
 
 class Operator:
     def __init__(self, env: Mapping[str, str], log: pathlib.Path) -> None:
+        from testbed.ports import free_port
+
+        self.metrics_port = free_port()
         self.handle = open(log, "ab")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "postdeploy", "run", "-n", NAMESPACE],
+            [
+                sys.executable,
+                "-m",
+                "postdeploy",
+                "run",
+                "-n",
+                NAMESPACE,
+                "--metrics-port",
+                str(self.metrics_port),
+                "--metrics-address",
+                "127.0.0.1",
+            ],
             env=dict(env),
             stdout=self.handle,
             stderr=subprocess.STDOUT,
@@ -131,6 +159,28 @@ class Operator:
 
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.process.pid)
+
+    def check_runs(self) -> float:
+        """Measurements taken so far (the operator's ``postdeploy_check_runs`` counter)."""
+        try:
+            text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
+        except httpx.HTTPError:
+            return float("nan")
+        return _metric_sum(text, "postdeploy_check_runs_total", {})
+
+    def reviews_seen(self) -> float:
+        """Reviews whose status the operator has written at least once."""
+        try:
+            text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
+        except httpx.HTTPError:
+            return 0.0
+        return _metric_sum(text, "postdeploy_reviews", {})
+
+    def rss_mb(self) -> float:
+        for line in pathlib.Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
 
     def peak_rss_mb(self) -> float:
         for line in pathlib.Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -219,6 +269,173 @@ def _phase_one_checks(api: k8s.ApiClient) -> tuple[list[dict[str, Any]], dict[st
     return checks, parameters, f"postdeploy-default phase {phase['name']} ({len(checks)} checks)"
 
 
+STEADY_HOURS = 72.0  # how long a review of the built-in template lasts
+_NEEDS_MORE = {"manual", "job", "postgres", "statistics"}  # what the bench bed cannot serve
+
+
+def _seconds(text: str) -> float:
+    from postdeploy.decisions import durations
+
+    return durations.parse_duration(text).total_seconds()
+
+
+def _steady_template(api: k8s.ApiClient) -> tuple[dict[str, Any], str, dict[str, tuple[float, float]]]:
+    """The built-in template's three phases with the checks the bench bed can serve, as
+    ClusterReviewTemplate ``bench-steady``; its description; per check, its phase's
+    start and its interval (seconds), to find each run's slot."""
+    default: Any = k8s.CustomObjectsApi(api).get_cluster_custom_object(
+        GROUP, VERSION, "clusterreviewtemplates", "postdeploy-default"
+    )
+    phases, timing = [], {}
+    for phase in default["spec"]["phases"]:
+        checks = [c for c in phase.get("checks", []) if c.get("enabled", True) and not _NEEDS_MORE & set(c)]
+        phases.append({**phase, "checks": checks})
+        for check in checks:
+            timing[check["name"]] = (
+                _seconds(phase["start"]),
+                _seconds(check.get("interval") or phase["interval"]),
+            )
+    template = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ClusterReviewTemplate",
+        "metadata": {"name": "bench-steady"},
+        "spec": {**default["spec"], "phases": phases},
+    }
+    counts = ", ".join(f"{p['name']} {len(p['checks'])}" for p in phases)
+    return template, f"postdeploy-default, checks per phase: {counts}", timing
+
+
+_PROVIDERS = ("kubernetes", "prometheus", "alertmanager", "http")
+
+
+def _steady_status(
+    template: Mapping[str, Any], deployed_at: datetime.datetime, now: datetime.datetime, target: str
+) -> dict[str, Any]:
+    """The status a review deployed at ``deployed_at`` has by ``now`` under an operator
+    that has been running all along: earlier phases Completed with their checks Passed,
+    the checks of the phase in progress run up to the current slot, later phases Pending.
+    Without it a freshly started operator would first catch up every review's past
+    phases at once, which a steady stream never asks of it."""
+    age = (now - deployed_at).total_seconds()
+    phases, checks = [], []
+    current = None
+    for phase in template["spec"]["phases"]:
+        start, end = _seconds(phase["start"]), _seconds(phase["end"])
+        done, running = end <= age, start <= age < end
+        state = "Completed" if done else ("Running" if running else "Pending")
+        current = phase["name"] if running else current
+        starts, ends = (
+            deployed_at + datetime.timedelta(seconds=start),
+            deployed_at + datetime.timedelta(seconds=end),
+        )
+        phases.append(
+            {
+                "name": phase["name"],
+                "state": state,
+                "startsAt": starts.isoformat(),
+                "endsAt": ends.isoformat(),
+                **({"startedAt": starts.isoformat()} if state != "Pending" else {}),
+                **({"finishedAt": ends.isoformat()} if done else {}),
+            }
+        )
+        if not (done or running):
+            continue
+        for check in phase["checks"]:
+            interval = _seconds(check.get("interval") or phase["interval"])
+            last = int(((end - start) if done else (age - start)) // interval)
+            last = min(last, max(0, int((end - start - 1e-9) // interval)))
+            ran = starts + datetime.timedelta(seconds=last * interval)
+            checks.append(
+                {
+                    "name": check["name"],
+                    "phase": phase["name"],
+                    "provider": next((p for p in _PROVIDERS if p in check), "kubernetes"),
+                    "state": "Passed" if done else "Running",
+                    "runs": last + 1,
+                    "lastSlot": last,
+                    "lastRun": ran.isoformat(),
+                    "lastResult": "Passed",
+                }
+            )
+    return {
+        "phase": current or "Completed",
+        "verdict": "Passing",
+        "version": "1.0.0",
+        "deployedAt": deployed_at.isoformat(),
+        "target": f"Deployment/{target}",
+        "phases": phases,
+        "checks": checks,
+    }
+
+
+def _create_steady(
+    api: k8s.ApiClient, prefix: str, count: int, targets: list[str], template: Mapping[str, Any]
+) -> None:
+    """``count`` reviews of ``bench-steady`` deployed evenly over the last 72 hours, each
+    with the status it would have by now (``_steady_status``)."""
+    objects = k8s.CustomObjectsApi(api)
+    now = datetime.datetime.now(datetime.UTC)
+
+    def create(index: int) -> None:
+        name = f"{prefix}-{index:05d}"
+        target = targets[index % len(targets)]
+        deployed_at = now - datetime.timedelta(hours=STEADY_HOURS * (index + 0.5) / count)
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "PostDeploymentReview",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {
+                "target": {"name": target},
+                "version": "1.0.0",
+                "deployedAt": deployed_at.isoformat(),
+                "templateRef": {"kind": "ClusterReviewTemplate", "name": "bench-steady"},
+            },
+        }
+        objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "postdeploymentreviews", body)
+        status = _steady_status(template, deployed_at, now, target)
+        objects.patch_namespaced_custom_object_status(
+            GROUP, VERSION, NAMESPACE, "postdeploymentreviews", name, {"status": status}
+        )
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(create, range(count)))
+
+
+def _steady_lags(
+    items: list[dict[str, Any]], timing: Mapping[str, tuple[float, float]], since: datetime.datetime
+) -> list[float]:
+    """Run time minus slot time of each check's last written run since ``since``."""
+    lags = []
+    for review in items:
+        status = review.get("status") or {}
+        if not status.get("deployedAt"):
+            continue
+        start = datetime.datetime.fromisoformat(status["deployedAt"])
+        for check in status.get("checks", []):
+            ran = check.get("lastRun")
+            if ran is None or check["name"] not in timing or check.get("lastSlot", -1) < 0:
+                continue
+            at = datetime.datetime.fromisoformat(ran)
+            if at < since:
+                continue
+            offset, interval = timing[check["name"]]
+            slot = start + datetime.timedelta(seconds=offset + check["lastSlot"] * interval)
+            lags.append((at - slot).total_seconds())
+    return lags
+
+
+def _status_sizes(items: list[dict[str, Any]]) -> list[int]:
+    return sorted(len(json.dumps(r.get("status") or {}, separators=(",", ":"))) for r in items)
+
+
+def _phases(items: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for review in items:
+        phase = str((review.get("status") or {}).get("phase"))
+        counts[phase] = counts.get(phase, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def _deployments(api: k8s.ApiClient, count: int) -> list[str]:
     apps = k8s.AppsV1Api(api)
     names = [f"svc-{i:03d}" for i in range(count)]
@@ -250,6 +467,7 @@ def _create_reviews(
     *,
     completed: bool = False,
     spread: float = 0.0,
+    template: str = "bench-phase1",
 ) -> None:
     """Create ``count`` reviews; their deployment times spread evenly over ``spread``
     seconds before ``deployed_at``, as releases of a real organisation are."""
@@ -267,7 +485,7 @@ def _create_reviews(
                 "deployedAt": (
                     deployed_at - datetime.timedelta(seconds=spread * index / max(1, count))
                 ).isoformat(),
-                "templateRef": {"kind": "ClusterReviewTemplate", "name": "bench-phase1"},
+                "templateRef": {"kind": "ClusterReviewTemplate", "name": template},
             },
         }
         objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "postdeploymentreviews", body)
@@ -317,15 +535,10 @@ def _reviews(api: k8s.ApiClient) -> list[dict[str, Any]]:
             return items
 
 
-def _runs(items: list[dict[str, Any]]) -> int:
-    return sum(
-        c.get("runs", 0) + (1 if c.get("state") == "Running" and not c.get("runs") else 0)
-        for r in items
-        for c in (r.get("status") or {}).get("checks", [])
-    )
-
-
-def _lags(items: list[dict[str, Any]], interval: float) -> list[float]:
+def _lags(
+    items: list[dict[str, Any]], interval: float, since: datetime.datetime | None = None
+) -> list[float]:
+    """Run time minus slot time of each check's last written run (since ``since``)."""
     lags = []
     for review in items:
         status = review.get("status") or {}
@@ -337,7 +550,9 @@ def _lags(items: list[dict[str, Any]], interval: float) -> list[float]:
             if check.get("lastRun") is None or check.get("lastSlot", -1) < 1:
                 continue  # the first slot of a review lags by its creation; measure steady state
             slot = start + datetime.timedelta(seconds=check["lastSlot"] * interval)
-            lags.append((datetime.datetime.fromisoformat(check["lastRun"]) - slot).total_seconds())
+            ran = datetime.datetime.fromisoformat(check["lastRun"])
+            if since is None or ran >= since:
+                lags.append((ran - slot).total_seconds())
     return lags
 
 
@@ -404,7 +619,9 @@ def run(
     deployments: int,
     workdir: pathlib.Path,
     profile: pathlib.Path | None = None,
+    steady: list[int] | None = None,
 ) -> list[dict[str, Any]]:
+    steady = steady or []
     results: list[dict[str, Any]] = []
     kube_state = kube.start(workdir / "kube")
     obs_state: dict[str, Any] | None = None
@@ -462,7 +679,10 @@ def run(
                     counters.prometheus_queries(),
                     counters.api_writes(),
                 )
-                before_runs = _runs(_reviews(api))
+                # Statuses are written lazily (docs/engine.md): runs are counted by the
+                # operator's own metric, lags from the runs written in the window.
+                before_runs = operator.check_runs()
+                since = datetime.datetime.now(datetime.UTC)
                 bed_cpu.begin()
                 log_offset = query_log.stat().st_size if query_log.exists() else 0
                 started = time.monotonic()
@@ -482,9 +702,10 @@ def run(
                 )
                 sent = _queries_sent(query_log, log_offset, min(15.0, max(1.0, interval / 4)))
                 items = _reviews(api)
-                after_runs = _runs(items)
-                lags = _lags(items, interval)
-                checks_run = max(1, after_runs - before_runs)
+                after_runs = operator.check_runs()
+                lags = _lags(items, interval, since)
+                sizes = _status_sizes(items)
+                checks_run = max(1.0, after_runs - before_runs)
                 results.append(
                     {
                         "kind": "active",
@@ -499,6 +720,9 @@ def run(
                         "distinct_queries": _distinct_queries(items),
                         "api_writes_per_min": (after_w - before_w) / elapsed * 60,
                         "checks_per_min": checks_run / elapsed * 60,
+                        "apiserver_cores": bed_cpu.cores(elapsed).get("kube-apiserver", float("nan")),
+                        "status_kb_max": sizes[-1] / 1024 if sizes else float("nan"),
+                        "load": pathlib.Path("/proc/loadavg").read_text().split()[:3],
                         # Cores used by the test bed's processes meanwhile, and by the
                         # whole machine (of os.cpu_count()): whether the operator had
                         # the CPU it needed.
@@ -513,6 +737,23 @@ def run(
                     }
                 )
                 _log(f"N={size}: {json.dumps(results[-1])}")
+            finally:
+                operator.stop()
+            _delete_reviews(env)
+
+        if steady:
+            steady_template, steady_name, timing = _steady_template(api)
+            _kubectl(env, "apply", "-f", "-", input_text=yaml.safe_dump(steady_template))
+            _log(f"steady stream: {steady_name}")
+        for size in steady:
+            _log(f"steady N={size}: creating reviews spread over {STEADY_HOURS:g}h")
+            _create_steady(api, f"s{size}", size, targets, steady_template)
+            operator = Operator(operator_env, workdir / f"operator-steady-{size}.log")
+            try:
+                results.append(
+                    _measure_steady(operator, api, counters, bed_cpu, size, window, timing, steady_name)
+                )
+                _log(f"steady N={size}: {json.dumps(results[-1])}")
             finally:
                 operator.stop()
             _delete_reviews(env)
@@ -561,25 +802,104 @@ def run(
     return results
 
 
+def _measure_steady(
+    operator: Operator,
+    api: k8s.ApiClient,
+    counters: Counters,
+    bed_cpu: BedCpu,
+    size: int,
+    window: float,
+    timing: Mapping[str, tuple[float, float]],
+    template_name: str,
+) -> dict[str, Any]:
+    """Wait until the operator has caught up with every review, then measure ``window``."""
+    started = time.monotonic()
+    seen = 0.0
+    while time.monotonic() - started < 1800:
+        time.sleep(15)
+        seen = operator.reviews_seen()
+        if seen >= size:
+            break
+    catch_up = time.monotonic() - started
+    _log(f"steady N={size}: {seen:.0f} reviews ticked after {catch_up:.0f}s; settling 60s")
+    time.sleep(60)
+    since = datetime.datetime.now(datetime.UTC)
+    before_cpu, before_w, before_runs = operator.cpu_seconds(), counters.api_writes(), operator.check_runs()
+    bed_cpu.begin()
+    begun = time.monotonic()
+    time.sleep(window)
+    elapsed = time.monotonic() - begun
+    after_cpu, after_w, after_runs = operator.cpu_seconds(), counters.api_writes(), operator.check_runs()
+    bed = bed_cpu.cores(elapsed)
+    rss = operator.rss_mb()
+    items = _reviews(api)
+    lags = _steady_lags(items, timing, since)
+    sizes = _status_sizes(items)
+    writes = (after_w - before_w) / elapsed * 60
+    return {
+        "kind": "steady",
+        "n": size,
+        "template": template_name,
+        "catch_up_s": round(catch_up),
+        "checks_per_min": (after_runs - before_runs) / elapsed * 60,
+        "lag_p50": _percentile(lags, 50),
+        "lag_p99": _percentile(lags, 99),
+        "lags": len(lags),
+        "cores": (after_cpu - before_cpu) / elapsed,
+        "apiserver_cores": bed.get("kube-apiserver", float("nan")),
+        "rss_mb": rss,
+        "peak_rss_mb": operator.peak_rss_mb(),
+        "api_writes_per_min": writes,
+        "writes_per_review_min": writes / size,
+        "status_kb_p50": sizes[len(sizes) // 2] / 1024 if sizes else float("nan"),
+        "status_kb_max": sizes[-1] / 1024 if sizes else float("nan"),
+        "phases": _phases(items),
+        "bed_cores": bed,
+        "outcomes": _outcomes(items),
+        "machine_cores": os.cpu_count(),
+        "load": pathlib.Path("/proc/loadavg").read_text().split()[:3],
+    }
+
+
 def table(results: list[dict[str, Any]], window: float) -> str:
     lines = [
-        "| reviews | checks/min | lag p50 (s) | lag p99 (s) | CPU s / 1,000 checks | cores | peak RSS (MB) "
-        "| Prometheus queries/min (distinct queries) | API writes/min |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| reviews | checks/min | lag p50 (s) | lag p99 (s) | CPU s / 1,000 checks | cores "
+        "| API server cores | peak RSS (MB) | Prometheus queries/min (distinct queries) | API writes/min "
+        "| status KB max |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if r["kind"] == "active":
             lines.append(
                 f"| {r['n']:,} active | {r['checks_per_min']:.0f} | {r['lag_p50']:.2f} | {r['lag_p99']:.2f} "
-                f"| {r['cpu_per_1000_checks']:.2f} | {r['cores']:.2f} | {r['peak_rss_mb']:.0f} "
-                f"| {r['prometheus_queries_per_min']:.0f} ({r['distinct_queries']}) "
-                f"| {r['api_writes_per_min']:.0f} |"
+                f"| {r['cpu_per_1000_checks']:.2f} | {r['cores']:.2f} | {r['apiserver_cores']:.2f} "
+                f"| {r['peak_rss_mb']:.0f} | {r['prometheus_queries_per_min']:.0f} ({r['distinct_queries']}) "
+                f"| {r['api_writes_per_min']:.0f} | {r['status_kb_max']:.1f} |"
             )
-        else:
+        elif r["kind"] == "completed":
             lines.append(
-                f"| {r['n']:,} completed only | - | - | - | - | {r['cores']:.3f} "
+                f"| {r['n']:,} completed only | - | - | - | - | {r['cores']:.3f} | - "
                 f"| {r['peak_rss_mb']:.0f} | - "
-                f"| {r['api_writes_per_min']:.0f} |"
+                f"| {r['api_writes_per_min']:.0f} | - |"
+            )
+    steady = [r for r in results if r["kind"] == "steady"]
+    if steady:
+        lines += [
+            "",
+            "Steady stream (deployedAt spread over 72 h):",
+            "",
+            "| reviews | phases | checks/min | lag p50 (s) | lag p99 (s) | operator cores | API server cores "
+            "| RSS (MB, peak) | API writes/min | writes/review/min | status KB p50 / max |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in steady:
+            phases = ", ".join(f"{k} {v}" for k, v in r["phases"].items())
+            lines.append(
+                f"| {r['n']:,} | {phases} | {r['checks_per_min']:.0f} | {r['lag_p50']:.2f} "
+                f"| {r['lag_p99']:.2f} | {r['cores']:.2f} | {r['apiserver_cores']:.2f} "
+                f"| {r['rss_mb']:.0f} ({r['peak_rss_mb']:.0f}) "
+                f"| {r['api_writes_per_min']:.0f} | {r['writes_per_review_min']:.3f} "
+                f"| {r['status_kb_p50']:.1f} / {r['status_kb_max']:.1f} |"
             )
     lines.append(f"\nMeasurement window {window:.0f} s per row, after a warm-up of 1.5 check intervals.")
     for r in results:
@@ -589,7 +909,7 @@ def table(results: list[dict[str, Any]], window: float) -> str:
             ranked = sorted(used.items(), key=lambda item: -item[1])
             others = ", ".join(f"{name} {cores:.2f}" for name, cores in ranked)
             lines.append(
-                f"- {r['n']:,} active: machine {machine:.2f} of {r['machine_cores']} cores busy; "
+                f"- {r['n']:,} {r['kind']}: machine {machine:.2f} of {r['machine_cores']} cores busy; "
                 f"operator {r['cores']:.2f}; test bed: {others}"
             )
         if "queries_logged" in r:
@@ -601,7 +921,9 @@ def table(results: list[dict[str, Any]], window: float) -> str:
             )
         if r.get("outcomes"):
             results_ = ", ".join(f"{key} {count}" for key, count in r["outcomes"].items())
-            lines.append(f"- {r['n']:,} active, latest run of each check: {results_}")
+            lines.append(f"- {r['n']:,} {r['kind']}, latest run of each check: {results_}")
+        if r.get("load"):
+            lines.append(f"- {r['n']:,} {r['kind']}: load average {' '.join(r['load'])} after the window")
     return "\n".join(lines)
 
 
@@ -611,6 +933,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sizes", default="100,1000,2000")
     parser.add_argument("--completed", type=int, default=10000)
+    parser.add_argument(
+        "--steady",
+        default="",
+        help="sizes of the steady-stream mix (built-in template, deployedAt over 72 h), e.g. 5000,10000",
+    )
     parser.add_argument("--window", type=float, default=120.0, help="seconds measured per size")
     parser.add_argument("--interval", type=float, default=60.0, help="check interval, seconds")
     parser.add_argument("--deployments", type=int, default=100)
@@ -623,6 +950,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
+    steady = [int(s) for s in args.steady.split(",") if s]
     with tempfile.TemporaryDirectory(prefix="postdeploy-bench-") as tmp:
         results = run(
             sizes,
@@ -632,6 +960,7 @@ def main(argv: list[str] | None = None) -> int:
             args.deployments,
             pathlib.Path(tmp),
             args.profile,
+            steady,
         )
     text = table(results, args.window)
     print(text)

@@ -89,7 +89,9 @@ def test_manual_check_waits_for_a_person(
     run_operator: Callable[..., OperatorProcess],
     plugin: Callable[..., subprocess.CompletedProcess[str]],
 ) -> None:
-    run_operator()
+    # Every run written: the test watches lastSlot move, which alone waits for the
+    # next write that matters (docs/engine.md, "When the status is written").
+    run_operator(POSTDEPLOY_STATUS_REFRESH="0")
     phases = [
         {
             "name": "immediate",

@@ -95,3 +95,45 @@ def _samples(text: str) -> dict[tuple[str, str, str], float]:
             key = (sample.name, labels.get("job", ""), labels.get("code", labels.get("le", "")))
             samples[key] = sample.value
     return samples
+
+
+def test_a_steady_stream_review_starts_from_the_status_it_would_have() -> None:
+    template = {
+        "spec": {
+            "phases": [
+                {
+                    "name": "immediate",
+                    "start": "0s",
+                    "end": "2h",
+                    "interval": "1m",
+                    "checks": [{"name": "a", "prometheus": {}}],
+                },
+                {
+                    "name": "extended",
+                    "start": "2h",
+                    "end": "24h",
+                    "interval": "15m",
+                    "checks": [{"name": "b", "kubernetes": {}}],
+                },
+                {
+                    "name": "business",
+                    "start": "24h",
+                    "end": "72h",
+                    "interval": "1h",
+                    "checks": [{"name": "c", "http": {}}],
+                },
+            ]
+        }
+    }
+    now = datetime.datetime(2026, 1, 3, tzinfo=datetime.UTC)
+    status = bench._steady_status(template, now - datetime.timedelta(hours=3, minutes=20), now, "svc-001")
+    assert status["phase"] == "extended"
+    assert [p["state"] for p in status["phases"]] == ["Completed", "Running", "Pending"]
+    checks = {c["name"]: c for c in status["checks"]}
+    assert (checks["a"]["state"], checks["a"]["lastSlot"], checks["a"]["provider"]) == (
+        "Passed",
+        119,
+        "prometheus",
+    )
+    assert (checks["b"]["state"], checks["b"]["lastSlot"]) == ("Running", 5)  # 80 min into the phase
+    assert "c" not in checks
