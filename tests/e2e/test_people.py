@@ -376,7 +376,7 @@ def test_report_has_the_measured_values_and_renders_offline(
         {
             "name": "immediate",
             "start": "0s",
-            "end": "14s",
+            "end": "40s",
             "interval": "2s",
             "checks": [
                 {"name": "rollout", "kubernetes": {"measure": "rolloutComplete"}},
@@ -386,8 +386,8 @@ def test_report_has_the_measured_values_and_renders_offline(
         },
         {
             "name": "documentation",
-            "start": "14s",
-            "end": "18s",
+            "start": "40s",
+            "end": "44s",
             "interval": "2s",
             "checks": [
                 {"name": "deployment-report", "report": {"window": "10m"}},
@@ -480,3 +480,8 @@ def test_report_has_the_measured_values_and_renders_offline(
     red = sum(1 for r, g, b in pixels if abs(r - 0xCF) < 40 and abs(g - 0x22) < 50 and abs(b - 0x2E) < 50)
     assert blue > 300, f"chart lines hardly visible: {blue} blue pixels"
     assert red > 50, f"deployment markers hardly visible: {red} red pixels"
+
+    # Entered after the final review was written: recorded, and the person is told so.
+    late = plugin("-n", namespace, "impact", "reported", "--tickets", "4")
+    assert late.returncode == 0 and "reported is Complete" in late.stdout, late
+    assert status_of(kubectl, namespace, "reported")["finalReview"]["impact"]["tickets"] == 3

@@ -12,7 +12,7 @@ import argparse
 import datetime
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 from postdeploy.models.reviews import CheckStatus, ReviewStatus
@@ -190,6 +190,20 @@ def _token() -> str:
     return f"{datetime.datetime.now(datetime.UTC).strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(2)}"
 
 
+def _completed(body: Mapping[str, Any]) -> bool:
+    conditions = (body.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Complete" and c.get("status") == "True" for c in conditions)
+
+
+def _late(name: str, body: Mapping[str, Any], out: TextIO) -> None:
+    """Say so when what a person enters comes after the final review was written."""
+    if _completed(body):
+        out.write(
+            f"note: {name} is Complete; its final review and stored report were written before this "
+            "and do not change (the entry stays on the review's annotations)\n"
+        )
+
+
 def note(session: Session, args: argparse.Namespace, out: TextIO) -> int:
     kinds = {
         "lesson": args.lesson,
@@ -206,7 +220,7 @@ def note(session: Session, args: argparse.Namespace, out: TextIO) -> int:
             errors.USAGE,
         )
     kind, text = chosen[0]
-    session.review(args.name)  # a clear "not found" before writing
+    body = session.review(args.name)  # a clear "not found" before writing
     value: dict[str, Any] = {"kind": kind, "text": text, "by": session.whoami(), "at": session.now()}
     if kind == "remediation":
         value.update(type=text, text=args.fix or args.cause or text)
@@ -216,6 +230,7 @@ def note(session: Session, args: argparse.Namespace, out: TextIO) -> int:
     key = f"{inputs.NOTE_PREFIX}{kind}-{_token().lower()}"
     session.annotate(args.name, {key: json.dumps(value)})
     out.write(f"{kind} recorded on {args.name}\n")
+    _late(args.name, body, out)
     return errors.OK
 
 
@@ -236,6 +251,7 @@ def impact(session: Session, args: argparse.Namespace, out: TextIO) -> int:
         f"customer impact of {args.name}: {value['tickets']} ticket(s), {value['complaints']} complaint(s), "
         f"{value['positive']} positive\n"
     )
+    _late(args.name, body, out)
     return errors.OK
 
 
