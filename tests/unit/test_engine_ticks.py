@@ -285,3 +285,28 @@ async def test_a_checks_secret_comes_from_the_reviews_namespace(present: bool) -
         assert slow["lastResult"] == "Error"
         assert "Secret shop/db not found" in slow["message"]
     assert "postgresql://" not in str(world.status)
+
+
+async def test_a_review_completes_only_after_the_action_its_last_run_decided() -> None:
+    world = World()
+    for second in (5, 65):
+        await world.at(second).tick(review(on_failure="rollback"))
+    # A late tick (a loaded machine) runs the last slot after the phase's end: the run
+    # fails and decides a rollback in the same tick that would complete the review.
+    world.providers.answers["error-rate"] = Measurement.ok(0.2)
+    late = await world.at(185).tick(review(on_failure="rollback"))
+    actions = world.status["actions"]
+    assert ("rollback", "Pending") in [(a["action"], a["state"]) for a in actions]
+    assert world.status["phase"] == "immediate"
+    assert world.status["verdict"] == "Failing"
+    assert not late.done
+    assert late.wake_at is not None and late.wake_at <= world.now + datetime.timedelta(seconds=15)
+    assert not any(c["type"] == "Complete" and c["status"] == "True" for c in world.status["conditions"])
+    # Once postdeploy.engine.executions has carried it out, the review completes and
+    # says what was done.
+    for action in world.status["actions"]:
+        action.update(state="Done", fromRevision="2", toRevision="1")
+    done = await world.at(190).tick(review(on_failure="rollback"))
+    assert world.status["phase"] == "Completed"
+    assert world.status["verdict"] == "RolledBack"
+    assert done.done

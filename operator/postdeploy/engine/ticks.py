@@ -309,17 +309,21 @@ class Engine:
     ) -> TickResult:
         """Actions, phases, verdict, conditions, the final review; Events and wake-up."""
         review, generation = setting.review, body.get("metadata", {}).get("generation")
-        complete = plan.phase is None
         status.checks = [
             by_name.get(c.name) or check_decisions.initial(c) for p in review.phases for c in p.checks
         ]
         # Decide actions for checks that failed and have none yet; the records are written
         # with this status, before postdeploy.engine.executions carries any of them out.
         deferred = not await self._decide(review, setting.target, status, now)
+        # A review whose last run decided an action completes only once the action is
+        # carried out: its verdict (RolledBack), breach annotations and completion
+        # message must say what was done, not what was about to be.
+        acting = any(not record.state.final for record in status.actions)
+        complete = plan.phase is None and not acting
         status.phases = [
             self._phase_status(p, previous, completed, setting.deployed_at, now, plan) for p in review.phases
         ]
-        status.phase = COMPLETED if complete else (plan.phase.name if plan.phase else None)
+        status.phase = COMPLETED if complete else (plan.phase.name if plan.phase else previous.phase)
         rollback = _rollback_done(status.actions)
         status.verdict = verdicts.verdict(status.checks, complete=complete, rolled_back=rollback is not None)
         # The final review (SLOs, sign-offs, report) once every phase has completed; the
@@ -345,7 +349,7 @@ class Engine:
             wake = now + datetime.timedelta(seconds=self.settings.max_sleep_seconds)
         if wake is not None:
             wake = min(wake, now + datetime.timedelta(seconds=self.settings.max_sleep_seconds))
-        if deferred:
+        if deferred or (acting and plan.phase is None):
             wake = min(wake, now + _RETRY) if wake is not None else now + _RETRY
         new = status.dump()
         # The input is the status as last written (a dump), so comparing with it is
