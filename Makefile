@@ -49,8 +49,11 @@ test-unit: venv
 test-e2e: install
 	$(PYTHON) -m pytest -q -m e2e tests/e2e
 
+# Two workers, a test file each at a time (each worker starts its own test bed on free
+# loopback ports); the 25 slowest tests are listed at the end.
+TEST_WORKERS ?= 2
 test: install lint
-	$(PYTHON) -m pytest -q tests
+	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 tests
 
 bench: install
 	$(PYTHON) -m testbed.bench
