@@ -183,6 +183,10 @@ async def test_a_restart_between_unwritten_runs_remeasures_and_repeats_nothing()
         later = await w.at(185).tick(review(on_failure="annotate"))
         assert "CheckFailed" not in [e.reason for e in later.events]
         assert len(w.status["actions"]) == 1
+        # The executor carries the annotation out; only then does the review complete.
+        assert not later.done
+        w.status["actions"][0]["state"] = "Done"
+        assert (await w.at(190).tick(review(on_failure="annotate"))).done
     assert restarted.status["verdict"] == world.status["verdict"] == "Failed"
     assert world.now.tzinfo is datetime.UTC
 
