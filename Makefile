@@ -11,7 +11,7 @@ export VENV
 export PATH := $(VENV)/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)
 
-.PHONY: install venv binaries testbed-up testbed-down demo test test-unit test-e2e lint typecheck crds bench bench-judge bench-backtest bench-status
+.PHONY: install venv binaries testbed-up testbed-down demo test test-unit test-e2e lint typecheck crds bench bench-judge bench-backtest bench-status bench-argo
 
 # All of it: Debian packages, the venv, the Go builds.
 install:
@@ -57,6 +57,12 @@ test: install lint
 
 bench: install
 	$(PYTHON) -m testbed.bench
+
+# postdeploy beside Argo Rollouts v1.9.0 on one test bed (docs/benchmarks.md); builds
+# Argo's controller into the binary cache on first use. BENCH_ARGO_ARGS=--sizes 100 ...
+bench-argo: install
+	./testbed/build-argo.sh >/dev/null
+	$(PYTHON) -m bench.argo $(BENCH_ARGO_ARGS)
 
 # The judge's false-failure and detection rates on synthetic streams (docs/judge.md);
 # no test bed. BENCH_JUDGE_ARGS=--quick for a smoke run.
