@@ -665,7 +665,9 @@ def run(args: argparse.Namespace, workdir: pathlib.Path) -> dict[str, Any]:
     argo_binary = build_argo()
     version = subprocess.run([str(argo_binary), "--version"], capture_output=True, text=True).stdout.strip()
     out: dict[str, Any] = {
-        "argo": {"release": ARGO_RELEASE, "version": version.splitlines()[0] if version else ARGO_RELEASE},
+        # the binary says v99.99.99+unknown: the release's version is set by ldflags in its
+        # own builds; this one is built from the module at ARGO_RELEASE
+        "argo": {"release": ARGO_RELEASE, "version": f"{ARGO_RELEASE} (binary: {version or 'no version'})"},
         "scale": [],
         "breach": {},
         "uptime": [],
@@ -793,9 +795,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--breach-interval", type=float, default=10.0)
     parser.add_argument("--markdown", type=pathlib.Path, default=None)
     parser.add_argument("--json", type=pathlib.Path, default=None, help="every figure, written as they come")
+    parser.add_argument("--workdir", type=pathlib.Path, default=None, help="keep the test bed and logs here")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="postdeploy-bench-argo-") as tmp:
-        out = run(args, pathlib.Path(tmp))
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        out = run(args, args.workdir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="postdeploy-bench-argo-") as tmp:
+            out = run(args, pathlib.Path(tmp))
     text = table(out)
     print(text)
     if args.markdown:
