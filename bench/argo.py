@@ -70,7 +70,7 @@ sys.path.insert(0, str(ROOT / "operator"))
 
 from bench import rollback_latency  # noqa: E402
 from postdeploy.models import crds  # noqa: E402
-from testbed import bench, fleet, kube, observability, ports  # noqa: E402
+from testbed import bench, fleet, kube, observability, ports, profiles  # noqa: E402
 
 __all__ = ["argo_lags", "argo_measurements", "main", "ratio", "table"]
 
@@ -378,7 +378,14 @@ def _create_paced(count: int, create: Callable[[int], None], seconds: float) -> 
 
 
 def measure_scale(
-    bed: Bed, tool: str, size: int, targets: list[str], interval: float, window: float, workdir: pathlib.Path
+    bed: Bed,
+    tool: str,
+    size: int,
+    targets: list[str],
+    interval: float,
+    window: float,
+    workdir: pathlib.Path,
+    profile: pathlib.Path | None = None,
 ) -> dict[str, Any]:
     objects = k8s.CustomObjectsApi(bed.api)
     every = f"{int(interval)}s"
@@ -426,8 +433,14 @@ def measure_scale(
         bed_cpu.begin()
         log_offset = bed.query_log.stat().st_size if bed.query_log.exists() else 0
         started_wall, started = time.time(), time.monotonic()
+        recording = None
+        if profile is not None and tool == "postdeploy":
+            profile.mkdir(parents=True, exist_ok=True)
+            recording = profiles.Recording(process.pid, min(60.0, window), profile / f"postdeploy-{size}.txt")
         time.sleep(window)
         elapsed = time.monotonic() - started
+        if recording is not None:
+            _log(profiles.summary(recording.wait()))
         after_cpu = process.cpu_seconds()
         after_api_cpu = bench.cpu_seconds(bed.apiserver_pid)
         after_metrics = bed.metrics()
@@ -706,7 +719,7 @@ def run(args: argparse.Namespace, workdir: pathlib.Path) -> dict[str, Any]:
             for tool in tools:
                 load(f"{tool} N={size}")
                 out["scale"].append(
-                    measure_scale(bed, tool, size, targets, args.interval, args.window, workdir)
+                    measure_scale(bed, tool, size, targets, args.interval, args.window, workdir, args.profile)
                 )
                 load(f"{tool} N={size} end")
                 if args.json:
@@ -795,6 +808,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--breach-interval", type=float, default=10.0)
     parser.add_argument("--markdown", type=pathlib.Path, default=None)
     parser.add_argument("--json", type=pathlib.Path, default=None, help="every figure, written as they come")
+    parser.add_argument(
+        "--profile",
+        type=pathlib.Path,
+        default=None,
+        help="directory: py-spy samples postdeploy for up to 60 s of each window (perturbs the figures)",
+    )
     parser.add_argument("--workdir", type=pathlib.Path, default=None, help="keep the test bed and logs here")
     args = parser.parse_args(argv)
     if args.workdir is not None:
