@@ -182,6 +182,14 @@ def argo_crds() -> pathlib.Path:
     return path
 
 
+def memory_mb(pid: int, field: str) -> float:
+    """``VmHWM`` (peak) or ``VmRSS`` (now) of a process, MB."""
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 class Process:
     """A tool's controller as a process of its own: CPU and memory from ``/proc``."""
 
@@ -197,12 +205,6 @@ class Process:
 
     def cpu_seconds(self) -> float:
         return bench.cpu_seconds(self.process.pid)
-
-    def memory_mb(self, field: str = "VmHWM") -> float:
-        for line in pathlib.Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -232,11 +234,6 @@ def start_argo(binary: pathlib.Path, env: Mapping[str, str], namespace: str, log
         "warn",
     ]
     return Process(argv, {**os.environ, **env, "POD_NAMESPACE": namespace}, log)
-
-
-def start_postdeploy(env: Mapping[str, str], namespace: str, log: pathlib.Path) -> Process:
-    argv = [sys.executable, "-m", "postdeploy", "run", "-n", namespace]
-    return Process(argv, env, log)
 
 
 # --- objects -------------------------------------------------------------------------
@@ -390,7 +387,9 @@ def measure_scale(
     objects = k8s.CustomObjectsApi(bed.api)
     every = f"{int(interval)}s"
     if tool == "argo":
-        process = start_argo(bed.argo_binary, bed.env, NAMESPACE, workdir / f"argo-{size}.log")
+        process: Process | bench.Operator = start_argo(
+            bed.argo_binary, bed.env, NAMESPACE, workdir / f"argo-{size}.log"
+        )
 
         def create(index: int) -> None:
             body = analysis_run(f"a{size}-{index:05d}", targets[index % len(targets)], bed.prometheus, every)
@@ -410,16 +409,22 @@ def measure_scale(
 
         _log(f"postdeploy N={size}: creating reviews")
         _create_paced(size, create, 0.0)
-        process = start_postdeploy(bed.operator_env, NAMESPACE, workdir / f"postdeploy-{size}.log")
+        # the scale benchmark's operator process: its metrics port counts check runs
+        process = bench.Operator(bed.operator_env, workdir / f"postdeploy-{size}.log")
     plural, group, version = (
         ("analysisruns", ARGO_GROUP, ARGO_VERSION)
         if tool == "argo"
         else ("postdeploymentreviews", PD_GROUP, PD_VERSION)
     )
 
-    def measurements() -> tuple[int, list[dict[str, Any]]]:
+    def measurements() -> tuple[float, list[dict[str, Any]]]:
+        """Measurements so far: Argo's counts in each AnalysisRun's status; postdeploy's
+        own ``postdeploy_check_runs`` metric (it writes statuses lazily, so the run
+        counts in status lag behind)."""
         items = _list(bed.api, group, version, plural, NAMESPACE)
-        return (argo_measurements(items) if tool == "argo" else bench._runs(items)), items
+        if isinstance(process, bench.Operator):
+            return process.check_runs(), items
+        return float(argo_measurements(items)), items
 
     try:
         warmup = interval * 1.5 + size / 200
@@ -432,11 +437,13 @@ def measure_scale(
         bed_cpu = bench.BedCpu({**bed.kube_state["pids"], **bed.obs_state["pids"]})
         bed_cpu.begin()
         log_offset = bed.query_log.stat().st_size if bed.query_log.exists() else 0
-        started_wall, started = time.time(), time.monotonic()
+        since = datetime.datetime.now(datetime.UTC)
+        started_wall, started = since.timestamp(), time.monotonic()
         recording = None
         if profile is not None and tool == "postdeploy":
             profile.mkdir(parents=True, exist_ok=True)
-            recording = profiles.Recording(process.pid, min(60.0, window), profile / f"postdeploy-{size}.txt")
+            output = profile / f"postdeploy-{size}.txt"
+            recording = profiles.Recording(process.process.pid, min(60.0, window), output)
         time.sleep(window)
         elapsed = time.monotonic() - started
         if recording is not None:
@@ -446,12 +453,12 @@ def measure_scale(
         after_metrics = bed.metrics()
         sent = bench._queries_sent(bed.query_log, log_offset, 15.0)
         after_count, items = measurements()
-        rss_now = process.memory_mb("VmRSS")
-        peak_rss = process.memory_mb("VmHWM")
+        rss_now = memory_mb(process.process.pid, "VmRSS")
+        peak_rss = memory_mb(process.process.pid, "VmHWM")
         bed_cores = bed_cpu.cores(elapsed)
     finally:
         process.stop()
-    done = max(1, after_count - before_count)
+    done = max(1.0, after_count - before_count)
     own_writes = {
         verb: after - before
         for (verb, after), before in zip(
@@ -464,7 +471,7 @@ def measure_scale(
     if tool == "argo":
         lags, outcomes = argo_lags(items, interval, started_wall), argo_outcomes(items)
     else:
-        lags, outcomes = bench._lags(items, interval), bench._outcomes(items)
+        lags, outcomes = bench._lags(items, interval, since), bench._outcomes(items)
     result = {
         "tool": tool,
         "n": size,
@@ -715,7 +722,10 @@ def run(args: argparse.Namespace, workdir: pathlib.Path) -> dict[str, Any]:
             env, "-n", NAMESPACE, "wait", "--for=condition=Available", "deployment", "--all", "--timeout=300s"
         )
         time.sleep(max(0.0, services.started + args.interval + 30 - time.time()))
-        for size in sizes:
+        # Sizes in the order given (largest first by default), the breach runs after the
+        # first of them: if a shared machine's session is cut short, the figures the
+        # targets name (N = 2,000 and the breach) exist first.
+        for position, size in enumerate(sizes):
             for tool in tools:
                 load(f"{tool} N={size}")
                 out["scale"].append(
@@ -724,14 +734,28 @@ def run(args: argparse.Namespace, workdir: pathlib.Path) -> dict[str, Any]:
                 load(f"{tool} N={size} end")
                 if args.json:
                     args.json.write_text(json.dumps(out, indent=1))
-        if args.breach_runs:
+            if position == 0 or size == sizes[-1]:
+                for tool in tools:
+                    if not args.breach_runs or tool in out["breach"]:
+                        continue
+                    load(f"{tool} breach")
+                    out["breach"][tool] = measure_breach(
+                        kube_state,
+                        obs_state,
+                        argo_binary,
+                        tool,
+                        args.breach_runs,
+                        args.breach_interval,
+                        workdir,
+                    )
+                    if args.json:
+                        args.json.write_text(json.dumps(out, indent=1))
+        if not sizes and args.breach_runs:
             for tool in tools:
                 load(f"{tool} breach")
                 out["breach"][tool] = measure_breach(
                     kube_state, obs_state, argo_binary, tool, args.breach_runs, args.breach_interval, workdir
                 )
-                if args.json:
-                    args.json.write_text(json.dumps(out, indent=1))
         load("end")
     finally:
         if obs_state is not None:
@@ -784,7 +808,7 @@ def table(out: Mapping[str, Any]) -> str:
         bed_cores = dict(r["bed_cores"])
         machine = bed_cores.pop("machine", float("nan"))
         notes.append(
-            f"- {r['tool']} N={r['n']:,}: {r['measurements']} measurements in {r['window']:.0f} s; "
+            f"- {r['tool']} N={r['n']:,}: {r['measurements']:.0f} measurements in {r['window']:.0f} s; "
             f"{r['queries']} Prometheus queries; writes on its resources {verbs or 'none'}; "
             f"writes on all resources {r['api_writes_all_resources_per_min']:.0f}/min; "
             f"lag samples {r['lag_samples']}; RSS at the end {r['rss_mb']:.0f} MB; "
@@ -799,7 +823,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="make bench-argo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", default="100,500,2000", help="concurrent analyses, comma-separated")
+    parser.add_argument(
+        "--sizes", default="2000,500,100", help="concurrent analyses, comma-separated, in order"
+    )
     parser.add_argument("--tools", default="argo,postdeploy")
     parser.add_argument("--window", type=float, default=120.0, help="seconds measured per size and tool")
     parser.add_argument("--interval", type=float, default=60.0, help="measurement interval, seconds")
@@ -815,7 +841,13 @@ def main(argv: list[str] | None = None) -> int:
         help="directory: py-spy samples postdeploy for up to 60 s of each window (perturbs the figures)",
     )
     parser.add_argument("--workdir", type=pathlib.Path, default=None, help="keep the test bed and logs here")
+    parser.add_argument(
+        "--table-from", type=pathlib.Path, default=None, help="print the table of a --json file"
+    )
     args = parser.parse_args(argv)
+    if args.table_from is not None:
+        print(table(json.loads(args.table_from.read_text())))
+        return 0
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
         out = run(args, args.workdir)
