@@ -790,6 +790,20 @@ def table(out: Mapping[str, Any]) -> str:
             o = float(ours[key]) if ours else float("nan")
             rows.append((label, a, o, ratio(o, a)))
             lines.append(f"| {label} | {size:,} | {a:{fmt}} | {o:{fmt}} | {ratio(o, a)} |")
+    if len(sizes) > 1:
+        # Memory each further 1,000 analyses take (peak RSS between the smallest and the
+        # largest size), without the process's fixed base.
+        low, high = sizes[0], sizes[-1]
+        growth = []
+        for tool in ("argo", "postdeploy"):
+            a, b = by.get((tool, low)), by.get((tool, high))
+            growth.append(
+                (b["peak_rss_mb"] - a["peak_rss_mb"]) / (high - low) * 1000 if a and b else float("nan")
+            )
+        lines.append(
+            f"| RSS growth per 1,000 analyses (MB) | {low:,} to {high:,} | {growth[0]:.0f} | {growth[1]:.0f} "
+            f"| {ratio(growth[1], growth[0])} |"
+        )
     breach = out.get("breach") or {}
     if breach:
         for label, q in (("breach to action p50 (s)", 50), ("breach to action p99 (s)", 99)):
