@@ -119,7 +119,12 @@ def test_table_puts_both_tools_and_their_ratio_in_one_row() -> None:
         "window": 120.0,
     }
     out = {
-        "scale": [{**row, "tool": "argo"}, {**row, "tool": "postdeploy", "cpu_per_1000": 1.0}],
+        "scale": [
+            {**row, "tool": "argo"},
+            {**row, "tool": "postdeploy", "cpu_per_1000": 1.0},
+            {**row, "tool": "argo", "n": 2100, "peak_rss_mb": 300.0},
+            {**row, "tool": "postdeploy", "n": 2100, "peak_rss_mb": 200.0},
+        ],
         "breach": {"argo": [1.0, 2.0, 3.0], "postdeploy": [1.0, 1.0, 1.5]},
         "uptime": [{"at": "start", "load": "1.0 1.0 1.0"}],
         "argo": {"version": "v1.9.0"},
@@ -128,3 +133,5 @@ def test_table_puts_both_tools_and_their_ratio_in_one_row() -> None:
     assert "| CPU s / 1,000 measurements | 100 | 2.00 | 1.00 | 0.50 |" in text
     assert "| breach to action p50 (s) | 3 runs | 2.00 | 1.00 | 0.50 |" in text
     assert "start: 1.0 1.0 1.0" in text
+    # growth between the smallest and largest size, per 1,000: (300 - 100) / 2,000 * 1,000
+    assert "| RSS growth per 1,000 analyses (MB) | 100 to 2,100 | 100 | 50 | 0.50 |" in text
