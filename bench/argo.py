@@ -649,9 +649,11 @@ def measure_breach(
     runs: int,
     interval: float,
     workdir: pathlib.Path,
+    latencies: list[float] | None = None,
+    on_run: Callable[[], None] = lambda: None,
 ) -> list[float]:
     bed = rollback_latency.Bed(kube_state["env"], obs_state["env"])
-    latencies: list[float] = []
+    latencies = [] if latencies is None else latencies  # filled as the runs come
     original = httpx.get(bed.control, timeout=5).json()
     if tool == "argo":
         bed.apply(breach_template(bed.prometheus, f"{int(interval)}s"))
@@ -661,6 +663,7 @@ def measure_breach(
                 run = argo_breach_run(bed, index, interval)
                 latencies.append(run["applied"] - run["visible"])
                 _log(f"argo breach run {index}: {latencies[-1]:.2f} s")
+                on_run()
         finally:
             process.stop()
             httpx.post(bed.control, json={"error_rate": original["error_rate"]}, timeout=5)
@@ -671,6 +674,7 @@ def measure_breach(
                     run = rollback_latency.one_run(bed, 1000 + index, f"{int(interval)}s")
                     latencies.append(run["applied"] - run["visible"])
                     _log(f"postdeploy breach run {index}: {latencies[-1]:.2f} s")
+                    on_run()
             finally:
                 httpx.post(bed.control, json={"error_rate": original["error_rate"]}, timeout=5)
     return latencies
@@ -693,6 +697,10 @@ def run(args: argparse.Namespace, workdir: pathlib.Path) -> dict[str, Any]:
         "uptime": [],
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
+
+    def save() -> None:
+        if args.json:
+            args.json.write_text(json.dumps(out, indent=1))
 
     def load(label: str) -> None:
         text = pathlib.Path("/proc/loadavg").read_text().split()[:3]
@@ -739,7 +747,8 @@ def run(args: argparse.Namespace, workdir: pathlib.Path) -> dict[str, Any]:
                     if not args.breach_runs or tool in out["breach"]:
                         continue
                     load(f"{tool} breach")
-                    out["breach"][tool] = measure_breach(
+                    out["breach"][tool] = []
+                    measure_breach(
                         kube_state,
                         obs_state,
                         argo_binary,
@@ -747,14 +756,23 @@ def run(args: argparse.Namespace, workdir: pathlib.Path) -> dict[str, Any]:
                         args.breach_runs,
                         args.breach_interval,
                         workdir,
+                        out["breach"][tool],
+                        save,
                     )
-                    if args.json:
-                        args.json.write_text(json.dumps(out, indent=1))
         if not sizes and args.breach_runs:
             for tool in tools:
                 load(f"{tool} breach")
-                out["breach"][tool] = measure_breach(
-                    kube_state, obs_state, argo_binary, tool, args.breach_runs, args.breach_interval, workdir
+                out["breach"][tool] = []
+                measure_breach(
+                    kube_state,
+                    obs_state,
+                    argo_binary,
+                    tool,
+                    args.breach_runs,
+                    args.breach_interval,
+                    workdir,
+                    out["breach"][tool],
+                    save,
                 )
         load("end")
     finally:
@@ -796,9 +814,11 @@ def table(out: Mapping[str, Any]) -> str:
         low, high = sizes[0], sizes[-1]
         growth = []
         for tool in ("argo", "postdeploy"):
-            a, b = by.get((tool, low)), by.get((tool, high))
+            small, large = by.get((tool, low)), by.get((tool, high))
             growth.append(
-                (b["peak_rss_mb"] - a["peak_rss_mb"]) / (high - low) * 1000 if a and b else float("nan")
+                (large["peak_rss_mb"] - small["peak_rss_mb"]) / (high - low) * 1000
+                if small and large
+                else float("nan")
             )
         lines.append(
             f"| RSS growth per 1,000 analyses (MB) | {low:,} to {high:,} | {growth[0]:.0f} | {growth[1]:.0f} "
