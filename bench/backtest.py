@@ -30,7 +30,8 @@ import time
 
 from postdeploy import defaults
 from postdeploy.backtests import releases, replays, summaries
-from postdeploy.decisions import durations, templates
+from postdeploy.decisions import templates
+from postdeploy.kit import durations
 from postdeploy.providers.base import Target
 from testbed import observability
 

@@ -66,7 +66,8 @@ sys.path.insert(0, str(ROOT / "operator"))
 from bench import judge_compare  # noqa: E402
 from bench import judge_streams as streams  # noqa: E402
 from postdeploy import defaults  # noqa: E402
-from postdeploy.decisions import checks, durations, phases, templates  # noqa: E402
+from postdeploy.decisions import checks, phases, templates  # noqa: E402
+from postdeploy.kit import durations  # noqa: E402
 from postdeploy.models.reviews import CheckState  # noqa: E402
 from postdeploy.providers.base import Measurement  # noqa: E402
 

@@ -49,7 +49,7 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
-from postdeploy.decisions import durations  # noqa: E402
+from postdeploy.kit import durations  # noqa: E402
 from postdeploy.models import crds  # noqa: E402
 from testbed import kube, observability  # noqa: E402
 

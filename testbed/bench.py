@@ -54,11 +54,11 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
+from postdeploy.models.crds import API_VERSION, CLUSTER_TEMPLATES, GROUP, REVIEWS, VERSION
 from testbed import bed, fleet, kube, observability, profiles
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NAMESPACE = "bench"
-GROUP, VERSION = "postdeploy.io", "v1alpha1"
 ERROR_RATE = (
     'sum(rate(http_requests_total{namespace="{{namespace}}",job="{{target}}",code=~"5.."}[5m]))'
     ' / sum(rate(http_requests_total{namespace="{{namespace}}",job="{{target}}"}[5m]))'
@@ -231,14 +231,14 @@ class Counters:
             "apiserver_request_total",
             {
                 "verb": {"POST", "PATCH", "PUT", "DELETE", "APPLY"},
-                "resource": {"postdeploymentreviews", "events"},
+                "resource": {REVIEWS, "events"},
             },
         )
 
 
 def _template(checks: list[dict[str, Any]], parameters: dict[str, str], interval: str) -> dict[str, Any]:
     return {
-        "apiVersion": f"{GROUP}/{VERSION}",
+        "apiVersion": API_VERSION,
         "kind": "ClusterReviewTemplate",
         "metadata": {"name": "bench-phase1"},
         "spec": {
@@ -255,7 +255,7 @@ def _phase_one_checks(api: k8s.ApiClient) -> tuple[list[dict[str, Any]], dict[st
     objects = k8s.CustomObjectsApi(api)
     try:
         default: Any = objects.get_cluster_custom_object(
-            GROUP, VERSION, "clusterreviewtemplates", "postdeploy-default"
+            GROUP, VERSION, CLUSTER_TEMPLATES, "postdeploy-default"
         )
     except k8s.ApiException:
         return STAND_IN_CHECKS, {}, "stand-in (8 checks)"
@@ -274,7 +274,7 @@ _NEEDS_MORE = {"manual", "job", "postgres", "statistics"}  # what the bench bed 
 
 
 def _seconds(text: str) -> float:
-    from postdeploy.decisions import durations
+    from postdeploy.kit import durations
 
     return durations.parse_duration(text).total_seconds()
 
@@ -476,7 +476,7 @@ def _create_reviews(
     def create(index: int) -> None:
         name = f"{prefix}-{index:05d}"
         body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
+            "apiVersion": API_VERSION,
             "kind": "PostDeploymentReview",
             "metadata": {"name": name, "namespace": NAMESPACE},
             "spec": {
@@ -488,7 +488,7 @@ def _create_reviews(
                 "templateRef": {"kind": "ClusterReviewTemplate", "name": template},
             },
         }
-        objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "postdeploymentreviews", body)
+        objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, REVIEWS, body)
         if completed:
             # What the operator leaves on a review it completed: its final duties done.
             final = {"id": "annotate-final", "action": "annotate", "state": "Done", "cause": "completed"}
@@ -502,7 +502,7 @@ def _create_reviews(
                 }
             }
             objects.patch_namespaced_custom_object_status(
-                GROUP, VERSION, NAMESPACE, "postdeploymentreviews", name, status
+                GROUP, VERSION, NAMESPACE, REVIEWS, name, status
             )
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
@@ -527,7 +527,7 @@ def _reviews(api: k8s.ApiClient) -> list[dict[str, Any]]:
     token = None
     while True:
         page: Any = objects.list_namespaced_custom_object(
-            GROUP, VERSION, NAMESPACE, "postdeploymentreviews", limit=500, _continue=token
+            GROUP, VERSION, NAMESPACE, REVIEWS, limit=500, _continue=token
         )
         items += page["items"]
         token = page["metadata"].get("continue")

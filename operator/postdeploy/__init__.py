@@ -3,11 +3,13 @@
 The package is layered; a reader finds each concern by folder name:
 
 - ``models``     pydantic models that mirror the CRDs (and generate ``crds/*.yaml``);
-- ``decisions``  pure logic, no I/O: durations, the condition language, phase
-                 scheduling, check states and verdicts, template merging;
+- ``decisions``  pure logic, no I/O: the condition language, phase scheduling,
+                 check states and verdicts, template merging;
 - ``providers``  one module per data source; each measures and never decides;
 - ``engine``     one tick of a review: which checks are due, run them, decide, and
                  build the status patch;
 - ``actions``    what happens on a breach: rollback, pause, annotate, notify;
-- ``handlers``   thin kopf handlers wiring the above to the API server.
+- ``handlers``   thin kopf handlers wiring the above to the API server;
+- ``kit``        shared leaf helpers every layer may use: durations, the time parser,
+                 the exception tree (``kit.exceptions``), workload reads, logs, metrics.
 """

@@ -66,9 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "crds":
+        from postdeploy import defaults
         from postdeploy.models import crds as crd_models
 
-        for path in crd_models.write(args.directory):
+        for path in [*crd_models.write(args.directory), defaults.write(args.directory)]:
             print(path)
         return 0
 
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     import kopf
 
     import postdeploy.handlers  # noqa: F401  (registers the handlers)
-    from postdeploy import logs
+    from postdeploy.kit import logs
 
     logs.configure(args.log_format, logging.DEBUG if args.verbose else logging.INFO)
     logs.add_secret(os.environ.get("POSTDEPLOY_POSTGRES_DSN"))
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # a line per liveness probe
     logging.getLogger("kopf.objects").addFilter(_not_routine)
     if args.metrics_port is not None:
-        from postdeploy import metrics
+        from postdeploy.kit import metrics
 
         metrics.serve(args.metrics_port, args.metrics_address)
     asyncio.run(

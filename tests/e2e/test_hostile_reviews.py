@@ -41,9 +41,9 @@ import pytest
 from kubernetes import client as kube_client
 from kubernetes import config as kube_config
 
+from postdeploy.models.crds import GROUP, REVIEWS, VERSION
 from tests.e2e.harness import Kubectl, OperatorProcess, wait_for
 
-GROUP, VERSION, PLURAL = "postdeploy.io", "v1alpha1", "postdeploymentreviews"
 Run = Callable[..., OperatorProcess]
 API, INVALID, RUNS = "refused by the API server", "Invalid", "ran harmlessly"
 
@@ -470,7 +470,7 @@ def test_hostile_reviews_are_refused_or_invalid_or_harmless_and_others_stay_on_t
     ordinary = [f"ordinary-{i}" for i in range(3)]
     for name in ordinary:
         custom_objects.create_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, ordinary_review(name, start)
+            GROUP, VERSION, namespace, REVIEWS, ordinary_review(name, start)
         )
     wait_for(
         "the ordinary reviews' first runs",
@@ -487,7 +487,7 @@ def test_hostile_reviews_are_refused_or_invalid_or_harmless_and_others_stay_on_t
     for name, _, changes in cases:
         try:
             custom_objects.create_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, build(name, changes)
+                GROUP, VERSION, namespace, REVIEWS, build(name, changes)
             )
         except kube_client.ApiException as error:
             assert error.status in (400, 422), (name, error.status, error.body)
@@ -579,10 +579,10 @@ def test_a_tick_that_raises_backs_off_and_others_stay_on_time(
     wait_for("the operator to start", lambda: "postdeploy started" in operator.output())
     start = datetime.datetime.now(datetime.UTC).replace(microsecond=0) + datetime.timedelta(seconds=4)
     steady = ordinary_review("steady", start)
-    custom_objects.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, steady)
+    custom_objects.create_namespaced_custom_object(GROUP, VERSION, namespace, REVIEWS, steady)
     crashing = base_review("crashing")
     crashing["metadata"]["annotations"] = {"postdeploy.io/failpoint": "tick-raise"}
-    custom_objects.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, crashing)
+    custom_objects.create_namespaced_custom_object(GROUP, VERSION, namespace, REVIEWS, crashing)
 
     def failures() -> list[tuple[datetime.datetime, str]]:
         found = []

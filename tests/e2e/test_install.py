@@ -497,7 +497,7 @@ def test_rendered_arguments_are_what_the_operator_accepts(
     import kopf
 
     from postdeploy import __main__ as cli
-    from postdeploy import metrics
+    from postdeploy.kit import metrics
 
     values, expected = ARGUMENT_CASES[case]
     seen: dict[str, Any] = {}
@@ -507,7 +507,7 @@ def test_rendered_arguments_are_what_the_operator_accepts(
 
     monkeypatch.setattr(kopf, "operator", operator)
     monkeypatch.setattr(metrics, "serve", lambda port, addr: seen.update(metrics=(port, addr)))
-    monkeypatch.setattr("postdeploy.logs.configure", lambda fmt, level: None)  # keep pytest's logging
+    monkeypatch.setattr("postdeploy.kit.logs.configure", lambda fmt, level: None)  # keep pytest's logging
     assert cli.main(["run", *container(helm.render(values))["args"]]) == 0
     assert seen["liveness_endpoint"] == "http://0.0.0.0:8080/healthz"
     assert seen["metrics"] == (9090, "0.0.0.0"), "the metrics Service's target port"
@@ -525,8 +525,8 @@ def test_label_selector_argument_is_accepted(helm: Helm, monkeypatch: pytest.Mon
         seen.update(kwargs)
 
     monkeypatch.setattr(kopf, "operator", operator)
-    monkeypatch.setattr("postdeploy.metrics.serve", lambda port, addr: None)
-    monkeypatch.setattr("postdeploy.logs.configure", lambda fmt, level: None)
+    monkeypatch.setattr("postdeploy.kit.metrics.serve", lambda port, addr: None)
+    monkeypatch.setattr("postdeploy.kit.logs.configure", lambda fmt, level: None)
     monkeypatch.setenv("POSTDEPLOY_SELECTOR", "")  # main() sets it for the handlers; restored after
     args = container(helm.render({"watch.labelSelector": "shard=a"}))["args"]
     assert "--selector=shard=a" in args

@@ -28,6 +28,7 @@ import pytest
 
 from postdeploy.decisions import checks as check_decisions
 from postdeploy.decisions import templates, verdicts
+from postdeploy.kit import exceptions
 from postdeploy.models import crds
 from postdeploy.models.checks import PrometheusCheck
 from postdeploy.models.reviews import CheckState
@@ -210,7 +211,7 @@ def test_a_partial_provider_block_needs_a_template_check_to_complete_it() -> Non
         "end": "1h",
         "checks": [{"name": "c", "prometheus": {"step": "10s"}}],
     }
-    with pytest.raises(templates.InvalidSpec, match=r"^spec\.phases\[p\]\.checks\[c\]\.prometheus\.query: "):
+    with pytest.raises(exceptions.InvalidSpec, match=r"^spec\.phases\[p\]\.checks\[c\]\.prometheus\.query: "):
         templates.resolve({"target": {"name": "app"}, "phases": [phase]})
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from postdeploy.decisions import conditions
+from postdeploy.kit import exceptions
 
 
 @pytest.mark.parametrize(
@@ -46,24 +47,24 @@ def test_names_are_collected() -> None:
 
 def test_missing_baseline_is_undecidable_not_false() -> None:
     expression = conditions.parse("value > baseline * 1.1")
-    with pytest.raises(conditions.Undecidable, match="baseline has no value"):
+    with pytest.raises(exceptions.Undecidable, match="baseline has no value"):
         expression.evaluate({"value": 5.0, "baseline": None})
 
 
 def test_short_circuit_skips_missing_names() -> None:
     expression = conditions.parse("value > 1 or value > baseline")
     assert expression.evaluate({"value": 2.0}) is True
-    with pytest.raises(conditions.Undecidable):
+    with pytest.raises(exceptions.Undecidable):
         expression.evaluate({"value": 0.5})
 
 
 def test_division_by_zero_is_undecidable() -> None:
-    with pytest.raises(conditions.Undecidable, match="division by zero"):
+    with pytest.raises(exceptions.Undecidable, match="division by zero"):
         conditions.parse("value / baseline > 1").evaluate({"value": 1.0, "baseline": 0.0})
 
 
 def test_nan_is_undecidable() -> None:
-    with pytest.raises(conditions.Undecidable, match="NaN"):
+    with pytest.raises(exceptions.Undecidable, match="NaN"):
         conditions.parse("value > 1").evaluate({"value": float("nan")})
 
 
@@ -88,12 +89,12 @@ def test_nan_is_undecidable() -> None:
     ],
 )
 def test_refuses_with_a_clear_message(text: str, message: str) -> None:
-    with pytest.raises(conditions.ConditionError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(exceptions.ConditionError, match=message.replace("(", r"\(").replace(")", r"\)")):
         conditions.parse(text)
 
 
 def test_dotted_names_are_plain_lookups_not_attribute_access() -> None:
     # "value.__class__" is one name looked up in the mapping; it is never an attribute.
     expression = conditions.parse("value.__class__ > 0")
-    with pytest.raises(conditions.Undecidable):
+    with pytest.raises(exceptions.Undecidable):
         expression.evaluate({"value": 1.0})

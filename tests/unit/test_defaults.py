@@ -49,14 +49,14 @@ def _all_checks() -> list[check_models.Check]:
 def test_the_shipped_file_is_generated_from_the_package_source(tmp_path: pathlib.Path) -> None:
     committed = (ROOT / "crds" / defaults.FILE_NAME).read_text()
     assert committed == defaults.render(), "crds/postdeploy-default.yaml is stale: run `make crds`"
-    written = {p.name: p.read_text() for p in crds.write(tmp_path)}
+    written = {p.name: p.read_text() for p in [*crds.write(tmp_path), defaults.write(tmp_path)]}
     assert written[defaults.FILE_NAME] == committed
     assert committed.endswith(defaults.source())
 
 
 def test_it_is_the_cluster_template_the_operator_uses_by_default() -> None:
     manifest = defaults.manifest()
-    assert manifest["apiVersion"] == f"{crds.GROUP}/{crds.VERSION}"
+    assert manifest["apiVersion"] == crds.API_VERSION
     assert manifest["kind"] == "ClusterReviewTemplate"
     assert manifest["metadata"]["name"] == defaults.NAME == Settings().default_template
 

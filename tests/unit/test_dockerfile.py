@@ -142,7 +142,7 @@ def test_default_command_starts_kopf_with_the_liveness_endpoint(
         seen.update(kwargs)
 
     monkeypatch.setattr(kopf, "operator", operator)
-    monkeypatch.setattr("postdeploy.logs.configure", lambda fmt, level: None)  # keep pytest's logging
+    monkeypatch.setattr("postdeploy.kit.logs.configure", lambda fmt, level: None)  # keep pytest's logging
     assert cli.main([*entrypoint[1:], *command]) == 0
     assert seen["liveness_endpoint"] == "http://0.0.0.0:8080/healthz"
     assert seen["clusterwide"] is True and seen["standalone"] is True

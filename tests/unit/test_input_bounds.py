@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from postdeploy.decisions import conditions, durations, templates
+from postdeploy.decisions import conditions, templates
+from postdeploy.kit import durations, exceptions
 from postdeploy.models import crds
 
 
@@ -67,7 +68,7 @@ def test_the_bound_itself_is_a_duration() -> None:
     ],
 )
 def test_huge_durations_are_invalid_specs_naming_the_field(spec: dict[str, Any], field: str) -> None:
-    with pytest.raises(templates.InvalidSpec) as caught:
+    with pytest.raises(exceptions.InvalidSpec) as caught:
         templates.resolve({k: v for k, v in spec.items() if v is not None})
     assert str(caught.value).startswith(field + ": "), str(caught.value)
     assert "at most 3650d" in str(caught.value)
@@ -77,7 +78,9 @@ def test_huge_durations_are_invalid_specs_naming_the_field(spec: dict[str, Any],
     "when", ["9999-12-31T23:59:59Z", "2200-01-01T00:00:00Z", "1969-12-31T23:59:59Z", "0001-01-01T00:00:00Z"]
 )
 def test_deployed_at_outside_1970_to_2200_is_invalid(when: str) -> None:
-    with pytest.raises(templates.InvalidSpec, match=r"^spec.deployedAt: .*between 1970-01-01 and 2200-01-01"):
+    with pytest.raises(
+        exceptions.InvalidSpec, match=r"^spec.deployedAt: .*between 1970-01-01 and 2200-01-01"
+    ):
         templates.resolve(review(spec={"deployedAt": when}))
 
 
@@ -102,10 +105,10 @@ def test_the_crd_refuses_deployed_at_out_of_range_with_cel() -> None:
 @pytest.mark.parametrize("interval", ["1ms", "999ms", "0.5s", "0s"])
 def test_intervals_below_one_second_are_invalid(interval: str) -> None:
     with pytest.raises(
-        templates.InvalidSpec, match=r"checks\[c\]\.interval: .* shorter than the minimum, 1s"
+        exceptions.InvalidSpec, match=r"checks\[c\]\.interval: .* shorter than the minimum, 1s"
     ):
         templates.resolve(review(interval=interval))
-    with pytest.raises(templates.InvalidSpec, match="shorter than the minimum"):
+    with pytest.raises(exceptions.InvalidSpec, match="shorter than the minimum"):
         templates.resolve(review(phase={"interval": interval}))
 
 
@@ -121,7 +124,7 @@ def test_intervals_below_one_second_are_invalid(interval: str) -> None:
     ],
 )
 def test_conditions_cannot_recurse_past_the_bounds(text: str) -> None:
-    with pytest.raises(conditions.ConditionError, match=r"at most|nested more than"):
+    with pytest.raises(exceptions.ConditionError, match=r"at most|nested more than"):
         conditions.parse(text)
 
 
@@ -155,13 +158,13 @@ def test_conditions_within_the_bounds_still_parse_and_evaluate() -> None:
     ],
 )
 def test_numbers_and_texts_past_their_bounds_are_invalid(check: dict[str, Any], field: str) -> None:
-    with pytest.raises(templates.InvalidSpec) as caught:
+    with pytest.raises(exceptions.InvalidSpec) as caught:
         templates.resolve(review(**check))
     assert str(caught.value).startswith(f"spec.phases[immediate].checks[c].{field}"), str(caught.value)
 
 
 def test_a_version_and_a_target_namespace_are_bounded() -> None:
-    with pytest.raises(templates.InvalidSpec, match=r"^spec.version: "):
+    with pytest.raises(exceptions.InvalidSpec, match=r"^spec.version: "):
         templates.resolve(review(spec={"version": "v" * 129}))
-    with pytest.raises(templates.InvalidSpec, match=r"^spec.target.namespace: "):
+    with pytest.raises(exceptions.InvalidSpec, match=r"^spec.target.namespace: "):
         templates.resolve(review(spec={"target": {"name": "x", "namespace": "../kube-system"}}))

@@ -1,4 +1,4 @@
-"""The operator's log formats (``postdeploy.logs``).
+"""The operator's log formats (``postdeploy.kit.logs``).
 
 Covers: ``redact`` masks URL and DSN passwords, key=value secrets, bearer tokens and
 registered values, and leaves ordinary text alone; a JSON line carries time, level,
@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from postdeploy import logs
+from postdeploy.kit import logs
 
 
 @pytest.mark.parametrize(

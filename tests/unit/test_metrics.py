@@ -1,4 +1,4 @@
-"""The operator's own metrics (``postdeploy.metrics``) and what is built on them.
+"""The operator's own metrics (``postdeploy.kit.metrics``) and what is built on them.
 
 Covers: each ``record_*`` call shows in the exposition with its labels; the reviews
 gauge counts the latest phase and verdict of each review and forgets deleted ones (no
@@ -18,7 +18,7 @@ import httpx
 import prometheus_client
 import pytest
 
-from postdeploy import metrics
+from postdeploy.kit import metrics
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "postdeploy"

@@ -28,11 +28,11 @@ import pydantic
 import pytest
 
 from postdeploy.decisions import conditions
+from postdeploy.kit import exceptions
 from postdeploy.models.checks import PrometheusCheck
 from postdeploy.providers import prometheus_compare
 from postdeploy.providers.base import MeasurementState
 from postdeploy.providers.prometheus import PrometheusProvider
-from postdeploy.providers.prometheus_api import QueryFailed
 from tests.contexts import NOW, make_context
 
 DEPLOYED = NOW - datetime.timedelta(minutes=31)
@@ -62,7 +62,7 @@ class FakePrometheus:
     async def __call__(self, query: str, start: float, end: float, step: float) -> Any:
         self.asked.append((query, start, end, step))
         if self.fail:
-            raise QueryFailed("Prometheus at http://127.0.0.1:9 is unreachable")
+            raise exceptions.QueryFailed("Prometheus at http://127.0.0.1:9 is unreachable")
         window = float(re.search(r"\[(\d+)s\]", query).group(1))  # type: ignore[union-attr]
         times = [start + i * step for i in range(round((end - start) / step) + 1)]
         if "bucket" in query:

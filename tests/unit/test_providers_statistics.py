@@ -25,9 +25,10 @@ from typing import Any
 import pytest
 from scipy import stats
 
+from postdeploy.kit import exceptions
 from postdeploy.models.checks import StatisticsCheck
 from postdeploy.providers.base import Measurement, MeasurementState, ReviewContext
-from postdeploy.providers.postgres import PostgresProvider, QueryFailed, Rows
+from postdeploy.providers.postgres import PostgresProvider, Rows
 from postdeploy.providers.statistics import StatisticsProvider
 from tests.contexts import make_context
 
@@ -44,7 +45,7 @@ class CannedRows(PostgresProvider):
 
     async def fetch(self, query: str, ctx: ReviewContext, *, timeout_seconds: float, row_limit: int) -> Rows:
         if self.failure:
-            raise QueryFailed(self.failure)
+            raise exceptions.QueryFailed(self.failure)
         return self.result
 
 

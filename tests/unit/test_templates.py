@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from postdeploy.decisions import templates
+from postdeploy.kit import exceptions
 
 TEMPLATE: dict[str, Any] = {
     "interval": "2m",
@@ -180,6 +181,6 @@ def _phase(**fields: Any) -> dict[str, Any]:
     ],
 )
 def test_bad_specs_name_the_field(spec: dict[str, Any], message: str) -> None:
-    with pytest.raises(templates.InvalidSpec) as raised:
+    with pytest.raises(exceptions.InvalidSpec) as raised:
         templates.resolve(templates.merge(None, spec))
     assert message in str(raised.value)

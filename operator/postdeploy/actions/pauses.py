@@ -15,14 +15,11 @@ from __future__ import annotations
 from kubernetes_asyncio import client
 
 from postdeploy.actions import targets
+from postdeploy.kit import exceptions
 
-__all__ = ["PAUSABLE", "Unpausable", "check", "is_paused", "pause"]
+__all__ = ["PAUSABLE", "check", "is_paused", "pause"]
 
 PAUSABLE = ("Deployment", "Rollout")
-
-
-class Unpausable(Exception):
-    """The target's kind has no pause."""
 
 
 def is_paused(obj: targets.Obj) -> bool:
@@ -33,7 +30,7 @@ def check(obj: targets.Obj) -> None:
     """Raise Unpausable when the object's kind cannot be paused."""
     kind = obj.get("kind", "")
     if kind not in PAUSABLE:
-        raise Unpausable(
+        raise exceptions.Unpausable(
             f"a {kind} has no pause (only {' and '.join(PAUSABLE)} do); annotated and notified instead"
         )
 

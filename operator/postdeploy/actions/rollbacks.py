@@ -43,11 +43,11 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from postdeploy import workloads
 from postdeploy.actions import targets
+from postdeploy.kit import exceptions, workloads
 
 __all__ = [
-    "DEPLOYMENT_REVISION", "ROLLOUT_REVISION", "NotRolledBack", "Plan", "apply", "plan", "template_hash",
+    "DEPLOYMENT_REVISION", "ROLLOUT_REVISION", "Plan", "apply", "plan", "template_hash",
 ]
 
 DEPLOYMENT_REVISION = "deployment.kubernetes.io/revision"
@@ -64,10 +64,6 @@ _NOT_COPIED = frozenset(
         "kubectl.kubernetes.io/last-applied-configuration",
     }
 )
-
-
-class NotRolledBack(Exception):
-    """There is nothing to roll back to, or rolling back is refused; the message says why."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,12 +137,14 @@ async def _plan_deployment(
     if source is not None:
         chosen = [rs for rs in owned if rs["metadata"]["name"] == source]
         if not chosen:
-            raise NotRolledBack(f"ReplicaSet {source}, the revision to roll back to, no longer exists")
+            raise exceptions.NotRolledBack(
+                f"ReplicaSet {source}, the revision to roll back to, no longer exists"
+            )
         target_rs = chosen[0]
     else:
         older = [rs for rs in owned if 0 < _revision(rs, DEPLOYMENT_REVISION) < current]
         if not older:
-            raise NotRolledBack(
+            raise exceptions.NotRolledBack(
                 f"Deployment {metadata['name']} has no revision before {current} to roll back to "
                 f"({len(owned)} ReplicaSet(s) kept; revisionHistoryLimit "
                 f"{spec.get('revisionHistoryLimit', 10)})"
@@ -157,7 +155,7 @@ async def _plan_deployment(
     labels.pop(POD_TEMPLATE_HASH, None)
     applied = _same(template, spec.get("template"))
     if spec.get("paused") and not unpause and not applied:
-        raise NotRolledBack(
+        raise exceptions.NotRolledBack(
             f"Deployment {metadata['name']} is paused, and not by this review; a paused Deployment is "
             "not rolled back (kubectl rollout undo refuses too)"
         )
@@ -206,14 +204,14 @@ async def _plan_controller_revision(api: client.ApiClient, obj: targets.Obj, sou
     if source is not None:
         chosen = [r for r in owned if r["metadata"]["name"] == source]
         if not chosen:
-            raise NotRolledBack(
+            raise exceptions.NotRolledBack(
                 f"ControllerRevision {source}, the revision to roll back to, no longer exists"
             )
         previous = chosen[0]
     else:
         older = [r for r in owned if current is not None and int(r["revision"]) < int(current["revision"])]
         if current is None or not older:
-            raise NotRolledBack(
+            raise exceptions.NotRolledBack(
                 f"{kind} {metadata['name']} has no revision before "
                 f"{current['revision'] if current else 'its first'} to roll back to "
                 f"({len(owned)} ControllerRevision(s) kept)"
@@ -241,7 +239,7 @@ async def _plan_rollout(api: client.ApiClient, obj: targets.Obj) -> Plan:
     stable, current = status.get("stableRS"), status.get("currentPodHash")
     aborted = bool(status.get("abort"))
     if not aborted and (not stable or stable == current):
-        raise NotRolledBack(
+        raise exceptions.NotRolledBack(
             f"Rollout {metadata['name']} has no update in progress (stable ReplicaSet hash "
             f"{stable or 'unknown'} is the current one): an abort would change nothing"
         )
@@ -278,7 +276,7 @@ async def plan(
         return await _plan_controller_revision(api, obj, source)
     if kind == "Rollout":
         return await _plan_rollout(api, obj)
-    raise NotRolledBack(f"cannot roll back a {kind}")
+    raise exceptions.NotRolledBack(f"cannot roll back a {kind}")
 
 
 async def apply(api: client.ApiClient, obj: targets.Obj, planned: Plan) -> None:

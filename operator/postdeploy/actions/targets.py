@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from kubernetes_asyncio import client
 
-from postdeploy import workloads
+from postdeploy.kit import workloads
 
 __all__ = [
     "API_VERSIONS",

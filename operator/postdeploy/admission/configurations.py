@@ -35,16 +35,16 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from postdeploy.decisions import selectors
+from postdeploy.models.crds import GROUP, REVIEWS, SIGNOFFS, TEMPLATES, VERSION
 
 __all__ = ["WEBHOOKS", "apply", "build"]
 
-GROUP, VERSION = "postdeploy.io", "v1alpha1"
 # id -> (mutating, plural, operations)
 WEBHOOKS: dict[str, tuple[bool, str, tuple[str, ...]]] = {
-    "stamp-signer": (True, "reviewsignoffs", ("CREATE",)),
-    "authorize-signer": (False, "reviewsignoffs", ("CREATE",)),
-    "authorize-review": (False, "postdeploymentreviews", ("CREATE", "UPDATE")),
-    "authorize-template": (False, "reviewtemplates", ("CREATE", "UPDATE")),
+    "stamp-signer": (True, SIGNOFFS, ("CREATE",)),
+    "authorize-signer": (False, SIGNOFFS, ("CREATE",)),
+    "authorize-review": (False, REVIEWS, ("CREATE", "UPDATE")),
+    "authorize-template": (False, TEMPLATES, ("CREATE", "UPDATE")),
 }
 SPEC_CHANGED = "request.operation != 'UPDATE' || !has(oldObject.spec) || object.spec != oldObject.spec"
 
@@ -103,7 +103,7 @@ def build(
             "sideEffects": "None",
             "timeoutSeconds": 10,
         }
-        if plural == "postdeploymentreviews":
+        if plural == REVIEWS:
             hook["objectSelector"] = _object_selector(selector) or {}
         if "UPDATE" in operations:
             hook["matchConditions"] = [{"name": "spec-changed", "expression": SPEC_CHANGED}]

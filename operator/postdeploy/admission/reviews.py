@@ -34,24 +34,16 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from postdeploy.admission import rights, signoffs
 from postdeploy.decisions import confinement, templates
+from postdeploy.kit import exceptions
+from postdeploy.models.crds import CLUSTER_TEMPLATES, GROUP, TEMPLATES, VERSION
 
 __all__ = [
-    "Refused",
     "authorize_review",
     "authorize_template",
     "refusal",
     "template_of",
 ]
 
-GROUP, VERSION = "postdeploy.io", "v1alpha1"
-
-
-class Refused(Exception):
-    """The request may not be admitted; ``code`` is the HTTP status the user sees."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 async def template_of(
@@ -64,15 +56,15 @@ async def template_of(
         if ref:
             if ref.get("kind", "ClusterReviewTemplate") == "ReviewTemplate":
                 obj = await objects.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, "reviewtemplates", ref.get("name", "")
+                    GROUP, VERSION, namespace, TEMPLATES, ref.get("name", "")
                 )
             else:
                 obj = await objects.get_cluster_custom_object(
-                    GROUP, VERSION, "clusterreviewtemplates", ref.get("name", "")
+                    GROUP, VERSION, CLUSTER_TEMPLATES, ref.get("name", "")
                 )
         elif spec.get("useDefaultTemplate", True):
             obj = await objects.get_cluster_custom_object(
-                GROUP, VERSION, "clusterreviewtemplates", default_template
+                GROUP, VERSION, CLUSTER_TEMPLATES, default_template
             )
         else:
             return None
@@ -106,7 +98,7 @@ async def missing(
     try:
         answers = await asyncio.gather(*(_allowed(api, userinfo, a) for a in accesses))
     except ApiException as error:
-        raise Refused(
+        raise exceptions.Refused(
             f"cannot check the rights of {userinfo.get('username')!r}: {error.status} {error.reason}", 500
         ) from None
     return [access for access, allowed in zip(accesses, answers, strict=True) if not allowed]
@@ -130,18 +122,20 @@ async def authorize_review(
     try:
         template = await template_of(api, spec, namespace, default_template)
     except ApiException as error:
-        raise Refused(f"cannot read the review's template: {error.status} {error.reason}", 500) from None
+        raise exceptions.Refused(
+            f"cannot read the review's template: {error.status} {error.reason}", 500
+        ) from None
     try:
         review = templates.resolve(templates.merge(template, spec))
-    except (templates.InvalidSpec, ValueError, OverflowError):
+    except (exceptions.InvalidSpec, ValueError, OverflowError):
         return []  # runs nothing: the engine reports the review Invalid
     confined = confinement.review_refusal(namespace, review.spec, cross_namespace, egress_allowlist)
     if confined:
-        raise Refused(confined, 403)
+        raise exceptions.Refused(confined, 403)
     accesses = rights.for_review(review, namespace, name)
     lacking = await missing(api, userinfo, accesses)
     if lacking:
-        raise Refused(refusal(str(userinfo.get("username", "")), lacking), 403)
+        raise exceptions.Refused(refusal(str(userinfo.get("username", "")), lacking), 403)
     return accesses
 
 
@@ -156,5 +150,5 @@ async def authorize_template(
         return []  # the API server's schema refuses it, or reviews using it are Invalid
     lacking = await missing(api, userinfo, accesses)
     if lacking:
-        raise Refused(refusal(str(userinfo.get("username", "")), lacking), 403)
+        raise exceptions.Refused(refusal(str(userinfo.get("username", "")), lacking), 403)
     return accesses

@@ -29,20 +29,13 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from postdeploy.kit import exceptions
+from postdeploy.models.crds import GROUP, REVIEWS, VERSION
 from postdeploy.models.people import DEFAULT_ROLES
 
-__all__ = ["Refused", "authorize", "required_roles", "stamp", "subject_access"]
+__all__ = ["authorize", "required_roles", "stamp", "subject_access"]
 
-GROUP, VERSION = "postdeploy.io", "v1alpha1"
 VERB, RESOURCE = "sign", "signoffs"
-
-
-class Refused(Exception):
-    """The sign-off may not be made; ``code`` is the HTTP status the user sees."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def stamp(userinfo: Mapping[str, Any], now: datetime.datetime) -> dict[str, Any]:
@@ -64,7 +57,7 @@ async def required_roles(api: client.ApiClient, namespace: str, review: str) -> 
     """The roles the review asks for; None when there is no such review."""
     try:
         body = await client.CustomObjectsApi(api).get_namespaced_custom_object(
-            GROUP, VERSION, namespace, "postdeploymentreviews", review
+            GROUP, VERSION, namespace, REVIEWS, review
         )
     except ApiException as error:
         if error.status == 404:
@@ -107,7 +100,7 @@ async def authorize(
     username = str(userinfo.get("username", ""))
     signed_by = (spec.get("signedBy") or {}).get("username")
     if signed_by != username:
-        raise Refused(
+        raise exceptions.Refused(
             f"spec.signedBy.username is {signed_by!r} but the request was made by {username!r}; "
             "the signer is set by the API server's authentication, not by the request",
             403,
@@ -116,19 +109,23 @@ async def authorize(
     try:
         roles = await required_roles(api, namespace, review)
     except ApiException as error:
-        raise Refused(
+        raise exceptions.Refused(
             f"cannot read review {namespace}/{review}: {error.status} {error.reason}", 500
         ) from None
     if roles is None:
-        raise Refused(f"no PostDeploymentReview {namespace}/{review}", 404)
+        raise exceptions.Refused(f"no PostDeploymentReview {namespace}/{review}", 404)
     if role not in roles:
-        raise Refused(f"review {review} does not ask for role {role!r} (it asks for {', '.join(roles)})", 422)
+        raise exceptions.Refused(
+            f"review {review} does not ask for role {role!r} (it asks for {', '.join(roles)})", 422
+        )
     try:
         allowed, reason = await may_sign(api, userinfo, namespace, role)
     except ApiException as error:
-        raise Refused(f"cannot check {username}'s rights: {error.status} {error.reason}", 500) from None
+        raise exceptions.Refused(
+            f"cannot check {username}'s rights: {error.status} {error.reason}", 500
+        ) from None
     if not allowed:
-        raise Refused(
+        raise exceptions.Refused(
             f"{username} may not sign off as {role} in namespace {namespace} (RBAC: verb {VERB!r} on "
             f"{RESOURCE}.{GROUP} named {role!r} is not granted){': ' + reason if reason else ''}",
             403,

@@ -31,7 +31,8 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
-from postdeploy.providers.prometheus_api import PrometheusApi, QueryFailed
+from postdeploy.kit import exceptions
+from postdeploy.providers.prometheus_api import PrometheusApi
 
 __all__ = ["MAX_POINTS", "Cover", "ReplayApi", "plan_covers"]
 
@@ -168,7 +169,7 @@ class ReplayApi(PrometheusApi):
         for cover in covers:
             try:
                 matrix = await self._send_range(cover.url, cover.query, cover.start, cover.end, cover.step)
-            except QueryFailed:
+            except exceptions.QueryFailed:
                 continue
             if isinstance(matrix, list):
                 self._served[(cover.url, cover.query)].append(_Served(cover, matrix))

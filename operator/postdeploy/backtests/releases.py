@@ -22,14 +22,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from postdeploy.backtests.replays import Release
+from postdeploy.kit import times
 
-__all__ = ["every", "from_matrix", "from_workload_history", "parse_time"]
-
-
-def parse_time(text: str) -> datetime.datetime:
-    """An RFC 3339 / ISO 8601 time (``Z`` allowed); a naive time is UTC."""
-    parsed = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
+__all__ = ["every", "from_matrix", "from_workload_history"]
 
 
 def every(interval: datetime.timedelta, since: datetime.datetime, until: datetime.datetime) -> list[Release]:
@@ -74,7 +69,7 @@ def from_workload_history(
             template = (item.get("spec") or {}).get("template") or {}
             number = (metadata.get("annotations") or {}).get("deployment.kubernetes.io/revision", "?")
         labels = (template.get("metadata") or {}).get("labels") or {}
-        at = created if isinstance(created, datetime.datetime) else parse_time(str(created))
+        at = created if isinstance(created, datetime.datetime) else times.parse(str(created))
         if at.tzinfo is None:
             at = at.replace(tzinfo=datetime.UTC)
         release = Release(at, _version(template, labels), f"revision {number} ({metadata.get('name', '?')})")

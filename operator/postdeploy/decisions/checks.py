@@ -32,8 +32,8 @@ import json
 import math
 from typing import Any
 
-from postdeploy.decisions import conditions
 from postdeploy.decisions.templates import ResolvedCheck
+from postdeploy.kit import exceptions
 from postdeploy.models.reviews import CheckState, CheckStatus, Sample
 from postdeploy.providers.base import Measurement, MeasurementState
 
@@ -103,7 +103,7 @@ def _decide(check: ResolvedCheck, measurement: Measurement) -> tuple[str, str]:
             return "Failed", f"failWhen {check.fail_when.text!r} is true"
         if check.pass_when and not check.pass_when.evaluate(env):
             return "Inconclusive", f"passWhen {check.pass_when.text!r} is not yet true"
-    except conditions.Undecidable as reason:
+    except exceptions.Undecidable as reason:
         return "Inconclusive", f"cannot decide: {reason}"
     return "Passed", "within limits"
 

@@ -31,20 +31,12 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 
+from postdeploy.kit import exceptions
+
 __all__ = [
-    "ConditionError",
     "Expression",
-    "Undecidable",
     "parse",
 ]
-
-
-class ConditionError(ValueError):
-    """The text is not a valid condition; the message names the column."""
-
-
-class Undecidable(Exception):
-    """A name the condition needs has no value (or a division by zero)."""
 
 
 _TOKEN = re.compile(
@@ -79,7 +71,7 @@ def _tokenize(text: str) -> list[_Token]:
         match = _TOKEN.match(text, position)
         if not match or match.end() == position:
             column = position + len(text[position:]) - len(text[position:].lstrip()) + 1
-            raise ConditionError(f"unexpected character {text[column - 1]!r} at column {column}")
+            raise exceptions.ConditionError(f"unexpected character {text[column - 1]!r} at column {column}")
         kind = match.lastgroup or "op"
         tokens.append(_Token(kind, match.group(kind), match.start(kind) + 1))
         position = match.end()
@@ -100,13 +92,17 @@ class _Parser:
         self.kinds: dict[int, str] = {}  # id(node) -> _BOOL or _NUM, checked while parsing
         self.depth = 0
         if len(self.tokens) > _MAX_TOKENS + 1:
-            raise ConditionError(f"a condition has at most {_MAX_TOKENS} tokens (numbers, names, operators)")
+            raise exceptions.ConditionError(
+                f"a condition has at most {_MAX_TOKENS} tokens (numbers, names, operators)"
+            )
 
     def enter(self, token: _Token) -> None:
         """One level deeper (not, unary minus, parentheses, a call); bounded."""
         self.depth += 1
         if self.depth > _MAX_DEPTH:
-            raise ConditionError(f"nested more than {_MAX_DEPTH} levels deep at column {token.column}")
+            raise exceptions.ConditionError(
+                f"nested more than {_MAX_DEPTH} levels deep at column {token.column}"
+            )
 
     def typed(self, node: Node, kind: str) -> Node:
         self.kinds[id(node)] = kind
@@ -114,7 +110,7 @@ class _Parser:
 
     def need(self, node: Node, kind: str, where: _Token) -> None:
         if self.kinds[id(node)] != kind:
-            raise ConditionError(
+            raise exceptions.ConditionError(
                 f"{where.text!r} at column {where.column} needs {kind} on each side, "
                 f"not {self.kinds[id(node)]}"
             )
@@ -137,13 +133,13 @@ class _Parser:
         token = self.take()
         if token.text != text:
             found = repr(token.text) if token.kind != "end" else "the end"
-            raise ConditionError(f"expected {text!r} at column {token.column}, found {found}")
+            raise exceptions.ConditionError(f"expected {text!r} at column {token.column}, found {found}")
 
     def parse(self) -> Node:
         node = self.or_()
         token = self.peek()
         if token.kind != "end":
-            raise ConditionError(f"unexpected {token.text!r} at column {token.column}")
+            raise exceptions.ConditionError(f"unexpected {token.text!r} at column {token.column}")
         return node
 
     def or_(self) -> Node:
@@ -223,7 +219,7 @@ class _Parser:
                 flag = token.text == "true"
                 return self.typed(lambda env: flag, _BOOL)
             if token.text in _KEYWORDS:
-                raise ConditionError(f"unexpected {token.text!r} at column {token.column}")
+                raise exceptions.ConditionError(f"unexpected {token.text!r} at column {token.column}")
             if self.peek().text == "(":
                 return self.call(token)
             name = token.text
@@ -236,13 +232,13 @@ class _Parser:
             self.depth -= 1
             return node
         found = repr(token.text) if token.kind != "end" else "the end"
-        raise ConditionError(f"expected a value at column {token.column}, found {found}")
+        raise exceptions.ConditionError(f"expected a value at column {token.column}, found {found}")
 
     def call(self, name: _Token) -> Node:
         function = _FUNCTIONS.get(name.text)
         if function is None:
             known = ", ".join(sorted(_FUNCTIONS))
-            raise ConditionError(
+            raise exceptions.ConditionError(
                 f"unknown function {name.text!r} at column {name.column} (known: {known})"
             )
         self.expect("(")
@@ -255,7 +251,7 @@ class _Parser:
         for argument in arguments:
             self.need(argument, _NUM, name)
         if name.text == "abs" and len(arguments) != 1:
-            raise ConditionError(f"abs takes one argument (column {name.column})")
+            raise exceptions.ConditionError(f"abs takes one argument (column {name.column})")
         return self.typed(
             lambda env: float(function(*(_number(a(env)) for a in arguments))), _NUM
         )
@@ -298,28 +294,28 @@ def _arithmetic(op: str, left: Node, right: Node) -> Node:
 
 def _truth(value: Value) -> bool:
     if not isinstance(value, bool):
-        raise ConditionError("'and', 'or' and 'not' need comparisons, not numbers")
+        raise exceptions.ConditionError("'and', 'or' and 'not' need comparisons, not numbers")
     return value
 
 
 def _number(value: Value) -> float:
     if isinstance(value, bool):
-        raise ConditionError("arithmetic and comparison need numbers, not true/false")
+        raise exceptions.ConditionError("arithmetic and comparison need numbers, not true/false")
     return value
 
 
 def _divide(a: float, b: float) -> float:
     if b == 0:
-        raise Undecidable("division by zero")
+        raise exceptions.Undecidable("division by zero")
     return a / b
 
 
 def _lookup(env: Mapping[str, float | None], name: str) -> float:
     value = env.get(name)
     if value is None:
-        raise Undecidable(f"{name} has no value")
+        raise exceptions.Undecidable(f"{name} has no value")
     if isinstance(value, float) and math.isnan(value):
-        raise Undecidable(f"{name} is NaN")
+        raise exceptions.Undecidable(f"{name} is NaN")
     return float(value)
 
 
@@ -333,7 +329,7 @@ class Expression:
         """True/False; raises Undecidable when a needed name has no value."""
         result = self._root(env)
         if not isinstance(result, bool):
-            raise ConditionError(f"{self.text!r} is a number, not a condition: compare it")
+            raise exceptions.ConditionError(f"{self.text!r} is a number, not a condition: compare it")
         return result
 
 
@@ -344,11 +340,11 @@ def parse(text: str) -> Expression:
     Cached: every tick of every review resolves its spec again, and expressions are
     immutable, so each distinct text is parsed once."""
     if len(text) > _MAX_LENGTH:
-        raise ConditionError(f"a condition is at most {_MAX_LENGTH} characters")
+        raise exceptions.ConditionError(f"a condition is at most {_MAX_LENGTH} characters")
     if not text.strip():
-        raise ConditionError("empty condition")
+        raise exceptions.ConditionError("empty condition")
     parser = _Parser(text)
     root = parser.parse()
     if parser.kinds[id(root)] != _BOOL:
-        raise ConditionError(f"{text!r} is a number, not a condition: compare it, e.g. value > 1")
+        raise exceptions.ConditionError(f"{text!r} is a number, not a condition: compare it, e.g. value > 1")
     return Expression(text, frozenset(parser.names), root)

@@ -22,7 +22,7 @@ import datetime
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from postdeploy.decisions import durations
+from postdeploy.kit import durations
 from postdeploy.models.people import ActionItem, SloResult, SloTargets
 from postdeploy.models.reviews import CheckState, CheckStatus
 

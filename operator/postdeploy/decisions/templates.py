@@ -22,14 +22,14 @@ from typing import Any
 
 import pydantic
 
-from postdeploy.decisions import conditions, defaults, durations
+from postdeploy.decisions import conditions, defaults
+from postdeploy.kit import durations, exceptions
 from postdeploy.models import checks as check_models
 from postdeploy.models import reviews
 
 __all__ = [
     "DEFAULT_INTERVAL",
     "MIN_INTERVAL",
-    "InvalidSpec",
     "ResolvedCheck",
     "ResolvedPhase",
     "ResolvedReview",
@@ -40,10 +40,6 @@ __all__ = [
 DEFAULT_INTERVAL = datetime.timedelta(minutes=1)
 # Shorter intervals would keep a review ticking (and writing its status) without pause.
 MIN_INTERVAL = datetime.timedelta(seconds=1)
-
-
-class InvalidSpec(ValueError):
-    """The merged spec cannot run; the message starts with the offending field."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,8 +176,8 @@ def _parse_condition(text: str | None, where: str) -> conditions.Expression | No
         return None
     try:
         return conditions.parse(text)
-    except conditions.ConditionError as error:
-        raise InvalidSpec(f"{where}: {error}") from None
+    except exceptions.ConditionError as error:
+        raise exceptions.InvalidSpec(f"{where}: {error}") from None
 
 
 def resolve(merged: Mapping[str, Any]) -> ResolvedReview:
@@ -189,9 +185,9 @@ def resolve(merged: Mapping[str, Any]) -> ResolvedReview:
     try:
         spec = reviews.PostDeploymentReviewSpec.model_validate(merged)
     except pydantic.ValidationError as error:
-        raise InvalidSpec(_pydantic_message(error, merged)) from None
+        raise exceptions.InvalidSpec(_pydantic_message(error, merged)) from None
     if not spec.phases:
-        raise InvalidSpec("spec.phases: the review has no phases (no template and none given)")
+        raise exceptions.InvalidSpec("spec.phases: the review has no phases (no template and none given)")
     default_interval = durations.parse_duration(spec.interval) if spec.interval else DEFAULT_INTERVAL
     seen: dict[str, str] = {}
     phases: list[ResolvedPhase] = []
@@ -200,19 +196,21 @@ def resolve(merged: Mapping[str, Any]) -> ResolvedReview:
         where = f"spec.phases[{phase.name}]"
         if phase.start is None or phase.end is None:
             missing = "start" if phase.start is None else "end"
-            raise InvalidSpec(f"{where}.{missing}: required (no template phase of that name has it)")
+            raise exceptions.InvalidSpec(
+                f"{where}.{missing}: required (no template phase of that name has it)"
+            )
         start, end = durations.parse_duration(phase.start), durations.parse_duration(phase.end)
         if end <= start:
-            raise InvalidSpec(f"{where}: end ({phase.end}) must be after start ({phase.start})")
+            raise exceptions.InvalidSpec(f"{where}: end ({phase.end}) must be after start ({phase.start})")
         if previous_start is not None and start < previous_start:
-            raise InvalidSpec(f"{where}.start: phases must be listed in order of their start")
+            raise exceptions.InvalidSpec(f"{where}.start: phases must be listed in order of their start")
         previous_start = start
         interval = durations.parse_duration(phase.interval) if phase.interval else default_interval
         resolved_checks: list[ResolvedCheck] = []
         for check in phase.checks:
             check_where = f"{where}.checks[{check.name}]"
             if check.name in seen:
-                raise InvalidSpec(
+                raise exceptions.InvalidSpec(
                     f"{check_where}: check names must be unique in a review "
                     f"(also in phase {seen[check.name]})"
                 )
@@ -222,12 +220,12 @@ def resolve(merged: Mapping[str, Any]) -> ResolvedReview:
             try:
                 check.resolved()
             except ValueError as error:
-                raise InvalidSpec(f"{check_where}: {error}") from None
+                raise exceptions.InvalidSpec(f"{check_where}: {error}") from None
             check_interval = durations.parse_duration(check.interval) if check.interval else interval
             fail_when, pass_when = defaults.default_conditions(check)
             check = check.model_copy(update={"fail_when": fail_when, "pass_when": pass_when})
             if check_interval < MIN_INTERVAL:
-                raise InvalidSpec(
+                raise exceptions.InvalidSpec(
                     f"{check_where}.interval: {format_interval(check_interval)} is shorter than the "
                     "minimum, 1s (set on the check, its phase, the review or the template)"
                 )

@@ -2,7 +2,7 @@
 
 The source is ``checklist.yaml`` beside this module (package data). It ships with the
 CRDs as ``crds/postdeploy-default.yaml``, written by ``python -m postdeploy crds crds/``
-(``postdeploy.models.crds.write``) as the same text under a generated-file header; a
+(``write``) as the same text under a generated-file header; a
 unit test keeps the two in sync. The operator uses the ClusterReviewTemplate named by
 ``Settings.default_template`` ("postdeploy-default") for reviews without a
 ``templateRef`` (``postdeploy.engine.ticks``); this module is how code and tests read
@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import pathlib
 from typing import Any
 
 import yaml
 
 from postdeploy.models import reviews
 
-__all__ = ["FILE_NAME", "NAME", "manifest", "render", "source", "spec"]
+__all__ = ["FILE_NAME", "NAME", "manifest", "render", "source", "spec", "write"]
 
 NAME = "postdeploy-default"
 FILE_NAME = "postdeploy-default.yaml"
@@ -49,3 +50,11 @@ def spec() -> reviews.ReviewTemplateSpec:
 def render() -> str:
     """``crds/postdeploy-default.yaml``: the source under a generated-file header."""
     return _HEADER + source()
+
+
+def write(directory: pathlib.Path) -> pathlib.Path:
+    """Write ``crds/postdeploy-default.yaml`` into ``directory``; return its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / FILE_NAME
+    path.write_text(render())
+    return path

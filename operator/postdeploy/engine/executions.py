@@ -44,7 +44,10 @@ from postdeploy.actions import notifications, pauses, rollbacks, targets
 from postdeploy.decisions import confinement
 from postdeploy.engine import failpoints
 from postdeploy.engine.ledgers import Ledger
+from postdeploy.kit import exceptions
+from postdeploy.models import crds
 from postdeploy.models.reviews import (
+    COMPLETED,
     ActionRecord,
     ActionState,
     NotificationRecord,
@@ -57,7 +60,6 @@ from postdeploy.models.reviews import (
 __all__ = ["FINAL_ANNOTATIONS", "Executor", "Poster", "has_work"]
 
 logger = logging.getLogger(__name__)
-COMPLETED = "Completed"
 FINAL_ANNOTATIONS = "annotate-final"
 # (objects the Event is about, type, reason, message)
 Poster = Callable[[Sequence[Mapping[str, Any]], str, str, str], None]
@@ -108,7 +110,7 @@ class _Review:
     def body(self) -> dict[str, Any]:
         ref = self.ref
         return {
-            "apiVersion": "postdeploy.io/v1alpha1",
+            "apiVersion": crds.API_VERSION,
             "kind": "PostDeploymentReview",
             "metadata": {"name": ref.name, "namespace": ref.namespace, "uid": ref.uid},
         }
@@ -335,7 +337,7 @@ class Executor:
         obj = await self._read(api, review)
         try:
             pauses.check(obj)
-        except pauses.Unpausable as why:
+        except exceptions.Unpausable as why:
             raise _Refused(ActionState.SKIPPED, str(why)) from None
         if record.dry_run:
             summary = f"dry run: would pause {review.where}"
@@ -357,7 +359,7 @@ class Executor:
         if record.state is ActionState.PENDING:
             try:
                 plan = await rollbacks.plan(api, obj, unpause=unpause)
-            except rollbacks.NotRolledBack as why:
+            except exceptions.NotRolledBack as why:
                 summary = f"{review.where} not rolled back: {why}"
                 await self._finish(
                     review, record, ActionState.SKIPPED, str(why), ("rollback", summary), announce=False
@@ -405,7 +407,7 @@ class Executor:
         """The plan for the revision recorded before, refusing when someone else changed the target."""
         try:
             plan = await rollbacks.plan(api, obj, source=record.source, unpause=unpause)
-        except rollbacks.NotRolledBack as why:
+        except exceptions.NotRolledBack as why:
             raise _Refused(ActionState.FAILED, str(why)) from None
         if not plan.applied and plan.current != record.from_template:
             raise _Refused(

@@ -36,10 +36,11 @@ import httpx
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from postdeploy import workloads
-from postdeploy.decisions import durations, templates, verdicts
 from postdeploy.decisions import slos as slo_decisions
+from postdeploy.decisions import templates, verdicts
 from postdeploy.engine.settings import Settings
+from postdeploy.kit import durations, times, workloads
+from postdeploy.models.crds import GROUP, SIGNOFFS, VERSION
 from postdeploy.models.people import FinalReview, Impact, SignoffPolicy, SignoffRecord, SloTargets
 from postdeploy.models.reviews import ReviewStatus
 from postdeploy.providers import templating
@@ -49,7 +50,6 @@ from postdeploy.reports import documents, inputs, store
 __all__ = ["AWAITING_SIGNOFF", "FinalReviews", "Outcome", "signoff_policy"]
 
 logger = logging.getLogger(__name__)
-GROUP, VERSION = "postdeploy.io", "v1alpha1"
 AWAITING_SIGNOFF = "AwaitingSignoff"
 _DEFAULT_ERROR_RATE = (
     'sum(rate(http_requests_total{namespace="{{namespace}}",job="{{target}}",code=~"5.."}[5m]))'
@@ -63,13 +63,6 @@ class Outcome:
     final: FinalReview
     message: str
     events: tuple[tuple[str, str, str], ...]  # (type, reason, message)
-
-
-def _time(text: str | None) -> datetime.datetime | None:
-    if not text:
-        return None
-    parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
 
 
 def signoff_policy(review: templates.ResolvedReview) -> SignoffPolicy:
@@ -98,14 +91,14 @@ class FinalReviews:
             workload = None
         for condition in ((workload or {}).get("status") or {}).get("conditions") or []:
             if condition.get("type") == "Progressing" and condition.get("reason") == "NewReplicaSetAvailable":
-                at = _time(condition.get("lastUpdateTime"))
+                at = times.parse_or_none(condition.get("lastUpdateTime"))
                 if at is not None and at >= deployed_at - datetime.timedelta(seconds=5):
                     return max(at, deployed_at)
         for check in status.checks:
             if check.provider == "kubernetes" and (check.query or "").startswith("rolloutComplete"):
                 first = next((s for s in check.history if s.v == 1), None)
                 if first is not None:
-                    return _time(first.t)
+                    return times.parse_or_none(first.t)
         return None
 
     @staticmethod
@@ -113,7 +106,7 @@ class FinalReviews:
         for measure in ("availableRatio", "readyRatio"):
             for check in status.checks:
                 if check.provider == "kubernetes" and (check.query or "").startswith(measure):
-                    points = [(_time(s.t), s.v) for s in check.history if s.v is not None]
+                    points = [(times.parse_or_none(s.t), s.v) for s in check.history if s.v is not None]
                     return [(t, v) for t, v in points if t is not None and v is not None]
         return []
 
@@ -158,13 +151,13 @@ class FinalReviews:
                 logger.info("error-spike SLO: Prometheus: %s", error)
         check = next((c for c in status.checks if c.name == "error-rate"), None)
         if check is not None:
-            found = [(_time(s.t), s.v) for s in check.history]
+            found = [(times.parse_or_none(s.t), s.v) for s in check.history]
             return [(t, v) for t, v in found if t and v is not None], check.baseline, "check error-rate"
         return [], None, ""
 
     async def _signoffs(self, namespace: str, name: str) -> dict[str, SignoffRecord]:
         listed = await client.CustomObjectsApi(self.api).list_namespaced_custom_object(
-            GROUP, VERSION, namespace, "reviewsignoffs"
+            GROUP, VERSION, namespace, SIGNOFFS
         )
         found: dict[str, SignoffRecord] = {}
         for item in sorted(listed.get("items", []), key=lambda i: str((i.get("spec") or {}).get("signedAt"))):
@@ -197,7 +190,7 @@ class FinalReviews:
         annotations = dict(metadata.get("annotations") or {})
         previous: FinalReview | None = getattr(status, "final_review", None)
         final = previous.model_copy(deep=True) if previous else FinalReview()
-        deployed_at = _time(status.deployed_at) or now
+        deployed_at = times.parse_or_none(status.deployed_at) or now
         slo: SloTargets = getattr(review.spec, "slo", None) or SloTargets()
         rollback = next(
             (
@@ -326,7 +319,7 @@ class FinalReviews:
             (c.spec.report for p in review.phases for c in p.checks if getattr(c.spec, "report", None)), None
         )
         specs = (report_spec.charts if report_spec else None) or store.DEFAULT_CHARTS
-        deployed_at = _time(status.deployed_at) or now
+        deployed_at = times.parse_or_none(status.deployed_at) or now
         window = durations.parse_duration(report_spec.window) if report_spec and report_spec.window else None
         providers = review.spec.providers
         url = (providers.prometheus_url if providers else None) or self.settings.prometheus_url

@@ -28,13 +28,13 @@ from typing import Any, Protocol
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from postdeploy import logs, workloads
 from postdeploy.actions import targets
 from postdeploy.decisions import templates
+from postdeploy.kit import exceptions, logs, workloads
+from postdeploy.models.crds import CLUSTER_TEMPLATES, GROUP, TEMPLATES, VERSION
 
 __all__ = ["ClusterInputs", "Inputs", "merged_spec", "secrets_for"]
 
-GROUP, VERSION = "postdeploy.io", "v1alpha1"
 _TEMPLATE_TTL = 30.0
 Obj = dict[str, Any]
 
@@ -65,10 +65,10 @@ class ClusterInputs:
         objects = client.CustomObjectsApi(self.api)
         try:
             if kind == "ClusterReviewTemplate":
-                obj = await objects.get_cluster_custom_object(GROUP, VERSION, "clusterreviewtemplates", name)
+                obj = await objects.get_cluster_custom_object(GROUP, VERSION, CLUSTER_TEMPLATES, name)
             else:
                 obj = await objects.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, "reviewtemplates", name
+                    GROUP, VERSION, namespace, TEMPLATES, name
                 )
             spec: Obj | None = dict(obj.get("spec") or {})
         except ApiException as error:
@@ -113,11 +113,11 @@ async def merged_spec(
         kind = ref.get("kind", "ClusterReviewTemplate")
         template = await inputs.template(kind, namespace, ref["name"])
         if template is None:
-            raise templates.InvalidSpec(f"spec.templateRef: {kind} {ref['name']!r} not found")
+            raise exceptions.InvalidSpec(f"spec.templateRef: {kind} {ref['name']!r} not found")
     elif spec.get("useDefaultTemplate", True):
         template = await inputs.template("ClusterReviewTemplate", "", default_template)
         if template is None and not spec.get("phases"):
-            raise templates.InvalidSpec(
+            raise exceptions.InvalidSpec(
                 "spec.phases: the review names no template and no phases, and the built-in "
                 f"ClusterReviewTemplate {default_template!r} is not installed"
             )

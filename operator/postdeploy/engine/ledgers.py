@@ -33,11 +33,11 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from postdeploy.models.crds import GROUP, REVIEWS, VERSION
 from postdeploy.models.reviews import Delivery
 
-__all__ = ["GROUP", "PLURAL", "VERSION", "Ledger", "keep_deliveries"]
+__all__ = ["GROUP", "REVIEWS", "VERSION", "Ledger", "keep_deliveries"]
 
-GROUP, VERSION, PLURAL = "postdeploy.io", "v1alpha1", "postdeploymentreviews"
 Status = dict[str, Any]
 
 
@@ -161,7 +161,7 @@ class Ledger:
             GROUP,
             VERSION,
             self.namespace,
-            PLURAL,
+            REVIEWS,
             self.name,
             {"status": status},
             # Custom resources take no strategic merge patch, which the client would

@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 from kubernetes_asyncio import client
 
-from postdeploy import metrics
 from postdeploy.engine.settings import Settings
+from postdeploy.kit import metrics
 from postdeploy.models.checks import Check
 from postdeploy.providers import (
     alertmanager,

@@ -36,11 +36,12 @@ from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from postdeploy import logs, metrics
 from postdeploy.actions import notifications
 from postdeploy.decisions import verdicts
 from postdeploy.engine import executions, ledgers, ticks
-from postdeploy.models.reviews import ReviewStatus
+from postdeploy.kit import logs, metrics
+from postdeploy.models import crds
+from postdeploy.models.reviews import COMPLETED, INVALID, ReviewStatus
 
 __all__ = ["Scheduler"]
 
@@ -134,14 +135,14 @@ class Scheduler:
             entry.fingerprint = current
             if entry.running:
                 entry.again = True
-            elif entry.wake_at is not None or entry.ledger.view.get("phase") == ticks.INVALID:
+            elif entry.wake_at is not None or entry.ledger.view.get("phase") == INVALID:
                 self._schedule(key, self.clock())
 
     @staticmethod
     def _finished(entry: _Entry) -> bool:
         status = entry.ledger.view
         receivers = len(entry.spec.get("notifications") or [])
-        entry.done = status.get("phase") == ticks.COMPLETED and not executions.has_work(status, receivers)
+        entry.done = status.get("phase") == COMPLETED and not executions.has_work(status, receivers)
         return entry.done
 
     def leadership_changed(self, leader: bool) -> None:
@@ -317,7 +318,7 @@ class Scheduler:
     @staticmethod
     def _reference(entry: _Entry) -> dict[str, Any]:
         return {
-            "apiVersion": f"{ledgers.GROUP}/{ledgers.VERSION}",
+            "apiVersion": crds.API_VERSION,
             "kind": "PostDeploymentReview",
             "metadata": {
                 "name": entry.metadata.get("name"),

@@ -32,7 +32,6 @@ from typing import Any, Literal
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from postdeploy import workloads
 from postdeploy.actions import decide, gitops
 from postdeploy.decisions import checks as check_decisions
 from postdeploy.decisions import confinement, templates, verdicts
@@ -41,22 +40,24 @@ from postdeploy.engine import failpoints, finals, reruns
 from postdeploy.engine.inputs import ClusterInputs, Inputs, merged_spec, secrets_for
 from postdeploy.engine.registry import Providers
 from postdeploy.engine.settings import Settings
+from postdeploy.kit import exceptions, times, workloads
 from postdeploy.models.reviews import (
+    COMPLETED,
+    INVALID,
     ActionRecord,
     ActionState,
     CheckState,
     CheckStatus,
     Condition,
+    PhaseState,
     PhaseStatus,
     ReviewStatus,
     Verdict,
 )
 from postdeploy.providers.base import Measurement, ReviewContext, Target
 
-__all__ = ["COMPLETED", "INVALID", "REMEASURED", "Engine", "Event", "TickResult", "matters"]
+__all__ = ["REMEASURED", "Engine", "Event", "TickResult", "matters"]
 
-COMPLETED = "Completed"
-INVALID = "Invalid"
 _RESOLVED_CACHE = 4096
 _RETRY = datetime.timedelta(seconds=15)
 
@@ -123,13 +124,6 @@ def matters(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
 
 def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
-
-
-def _parse_time(text: str | None) -> datetime.datetime | None:
-    if not text:
-        return None
-    parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,7 +215,7 @@ class Engine:
                 self.inputs, body.get("spec") or {}, namespace, self.settings.default_template
             )
             review = self._resolve(merged)
-        except templates.InvalidSpec as problem:
+        except exceptions.InvalidSpec as problem:
             return self._invalid(previous, str(problem), now, generation)
         except ApiException as error:
             message = f"cannot read the template: {error.status} {error.reason}"
@@ -240,7 +234,7 @@ class Engine:
 
         # Version and deployment time: from the spec, else what was recorded, else the target.
         version = spec.version or status.version
-        deployed_at = spec.deployed_at or _parse_time(status.deployed_at)
+        deployed_at = spec.deployed_at or times.parse_or_none(status.deployed_at)
         if version is None or deployed_at is None:
             try:
                 workload = await self.inputs.workload(target.kind, target.namespace, target.name)
@@ -255,7 +249,7 @@ class Engine:
             if deployed_at is None:
                 deployed_at = await self.inputs.rollout_time(workload)
             if deployed_at is None:
-                deployed_at = _parse_time(metadata.get("creationTimestamp")) or now
+                deployed_at = times.parse_or_none(metadata.get("creationTimestamp")) or now
         if deployed_at.tzinfo is None:
             deployed_at = deployed_at.replace(tzinfo=datetime.UTC)
         status.version = version
@@ -447,7 +441,7 @@ class Engine:
     ) -> PhaseStatus:
         old = next((p for p in previous.phases if p.name == phase.name), None)
         starts, ends = deployed_at + phase.start, deployed_at + phase.end
-        state: Literal["Pending", "Running", "Completed"]
+        state: PhaseState
         if phase.name in completed:
             state = "Completed"
         elif plan.phase is not None and plan.phase.name == phase.name and now >= starts:

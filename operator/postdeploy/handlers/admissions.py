@@ -17,10 +17,11 @@ import kopf
 
 from postdeploy.admission import reviews, servers
 from postdeploy.engine import settings as engine_settings
+from postdeploy.kit import exceptions
+from postdeploy.models.crds import GROUP, REVIEWS, TEMPLATES, VERSION
 
 __all__ = ["authorize_review", "authorize_template"]
 
-GROUP, VERSION = "postdeploy.io", "v1alpha1"
 
 
 def _unchanged(operation: str | None, body: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
@@ -41,7 +42,7 @@ async def authorize_review(body: kopf.Body, userinfo: kopf.UserInfo, memo: Any, 
             getattr(memo, "cross_namespace", None) or (),
             getattr(memo, "egress_allowlist", None) or (),
         )
-    except reviews.Refused as refused:
+    except exceptions.Refused as refused:
         raise kopf.AdmissionError(str(refused), code=refused.code) from None
 
 
@@ -50,7 +51,7 @@ async def authorize_template(body: kopf.Body, userinfo: kopf.UserInfo, memo: Any
         return
     try:
         await reviews.authorize_template(memo.api, dict(body), userinfo)
-    except reviews.Refused as refused:
+    except exceptions.Refused as refused:
         raise kopf.AdmissionError(str(refused), code=refused.code) from None
 
 
@@ -58,7 +59,7 @@ if servers.WebhookSettings.from_env().mode != "off":
     kopf.on.validate(
         GROUP,
         VERSION,
-        "postdeploymentreviews",
+        REVIEWS,
         operations=["CREATE", "UPDATE"],
         persistent=True,
         id="authorize-review",
@@ -66,7 +67,7 @@ if servers.WebhookSettings.from_env().mode != "off":
     kopf.on.validate(
         GROUP,
         VERSION,
-        "reviewtemplates",
+        TEMPLATES,
         operations=["CREATE", "UPDATE"],
         persistent=True,
         id="authorize-template",

@@ -18,9 +18,9 @@ import httpx
 import kopf
 from kubernetes_asyncio import client, config
 
-from postdeploy import metrics
 from postdeploy.actions import notifications
 from postdeploy.engine import events, executions, leadership, registry, schedulers, settings, ticks
+from postdeploy.kit import metrics
 
 __all__ = ["cleanup", "startup"]
 

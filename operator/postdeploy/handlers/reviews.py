@@ -16,17 +16,17 @@ from typing import Any
 import kopf
 
 from postdeploy.decisions import selectors
-from postdeploy.engine import ledgers, schedulers
+from postdeploy.engine import schedulers
+from postdeploy.models.crds import GROUP, REVIEWS, VERSION
 
 __all__ = ["review_event"]
 
-GROUP, VERSION, PLURAL = ledgers.GROUP, ledgers.VERSION, ledgers.PLURAL
 
 
 _SHARD = selectors.parse(os.environ.get("POSTDEPLOY_SELECTOR", ""))
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
+@kopf.on.event(GROUP, VERSION, REVIEWS)
 async def review_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
     scheduler: schedulers.Scheduler = memo.scheduler
     # A review relabelled out of this shard is forgotten here and picked up by its new one.

@@ -24,10 +24,11 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from postdeploy.admission import servers, signoffs
+from postdeploy.kit import exceptions
+from postdeploy.models.crds import GROUP, REVIEWS, SIGNOFFS, VERSION
 
 __all__ = ["authorize_signer", "signoff_changed", "stamp_signer", "webhook_startup"]
 
-GROUP, VERSION, PLURAL = "postdeploy.io", "v1alpha1", "reviewsignoffs"
 SEEN_ANNOTATION = "postdeploy.io/signoffs-seen"
 
 
@@ -63,7 +64,7 @@ async def authorize_signer(
 ) -> None:
     try:
         await signoffs.authorize(memo.api, dict(spec), userinfo, namespace or "")
-    except signoffs.Refused as refused:
+    except exceptions.Refused as refused:
         raise kopf.AdmissionError(str(refused), code=refused.code) from None
 
 
@@ -78,7 +79,7 @@ async def signoff_changed(
             GROUP,
             VERSION,
             namespace,
-            "postdeploymentreviews",
+            REVIEWS,
             spec["review"],
             {"metadata": {"annotations": {SEEN_ANNOTATION: stamp}}},
             _content_type="application/merge-patch+json",  # type: ignore[call-arg]
@@ -92,10 +93,10 @@ async def signoff_changed(
 # the webhook is on (the environment is read once, when the handlers are imported).
 # Without the webhook no sign-off is verified, so none needs watching either.
 if servers.WebhookSettings.from_env().mode != "off":
-    kopf.on.mutate(GROUP, VERSION, PLURAL, operations=["CREATE"], persistent=True, id="stamp-signer")(
+    kopf.on.mutate(GROUP, VERSION, SIGNOFFS, operations=["CREATE"], persistent=True, id="stamp-signer")(
         stamp_signer
     )
-    kopf.on.validate(GROUP, VERSION, PLURAL, operations=["CREATE"], persistent=True, id="authorize-signer")(
+    kopf.on.validate(GROUP, VERSION, SIGNOFFS, operations=["CREATE"], persistent=True, id="authorize-signer")(
         authorize_signer
     )
-    kopf.on.event(GROUP, VERSION, PLURAL)(signoff_changed)
+    kopf.on.event(GROUP, VERSION, SIGNOFFS)(signoff_changed)

@@ -30,8 +30,8 @@ import kopf
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from postdeploy import workloads
-from postdeploy.decisions import durations
+from postdeploy.kit import durations, workloads
+from postdeploy.models.crds import API_VERSION, GROUP, REVIEWS, VERSION
 
 __all__ = [
     "ANNOTATION",
@@ -44,7 +44,6 @@ __all__ = [
 ]
 
 ANNOTATION = "postdeploy.io/template"
-GROUP, VERSION, PLURAL = "postdeploy.io", "v1alpha1", "postdeploymentreviews"
 
 
 def review_name(workload: str, version: str) -> str:
@@ -67,7 +66,7 @@ def review_for(workload: dict[str, Any], kind: str, template: str, version: str)
     metadata = workload["metadata"]
     ref = template_ref(template) or {"kind": "ClusterReviewTemplate", "name": template}
     return {
-        "apiVersion": f"{GROUP}/{VERSION}",
+        "apiVersion": API_VERSION,
         "kind": "PostDeploymentReview",
         "metadata": {
             "name": review_name(metadata["name"], version),
@@ -131,7 +130,7 @@ async def _on_workload(kind: str, body: kopf.Body, memo: kopf.Memo, logger: Any)
     manifest = review_for(workload, kind, template, version)
     try:
         await client.CustomObjectsApi(api).create_namespaced_custom_object(
-            GROUP, VERSION, body.metadata.namespace or "", PLURAL, manifest
+            GROUP, VERSION, body.metadata.namespace or "", REVIEWS, manifest
         )
         logger.info("created review %s for %s %s", name, kind, version)
     except ApiException as error:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import pydantic
 from pydantic.alias_generators import to_camel
 
-from postdeploy.decisions import durations
+from postdeploy.kit import durations
 
 __all__ = ["Duration", "SpecModel", "StatusModel", "cel"]
 

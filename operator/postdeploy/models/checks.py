@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 
-from postdeploy.decisions import durations
+from postdeploy.kit import durations
 from postdeploy.models.base import Duration, SpecModel, cel
 from postdeploy.models.people import CleanupCheck, ReportCheck
 

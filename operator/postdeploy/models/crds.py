@@ -1,8 +1,9 @@
 """Generates the CustomResourceDefinitions in ``crds/`` from the pydantic models.
 
-Run ``python -m postdeploy.models.crds crds/`` to rewrite them (and the built-in
-default template beside them, ``postdeploy.defaults``); a unit test fails when the
-committed files differ. pydantic emits JSON Schema 2020-12; Kubernetes
+``postdeploy crds crds/`` (``make crds``) rewrites them, and the built-in default
+template beside them (``postdeploy.defaults.write``); a unit test fails when the
+committed files differ. The module also holds the API's names (group, version,
+plurals), the one definition every other module uses. pydantic emits JSON Schema 2020-12; Kubernetes
 wants a structural OpenAPI v3 subset, so this module inlines ``$ref``, drops
 ``null`` branches, titles and defaults (defaults are applied after template
 merging, so the API server must not fill them in), and rewrites numeric
@@ -18,13 +19,29 @@ from typing import Any
 import pydantic
 import yaml
 
-from postdeploy import defaults
 from postdeploy.models import checks, people, reviews
 
-__all__ = ["GROUP", "VERSION", "all_crds", "openapi_schema", "write"]
+__all__ = [
+    "API_VERSION",
+    "CLUSTER_TEMPLATES",
+    "GROUP",
+    "REVIEWS",
+    "SIGNOFFS",
+    "TEMPLATES",
+    "VERSION",
+    "all_crds",
+    "openapi_schema",
+    "write",
+]
 
+# The API's names: the one definition every client of the API server uses.
 GROUP = "postdeploy.io"
 VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+REVIEWS = "postdeploymentreviews"
+TEMPLATES = "reviewtemplates"
+CLUSTER_TEMPLATES = "clusterreviewtemplates"
+SIGNOFFS = "reviewsignoffs"
 _DROP = {"title", "default", "x-postdeploy-duration"}
 
 
@@ -163,21 +180,21 @@ def all_crds() -> dict[str, dict[str, Any]]:
     template_columns = [_column("Age", ".metadata.creationTimestamp", "date")]
     return {
         "postdeploymentreviews.yaml": _crd(
-            "PostDeploymentReview", "postdeploymentreviews", "Namespaced",
+            "PostDeploymentReview", REVIEWS, "Namespaced",
             reviews.PostDeploymentReviewSpec, short_names=["pdr"], status=True,
             columns=review_columns,
         ),
         "reviewtemplates.yaml": _crd(
-            "ReviewTemplate", "reviewtemplates", "Namespaced", reviews.ReviewTemplateSpec,
+            "ReviewTemplate", TEMPLATES, "Namespaced", reviews.ReviewTemplateSpec,
             short_names=["pdrt"], status=False, columns=template_columns,
         ),
         "clusterreviewtemplates.yaml": _crd(
-            "ClusterReviewTemplate", "clusterreviewtemplates", "Cluster",
+            "ClusterReviewTemplate", CLUSTER_TEMPLATES, "Cluster",
             reviews.ReviewTemplateSpec, short_names=["cpdrt"], status=False,
             columns=template_columns,
         ),
         "reviewsignoffs.yaml": _crd(
-            "ReviewSignoff", "reviewsignoffs", "Namespaced", people.ReviewSignoffSpec,
+            "ReviewSignoff", SIGNOFFS, "Namespaced", people.ReviewSignoffSpec,
             short_names=["pdrsign"], status=False,
             columns=[
                 _column("Review", ".spec.review"),
@@ -196,16 +213,13 @@ def render(document: dict[str, Any]) -> str:
 
 
 def write(directory: pathlib.Path) -> list[pathlib.Path]:
-    """The CRDs, and beside them the built-in default template they ship with."""
+    """The CRDs (the built-in template they ship with is ``postdeploy.defaults.write``)."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for name, document in all_crds().items():
         path = directory / name
         path.write_text(render(document))
         written.append(path)
-    path = directory / defaults.FILE_NAME
-    path.write_text(defaults.render())
-    written.append(path)
     return written
 
 

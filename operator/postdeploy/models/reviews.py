@@ -20,7 +20,9 @@ from postdeploy.models.checks import Check, OnFailure, SecretKeyRef
 from postdeploy.models.people import FinalReview, SignoffPolicy, SloTargets
 
 __all__ = [
+    "COMPLETED",
     "EARLIEST",
+    "INVALID",
     "LATEST",
     "ActionRecord",
     "ActionState",
@@ -31,6 +33,7 @@ __all__ = [
     "NotificationRecord",
     "NotificationTarget",
     "Phase",
+    "PhaseState",
     "PhaseStatus",
     "PostDeploymentReviewSpec",
     "ProviderDefaults",
@@ -44,7 +47,7 @@ __all__ = [
 
 
 # deployedAt lies in [EARLIEST, LATEST): with durations of at most 3650d every time
-# the engine derives from it is a valid datetime (decisions/durations.py).
+# the engine derives from it is a valid datetime (kit/durations.py).
 EARLIEST = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 LATEST = datetime.datetime(2200, 1, 1, tzinfo=datetime.UTC)
 
@@ -226,6 +229,14 @@ class CheckState(enum.StrEnum):
     AWAITING_CONFIRMATION = "AwaitingConfirmation"
 
 
+# A phase's state in ``status.phases[]``.
+PhaseState = Literal["Pending", "Running", "Completed"]
+# ``status.phase`` is the running phase's name, ``Pending`` before the first one, and
+# one of these once no phase will run: every phase completed, or the spec is invalid.
+COMPLETED = "Completed"
+INVALID = "Invalid"
+
+
 class Condition(StatusModel):
     type: str
     status: Literal["True", "False", "Unknown"]
@@ -237,7 +248,7 @@ class Condition(StatusModel):
 
 class PhaseStatus(StatusModel):
     name: str
-    state: Literal["Pending", "Running", "Completed"] = "Pending"
+    state: PhaseState = "Pending"
     starts_at: str | None = None
     ends_at: str | None = None
     started_at: str | None = None

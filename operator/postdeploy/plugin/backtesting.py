@@ -26,11 +26,12 @@ import yaml
 
 from postdeploy import defaults
 from postdeploy.backtests import releases, replays, summaries
-from postdeploy.decisions import durations, templates
+from postdeploy.decisions import templates
+from postdeploy.kit import durations, exceptions, times
 from postdeploy.plugin import errors
 from postdeploy.plugin.kube import Session
 from postdeploy.providers.base import Target
-from postdeploy.providers.prometheus_api import PrometheusApi, QueryFailed
+from postdeploy.providers.prometheus_api import PrometheusApi
 from postdeploy.reports import backtests as backtest_pages
 
 __all__ = ["add_arguments", "backtest"]
@@ -151,7 +152,7 @@ def _time(text: str | None, default: datetime.datetime) -> datetime.datetime:
     if not text:
         return default
     try:
-        return releases.parse_time(text)
+        return times.parse(text)
     except ValueError:
         raise errors.PluginError(f"not a time (RFC 3339): {text!r}", errors.USAGE) from None
 
@@ -179,7 +180,7 @@ async def _from_promql(
             if not isinstance(matrix, list):
                 raise errors.PluginError("--from-promql: the expression returned no matrix", errors.INVALID)
             found += releases.from_matrix(matrix, first - seconds, last, seconds)
-    except QueryFailed as error:
+    except exceptions.QueryFailed as error:
         raise errors.PluginError(f"--from-promql: {error}", errors.API) from None
     finally:
         await api.close()
@@ -243,7 +244,7 @@ def backtest(session: Session, args: argparse.Namespace, out: TextIO) -> int:
     merged, name = _spec(session, args)
     try:
         review = templates.resolve(merged)
-    except templates.InvalidSpec as problem:
+    except exceptions.InvalidSpec as problem:
         raise errors.PluginError(str(problem), errors.INVALID) from None
     spec_target = review.spec.target
     target = Target(spec_target.kind, spec_target.name, spec_target.namespace or session.namespace)

@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
+from postdeploy.kit import times
 from postdeploy.models.reviews import CheckStatus, ReviewStatus
 from postdeploy.plugin import errors
 from postdeploy.plugin.kube import Session
@@ -34,7 +35,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], out: TextIO
 def _age(timestamp: str | None) -> str:
     if not timestamp:
         return "-"
-    then = datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    then = times.parse(timestamp)
     seconds = int((datetime.datetime.now(datetime.UTC) - then).total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:

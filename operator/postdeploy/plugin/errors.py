@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 
+from postdeploy.kit import exceptions
+
 __all__ = [
     "API",
     "CONFLICT",
@@ -23,7 +25,9 @@ __all__ = [
 OK, API, USAGE, NOT_FOUND, FORBIDDEN, CONFLICT, INVALID = 0, 1, 2, 3, 4, 5, 6
 
 
-class PluginError(Exception):
+class PluginError(exceptions.PostdeployError):
+    """``kubectl postdeploy`` cannot do what it was asked; ``code`` is the exit status."""
+
     def __init__(self, message: str, code: int = API) -> None:
         super().__init__(message)
         self.code = code

@@ -16,12 +16,19 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from postdeploy.models.crds import (
+    API_VERSION,
+    CLUSTER_TEMPLATES,
+    GROUP,
+    REVIEWS,
+    SIGNOFFS,
+    TEMPLATES,
+    VERSION,
+)
 from postdeploy.plugin import errors
 
 __all__ = ["Session", "signoff_name"]
 
-GROUP, VERSION = "postdeploy.io", "v1alpha1"
-REVIEWS, SIGNOFFS = "postdeploymentreviews", "reviewsignoffs"
 _MERGE = "application/merge-patch+json"
 
 
@@ -114,10 +121,10 @@ class Session:
         obj: Any
         try:
             if kind == "ClusterReviewTemplate":
-                obj = self.objects.get_cluster_custom_object(GROUP, VERSION, "clusterreviewtemplates", name)
+                obj = self.objects.get_cluster_custom_object(GROUP, VERSION, CLUSTER_TEMPLATES, name)
             else:
                 obj = self.objects.get_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, "reviewtemplates", name
+                    GROUP, VERSION, self.namespace, TEMPLATES, name
                 )
         except ApiException as error:
             if error.status == 404:
@@ -167,7 +174,7 @@ class Session:
 
     def create_signoff(self, review: str, role: str, notes: str) -> dict[str, Any]:
         body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
+            "apiVersion": API_VERSION,
             "kind": "ReviewSignoff",
             "metadata": {"name": signoff_name(review, role), "labels": {"postdeploy.io/review": review[:63]}},
             "spec": {"review": review, "role": role, "notes": notes},

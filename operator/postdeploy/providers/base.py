@@ -27,7 +27,7 @@ import enum
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from postdeploy.decisions import durations
+from postdeploy.kit import durations
 
 __all__ = [
     "Measurement",

@@ -30,7 +30,8 @@ from typing import Any
 import httpx
 from jsonpath_ng.ext import parser as jsonpath
 
-from postdeploy.decisions import confinement, durations
+from postdeploy.decisions import confinement
+from postdeploy.kit import durations
 from postdeploy.models.checks import Baseline, HttpCheck
 from postdeploy.providers import details as details_
 from postdeploy.providers import templating

@@ -19,13 +19,13 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from postdeploy.decisions import durations
+from postdeploy.kit import durations
 from postdeploy.models.checks import JobCheck
+from postdeploy.models.crds import API_VERSION
 from postdeploy.providers.base import Measurement, ReviewContext
 
 __all__ = ["JobProvider", "job_name"]
 
-GROUP_VERSION = "postdeploy.io/v1alpha1"
 
 
 def job_name(review: str, check: str, uid: str) -> str:
@@ -65,7 +65,7 @@ class JobProvider:
                 "labels": labels,
                 "ownerReferences": [
                     {
-                        "apiVersion": GROUP_VERSION,
+                        "apiVersion": API_VERSION,
                         "kind": "PostDeploymentReview",
                         "name": ctx.review_name,
                         "uid": ctx.review_uid,

@@ -19,7 +19,7 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from postdeploy import workloads
+from postdeploy.kit import times, workloads
 from postdeploy.models.checks import KubernetesCheck, KubernetesMeasure
 from postdeploy.providers import coalescing
 from postdeploy.providers.base import Measurement, ReviewContext
@@ -35,7 +35,7 @@ def _created(obj: Obj) -> datetime.datetime:
     stamp = obj["metadata"].get("creationTimestamp")
     if isinstance(stamp, datetime.datetime):
         return stamp
-    return datetime.datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    return times.parse(str(stamp))
 
 
 def _container_statuses(pod: Obj) -> list[Obj]:

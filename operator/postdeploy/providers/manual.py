@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from postdeploy.decisions import durations
+from postdeploy.kit import durations
 from postdeploy.models.checks import ManualCheck
 from postdeploy.providers.base import Measurement, ReviewContext
 

@@ -52,13 +52,13 @@ from typing import Any, cast
 import psycopg
 from psycopg import conninfo
 
-from postdeploy.decisions import durations
+from postdeploy.kit import durations, exceptions
 from postdeploy.models.checks import Baseline, PostgresCheck, SlowStatements
 from postdeploy.providers import details as details_
 from postdeploy.providers import statements, templating
 from postdeploy.providers.base import Measurement, ReviewContext
 
-__all__ = ["ROWS_SHOWN", "NotConfigured", "PostgresProvider", "QueryFailed", "Rows"]
+__all__ = ["ROWS_SHOWN", "PostgresProvider", "Rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,17 +67,9 @@ _RESERVED = frozenset({"columns", "rows", "rowCount", "truncated", "parameters",
 _PARAMETER = re.compile(r"%\(([^)]+)\)s")
 
 
-class QueryFailed(Exception):
-    """The query could not be run; the message is safe to show (no DSN, no password)."""
-
-
-class NotConfigured(QueryFailed):
-    """No DSN anywhere: an Error, or Skipped for a check that is ``optional``."""
-
-
 def failed(exc: Exception, optional: bool, query: str | None) -> Measurement:
     """The measurement for a query that could not run."""
-    if optional and isinstance(exc, NotConfigured):
+    if optional and isinstance(exc, exceptions.NotConfigured):
         return Measurement.not_applicable(f"{exc} (the check is optional)", query=query)
     return Measurement.error(str(exc), query=query)
 
@@ -116,7 +108,7 @@ class PostgresProvider:
         try:
             timeout = durations.parse_duration(spec.timeout).total_seconds()
             result = await self.fetch(spec.query, ctx, timeout_seconds=timeout, row_limit=spec.row_limit)
-        except (QueryFailed, ValueError) as exc:
+        except (exceptions.QueryFailed, ValueError) as exc:
             return failed(exc, spec.optional, spec.query)
 
         info: dict[str, Any] = {
@@ -193,7 +185,7 @@ class PostgresProvider:
                 row_limit=statements.FLAGGED_LIMIT,
                 parameters=statements.delta_parameters(snapshot, slow),
             )
-        except (QueryFailed, ValueError) as exc:
+        except (exceptions.QueryFailed, ValueError) as exc:
             return failed(exc, spec.optional, statements.describe(slow, snapshot=snapshot is None))
         measurement = statements.flagged(rows.rows, rows.truncated, snapshot, slow, source)
         return dataclasses.replace(measurement, query=statements.describe(slow, snapshot=False))
@@ -215,7 +207,7 @@ class PostgresProvider:
         """
         dsn = ctx.secrets.get("dsn") or self._default_dsn
         if not dsn:
-            raise NotConfigured(
+            raise exceptions.NotConfigured(
                 "no PostgreSQL DSN: set dsnSecretRef in the check or the operator's default DSN"
             )
         secrets = _secrets_of(dsn)
@@ -227,7 +219,7 @@ class PostgresProvider:
                 bound = {**templating.sql_parameters(ctx), **(parameters or {})}
                 return await self._run(dsn, query, bound, timeout_seconds, row_limit)
         except TimeoutError:
-            raise QueryFailed(f"PostgreSQL did not answer within {overall:g}s") from None
+            raise exceptions.QueryFailed(f"PostgreSQL did not answer within {overall:g}s") from None
         except psycopg.ProgrammingError as exc:
             # psycopg's own complaints about the query text, before anything is sent.
             text = _describe(exc, secrets)
@@ -235,11 +227,11 @@ class PostgresProvider:
                 text += "; write a literal % as %%"
             elif "parameter missing" in text:
                 text += f"; available: {', '.join(sorted(templating.sql_parameters(ctx)))}"
-            raise QueryFailed(text) from None
+            raise exceptions.QueryFailed(text) from None
         except psycopg.Error as exc:
-            raise QueryFailed(_describe(exc, secrets)) from None
+            raise exceptions.QueryFailed(_describe(exc, secrets)) from None
         except OSError as exc:
-            raise QueryFailed(
+            raise exceptions.QueryFailed(
                 f"could not connect to PostgreSQL: {details_.scrub(str(exc), secrets)}"
             ) from None
 
@@ -279,7 +271,7 @@ class PostgresProvider:
         try:
             given = conninfo.conninfo_to_dict(dsn)
         except psycopg.ProgrammingError:
-            raise QueryFailed("the PostgreSQL DSN is not a valid connection string") from None
+            raise exceptions.QueryFailed("the PostgreSQL DSN is not a valid connection string") from None
         if "connect_timeout" not in given:
             options["connect_timeout"] = max(2, math.ceil(self._connect_timeout))
         if "application_name" not in given:

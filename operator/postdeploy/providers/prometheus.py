@@ -60,12 +60,13 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from postdeploy.decisions import durations, statistics
+from postdeploy.decisions import statistics
+from postdeploy.kit import durations, exceptions
 from postdeploy.models.checks import Baseline, PrometheusCheck
 from postdeploy.providers import coalescing, prometheus_compare, templating
 from postdeploy.providers import details as details_
 from postdeploy.providers.base import Measurement, MeasurementState, ReviewContext
-from postdeploy.providers.prometheus_api import PrometheusApi, QueryFailed
+from postdeploy.providers.prometheus_api import PrometheusApi
 
 __all__ = ["BASELINE_SETTLED", "NOT_GROWING_HOURS", "PAIRWISE_POINTS", "SERIES_SHOWN", "PrometheusProvider"]
 
@@ -255,7 +256,7 @@ class _Evaluation:
                 limits = await self._instant_series(self.limit_query, at)
             # Pairwise tests are O(n²) in pure Python: keep them off the event loop.
             return await asyncio.to_thread(self._trend, series, limits, at)
-        except QueryFailed as exc:
+        except exceptions.QueryFailed as exc:
             return Measurement.error(str(exc))
 
     # --- asking Prometheus ----------------------------------------------------------
@@ -570,21 +571,21 @@ def _sample(value: Any) -> float | None:
 def _parse_instant(result: Any) -> list[_Series]:
     """Series of an instant query: a vector, or a scalar as one unlabelled series."""
     if not isinstance(result, list):
-        raise QueryFailed(f"unexpected answer from Prometheus: {type(result).__name__}")
+        raise exceptions.QueryFailed(f"unexpected answer from Prometheus: {type(result).__name__}")
     if len(result) == 2 and not isinstance(result[0], dict):  # scalar or string
         try:
             number = float(result[1])
         except (TypeError, ValueError):
-            raise QueryFailed("the query returns a string, not a number") from None
+            raise exceptions.QueryFailed("the query returns a string, not a number") from None
         if not math.isfinite(number):
             return [_Series({}, [], [])]
         return [_Series({}, [float(result[0])], [number])]
     series = []
     for item in result:
         if not isinstance(item, dict):
-            raise QueryFailed("unexpected answer from Prometheus: not a list of series")
+            raise exceptions.QueryFailed("unexpected answer from Prometheus: not a list of series")
         if "values" in item:
-            raise QueryFailed(
+            raise exceptions.QueryFailed(
                 "the query returns a range vector: wrap it in a function such as rate() or "
                 "avg_over_time(), or set range to query over a window"
             )
@@ -599,11 +600,11 @@ def _parse_instant(result: Any) -> list[_Series]:
 
 def _parse_range(result: Any) -> list[_Series]:
     if not isinstance(result, list):
-        raise QueryFailed(f"unexpected answer from Prometheus: {type(result).__name__}")
+        raise exceptions.QueryFailed(f"unexpected answer from Prometheus: {type(result).__name__}")
     series = []
     for item in result:
         if not isinstance(item, dict):
-            raise QueryFailed("unexpected answer from Prometheus: not a list of series")
+            raise exceptions.QueryFailed("unexpected answer from Prometheus: not a list of series")
         labels = {str(k): str(v) for k, v in (item.get("metric") or {}).items()}
         times, values = [], []
         for sample in item.get("values") or []:

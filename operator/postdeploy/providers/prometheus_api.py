@@ -25,16 +25,13 @@ from typing import Any
 
 import aiohttp
 
+from postdeploy.kit import exceptions
 from postdeploy.providers import details as details_
 
-__all__ = ["PrometheusApi", "QueryFailed"]
+__all__ = ["PrometheusApi"]
 
 _RETRY_STATUSES = frozenset({502, 503, 504})
 _RETRY_DELAY = 0.2
-
-
-class QueryFailed(Exception):
-    """The data source failed; the message is safe to show (no credentials)."""
 
 
 class PrometheusApi:
@@ -83,7 +80,7 @@ class PrometheusApi:
         try:
             return await self._post(url, path, data)
         except _Retryable as error:
-            raise QueryFailed(str(error)) from None
+            raise exceptions.QueryFailed(str(error)) from None
 
     async def _post(self, url: str, path: str, data: Mapping[str, str]) -> Any:
         where = details_.redact_url(url)
@@ -92,14 +89,18 @@ class PrometheusApi:
                 body = await response.read()
                 status = response.status
         except TimeoutError:
-            raise QueryFailed(f"Prometheus at {where} did not answer within {self.timeout:g}s") from None
+            raise exceptions.QueryFailed(
+                f"Prometheus at {where} did not answer within {self.timeout:g}s"
+            ) from None
         except aiohttp.ClientConnectorError as error:
             raise _Retryable(f"Prometheus at {where} is unreachable: {_reason(error.os_error)}") from None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
             reason = _reason(error) if isinstance(error, OSError) else "connection closed"
             raise _Retryable(f"Prometheus at {where} is unreachable: {reason}") from None
         except aiohttp.ClientError as error:
-            raise QueryFailed(f"request to Prometheus at {where} failed: {type(error).__name__}") from None
+            raise exceptions.QueryFailed(
+                f"request to Prometheus at {where} failed: {type(error).__name__}"
+            ) from None
         try:
             answer = json.loads(body)
         except (ValueError, UnicodeDecodeError):
@@ -108,15 +109,15 @@ class PrometheusApi:
             message = f"Prometheus refused the query: HTTP {status}: {_api_error(answer, body)}"
             if status in _RETRY_STATUSES:
                 raise _Retryable(message)
-            raise QueryFailed(message)
+            raise exceptions.QueryFailed(message)
         if not isinstance(answer, dict) or not isinstance(answer.get("data"), dict):
-            raise QueryFailed(f"{where} did not answer like a Prometheus API (not a query result)")
+            raise exceptions.QueryFailed(f"{where} did not answer like a Prometheus API (not a query result)")
         if answer.get("status") != "success":
-            raise QueryFailed(f"Prometheus refused the query: {_api_error(answer, body)}")
+            raise exceptions.QueryFailed(f"Prometheus refused the query: {_api_error(answer, body)}")
         return answer["data"].get("result")
 
 
-class _Retryable(QueryFailed):
+class _Retryable(exceptions.QueryFailed):
     """A failure worth one more attempt: a dropped connection or a 502/503/504."""
 
 

@@ -41,11 +41,11 @@ import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from postdeploy.decisions import durations, sequential
+from postdeploy.decisions import sequential
+from postdeploy.kit import durations, exceptions
 from postdeploy.models.checks import Comparison, PrometheusCheck
 from postdeploy.providers import templating
 from postdeploy.providers.base import Measurement, ReviewContext
-from postdeploy.providers.prometheus_api import QueryFailed
 
 __all__ = ["SETTLE", "Grid", "grid", "measure"]
 
@@ -107,11 +107,11 @@ def _by_time(
     """Per evaluation time (index from ``start`` in ``step``s), the sum of the finite
     samples of each ``key(labels)``; times without samples are empty."""
     if not isinstance(result, list):
-        raise QueryFailed(f"unexpected answer from Prometheus: {type(result).__name__}")
+        raise exceptions.QueryFailed(f"unexpected answer from Prometheus: {type(result).__name__}")
     slots: list[dict[str, float]] = [{} for _ in range(count)]
     for item in result:
         if not isinstance(item, dict):
-            raise QueryFailed("unexpected answer from Prometheus: not a list of series")
+            raise exceptions.QueryFailed("unexpected answer from Prometheus: not a list of series")
         name = key({str(k): str(v) for k, v in (item.get("metric") or {}).items()})
         for sample in item.get("values") or []:
             try:
@@ -213,7 +213,7 @@ async def measure(spec: PrometheusCheck, ctx: ReviewContext, ask: RangeQuery) ->
                 _range(ask, totals[0], after_times, lambda _: ""),
                 _range(ask, totals[1], before_times, lambda _: ""),
             )
-    except QueryFailed as exc:
+    except exceptions.QueryFailed as exc:
         return Measurement.error(str(exc), query=shown)
 
     try:

@@ -14,14 +14,14 @@ import httpx
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from postdeploy.decisions import durations
+from postdeploy.kit import durations
+from postdeploy.models.crds import GROUP, REVIEWS, VERSION
 from postdeploy.models.people import ReportCheck
 from postdeploy.providers.base import Measurement, ReviewContext
 from postdeploy.reports import documents, store
 
 __all__ = ["ReportProvider"]
 
-GROUP, VERSION, PLURAL = "postdeploy.io", "v1alpha1", "postdeploymentreviews"
 
 
 class ReportProvider:
@@ -34,7 +34,7 @@ class ReportProvider:
         objects = client.CustomObjectsApi(self.api)
         try:
             body = await objects.get_namespaced_custom_object(
-                GROUP, VERSION, ctx.review_namespace, PLURAL, ctx.review_name
+                GROUP, VERSION, ctx.review_namespace, REVIEWS, ctx.review_name
             )
             url = ((body.get("spec") or {}).get("providers") or {}).get(
                 "prometheusUrl"

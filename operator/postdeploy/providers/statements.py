@@ -33,7 +33,7 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from postdeploy.decisions import durations
+from postdeploy.kit import durations
 from postdeploy.models.checks import SlowStatements
 from postdeploy.providers import details as details_
 from postdeploy.providers.base import Measurement

@@ -50,10 +50,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from postdeploy.decisions import statistics
+from postdeploy.kit import exceptions
 from postdeploy.models.checks import Baseline, StatisticsCheck
 from postdeploy.providers import details as details_
 from postdeploy.providers.base import Measurement, ReviewContext
-from postdeploy.providers.postgres import PostgresProvider, QueryFailed, Rows, failed
+from postdeploy.providers.postgres import PostgresProvider, Rows, failed
 
 __all__ = ["SRM_ALPHA", "StatisticsProvider"]
 
@@ -84,7 +85,7 @@ class StatisticsProvider:
             result = await self._postgres.fetch(
                 spec.query, ctx, timeout_seconds=self._timeout, row_limit=self._max_groups
             )
-        except QueryFailed as exc:
+        except exceptions.QueryFailed as exc:
             return failed(exc, spec.optional, spec.query)
         if result.truncated:
             return Measurement.error(

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from postdeploy.decisions import slos as slo_decisions
+from postdeploy.kit import times
 from postdeploy.models.people import ActionItem, FinalReview, SloResult
 from postdeploy.models.reviews import CheckState, CheckStatus, ReviewStatus
 from postdeploy.reports import inputs
@@ -226,7 +227,7 @@ def build(
     deployed = status.deployed_at or ""
     epoch = None
     if deployed:
-        epoch = datetime.datetime.fromisoformat(deployed.replace("Z", "+00:00")).timestamp()
+        epoch = times.parse(deployed).timestamp()
     return Report(
         name=str(metadata.get("name", "")),
         namespace=str(metadata.get("namespace", "")),
@@ -259,7 +260,7 @@ def history_charts(checks: Sequence[CheckStatus]) -> list[Chart]:
         for sample in check.history:
             if sample.v is None:
                 continue
-            at = datetime.datetime.fromisoformat(sample.t.replace("Z", "+00:00")).timestamp()
+            at = times.parse(sample.t).timestamp()
             points.append((at, sample.v))
         if len(points) >= 2 and check.provider in ("prometheus", "kubernetes"):
             unit = HISTORY_UNITS.get(check.name, "")

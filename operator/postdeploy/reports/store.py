@@ -26,6 +26,7 @@ import httpx
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from postdeploy.models.crds import API_VERSION
 from postdeploy.models.people import ChartSpec
 from postdeploy.providers import templating
 from postdeploy.reports import documents, markdown, pages
@@ -42,7 +43,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-GROUP_VERSION = "postdeploy.io/v1alpha1"
 _SELECTOR = 'namespace="{{namespace}}",job="{{target}}"'
 # The default charts' rate() window: the review's (or its template's) parameter
 # rateWindow, as the built-in checks use it, else this.
@@ -178,7 +178,7 @@ async def write(api: client.ApiClient, review: Mapping[str, Any], report: docume
             },
             "ownerReferences": [
                 {
-                    "apiVersion": GROUP_VERSION,
+                    "apiVersion": API_VERSION,
                     "kind": "PostDeploymentReview",
                     "name": str(metadata.get("name")),
                     "uid": str(metadata.get("uid")),

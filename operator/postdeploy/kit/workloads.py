@@ -15,6 +15,8 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from postdeploy.kit import times
+
 __all__ = [
     "ROLLOUT_GROUP",
     "label_selector",
@@ -187,12 +189,6 @@ def version_of(workload: Obj) -> str | None:
     return name.split(":", 1)[1] if ":" in name else "latest"
 
 
-def _parse_time(text: str | None) -> datetime.datetime | None:
-    if not text:
-        return None
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
 async def rollout_time(api: client.ApiClient, workload: Obj) -> datetime.datetime | None:
     """When the current revision was rolled out: its ReplicaSet's (or revision's) creation."""
     kind = workload.get("kind")
@@ -224,4 +220,4 @@ async def rollout_time(api: client.ApiClient, workload: Obj) -> datetime.datetim
             newest = max(revisions.items, key=lambda r: r.revision)
             newest_stamp: datetime.datetime = newest.metadata.creation_timestamp
             return newest_stamp
-    return _parse_time(metadata.get("creationTimestamp"))
+    return times.parse_or_none(metadata.get("creationTimestamp"))
