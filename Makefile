@@ -40,6 +40,7 @@ demo: install
 lint: venv
 	ruff check operator tests testbed bench
 	mypy
+	lint-imports
 
 typecheck: lint
 

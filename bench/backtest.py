@@ -32,7 +32,7 @@ from postdeploy import defaults
 from postdeploy.backtests import releases, replays, summaries
 from postdeploy.decisions import templates
 from postdeploy.kit import durations
-from postdeploy.providers.base import Target
+from postdeploy.models.measurements import Target
 from testbed import observability
 
 OVERRIDES = {

@@ -68,8 +68,8 @@ from bench import judge_streams as streams  # noqa: E402
 from postdeploy import defaults  # noqa: E402
 from postdeploy.decisions import checks, phases, templates  # noqa: E402
 from postdeploy.kit import durations  # noqa: E402
+from postdeploy.models.measurements import Measurement  # noqa: E402
 from postdeploy.models.reviews import CheckState  # noqa: E402
-from postdeploy.providers.base import Measurement  # noqa: E402
 
 __all__ = [
     "LEGACY_COMMIT",

@@ -50,8 +50,8 @@ import numpy.typing as npt
 from bench import judge_streams as streams
 from postdeploy.decisions import phases, sequential, templates
 from postdeploy.models.checks import Comparison, PrometheusCheck
+from postdeploy.models.measurements import Measurement, ReviewContext, Target
 from postdeploy.providers import coalescing, prometheus_compare
-from postdeploy.providers.base import Measurement, ReviewContext, Target
 
 __all__ = [
     "CompareSimulator",

@@ -28,7 +28,7 @@ from postdeploy.engine import ticks
 from postdeploy.engine.registry import Providers
 from postdeploy.engine.settings import Settings
 from postdeploy.models.checks import Check
-from postdeploy.providers.base import Measurement, ReviewContext
+from postdeploy.models.measurements import Measurement, ReviewContext
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 REFRESH = datetime.timedelta(seconds=300)

@@ -10,7 +10,7 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
-from postdeploy.providers.base import ReviewContext, Target
+from postdeploy.models.measurements import ReviewContext, Target
 
 __all__ = ["NOW", "make_context"]
 

@@ -1,6 +1,8 @@
 """postdeploy: a Kubernetes operator that runs the post-deployment checklist.
 
-The package is layered; a reader finds each concern by folder name:
+The package is layered, and ``lint-imports`` (``make lint``; the contract is in
+``pyproject.toml``, the map in ``docs/architecture.md``) keeps it so. A reader finds
+each concern by folder name:
 
 - ``models``     pydantic models that mirror the CRDs (and generate ``crds/*.yaml``);
 - ``decisions``  pure logic, no I/O: the condition language, phase scheduling,

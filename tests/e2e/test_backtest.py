@@ -44,7 +44,7 @@ import pytest
 from postdeploy import defaults
 from postdeploy.backtests import releases, replays, summaries
 from postdeploy.decisions import templates
-from postdeploy.providers.base import Target
+from postdeploy.models.measurements import Target
 
 # The module fixture replays 3 workloads x 28 releases (minutes of CPU) inside the first test.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]

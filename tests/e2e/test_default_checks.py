@@ -49,8 +49,8 @@ from postdeploy.decisions import checks as check_decisions
 from postdeploy.decisions import templates
 from postdeploy.engine.registry import Providers
 from postdeploy.engine.settings import Settings
+from postdeploy.models.measurements import Measurement, ReviewContext, Target
 from postdeploy.models.reviews import CheckStatus
-from postdeploy.providers.base import Measurement, ReviewContext, Target
 from testbed import observability as bed
 from testbed import postgres, sampleapp
 from tests.e2e.shops import ShopCopy, copy_of_shop

@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from postdeploy.models.checks import AlertmanagerCheck
+from postdeploy.models.measurements import MeasurementState
 from postdeploy.providers.alertmanager import AlertmanagerProvider
-from postdeploy.providers.base import MeasurementState
 from testbed import observability as bed
 from tests.contexts import make_context
 

@@ -25,7 +25,7 @@ import pytest
 from psycopg import conninfo
 
 from postdeploy.models.checks import PostgresCheck
-from postdeploy.providers.base import Measurement, MeasurementState
+from postdeploy.models.measurements import Measurement, MeasurementState
 from postdeploy.providers.postgres import PostgresProvider
 from testbed import ports
 from tests.contexts import make_context

@@ -35,7 +35,7 @@ import httpx
 import pytest
 
 from postdeploy.models.checks import Baseline, PrometheusCheck
-from postdeploy.providers.base import MeasurementState, ReviewContext
+from postdeploy.models.measurements import MeasurementState, ReviewContext
 from postdeploy.providers.prometheus import NOT_GROWING_HOURS, PrometheusProvider
 from testbed import observability as bed
 from testbed import ports

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from postdeploy.models.checks import StatisticsCheck
-from postdeploy.providers.base import Measurement, MeasurementState
+from postdeploy.models.measurements import Measurement, MeasurementState
 from postdeploy.providers.postgres import PostgresProvider
 from postdeploy.providers.statistics import StatisticsProvider
 from tests.contexts import make_context

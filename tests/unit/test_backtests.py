@@ -41,9 +41,9 @@ import pytest
 
 from postdeploy.backtests import alerts, batches, releases, replays, summaries
 from postdeploy.decisions import templates
-from postdeploy.providers.base import Target
+from postdeploy.models.measurements import Target
+from postdeploy.plugin import backtest_pages as backtest_pages
 from postdeploy.providers.prometheus_api import PrometheusApi
-from postdeploy.reports import backtests as backtest_pages
 
 HOUR = 3600
 T0 = datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC)

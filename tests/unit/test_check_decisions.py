@@ -12,8 +12,8 @@ import datetime
 from typing import Any
 
 from postdeploy.decisions import checks, slos, templates
+from postdeploy.models.measurements import Measurement
 from postdeploy.models.reviews import CheckState, Sample
-from postdeploy.providers.base import Measurement
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 

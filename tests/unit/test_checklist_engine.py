@@ -27,13 +27,13 @@ import pydantic
 import pytest
 
 from postdeploy.decisions import checks as check_decisions
-from postdeploy.decisions import templates, verdicts
+from postdeploy.decisions import templates, templating, verdicts
 from postdeploy.kit import exceptions
 from postdeploy.models import crds
 from postdeploy.models.checks import PrometheusCheck
+from postdeploy.models.measurements import Measurement
 from postdeploy.models.reviews import CheckState
-from postdeploy.providers import prometheus, templating
-from postdeploy.providers.base import Measurement
+from postdeploy.providers import prometheus
 from testbed import ports
 from tests.contexts import NOW, make_context
 

@@ -26,8 +26,8 @@ from scipy import stats
 
 from postdeploy.decisions import statistics
 from postdeploy.models.checks import Baseline, StatisticsCheck
+from postdeploy.models.measurements import Measurement, MeasurementState, ReviewContext
 from postdeploy.providers import prometheus
-from postdeploy.providers.base import Measurement, MeasurementState, ReviewContext
 from postdeploy.providers.postgres import PostgresProvider, Rows
 from postdeploy.providers.statistics import StatisticsProvider
 from tests.contexts import make_context

@@ -26,11 +26,10 @@ import pytest
 import yaml
 
 from postdeploy import defaults
-from postdeploy.decisions import templates
+from postdeploy.decisions import templates, templating
 from postdeploy.engine.settings import Settings
 from postdeploy.models import checks as check_models
 from postdeploy.models import crds
-from postdeploy.providers import templating
 from tests.contexts import make_context
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -19,8 +19,8 @@ import httpx
 from postdeploy.actions import notifications
 from postdeploy.decisions import confinement
 from postdeploy.models.checks import HttpCheck, SecretKeyRef
+from postdeploy.models.measurements import Measurement, MeasurementState
 from postdeploy.models.reviews import Delivery, NotificationTarget
-from postdeploy.providers.base import Measurement, MeasurementState
 from postdeploy.providers.http import HttpProvider
 from tests.contexts import make_context
 

@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from postdeploy.models.checks import AlertmanagerCheck
+from postdeploy.models.measurements import Measurement, MeasurementState
 from postdeploy.providers.alertmanager import AlertmanagerProvider
-from postdeploy.providers.base import Measurement, MeasurementState
 from tests.contexts import make_context
 
 Handler = Callable[[httpx.Request], httpx.Response]

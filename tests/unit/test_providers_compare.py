@@ -30,8 +30,8 @@ import pytest
 from postdeploy.decisions import conditions
 from postdeploy.kit import exceptions
 from postdeploy.models.checks import PrometheusCheck
+from postdeploy.models.measurements import MeasurementState
 from postdeploy.providers import prometheus_compare
-from postdeploy.providers.base import MeasurementState
 from postdeploy.providers.prometheus import PrometheusProvider
 from tests.contexts import NOW, make_context
 

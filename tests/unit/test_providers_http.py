@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from postdeploy.models.checks import HttpCheck
-from postdeploy.providers.base import Measurement, MeasurementState
+from postdeploy.models.measurements import Measurement, MeasurementState
 from postdeploy.providers.http import HttpProvider
 from tests.contexts import make_context
 

@@ -27,7 +27,7 @@ from scipy import stats
 
 from postdeploy.kit import exceptions
 from postdeploy.models.checks import StatisticsCheck
-from postdeploy.providers.base import Measurement, MeasurementState, ReviewContext
+from postdeploy.models.measurements import Measurement, MeasurementState, ReviewContext
 from postdeploy.providers.postgres import PostgresProvider, Rows
 from postdeploy.providers.statistics import StatisticsProvider
 from tests.contexts import make_context

@@ -1,4 +1,4 @@
-"""Filling queries with a review's values: ``postdeploy.providers.templating``.
+"""Filling queries with a review's values: ``postdeploy.decisions.templating``.
 
 Covers:
 - ``{{name}}`` with and without spaces; every occurrence replaced;
@@ -18,7 +18,8 @@ import json
 
 import pytest
 
-from postdeploy.providers import details, templating
+from postdeploy.decisions import templating
+from postdeploy.kit import details
 from tests.contexts import NOW, make_context
 
 

@@ -23,9 +23,9 @@ from typing import Any
 from postdeploy.decisions import checks as check_decisions
 from postdeploy.decisions import templates
 from postdeploy.models.checks import PostgresCheck, SlowStatements
+from postdeploy.models.measurements import MeasurementState, ReviewContext
 from postdeploy.models.reviews import CheckState, CheckStatus
 from postdeploy.providers import statements
-from postdeploy.providers.base import MeasurementState, ReviewContext
 from postdeploy.providers.postgres import PostgresProvider, Rows
 from tests.contexts import NOW, make_context
 

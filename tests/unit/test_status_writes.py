@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from postdeploy.engine import ledgers, ticks
-from postdeploy.providers.base import Measurement
+from postdeploy.models.measurements import Measurement
 
 from .test_engine_ticks import World, check, review
 

@@ -10,7 +10,9 @@
                      DaemonSets; abort for an Argo Rollout;
 - ``notifications``  webhook messages (generic JSON or Slack), delivered in the
                      background with bounded retries;
-- ``targets``        reading and patching the target, whatever its kind.
+- ``targets``        reading and patching the target, whatever its kind;
+- ``cleanups``, ``cleanup_checks``  phase 5's cleanup: what to delete, and the check
+                     that deletes it (an act the registry runs in the check's slot).
 
 ``postdeploy.engine.executions`` carries the decided records out, one at a time,
 writing each step to the review's status before and after touching the target.

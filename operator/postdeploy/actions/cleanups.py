@@ -1,6 +1,6 @@
 """Phase 5 cleanup: delete what this deployment marked temporary, and nothing else.
 
-Called by the cleanup provider (``postdeploy.providers.cleanup``) with the check's
+Called by the cleanup check (``postdeploy.actions.cleanup_checks``) with the check's
 ``cleanup`` block. ``plan`` lists the candidates, ``apply`` deletes them (or, on a
 dry run, only reports them). Three sources, and only these:
 

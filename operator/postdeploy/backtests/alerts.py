@@ -33,9 +33,8 @@ from typing import Any
 
 import httpx
 
-from postdeploy.decisions import templates
+from postdeploy.decisions import templates, templating
 from postdeploy.models.checks import Check
-from postdeploy.providers import templating
 
 __all__ = ["Rule", "fetch_rules", "translate"]
 

@@ -46,9 +46,9 @@ from postdeploy.backtests import alerts, batches
 from postdeploy.decisions import checks as check_decisions
 from postdeploy.decisions import phases as phase_plans
 from postdeploy.decisions import templates, verdicts
+from postdeploy.models.measurements import Measurement, ReviewContext, Target
 from postdeploy.models.reviews import CheckState, CheckStatus
 from postdeploy.providers import postgres, prometheus, statistics
-from postdeploy.providers.base import Measurement, ReviewContext, Target
 
 __all__ = [
     "Backtest",

@@ -1,6 +1,6 @@
 """A backtest as data (``-o json``), as a summary, and as plain-text tables.
 
-Called by ``kubectl postdeploy backtest`` and by ``postdeploy.reports.backtests`` (the
+Called by ``kubectl postdeploy backtest`` and by ``postdeploy.plugin.backtest_pages`` (the
 HTML section). Pure.
 
 The summary counts releases by verdict in three groups: ``Failed`` (a check failed:

@@ -34,8 +34,8 @@ from typing import Any
 
 from postdeploy.decisions.templates import ResolvedCheck
 from postdeploy.kit import exceptions
+from postdeploy.models.measurements import Measurement, MeasurementState
 from postdeploy.models.reviews import CheckState, CheckStatus, Sample
-from postdeploy.providers.base import Measurement, MeasurementState
 
 __all__ = ["RUN_RESULTS", "TERMINAL", "finish", "initial", "record"]
 

@@ -37,14 +37,13 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from postdeploy.decisions import slos as slo_decisions
-from postdeploy.decisions import templates, verdicts
+from postdeploy.decisions import templates, templating, verdicts
 from postdeploy.engine.settings import Settings
 from postdeploy.kit import durations, times, workloads
 from postdeploy.models.crds import GROUP, SIGNOFFS, VERSION
+from postdeploy.models.measurements import ReviewContext, Target
 from postdeploy.models.people import FinalReview, Impact, SignoffPolicy, SignoffRecord, SloTargets
 from postdeploy.models.reviews import ReviewStatus
-from postdeploy.providers import templating
-from postdeploy.providers.base import ReviewContext, Target
 from postdeploy.reports import documents, inputs, store
 
 __all__ = ["AWAITING_SIGNOFF", "FinalReviews", "Outcome", "signoff_policy"]

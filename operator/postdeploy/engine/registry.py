@@ -1,15 +1,27 @@
-"""Picks the provider of a check by which block is set, and calls it safely.
+"""Runs a check: picks what serves it by which block is set, and calls it safely.
 
 Built once at start-up by the kopf handlers with the shared clients, and closed at
-clean-up. ``measure`` never raises: a provider that raises anyway, or exceeds the
-measurement timeout, yields an Error measurement that names the provider; a
-concurrency limit per provider keeps one data source from being flooded.
+clean-up. Two kinds of thing serve checks, each behind one typed interface that mypy
+checks on the tables below:
+
+- providers (``postdeploy.providers``, ``providers.base.Provider``) measure a data
+  source; every one takes the check's ``baseline`` block (those with no history
+  ignore it), so nothing here decides by name who gets it;
+- acts (``Act``) change or write something in a check's slot: cleanup
+  (``postdeploy.actions.cleanup_checks``) and the report
+  (``postdeploy.reports.publishing``). Their outcome is recorded and decided like a
+  measurement, but they are actions, not measurements.
+
+``measure`` never raises: a provider or act that raises anyway, or exceeds the
+measurement timeout, yields an Error measurement that names it; a concurrency limit
+per provider keeps one data source from being flooded.
 
 The providers whose reads are shared between checks and reviews (kubernetes,
-prometheus, alertmanager) apply that limit themselves, to the requests they actually
-send: a limit on measurements made the many checks answered by one shared request
-queue behind each other (at 2,000 reviews, 16 slots for 7 kubernetes checks a tick
-held the scheduler to 36 ticks a second with the machine a quarter idle).
+prometheus, alertmanager) declare ``limits_itself`` and apply that limit themselves, to
+the requests they actually send: a limit on measurements made the many checks answered
+by one shared request queue behind each other (at 2,000 reviews, 16 slots for 7
+kubernetes checks a tick held the scheduler to 36 ticks a second with the machine a
+quarter idle).
 """
 
 from __future__ import annotations
@@ -18,32 +30,31 @@ import asyncio
 import collections
 import contextlib
 import time
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import httpx
 from kubernetes_asyncio import client
 
+from postdeploy.actions import cleanup_checks
 from postdeploy.engine.settings import Settings
 from postdeploy.kit import metrics
 from postdeploy.models.checks import Check
-from postdeploy.providers import (
-    alertmanager,
-    cleanup,
-    http,
-    job,
-    kubernetes,
-    manual,
-    postgres,
-    prometheus,
-    report,
-    statistics,
-)
-from postdeploy.providers.base import Measurement, MeasurementState, ReviewContext
+from postdeploy.models.measurements import Measurement, MeasurementState, ReviewContext
+from postdeploy.providers import alertmanager, http, job, kubernetes, manual, postgres, prometheus, statistics
+from postdeploy.providers.base import Provider
+from postdeploy.reports import publishing
 
-__all__ = ["Providers"]
+__all__ = ["Act", "Providers"]
 
-# Providers that bound their own requests to the data source (see the module docstring).
-_SELF_LIMITED = frozenset({"kubernetes", "prometheus", "alertmanager"})
+SpecT = TypeVar("SpecT", contravariant=True)
+
+
+class Act(Protocol[SpecT]):
+    """A check that acts (deletes, writes) rather than measures; ``SpecT`` is its block."""
+
+    async def act(self, spec: SpecT, ctx: ReviewContext) -> Measurement:
+        """Act once for this check; the Measurement says what was done."""
+        ...
 
 
 class Providers:
@@ -51,7 +62,7 @@ class Providers:
         self.settings = settings
         self.http = http_client  # shared with the final review (postdeploy.engine.finals)
         self._postgres = postgres.PostgresProvider(default_dsn=settings.postgres_dsn)
-        self._providers: dict[str, Any] = {
+        self._providers: dict[str, Provider[Any]] = {
             "kubernetes": kubernetes.KubernetesProvider(api, concurrency=settings.concurrency_per_provider),
             "prometheus": prometheus.PrometheusProvider(
                 settings.prometheus_url, concurrency=settings.concurrency_per_provider
@@ -64,8 +75,10 @@ class Providers:
             "job": job.JobProvider(api),
             "manual": manual.ManualProvider(),
             "statistics": statistics.StatisticsProvider(self._postgres),
-            "cleanup": cleanup.CleanupProvider(api),
-            "report": report.ReportProvider(api, http_client, settings.prometheus_url),
+        }
+        self._acts: dict[str, Act[Any]] = {
+            "cleanup": cleanup_checks.CleanupAct(api),
+            "report": publishing.ReportAct(api, http_client, settings.prometheus_url),
         }
         self._limits: collections.defaultdict[str, asyncio.Semaphore] = collections.defaultdict(
             lambda: asyncio.Semaphore(settings.concurrency_per_provider)
@@ -74,18 +87,19 @@ class Providers:
 
     async def measure(self, check: Check, ctx: ReviewContext) -> Measurement:
         name = check.provider_name
-        provider = self._providers[name]
+        provider = self._providers.get(name)
         spec = check.provider_spec
         started = time.monotonic()
         try:
-            limit = contextlib.nullcontext() if name in _SELF_LIMITED else self._limits[name]
+            limits_itself = provider is not None and provider.limits_itself
+            limit = contextlib.nullcontext() if limits_itself else self._limits[name]
             async with limit:
                 self.calls[name] += 1
                 async with asyncio.timeout(self.settings.measure_timeout_seconds):
-                    if name in ("kubernetes", "job", "manual", "cleanup", "report"):
-                        result: Measurement = await provider.measure(spec, ctx)
-                    else:
+                    if provider is not None:
                         result = await provider.measure(spec, ctx, baseline=check.baseline)
+                    else:
+                        result = await self._acts[name].act(spec, ctx)
         except TimeoutError:
             result = Measurement.error(
                 f"{name} provider took longer than {self.settings.measure_timeout_seconds:g}s"

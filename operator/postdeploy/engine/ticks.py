@@ -41,6 +41,7 @@ from postdeploy.engine.inputs import ClusterInputs, Inputs, merged_spec, secrets
 from postdeploy.engine.registry import Providers
 from postdeploy.engine.settings import Settings
 from postdeploy.kit import exceptions, times, workloads
+from postdeploy.models.measurements import Measurement, ReviewContext, Target
 from postdeploy.models.reviews import (
     COMPLETED,
     INVALID,
@@ -54,7 +55,6 @@ from postdeploy.models.reviews import (
     ReviewStatus,
     Verdict,
 )
-from postdeploy.providers.base import Measurement, ReviewContext, Target
 
 __all__ = ["REMEASURED", "Engine", "Event", "TickResult", "matters"]
 

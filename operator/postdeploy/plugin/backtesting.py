@@ -28,11 +28,11 @@ from postdeploy import defaults
 from postdeploy.backtests import releases, replays, summaries
 from postdeploy.decisions import templates
 from postdeploy.kit import durations, exceptions, times
+from postdeploy.models.measurements import Target
+from postdeploy.plugin import backtest_pages as backtest_pages
 from postdeploy.plugin import errors
 from postdeploy.plugin.kube import Session
-from postdeploy.providers.base import Target
 from postdeploy.providers.prometheus_api import PrometheusApi
-from postdeploy.reports import backtests as backtest_pages
 
 __all__ = ["add_arguments", "backtest"]
 

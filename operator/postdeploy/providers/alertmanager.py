@@ -22,10 +22,11 @@ from typing import Any
 
 import httpx
 
+from postdeploy.decisions import templating
+from postdeploy.kit import details as details_
 from postdeploy.models.checks import AlertmanagerCheck, Baseline
-from postdeploy.providers import coalescing, templating
-from postdeploy.providers import details as details_
-from postdeploy.providers.base import Measurement, ReviewContext
+from postdeploy.models.measurements import Measurement, ReviewContext
+from postdeploy.providers import coalescing
 
 __all__ = ["ALERTS_SHOWN", "AlertmanagerProvider"]
 
@@ -37,6 +38,7 @@ _STATE_FILTERS = {"active": "true", "silenced": "false", "inhibited": "false", "
 
 class AlertmanagerProvider:
     """Counts firing alerts through Alertmanager's API v2."""
+    limits_itself = True
 
     def __init__(
         self, client: httpx.AsyncClient, default_url: str | None = None, concurrency: int | None = None

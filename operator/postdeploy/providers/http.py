@@ -30,12 +30,11 @@ from typing import Any
 import httpx
 from jsonpath_ng.ext import parser as jsonpath
 
-from postdeploy.decisions import confinement
+from postdeploy.decisions import confinement, templating
+from postdeploy.kit import details as details_
 from postdeploy.kit import durations
 from postdeploy.models.checks import Baseline, HttpCheck
-from postdeploy.providers import details as details_
-from postdeploy.providers import templating
-from postdeploy.providers.base import Measurement, ReviewContext
+from postdeploy.models.measurements import Measurement, ReviewContext
 
 __all__ = ["HttpProvider"]
 
@@ -44,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 class HttpProvider:
     """Measures a value in a JSON document served over HTTP(S)."""
+    limits_itself = False
 
     def __init__(self, client: httpx.AsyncClient, egress: Sequence[confinement.UrlPrefix] = ()) -> None:
         self._client = client

@@ -20,9 +20,9 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from postdeploy.kit import durations
-from postdeploy.models.checks import JobCheck
+from postdeploy.models.checks import Baseline, JobCheck
 from postdeploy.models.crds import API_VERSION
-from postdeploy.providers.base import Measurement, ReviewContext
+from postdeploy.models.measurements import Measurement, ReviewContext
 
 __all__ = ["JobProvider", "job_name"]
 
@@ -35,6 +35,8 @@ def job_name(review: str, check: str, uid: str) -> str:
 
 
 class JobProvider:
+    limits_itself = False
+
     def __init__(self, api: client.ApiClient) -> None:
         self.api = api
 
@@ -96,7 +98,10 @@ class JobProvider:
         except ApiException as error:
             return f"(log unavailable: {error.status} {error.reason})"
 
-    async def measure(self, spec: JobCheck, ctx: ReviewContext) -> Measurement:
+    async def measure(
+        self, spec: JobCheck, ctx: ReviewContext, baseline: Baseline | None = None
+    ) -> Measurement:
+        """Start or follow the Job. ``baseline`` is ignored: a Job passes or fails."""
         name = str(ctx.memo.get("job") or job_name(ctx.review_name, ctx.check_name, ctx.review_uid))
         namespace = ctx.review_namespace
         query = f"Job {namespace}/{name}"

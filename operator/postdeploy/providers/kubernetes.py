@@ -20,9 +20,9 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from postdeploy.kit import times, workloads
-from postdeploy.models.checks import KubernetesCheck, KubernetesMeasure
+from postdeploy.models.checks import Baseline, KubernetesCheck, KubernetesMeasure
+from postdeploy.models.measurements import Measurement, ReviewContext
 from postdeploy.providers import coalescing
-from postdeploy.providers.base import Measurement, ReviewContext
 
 __all__ = ["KubernetesProvider"]
 
@@ -50,6 +50,8 @@ def _waiting_reason(container: Obj) -> str | None:
 
 
 class KubernetesProvider:
+    limits_itself = True
+
     def __init__(
         self, api: client.ApiClient, coalesce_seconds: float = 1.0, concurrency: int | None = None
     ) -> None:
@@ -78,7 +80,10 @@ class KubernetesProvider:
         pods: list[Obj] = await self._reads.run(key, lambda: workloads.pods(self.api, workload))
         return pods
 
-    async def measure(self, spec: KubernetesCheck, ctx: ReviewContext) -> Measurement:
+    async def measure(
+        self, spec: KubernetesCheck, ctx: ReviewContext, baseline: Baseline | None = None
+    ) -> Measurement:
+        """Read the target's state. ``baseline`` is ignored: the thresholds are absolute."""
         target = ctx.target
         query = f"{spec.measure.value} of {target.kind}/{target.namespace}/{target.name}"
         try:

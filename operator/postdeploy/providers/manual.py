@@ -13,8 +13,8 @@ import json
 from typing import Any
 
 from postdeploy.kit import durations
-from postdeploy.models.checks import ManualCheck
-from postdeploy.providers.base import Measurement, ReviewContext
+from postdeploy.models.checks import Baseline, ManualCheck
+from postdeploy.models.measurements import Measurement, ReviewContext
 
 __all__ = ["ANNOTATION_PREFIX", "ManualProvider", "parse_confirmation"]
 
@@ -44,7 +44,12 @@ def parse_confirmation(text: str) -> dict[str, Any]:
 
 
 class ManualProvider:
-    async def measure(self, spec: ManualCheck, ctx: ReviewContext) -> Measurement:
+    limits_itself = False
+
+    async def measure(
+        self, spec: ManualCheck, ctx: ReviewContext, baseline: Baseline | None = None
+    ) -> Measurement:
+        """Read the confirmation annotation. ``baseline`` is ignored: a person decides."""
         query = f"annotation {ANNOTATION_PREFIX}{ctx.check_name}"
         raw = ctx.annotations.get(ANNOTATION_PREFIX + ctx.check_name)
         if raw is None:

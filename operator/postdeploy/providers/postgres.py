@@ -52,11 +52,12 @@ from typing import Any, cast
 import psycopg
 from psycopg import conninfo
 
+from postdeploy.decisions import templating
+from postdeploy.kit import details as details_
 from postdeploy.kit import durations, exceptions
 from postdeploy.models.checks import Baseline, PostgresCheck, SlowStatements
-from postdeploy.providers import details as details_
-from postdeploy.providers import statements, templating
-from postdeploy.providers.base import Measurement, ReviewContext
+from postdeploy.models.measurements import Measurement, ReviewContext
+from postdeploy.providers import statements
 
 __all__ = ["ROWS_SHOWN", "PostgresProvider", "Rows"]
 
@@ -86,6 +87,7 @@ class Rows:
 
 class PostgresProvider:
     """Runs read-only SQL; one instance serves every check of every review."""
+    limits_itself = False
 
     def __init__(
         self,

@@ -60,12 +60,12 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from postdeploy.decisions import statistics
+from postdeploy.decisions import statistics, templating
+from postdeploy.kit import details as details_
 from postdeploy.kit import durations, exceptions
 from postdeploy.models.checks import Baseline, PrometheusCheck
-from postdeploy.providers import coalescing, prometheus_compare, templating
-from postdeploy.providers import details as details_
-from postdeploy.providers.base import Measurement, MeasurementState, ReviewContext
+from postdeploy.models.measurements import Measurement, MeasurementState, ReviewContext
+from postdeploy.providers import coalescing, prometheus_compare
 from postdeploy.providers.prometheus_api import PrometheusApi
 
 __all__ = ["BASELINE_SETTLED", "NOT_GROWING_HOURS", "PAIRWISE_POINTS", "SERIES_SHOWN", "PrometheusProvider"]
@@ -108,6 +108,7 @@ _REDUCERS: dict[str, Callable[[Sequence[float]], float]] = {
 
 class PrometheusProvider:
     """Measures PromQL; one instance serves every check of every review."""
+    limits_itself = True
 
     def __init__(
         self,

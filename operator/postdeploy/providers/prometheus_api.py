@@ -25,8 +25,8 @@ from typing import Any
 
 import aiohttp
 
+from postdeploy.kit import details as details_
 from postdeploy.kit import exceptions
-from postdeploy.providers import details as details_
 
 __all__ = ["PrometheusApi"]
 

@@ -41,11 +41,10 @@ import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from postdeploy.decisions import sequential
+from postdeploy.decisions import sequential, templating
 from postdeploy.kit import durations, exceptions
 from postdeploy.models.checks import Comparison, PrometheusCheck
-from postdeploy.providers import templating
-from postdeploy.providers.base import Measurement, ReviewContext
+from postdeploy.models.measurements import Measurement, ReviewContext
 
 __all__ = ["SETTLE", "Grid", "grid", "measure"]
 

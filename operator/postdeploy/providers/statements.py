@@ -33,10 +33,10 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from postdeploy.kit import details as details_
 from postdeploy.kit import durations
 from postdeploy.models.checks import SlowStatements
-from postdeploy.providers import details as details_
-from postdeploy.providers.base import Measurement
+from postdeploy.models.measurements import Measurement
 
 __all__ = [
     "DELTA_SQL",

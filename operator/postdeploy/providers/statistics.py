@@ -50,10 +50,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from postdeploy.decisions import statistics
+from postdeploy.kit import details as details_
 from postdeploy.kit import exceptions
 from postdeploy.models.checks import Baseline, StatisticsCheck
-from postdeploy.providers import details as details_
-from postdeploy.providers.base import Measurement, ReviewContext
+from postdeploy.models.measurements import Measurement, ReviewContext
 from postdeploy.providers.postgres import PostgresProvider, Rows, failed
 
 __all__ = ["SRM_ALPHA", "StatisticsProvider"]
@@ -69,6 +69,7 @@ class _BadRows(ValueError):
 
 class StatisticsProvider:
     """Runs a count query through ``PostgresProvider`` and tests the counts."""
+    limits_itself = False
 
     def __init__(
         self, postgres: PostgresProvider, *, timeout_seconds: float = 30, max_groups: int = 1000

@@ -7,5 +7,7 @@
 - ``markdown``, ``pages`` and ``charts``: the report as Markdown, and as one
                  self-contained HTML page with inline SVG before/after charts;
 - ``store``      the ConfigMap ``<review>-report`` owned by the review, and the
-                 Prometheus range queries behind the charts.
+                 Prometheus range queries behind the charts;
+- ``publishing`` the report check of phase 4: builds and writes the report (an act
+                 the registry runs in the check's slot, not a measurement).
 """

@@ -1,6 +1,6 @@
 """Where the report lives: the ConfigMap ``<review>-report``, owned by the review.
 
-Called by the report provider (phase 4, ``postdeploy.providers.report``) and by the
+Called by the report check (phase 4, ``postdeploy.reports.publishing``) and by the
 final review (``postdeploy.engine.finals``), which both rewrite it, and read by
 ``kubectl postdeploy report``. The ConfigMap holds ``report.md``, ``report.html``
 and ``summary.json`` (verdict, SLOs, action items); owned by the review, it goes
@@ -26,9 +26,9 @@ import httpx
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from postdeploy.decisions import templating
 from postdeploy.models.crds import API_VERSION
 from postdeploy.models.people import ChartSpec
-from postdeploy.providers import templating
 from postdeploy.reports import documents, markdown, pages
 
 __all__ = [

@@ -35,7 +35,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from postdeploy.providers.base import ReviewContext
+from postdeploy.models.measurements import ReviewContext
 
 __all__ = [
     "escape_promql",

@@ -1,12 +1,14 @@
-"""The cleanup provider: phase 5's housekeeping as a check.
+"""The cleanup check: phase 5's housekeeping, an action run in a check's slot.
 
-Called by ``postdeploy.engine`` for checks with a ``cleanup`` block; the deleting is
-done by ``postdeploy.actions.cleanups``. The value is the number of objects deleted
-(or, on a dry run, that would be); the details list each one with why it was chosen
-and what happened, and carry ``failed`` and ``credentials`` counts for conditions
-(the default condition fails the check when a deletion failed). The first real run
-is kept in the check's memo and reported again by later runs, so a cleanup happens
-once per review even though its phase may run the check several times.
+Called by ``postdeploy.engine.registry`` for checks with a ``cleanup`` block: it acts
+(deletes), so it is an action, not a measurement provider, but its outcome is recorded
+and decided like a measurement. The deleting is done by ``postdeploy.actions.cleanups``.
+The value is the number of objects deleted (or, on a dry run, that would be); the
+details list each one with why it was chosen and what happened, and carry ``failed``
+and ``credentials`` counts for conditions (the default condition fails the check when
+a deletion failed). The first real run is kept in the check's memo and reported again
+by later runs, so a cleanup happens once per review even though its phase may run the
+check several times.
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from postdeploy.actions import cleanups
+from postdeploy.kit import details as details_
+from postdeploy.models.measurements import Measurement, ReviewContext
 from postdeploy.models.people import CleanupCheck
-from postdeploy.providers import details as details_
-from postdeploy.providers.base import Measurement, ReviewContext
 
-__all__ = ["CleanupProvider"]
+__all__ = ["CleanupAct"]
 
 
-class CleanupProvider:
+class CleanupAct:
+    """Deletes what the review left behind, once per review (dry runs every time)."""
+
     def __init__(self, api: client.ApiClient) -> None:
         self.api = api
 
@@ -45,7 +49,7 @@ class CleanupProvider:
             memo=memo,
         )
 
-    async def measure(self, spec: CleanupCheck, ctx: ReviewContext) -> Measurement:
+    async def act(self, spec: CleanupCheck, ctx: ReviewContext) -> Measurement:
         if ctx.memo.get("result") and not spec.dry_run:
             return self._measurement(dict(ctx.memo["result"]), None)
         # Labelled and named objects only in the review's own namespace (a review acts

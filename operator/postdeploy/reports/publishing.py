@@ -1,6 +1,8 @@
-"""The report provider: phase 4's deployment report as a check.
+"""The report check: phase 4's deployment report, written in a check's slot.
 
-Called by ``postdeploy.engine`` for checks with a ``report`` block. Reads the review
+Called by ``postdeploy.engine.registry`` for checks with a ``report`` block: it writes
+a ConfigMap, so it is an act rather than a measurement provider, but its outcome is
+recorded and decided like a measurement. Reads the review
 as last written, draws the before/after charts from Prometheus, builds the report
 (``postdeploy.reports.documents``) and writes it to the ConfigMap ``<review>-report``
 (``postdeploy.reports.store``). The value is the number of action items; the details
@@ -16,21 +18,23 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from postdeploy.kit import durations
 from postdeploy.models.crds import GROUP, REVIEWS, VERSION
+from postdeploy.models.measurements import Measurement, ReviewContext
 from postdeploy.models.people import ReportCheck
-from postdeploy.providers.base import Measurement, ReviewContext
 from postdeploy.reports import documents, store
 
-__all__ = ["ReportProvider"]
+__all__ = ["ReportAct"]
 
 
 
-class ReportProvider:
+class ReportAct:
+    """Builds the deployment report and writes it to the review's ConfigMap."""
+
     def __init__(self, api: client.ApiClient, http: httpx.AsyncClient, prometheus_url: str | None) -> None:
         self.api = api
         self.http = http
         self.prometheus_url = prometheus_url
 
-    async def measure(self, spec: ReportCheck, ctx: ReviewContext) -> Measurement:
+    async def act(self, spec: ReportCheck, ctx: ReviewContext) -> Measurement:
         objects = client.CustomObjectsApi(self.api)
         try:
             body = await objects.get_namespaced_custom_object(
