@@ -73,10 +73,12 @@ def main(argv: list[str] | None = None) -> int:
             print(path)
         return 0
 
-    from postdeploy.decisions import confinement, selectors
+    from postdeploy.decisions import confinement
+    from postdeploy.engine import settings
 
+    configuration = settings.Settings.from_env()
     try:
-        selectors.parse(args.selector)
+        configuration = configuration.watching(args.namespace, args.selector)
     except ValueError as error:
         parser.error(f"--selector: {error}")
     try:
@@ -87,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         prefixes = [confinement.parse_url_prefix(text) for text in args.egress_allow]
     except ValueError as error:
         parser.error(f"--egress-allow: {error}")
-    os.environ["POSTDEPLOY_SELECTOR"] = args.selector  # read by the handlers when imported
-    # The admission webhooks are scoped to the watched namespaces (postdeploy.admission.servers).
-    os.environ["POSTDEPLOY_NAMESPACES"] = ",".join(args.namespace)
+    # The one Settings of this process, passed to the handlers in kopf's memo: the engine,
+    # the watch's shard (--selector) and the webhooks' scope (--namespace) read it there.
+    configuration = configuration.confined(pairs, prefixes)
 
     import kopf
 
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     from postdeploy.kit import logs
 
     logs.configure(args.log_format, logging.DEBUG if args.verbose else logging.INFO)
-    logs.add_secret(os.environ.get("POSTDEPLOY_POSTGRES_DSN"))
+    logs.add_secret(configuration.postgres_dsn)
     # One line per HTTP request or per watch event drowns what matters.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # a line per liveness probe
@@ -114,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             # replica watches, only the leader ticks. kopf's peering would pause standbys.
             standalone=True,
             liveness_endpoint=args.liveness,
-            # Read by the start-up handler into the engine's settings.
-            memo=kopf.Memo(cross_namespace=pairs, egress_allowlist=prefixes),
+            memo=kopf.Memo(settings=configuration),
         )
     )
     return 0

@@ -527,12 +527,13 @@ def test_label_selector_argument_is_accepted(helm: Helm, monkeypatch: pytest.Mon
     monkeypatch.setattr(kopf, "operator", operator)
     monkeypatch.setattr("postdeploy.kit.metrics.serve", lambda port, addr: None)
     monkeypatch.setattr("postdeploy.kit.logs.configure", lambda fmt, level: None)
-    monkeypatch.setenv("POSTDEPLOY_SELECTOR", "")  # main() sets it for the handlers; restored after
+    monkeypatch.delenv("POSTDEPLOY_SELECTOR", raising=False)
     args = container(helm.render({"watch.labelSelector": "shard=a"}))["args"]
     assert "--selector=shard=a" in args
     assert cli.main(["run", *args]) == 0
     assert seen
-    assert os.environ["POSTDEPLOY_SELECTOR"] == "shard=a"
+    assert seen["memo"].settings.selector == "shard=a"
+    assert "POSTDEPLOY_SELECTOR" not in os.environ, "given in kopf's memo, not the environment"
 
 
 def test_cluster_roles_grant_exactly_what_the_operator_uses(helm: Helm) -> None:

@@ -25,7 +25,7 @@ Each time kopf's server starts or restarts with new certificate files, the
 configurations named ``POSTDEPLOY_WEBHOOK_CONFIGURATION`` are rewritten
 (``postdeploy.admission.configurations``) with its URL or Service and the CA as
 ``caBundle``, scoped to the namespaces the operator watches
-(``POSTDEPLOY_NAMESPACES``, set by ``postdeploy run --namespace``).
+(``postdeploy run --namespace``, given through ``scoped``).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import logging
 import os
 import pathlib
 import tempfile
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import kopf
@@ -85,9 +85,12 @@ class WebhookSettings:
             managed=env.get("POSTDEPLOY_WEBHOOK_CONFIGURATION", "postdeploy.io"),
             cert_days=float(env.get("POSTDEPLOY_WEBHOOK_CERT_DAYS", "30")),
             cert_check_seconds=float(env.get("POSTDEPLOY_WEBHOOK_CERT_CHECK", "3600")),
-            namespaces=tuple(n for n in env.get("POSTDEPLOY_NAMESPACES", "").split(",") if n),
-            selector=env.get("POSTDEPLOY_SELECTOR", ""),
         )
+
+    def scoped(self, namespaces: Sequence[str], selector: str) -> WebhookSettings:
+        """These settings for an operator watching ``namespaces`` (none: all) and the
+        reviews matching ``selector`` (``postdeploy run --namespace``, ``--selector``)."""
+        return dataclasses.replace(self, namespaces=tuple(namespaces), selector=selector)
 
     def hosts(self) -> list[str]:
         """The names the certificate is for."""

@@ -1,10 +1,13 @@
-"""Operator-wide configuration, read once at start-up from the environment.
+"""Operator-wide configuration: the environment's defaults and ``postdeploy run``'s flags.
 
 A review's own ``spec.providers`` wins over these defaults. Values that hold
-secrets (``POSTDEPLOY_POSTGRES_DSN``) are kept out of ``repr``. What confines
-reviews (``cross_namespace``, ``egress_allowlist``) comes from ``postdeploy run``'s
-flags, which ``postdeploy.handlers.lifecycle`` sets on the settings at start-up
-(``confined``); the environment does not set them.
+secrets (``POSTDEPLOY_POSTGRES_DSN``) are kept out of ``repr``. ``postdeploy run``
+(``postdeploy.__main__``) builds the one ``Settings`` of the process: ``from_env``,
+then its flags — what confines reviews (``confined``: ``--allow-cross-namespace``,
+``--egress-allow``) and what the operator watches (``watching``: ``--namespace``,
+``--selector``) — and hands it to the kopf handlers in kopf's memo
+(``memo.settings``), which give it to the engine and the webhooks. No module reads
+these flags from the environment or keeps them in a global.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import os
 import socket
 from collections.abc import Iterable, Mapping
 
-from postdeploy.decisions import confinement
+from postdeploy.decisions import confinement, selectors
 
 __all__ = ["Settings"]
 
@@ -63,6 +66,10 @@ class Settings:
     cross_namespace: frozenset[tuple[str, str]] = frozenset()
     # URL prefixes reviews may send requests to (``--egress-allow``); empty: any URL.
     egress_allowlist: tuple[confinement.UrlPrefix, ...] = ()
+    # The namespaces watched (``--namespace``); empty: the whole cluster.
+    namespaces: tuple[str, ...] = ()
+    # Only reviews whose labels match are handled (``--selector``, e.g. ``shard=a``).
+    selector: str = ""
 
     def confined(
         self, cross_namespace: Iterable[tuple[str, str]], egress_allowlist: Iterable[confinement.UrlPrefix]
@@ -71,6 +78,12 @@ class Settings:
         return dataclasses.replace(
             self, cross_namespace=frozenset(cross_namespace), egress_allowlist=tuple(egress_allowlist)
         )
+
+    def watching(self, namespaces: Iterable[str], selector: str) -> Settings:
+        """These settings watching only ``namespaces`` (none: all) and reviews matching
+        ``selector``, as given to ``postdeploy run``; raises ValueError for a bad selector."""
+        selectors.parse(selector)
+        return dataclasses.replace(self, namespaces=tuple(namespaces), selector=selector)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

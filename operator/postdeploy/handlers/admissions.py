@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 
 from postdeploy.admission import reviews, servers
-from postdeploy.engine import settings as engine_settings
+from postdeploy.handlers import lifecycle
 from postdeploy.kit import exceptions
 from postdeploy.models.crds import GROUP, REVIEWS, TEMPLATES, VERSION
 
@@ -31,16 +31,16 @@ def _unchanged(operation: str | None, body: Mapping[str, Any], old: Mapping[str,
 async def authorize_review(body: kopf.Body, userinfo: kopf.UserInfo, memo: Any, **kwargs: Any) -> None:
     if _unchanged(kwargs.get("operation"), body, kwargs.get("old")):
         return
-    default_template = engine_settings.Settings.from_env().default_template
+    # The operator's settings: its default template and the confinement it was started with.
+    configuration = lifecycle.configured(memo)
     try:
         await reviews.authorize_review(
             memo.api,
             dict(body),
             userinfo,
-            default_template,
-            # The confinement the operator was started with (postdeploy run flags).
-            getattr(memo, "cross_namespace", None) or (),
-            getattr(memo, "egress_allowlist", None) or (),
+            configuration.default_template,
+            configuration.cross_namespace,
+            configuration.egress_allowlist,
         )
     except exceptions.Refused as refused:
         raise kopf.AdmissionError(str(refused), code=refused.code) from None

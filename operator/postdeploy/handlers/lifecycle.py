@@ -19,10 +19,18 @@ import kopf
 from kubernetes_asyncio import client, config
 
 from postdeploy.actions import notifications
+from postdeploy.decisions import selectors
 from postdeploy.engine import events, executions, leadership, registry, schedulers, settings, ticks
 from postdeploy.kit import metrics
 
-__all__ = ["cleanup", "startup"]
+__all__ = ["cleanup", "configured", "startup"]
+
+
+def configured(memo: kopf.Memo) -> settings.Settings:
+    """The Settings ``postdeploy run`` passed in kopf's memo; run another way (``kopf run``),
+    the environment's alone."""
+    given: settings.Settings | None = memo.get("settings")
+    return given if given is not None else settings.Settings.from_env()
 
 
 async def _api_client() -> client.ApiClient:
@@ -79,9 +87,9 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-    configuration = settings_module.Settings.from_env().confined(
-        memo.get("cross_namespace", ()), memo.get("egress_allowlist", ())
-    )
+    configuration = configured(memo)
+    memo.settings = configuration
+    memo.shard = selectors.parse(configuration.selector)  # read by postdeploy.handlers.reviews
     logging.getLogger("postdeploy").setLevel(os.environ.get("POSTDEPLOY_LOG_LEVEL", "INFO").upper())
     settings.posting.level = 20  # post Events of INFO and above
     settings.watching.server_timeout = 300
@@ -137,9 +145,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any,
         ",".join(sorted(f"{a}={b}" for a, b in configuration.cross_namespace)) or "-",
         ",".join(str(p) for p in configuration.egress_allowlist) or "any",
     )
-
-
-settings_module = settings
 
 
 @kopf.on.cleanup()

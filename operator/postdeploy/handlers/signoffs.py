@@ -24,6 +24,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from postdeploy.admission import servers, signoffs
+from postdeploy.handlers import lifecycle
 from postdeploy.kit import exceptions
 from postdeploy.models.crds import GROUP, REVIEWS, SIGNOFFS, VERSION
 
@@ -34,7 +35,9 @@ SEEN_ANNOTATION = "postdeploy.io/signoffs-seen"
 
 @kopf.on.startup()
 async def webhook_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-    config = servers.WebhookSettings.from_env()
+    # Scoped to what this operator watches (postdeploy run --namespace, --selector).
+    configuration = lifecycle.configured(memo)
+    config = servers.WebhookSettings.from_env().scoped(configuration.namespaces, configuration.selector)
     server = servers.server_for(config, lambda: memo.api)
     memo.signoff_webhook = server is not None
     if server is None:

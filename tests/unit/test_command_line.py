@@ -1,0 +1,88 @@
+"""``postdeploy run``'s flags reach the engine as one explicit Settings, not the environment.
+
+Covers: ``--namespace``, ``--selector``, ``--allow-cross-namespace`` and
+``--egress-allow`` become fields of the Settings handed to the handlers in kopf's memo;
+the environment is left as it was; a bad selector is a usage error; the watch's shard,
+the webhooks' scope and the review webhook's confinement come from that Settings.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+from typing import Any
+
+import kopf
+import pytest
+
+from postdeploy import __main__ as cli
+from postdeploy.admission import servers
+from postdeploy.decisions import selectors
+from postdeploy.engine import settings
+from postdeploy.handlers import lifecycle, reviews
+
+
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+
+    async def operator(**kwargs: Any) -> None:
+        seen.update(kwargs)
+
+    monkeypatch.setattr(kopf, "operator", operator)
+    monkeypatch.setattr("postdeploy.kit.logs.configure", lambda fmt, level: None)
+    monkeypatch.delenv("POSTDEPLOY_SELECTOR", raising=False)
+    monkeypatch.delenv("POSTDEPLOY_NAMESPACES", raising=False)
+    return seen
+
+
+def test_the_flags_become_the_settings_in_kopfs_memo(started: dict[str, Any]) -> None:
+    before = dict(os.environ)
+    argv = ["run", "-n", "team-a", "-n", "team-b", "--selector", "shard=a,tier!=batch"]
+    argv += ["--allow-cross-namespace", "team-a=shared", "--egress-allow", "https://hooks.example/"]
+    assert cli.main(argv) == 0
+    given: settings.Settings = started["memo"].settings
+    assert given.namespaces == ("team-a", "team-b")
+    assert given.selector == "shard=a,tier!=batch"
+    assert given.cross_namespace == frozenset({("team-a", "shared")})
+    assert [str(p) for p in given.egress_allowlist] == ["https://hooks.example/"]
+    assert started["namespaces"] == ["team-a", "team-b"]
+    assert dict(os.environ) == before, "nothing is passed through the environment"
+
+
+def test_the_selector_defaults_to_the_environment_variable(
+    started: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POSTDEPLOY_SELECTOR", "shard=b")
+    assert cli.main(["run"]) == 0
+    assert started["memo"].settings.selector == "shard=b"
+    assert started["memo"].settings.namespaces == ()
+
+
+def test_a_bad_selector_is_a_usage_error(started: dict[str, Any]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["run", "--selector", "shard in ("])
+    assert exited.value.code == 2
+    assert not started
+
+
+def test_the_handlers_read_the_settings_from_the_memo() -> None:
+    given = settings.Settings().watching(["team-a"], "shard=a").confined({("team-a", "shared")}, ())
+    memo = kopf.Memo(settings=given)
+    assert lifecycle.configured(memo) is given
+    scoped = servers.WebhookSettings().scoped(given.namespaces, given.selector)
+    assert (scoped.namespaces, scoped.selector) == (("team-a",), "shard=a")
+    assert lifecycle.configured(kopf.Memo()) == settings.Settings.from_env()
+
+
+async def test_the_watch_forgets_reviews_outside_its_shard() -> None:
+    calls: list[tuple[str, str]] = []
+    scheduler = types.SimpleNamespace(
+        observe=lambda body: calls.append(("observe", body.metadata.name)),
+        forget=lambda namespace, name: calls.append(("forget", name)),
+    )
+    memo = kopf.Memo(scheduler=scheduler, shard=selectors.parse("shard=a"))
+    for name, labels in (("mine", {"shard": "a"}), ("theirs", {"shard": "b"})):
+        body = kopf.Body({"metadata": {"name": name, "namespace": "team-a", "labels": labels}})
+        await reviews.review_event(body=body, type="MODIFIED", memo=memo)
+    assert calls == [("observe", "mine"), ("forget", "theirs")]
