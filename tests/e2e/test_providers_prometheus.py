@@ -34,9 +34,10 @@ from typing import Any
 import httpx
 import pytest
 
+from postdeploy.decisions.trends import NOT_GROWING_HOURS
 from postdeploy.models.checks import Baseline, PrometheusCheck
 from postdeploy.models.measurements import MeasurementState, ReviewContext
-from postdeploy.providers.prometheus import NOT_GROWING_HOURS, PrometheusProvider
+from postdeploy.providers.prometheus import PrometheusProvider
 from testbed import observability as bed
 from testbed import ports
 from tests.contexts import make_context

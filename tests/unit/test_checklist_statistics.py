@@ -24,10 +24,9 @@ from typing import Any
 import pytest
 from scipy import stats
 
-from postdeploy.decisions import statistics
+from postdeploy.decisions import statistics, trends
 from postdeploy.models.checks import Baseline, StatisticsCheck
 from postdeploy.models.measurements import Measurement, MeasurementState, ReviewContext
-from postdeploy.providers import prometheus
 from postdeploy.providers.postgres import PostgresProvider, Rows
 from postdeploy.providers.statistics import StatisticsProvider
 from tests.contexts import make_context
@@ -196,8 +195,8 @@ async def test_the_message_names_the_winner_or_says_not_significant_yet() -> Non
 # --- relativeChange --------------------------------------------------------------------
 
 
-def _series(values: list[float], step: float = 600.0, start: float = 1.7e9) -> prometheus._Series:
-    return prometheus._Series({"job": "x"}, [start + i * step for i in range(len(values))], values)
+def _series(values: list[float], step: float = 600.0, start: float = 1.7e9) -> trends.Series:
+    return trends.Series({"job": "x"}, [start + i * step for i in range(len(values))], values)
 
 
 def _creep(n: int, seed: int) -> list[float]:
@@ -213,7 +212,7 @@ def _flat(n: int, seed: int) -> list[float]:
 @pytest.mark.parametrize("values", [_creep(133, 1), _flat(133, 2), _creep(40, 3), _flat(12, 4)])
 def test_relative_change_matches_scipy(values: list[float]) -> None:
     series = _series(values)
-    result = prometheus._relative_change(series)
+    result = trends.relative_change(series)
     hours = [(t - series.times[0]) / 3600 for t in series.times]
     slope, intercept, _, _ = stats.theilslopes(values, hours)
     span = hours[-1]
@@ -230,10 +229,10 @@ def test_relative_change_matches_scipy(values: list[float]) -> None:
 
 
 def test_a_creep_is_a_large_significant_change_and_noise_is_not() -> None:
-    creep = prometheus._relative_change(_series(_creep(133, 5)))
+    creep = trends.relative_change(_series(_creep(133, 5)))
     assert creep.value > 2.5 and creep.details["pValue"] < 1e-20
     for seed in range(20):
-        flat = prometheus._relative_change(_series(_flat(133, seed)))
+        flat = trends.relative_change(_series(_flat(133, seed)))
         assert not (flat.value > 0.25 and flat.details["pValue"] < 0.01), (seed, flat.details)
 
 
@@ -241,29 +240,29 @@ def test_one_spike_is_not_a_trend() -> None:
     values = _flat(133, 7)
     for i in range(60, 66):  # an hour of errors ten times as high, mid-window
         values[i] *= 10
-    result = prometheus._relative_change(_series(values))
+    result = trends.relative_change(_series(values))
     assert abs(result.value) < 0.05
 
 
 def test_a_line_from_zero_is_reported_as_plus_or_minus_1e9() -> None:
     # value = hours since the first sample: the Theil-Sen line starts at exactly 0.
-    rising = prometheus._relative_change(_series([i * 600 / 3600 for i in range(40)]))
-    assert rising.details["startValue"] == 0.0 and rising.value == prometheus.NO_START
-    falling = prometheus._relative_change(_series([-i * 600 / 3600 for i in range(40)]))
-    assert falling.value == -prometheus.NO_START
-    flat = prometheus._relative_change(_series([0.0] * 30))
+    rising = trends.relative_change(_series([i * 600 / 3600 for i in range(40)]))
+    assert rising.details["startValue"] == 0.0 and rising.value == trends.NO_START
+    falling = trends.relative_change(_series([-i * 600 / 3600 for i in range(40)]))
+    assert falling.value == -trends.NO_START
+    flat = trends.relative_change(_series([0.0] * 30))
     assert flat.value == 0.0
 
 
 def test_long_series_are_averaged_in_blocks_before_pairwise_methods() -> None:
     values = _creep(2000, 9)
     series = _series(values, step=60)
-    thin = prometheus._thinned(series)
-    assert len(thin.values) == prometheus.PAIRWISE_POINTS
+    thin = trends.thinned(series)
+    assert len(thin.values) == trends.PAIRWISE_POINTS
     for k in (0, 1, 499, 999):
         _close(thin.values[k], (values[2 * k] + values[2 * k + 1]) / 2)
         _close(thin.times[k], (series.times[2 * k] + series.times[2 * k + 1]) / 2)
-    result = prometheus._relative_change(series)
+    result = trends.relative_change(series)
     origin = series.times[0]
     slope, intercept, _, _ = stats.theilslopes(thin.values, [(t - origin) / 3600 for t in thin.times])
     _close(result.details["slopePerHour"], slope)
@@ -271,4 +270,4 @@ def test_long_series_are_averaged_in_blocks_before_pairwise_methods() -> None:
     assert result.details["samples"] == 2000
     assert result.details["pValue"] == statistics.mann_kendall(thin.values).p_value
     short = _series(values[:999])
-    assert prometheus._thinned(short) is short
+    assert trends.thinned(short) is short

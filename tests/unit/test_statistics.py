@@ -26,7 +26,7 @@ import random
 import pytest
 from scipy import stats
 
-from postdeploy.decisions import statistics
+from postdeploy.decisions import distributions, statistics
 
 TOLERANCE = 1e-9
 
@@ -52,32 +52,32 @@ NORMAL_PROBABILITIES = [
 
 @pytest.mark.parametrize("p", NORMAL_PROBABILITIES)
 def test_normal_quantile_matches_scipy_to_1e_12(p: float) -> None:
-    _assert_close(statistics.normal_quantile(p), stats.norm.ppf(p), 1e-12)
+    _assert_close(distributions.normal_quantile(p), stats.norm.ppf(p), 1e-12)
 
 
 @pytest.mark.parametrize("x", [-37.0, -20.0, -8.0, -3.0, -1.0, 0.0, 0.5, 1.96, 5.0, 9.0, 30.0])
 def test_normal_cdf_and_sf_match_scipy_relatively_in_the_tails(x: float) -> None:
     # Both round x / sqrt(2) before erfc; far out that costs about x² ulps (1e-13 at 37).
-    assert statistics.normal_cdf(x) == pytest.approx(stats.norm.cdf(x), rel=1e-12, abs=0)
-    assert statistics.normal_sf(x) == pytest.approx(stats.norm.sf(x), rel=1e-12, abs=0)
+    assert distributions.normal_cdf(x) == pytest.approx(stats.norm.cdf(x), rel=1e-12, abs=0)
+    assert distributions.normal_sf(x) == pytest.approx(stats.norm.sf(x), rel=1e-12, abs=0)
 
 
 @pytest.mark.parametrize("p", [0.0, 1.0, -0.1, 1.5, math.nan])
 def test_normal_quantile_rejects_probabilities_outside_the_open_interval(p: float) -> None:
     with pytest.raises(ValueError, match="between 0 and 1"):
-        statistics.normal_quantile(p)
+        distributions.normal_quantile(p)
 
 
 @pytest.mark.parametrize("df", [1, 2, 3, 4, 5, 7, 10, 20, 50, 100, 250])
 def test_chi_square_sf_matches_scipy_to_1e_12(df: int) -> None:
     for x in [1e-8, 0.01, 0.5, 1.0, 2.0, 3.84, 5.0, 10.0, 20.0, 50.0, 100.0, 300.0, 1000.0]:
-        actual, expected = statistics.chi_square_sf(x, df), stats.chi2.sf(x, df)
+        actual, expected = distributions.chi_square_sf(x, df), stats.chi2.sf(x, df)
         assert abs(actual - expected) <= 1e-12, (df, x, actual, expected)
         assert actual == pytest.approx(expected, rel=1e-10, abs=1e-300), (df, x)
 
 
 def test_chi_square_sf_of_a_non_positive_statistic_is_one() -> None:
-    assert statistics.chi_square_sf(0.0, 3) == 1.0
+    assert distributions.chi_square_sf(0.0, 3) == 1.0
 
 
 T_DEGREES = [1, 2, 3, 4.5, 5, 8, 10, 30, 100, 1000, 100_000]
@@ -86,7 +86,7 @@ T_DEGREES = [1, 2, 3, 4.5, 5, 8, 10, 30, 100, 1000, 100_000]
 @pytest.mark.parametrize("df", T_DEGREES)
 def test_student_t_cdf_matches_scipy_to_1e_10(df: float) -> None:
     for t in [-1e6, -300.0, -30.0, -5.0, -2.0, -1.0, -0.1, 0.0, 0.1, 1.0, 2.0, 5.0, 30.0, 1e6]:
-        actual, expected = statistics.student_t_cdf(t, df), stats.t.cdf(t, df)
+        actual, expected = distributions.student_t_cdf(t, df), stats.t.cdf(t, df)
         assert abs(actual - expected) <= 1e-10, (df, t, actual, expected)
         assert actual == pytest.approx(expected, rel=1e-10, abs=1e-300), (df, t)
 
@@ -96,36 +96,36 @@ def test_student_t_cdf_keeps_its_digits_for_many_degrees_of_freedom(df: float) -
     # Regressions over thousands of samples: plain lgamma differences and log(x) near 1
     # would lose ~1e-11 here; the careful log-beta and log1p keep 1e-13.
     for t in [-3.0, -2.0, -1.0, -0.5, 0.5, 1.0, 2.0, 3.0]:
-        assert abs(statistics.student_t_cdf(t, df) - stats.t.cdf(t, df)) <= 1e-13, (df, t)
+        assert abs(distributions.student_t_cdf(t, df) - stats.t.cdf(t, df)) <= 1e-13, (df, t)
 
 
 def test_student_t_cdf_with_one_degree_of_freedom_is_cauchy_near_zero() -> None:
     # SciPy's t.cdf rounds to 0.5 for |t| below ~1e-8 at df=1; the closed form does not.
     for t in [1e-12, 1e-9, 7e-9, -3e-9]:
         expected = 0.5 + math.atan(t) / math.pi
-        assert statistics.student_t_cdf(t, 1) == pytest.approx(expected, rel=1e-15)
+        assert distributions.student_t_cdf(t, 1) == pytest.approx(expected, rel=1e-15)
 
 
 @pytest.mark.parametrize("df", T_DEGREES)
 def test_student_t_quantile_matches_scipy_to_1e_10(df: float) -> None:
     for p in [1e-12, 1e-8, 1e-4, 0.01, 0.025, 0.05, 0.1, 0.3, 0.5, 0.7, 0.95, 0.975, 0.99]:
-        _assert_close(statistics.student_t_quantile(p, df), stats.t.ppf(p, df), 1e-10)
+        _assert_close(distributions.student_t_quantile(p, df), stats.t.ppf(p, df), 1e-10)
 
 
 def test_student_t_quantile_inverts_the_cdf() -> None:
     for df in [1.5, 3, 17]:
         for p in [1e-9, 0.2, 0.6, 0.999]:
-            t = statistics.student_t_quantile(p, df)
-            assert statistics.student_t_cdf(t, df) == pytest.approx(p, rel=1e-12)
+            t = distributions.student_t_quantile(p, df)
+            assert distributions.student_t_cdf(t, df) == pytest.approx(p, rel=1e-12)
 
 
 def test_distributions_reject_bad_degrees_of_freedom() -> None:
     with pytest.raises(ValueError, match="degrees_of_freedom must be positive"):
-        statistics.chi_square_sf(1.0, 0)
+        distributions.chi_square_sf(1.0, 0)
     with pytest.raises(ValueError, match="degrees_of_freedom must be positive"):
-        statistics.student_t_cdf(1.0, -2)
+        distributions.student_t_cdf(1.0, -2)
     with pytest.raises(ValueError, match="degrees_of_freedom must be positive"):
-        statistics.student_t_quantile(0.3, 0)
+        distributions.student_t_quantile(0.3, 0)
 
 
 # --- two-proportion z-test -------------------------------------------------------------

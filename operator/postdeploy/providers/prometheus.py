@@ -29,8 +29,9 @@ seconds coincide and are sent once (``coalescing``).
   ``endValue`` and Mann-Kendall's ``pValue``/``tau`` in the details, so a condition
   can require a change that is both large and significant. Every trend reports
   ``windowHours``. Mann-Kendall and Theil-Sen compare every pair of samples, so a
-  series of more than ``PAIRWISE_POINTS`` samples is first averaged over consecutive
-  blocks down to that many; the analysis runs in a worker thread.
+  series of more than ``trends.PAIRWISE_POINTS`` samples is first averaged over consecutive
+  blocks down to that many; the analysis (``postdeploy.decisions.trends``, pure) runs in
+  a worker thread.
   ``max``/``min`` pick the series with the largest/smallest statistic; for
   ``timeToLimit`` ``max`` (the default, "the worst") picks the series that reaches
   its limit first and ``min`` the last. ``sum``/``mean`` add or average the series
@@ -60,7 +61,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from postdeploy.decisions import statistics, templating
+from postdeploy.decisions import templating, trends
 from postdeploy.kit import details as details_
 from postdeploy.kit import durations, exceptions
 from postdeploy.models.checks import Baseline, PrometheusCheck
@@ -68,36 +69,19 @@ from postdeploy.models.measurements import Measurement, MeasurementState, Review
 from postdeploy.providers import coalescing, prometheus_compare
 from postdeploy.providers.prometheus_api import PrometheusApi
 
-__all__ = ["BASELINE_SETTLED", "NOT_GROWING_HOURS", "PAIRWISE_POINTS", "SERIES_SHOWN", "PrometheusProvider"]
+__all__ = ["BASELINE_SETTLED", "SERIES_SHOWN", "PrometheusProvider"]
 
 logger = logging.getLogger(__name__)
 
 SERIES_SHOWN = 20  # series listed in the details
-NOT_GROWING_HOURS = 1e9  # timeToLimit's value when the limit is never reached
-NO_START = 1e9  # relativeChange's magnitude when the line starts at 0
-PAIRWISE_POINTS = 1000  # samples a pairwise (O(n²)) analysis looks at, at most
 _CONNECTIONS = 32  # concurrent Prometheus requests per operator
 # A pre-deployment baseline looks only at samples from before deployedAt; once this
 # much later every scrape of that time has landed, so its value is kept in the check's
 # memo and not asked again (at 2,000 reviews that was over half of all queries).
 BASELINE_SETTLED = datetime.timedelta(minutes=2)
 _MAX_POINTS = 11_000  # Prometheus refuses range queries with more points per series
-_MIN_TREND_SAMPLES = 3
 
 
-@dataclasses.dataclass(frozen=True)
-class _Series:
-    labels: dict[str, str]
-    times: list[float]  # Unix seconds
-    values: list[float]  # finite only, matching ``times``
-
-
-_AGGREGATES: dict[str, Callable[[Sequence[float]], float]] = {
-    "max": max,
-    "min": min,
-    "sum": math.fsum,
-    "mean": lambda values: math.fsum(values) / len(values),
-}
 _REDUCERS: dict[str, Callable[[Sequence[float]], float]] = {
     "last": lambda values: values[-1],
     "mean": lambda values: math.fsum(values) / len(values),
@@ -262,7 +246,7 @@ class _Evaluation:
 
     # --- asking Prometheus ----------------------------------------------------------
 
-    async def _instant_series(self, query: str, at: datetime.datetime) -> list[_Series]:
+    async def _instant_series(self, query: str, at: datetime.datetime) -> list[trends.Series]:
         # Whole seconds: Prometheus's own resolution for rules, and what lets queries of
         # different reviews in the same tick coincide.
         second = math.floor(at.timestamp())
@@ -273,7 +257,7 @@ class _Evaluation:
         )
         return _parse_instant(result)
 
-    async def _range_series(self, at: datetime.datetime) -> list[_Series]:
+    async def _range_series(self, at: datetime.datetime) -> list[trends.Series]:
         assert self.range is not None
         seconds = self.range.total_seconds()
         step = max(self.step, math.ceil(seconds / _MAX_POINTS))
@@ -289,7 +273,7 @@ class _Evaluation:
 
     # --- turning series into a measurement -----------------------------------------------
 
-    def _instant(self, series: list[_Series], at: datetime.datetime) -> Measurement:
+    def _instant(self, series: list[trends.Series], at: datetime.datetime) -> Measurement:
         if not series and self.spec.aggregate == "count":
             return self._combined([], 0, at)
         if not series:
@@ -300,7 +284,7 @@ class _Evaluation:
         latest = [(s.labels, s.values[-1]) for s in finite]
         return self._combined(latest, len(series), at)
 
-    def _reduced(self, series: list[_Series], at: datetime.datetime) -> Measurement:
+    def _reduced(self, series: list[trends.Series], at: datetime.datetime) -> Measurement:
         finite = [s for s in series if s.values]
         if not series and self.spec.aggregate == "count":
             return self._combined([], 0, at)
@@ -319,7 +303,7 @@ class _Evaluation:
         if self.spec.aggregate == "count":
             value = float(len(series))
         else:
-            value = _AGGREGATES[self.spec.aggregate](tuple(v for _, v in series))
+            value = trends.AGGREGATES[self.spec.aggregate](tuple(v for _, v in series))
         if not math.isfinite(value):  # a sum of huge numbers
             return Measurement.no_data(f"the {self.spec.aggregate} of the series is not finite")
         worst_first = sorted(series, key=lambda s: s[1], reverse=self.spec.aggregate != "min")
@@ -331,20 +315,20 @@ class _Evaluation:
         return Measurement.ok(value, details=details_.fit(details, "series"))
 
     def _trend(
-        self, series: list[_Series], limits: list[_Series] | None, at: datetime.datetime
+        self, series: list[trends.Series], limits: list[trends.Series] | None, at: datetime.datetime
     ) -> Measurement:
         if self.spec.aggregate in ("sum", "mean"):
-            series = _pointwise(series, self.spec.aggregate)
-        candidates = [s for s in series if len(s.values) >= _MIN_TREND_SAMPLES]
+            series = trends.pointwise(series, self.spec.aggregate)
+        candidates = [s for s in series if len(s.values) >= trends.MIN_SAMPLES]
         if not candidates:
             most = max((len(s.values) for s in series), default=0)
             return Measurement.no_data(
-                f"a trend needs at least {_MIN_TREND_SAMPLES} finite samples per series, got at most {most}"
+                f"a trend needs at least {trends.MIN_SAMPLES} finite samples per series, got at most {most}"
             )
         extra: dict[str, Any] = {}
         if self.spec.trend == "timeToLimit":
             assert limits is not None
-            paired, missing = _pair_limits(candidates, limits)
+            paired, missing = trends.pair_limits(candidates, limits)
             if not paired:
                 return Measurement.no_data(
                     "limitQuery returned no finite value matching the query's series"
@@ -353,10 +337,10 @@ class _Evaluation:
                 )
             if missing:
                 extra["seriesWithoutLimit"] = missing
-            results = [_time_to_limit(s, limit) for s, limit in paired]
+            results = [trends.time_to_limit(s, limit) for s, limit in paired]
             pick = min if self.spec.aggregate != "min" else max
         else:
-            analyse = _ANALYSES[self.spec.trend or "slope"]
+            analyse = trends.ANALYSES[self.spec.trend or "slope"]
             results = [analyse(s) for s in candidates]
             pick = min if self.spec.aggregate == "min" else max
         chosen = pick(results, key=lambda r: r.value)
@@ -366,7 +350,7 @@ class _Evaluation:
             **chosen.details,
             **extra,
             "analysis": self.spec.trend,
-            "windowHours": _span_hours(chosen.series),
+            "windowHours": trends.span_hours(chosen.series),
             "labels": chosen.labels,
             "seriesCount": len(series),
             "series": [{"labels": r.labels, "value": r.value} for r in ranked[:SERIES_SHOWN]],
@@ -386,178 +370,6 @@ class _Evaluation:
         return window
 
 
-# --- trend analysis of one series ----------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class _TrendResult:
-    series: _Series
-    value: float
-    details: dict[str, Any]
-
-    @property
-    def labels(self) -> dict[str, str]:
-        return self.series.labels
-
-
-def _slope(series: _Series) -> _TrendResult:
-    hours = _hours(series)
-    fit = statistics.linear_regression(hours, series.values)
-    return _TrendResult(
-        series,
-        fit.slope,
-        {
-            "slopePerHour": fit.slope,
-            "slopeStderr": fit.slope_stderr,
-            "slopeCiLow": fit.slope_confidence_interval[0],
-            "slopeCiHigh": fit.slope_confidence_interval[1],
-            "rSquared": fit.r_squared,
-            "pValue": fit.p_value,
-            "samples": fit.n,
-            "lastValue": series.values[-1],
-        },
-    )
-
-
-def _mann_kendall(series: _Series) -> _TrendResult:
-    result = statistics.mann_kendall(_thinned(series).values)
-    return _TrendResult(
-        series,
-        result.tau,
-        {
-            "tau": result.tau,
-            "pValue": result.p_value,
-            "z": result.z,
-            "trend": result.trend,
-            "samples": result.n,
-            "lastValue": series.values[-1],
-        },
-    )
-
-
-def _time_to_limit(series: _Series, limit: float) -> _TrendResult:
-    hours = _hours(series)
-    fit = statistics.linear_regression(hours, series.values)
-    reach = statistics.time_to_reach(hours, series.values, limit)  # in the times' unit
-    growing = reach is not None
-    value = reach if reach is not None else NOT_GROWING_HOURS
-    return _TrendResult(
-        series,
-        value,
-        {
-            "hoursToLimit": value,
-            "growing": growing,
-            "limit": limit,
-            "lastValue": series.values[-1],
-            "slopePerHour": fit.slope,
-            "rSquared": fit.r_squared,
-            "pValue": fit.p_value,
-            "samples": fit.n,
-        },
-    )
-
-
-def _relative_change(series: _Series) -> _TrendResult:
-    """How far a robust line moved over the window, relative to where it started."""
-    thin = _thinned(series)
-    origin = series.times[0]
-    fit = statistics.theil_sen([(t - origin) / 3600.0 for t in thin.times], thin.values)
-    # The line at the window's first sample (hour 0) and at its last one.
-    start = fit.intercept
-    end = fit.intercept + fit.slope * _span_hours(series)
-    change = end - start
-    relative = change / abs(start) if start != 0 else math.copysign(NO_START, change) if change else 0.0
-    trend = statistics.mann_kendall(thin.values)
-    return _TrendResult(
-        series,
-        relative,
-        {
-            "relativeChange": relative,
-            "absoluteChange": change,
-            "startValue": start,
-            "endValue": end,
-            "slopePerHour": fit.slope,
-            "tau": trend.tau,
-            "pValue": trend.p_value,
-            "trend": trend.trend,
-            "samples": len(series.values),
-            "lastValue": series.values[-1],
-        },
-    )
-
-
-_ANALYSES: dict[str, Callable[[_Series], _TrendResult]] = {
-    "slope": _slope,
-    "mannKendall": _mann_kendall,
-    "relativeChange": _relative_change,
-}
-
-
-def _hours(series: _Series) -> list[float]:
-    start = series.times[0]
-    return [(t - start) / 3600.0 for t in series.times]
-
-
-def _span_hours(series: _Series) -> float:
-    return (series.times[-1] - series.times[0]) / 3600.0 if series.times else 0.0
-
-
-def _thinned(series: _Series, points: int = PAIRWISE_POINTS) -> _Series:
-    """At most ``points`` samples: consecutive blocks of samples averaged (time and value)."""
-    n = len(series.values)
-    if n <= points:
-        return series
-    times, values = [], []
-    for block in range(points):
-        lo, hi = block * n // points, (block + 1) * n // points
-        times.append(math.fsum(series.times[lo:hi]) / (hi - lo))
-        values.append(math.fsum(series.values[lo:hi]) / (hi - lo))
-    return _Series(series.labels, times, values)
-
-
-def _pointwise(series: list[_Series], aggregate: str) -> list[_Series]:
-    """The series added (or averaged) sample by sample, as one unlabelled series."""
-    by_time: dict[float, list[float]] = {}
-    for s in series:
-        for t, v in zip(s.times, s.values, strict=True):
-            by_time.setdefault(t, []).append(v)
-    times = sorted(by_time)
-    combine = _AGGREGATES[aggregate]
-    values = [combine(by_time[t]) for t in times]
-    keep = [(t, v) for t, v in zip(times, values, strict=True) if math.isfinite(v)]
-    return [_Series({}, [t for t, _ in keep], [v for _, v in keep])] if keep else []
-
-
-def _pair_limits(series: list[_Series], limits: list[_Series]) -> tuple[list[tuple[_Series, float]], int]:
-    """Each series with its limit: the only limit there is, else the limit with the same
-    labels, else the one limit whose shared labels agree (a limit series may carry extra
-    labels such as ``resource="memory"``; when several agree the lowest counts)."""
-    finite = [s for s in limits if s.values]
-    if len(limits) == 1:
-        if not finite:
-            return [], len(series)
-        return [(s, finite[0].values[-1]) for s in series], 0
-    exact = {_identity(s.labels): s.values[-1] for s in finite}
-    paired = []
-    for s in series:
-        limit = exact.get(_identity(s.labels))
-        if limit is None:
-            agreeing = [lim.values[-1] for lim in finite if _agree(s.labels, lim.labels)]
-            limit = min(agreeing) if agreeing else None
-        if limit is not None:
-            paired.append((s, limit))
-    return paired, len(series) - len(paired)
-
-
-def _identity(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((k, v) for k, v in labels.items() if k != "__name__"))
-
-
-def _agree(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
-    shared = (a.keys() & b.keys()) - {"__name__"}
-    return bool(shared) and all(a[k] == b[k] for k in shared)
-
-
 # --- parsing the API's answers -----------------------------------------------------------
 
 
@@ -569,7 +381,7 @@ def _sample(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _parse_instant(result: Any) -> list[_Series]:
+def _parse_instant(result: Any) -> list[trends.Series]:
     """Series of an instant query: a vector, or a scalar as one unlabelled series."""
     if not isinstance(result, list):
         raise exceptions.QueryFailed(f"unexpected answer from Prometheus: {type(result).__name__}")
@@ -579,8 +391,8 @@ def _parse_instant(result: Any) -> list[_Series]:
         except (TypeError, ValueError):
             raise exceptions.QueryFailed("the query returns a string, not a number") from None
         if not math.isfinite(number):
-            return [_Series({}, [], [])]
-        return [_Series({}, [float(result[0])], [number])]
+            return [trends.Series({}, [], [])]
+        return [trends.Series({}, [float(result[0])], [number])]
     series = []
     for item in result:
         if not isinstance(item, dict):
@@ -593,13 +405,13 @@ def _parse_instant(result: Any) -> list[_Series]:
         labels = {str(k): str(v) for k, v in (item.get("metric") or {}).items()}
         sample = item.get("value")  # absent for a native histogram sample
         if isinstance(sample, list) and len(sample) == 2 and _sample(sample[1]) is not None:
-            series.append(_Series(labels, [float(sample[0])], [float(sample[1])]))
+            series.append(trends.Series(labels, [float(sample[0])], [float(sample[1])]))
         else:
-            series.append(_Series(labels, [], []))
+            series.append(trends.Series(labels, [], []))
     return series
 
 
-def _parse_range(result: Any) -> list[_Series]:
+def _parse_range(result: Any) -> list[trends.Series]:
     if not isinstance(result, list):
         raise exceptions.QueryFailed(f"unexpected answer from Prometheus: {type(result).__name__}")
     series = []
@@ -613,5 +425,5 @@ def _parse_range(result: Any) -> list[_Series]:
             if number is not None:
                 times.append(float(sample[0]))
                 values.append(number)
-        series.append(_Series(labels, times, values))
+        series.append(trends.Series(labels, times, values))
     return series
