@@ -9,6 +9,9 @@ Components (one module each), all driven by ``python -m testbed up|down|env``:
 - ``postgres``    a throwaway PostgreSQL cluster with ``pg_stat_statements`` and a
                   seeded business schema.
 
+They start and stop their processes through ``processes`` (sessions of their own,
+pids checked by start time, SIGTERM then SIGKILL) and pick ports through ``ports``.
+
 Each component module exposes ``start(workdir: pathlib.Path) -> dict`` (returns its
 state: pids, ports, env entries) and ``stop(state: dict) -> None``. The orchestrator
 (``testbed.bed``) writes ``.testbed/state.json`` and ``.testbed/env``; pytest fixtures

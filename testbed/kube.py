@@ -41,14 +41,11 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import datetime as dt
 import functools
 import ipaddress
 import json
 import os
-import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -65,6 +62,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from testbed import processes
+from testbed.ports import free_ports
+
 __all__ = [
     "ALICE_USER",
     "FAKE_NODE_ANNOTATION",
@@ -73,9 +73,7 @@ __all__ = [
     "KubeBinaries",
     "TestbedError",
     "binaries",
-    "listening_ports",
     "main",
-    "process_alive",
     "start",
     "stop",
 ]
@@ -358,77 +356,6 @@ def _write_kubeconfig(path: Path, server: str, pki: Path, stem: str) -> None:
 # --------------------------------------------------------------------------- processes
 
 
-def _free_ports(count: int) -> list[int]:
-    """Distinct free TCP ports on 127.0.0.1 (held together while chosen)."""
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command name (index 0 is the state)."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return raw[raw.rfind(")") + 2 :].split()
-
-
-def _start_time(pid: int) -> int | None:
-    fields = _proc_stat(pid)
-    return int(fields[19]) if fields else None
-
-
-def _reap(pid: int) -> None:
-    """Collect our own exited child, so it does not linger as a zombie."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-def process_alive(pid: int) -> bool:
-    """Whether PID is a live (not zombie) process."""
-    _reap(pid)
-    fields = _proc_stat(pid)
-    return fields is not None and fields[0] not in ("Z", "X")
-
-
-def _group_members(pgid: int) -> list[int]:
-    members: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        fields = _proc_stat(pid)
-        if fields and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members.append(pid)
-    return members
-
-
-def listening_ports(ports: Iterable[int]) -> list[int]:
-    """Those of PORTS on which some socket is in LISTEN state (IPv4 or IPv6)."""
-    wanted = set(ports)
-    found: set[int] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            cols = line.split()
-            if len(cols) > 3 and cols[3] == "0A":  # TCP_LISTEN
-                port = int(cols[1].rsplit(":", 1)[1], 16)
-                if port in wanted:
-                    found.add(port)
-    return sorted(found)
-
-
 class _Spawned:
     def __init__(self, name: str, proc: subprocess.Popen[bytes], log: Path) -> None:
         self.name = name
@@ -439,15 +366,8 @@ class _Spawned:
         if self.proc.poll() is not None:
             raise TestbedError(
                 f"{self.name} exited with code {self.proc.returncode}; "
-                f"last lines of {self.log}:\n{_tail(self.log)}"
+                f"last lines of {self.log}:\n{processes.log_tail(self.log)}"
             )
-
-
-def _tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def _child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -460,19 +380,7 @@ def _child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def _spawn(name: str, argv: list[str], logs: Path, env: Mapping[str, str] | None = None) -> _Spawned:
     log = logs / f"{name}.log"
-    with log.open("ab") as fh:
-        fh.write(("$ " + " ".join(argv) + "\n").encode())
-        fh.flush()
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=_child_env(env),
-            cwd=str(logs.parent),
-        )
-    return _Spawned(name, proc, log)
+    return _Spawned(name, processes.spawn(argv, log, cwd=logs.parent, env=_child_env(env)), log)
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -609,7 +517,7 @@ def start(workdir: Path, *, nodes: int = 2) -> dict[str, Any]:
     _make_pki(pki)
     timings["pki"] = time.monotonic() - t0
 
-    etcd_client, etcd_peer, api_port, kcm_port, sched_port = _free_ports(5)
+    etcd_client, etcd_peer, api_port, kcm_port, sched_port = free_ports(5)
     server = f"https://127.0.0.1:{api_port}"
     kubeconfigs = {stem: workdir / f"{stem}.kubeconfig" for stem in _CLIENTS}
     for stem, path in kubeconfigs.items():
@@ -635,7 +543,7 @@ def start(workdir: Path, *, nodes: int = 2) -> dict[str, Any]:
         sp = _spawn(name, argv, logs, env)
         spawned.append(sp)
         state["pids"][name] = sp.proc.pid
-        state["processes"][name] = {"pid": sp.proc.pid, "start_time": _start_time(sp.proc.pid)}
+        state["processes"][name] = {"pid": sp.proc.pid, "start_time": processes.start_time(sp.proc.pid)}
         return sp
 
     try:
@@ -837,27 +745,11 @@ def start(workdir: Path, *, nodes: int = 2) -> dict[str, Any]:
     return state
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
 def _stop_group(name: str, pgid: int, timeout: float) -> None:
-    _signal_group(pgid, signal.SIGTERM)
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        _reap(pgid)
-        if not _group_members(pgid):
-            return
-        time.sleep(0.05)
-    _log(f"{name} did not stop within {timeout:.0f}s of SIGTERM; sending SIGKILL")
-    _signal_group(pgid, signal.SIGKILL)
-    end = time.monotonic() + 5
-    while time.monotonic() < end:
-        _reap(pgid)
-        if not _group_members(pgid):
-            return
-        time.sleep(0.05)
+    def say() -> None:
+        _log(f"{name} did not stop within {timeout:.0f}s of SIGTERM; sending SIGKILL")
+
+    processes.stop_group(pgid, timeout, on_kill=say)
 
 
 def stop(state: dict[str, Any], timeout: float = _STOP_TIMEOUT) -> None:
@@ -874,26 +766,26 @@ def stop(state: dict[str, Any], timeout: float = _STOP_TIMEOUT) -> None:
         if not info:
             continue
         pid = int(info["pid"])
-        _reap(pid)
+        processes.reap(pid)
         known = info.get("start_time")
-        now = _start_time(pid)
+        now = processes.start_time(pid)
         leader_is_ours = now is not None and (known is None or now == known)
         # Each process leads its own group (start_new_session), so pgid == pid; the
         # group may outlive its leader, and a reused pid is not ours.
-        if leader_is_ours or (now is None and _group_members(pid)):
+        if leader_is_ours or (now is None and processes.group_members(pid)):
             groups[name] = pid
 
     for name, pgid in groups.items():
         _stop_group(name, pgid, timeout)
 
-    left = {n: _group_members(g) for n, g in groups.items() if _group_members(g)}
+    left = {n: processes.group_members(g) for n, g in groups.items() if processes.group_members(g)}
     if left:
         raise TestbedError(f"processes still running after stop: {left}")
     ports = [int(p) for p in state.get("ports", {}).values()]
     end = time.monotonic() + 5
-    while listening_ports(ports) and time.monotonic() < end:
+    while processes.listening_ports(ports) and time.monotonic() < end:
         time.sleep(0.1)
-    busy = listening_ports(ports)
+    busy = processes.listening_ports(ports)
     if busy:
         raise TestbedError(f"ports still listening after stop: {busy}")
 

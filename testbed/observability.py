@@ -47,7 +47,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -59,7 +58,7 @@ from typing import Any
 import httpx
 import yaml
 
-from testbed import history, ports
+from testbed import history, ports, processes
 
 __all__ = [
     "ALERTMANAGER_BIN",
@@ -67,7 +66,6 @@ __all__ = [
     "PROMETHEUS_BIN",
     "PROMTOOL_BIN",
     "alerts",
-    "port_bindable",
     "post_alert",
     "query",
     "start",
@@ -191,62 +189,6 @@ def _alertmanager_config() -> dict[str, Any]:
 # -- processes -----------------------------------------------------------------------
 
 
-def _start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks (field 22 of /proc/PID/stat)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] == "Z":
-        return None
-    return int(fields[19])
-
-
-def _alive(pid: int, started: int | None) -> bool:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
-    now = _start_time(pid)
-    return now is not None and (started is None or now == started)
-
-
-def port_bindable(port: int) -> bool:
-    """Whether a server could listen on 127.0.0.1:``port`` now.
-
-    Binds with ``SO_REUSEADDR`` as the servers do, so connections of a stopped
-    server lingering in TIME_WAIT do not count as "in use"; a listener does.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-        return True
-
-
-def _log_tail(path: Path, chars: int = 3000) -> str:
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError:
-        return ""
-
-
-def _spawn(argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        out.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())
-        out.flush()
-        return subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=str(_REPO),
-            env=dict(env) if env is not None else None,
-            start_new_session=True,
-        )
-
-
 def _wait(
     what: str,
     check: Callable[[], bool],
@@ -258,7 +200,7 @@ def _wait(
     last_error = ""
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            tail = _log_tail(log) if log else ""
+            tail = processes.log_tail(log) if log else ""
             raise RuntimeError(f"{what}: exited with {proc.returncode}\n{tail}")
         try:
             if check():
@@ -266,7 +208,7 @@ def _wait(
         except (httpx.HTTPError, ValueError, KeyError) as exc:
             last_error = repr(exc)
         time.sleep(0.1)
-    tail = _log_tail(log) if log else ""
+    tail = processes.log_tail(log) if log else ""
     raise RuntimeError(f"{what}: not ready after {timeout:.0f}s ({last_error})\n{tail}")
 
 
@@ -285,12 +227,12 @@ def _launch(
     error: RuntimeError | None = None
     for _ in range(_START_ATTEMPTS):
         port = ports.free_port()
-        proc = _spawn(argv_for(port), log, env)
+        proc = processes.spawn(argv_for(port), log, cwd=_REPO, env=env)
         ready = functools.partial(_get_ok, ready_url_for(port))
         try:
             _wait(f"{name} on {HOST}:{port}", ready, proc, log)
         except RuntimeError as exc:
-            _terminate(proc.pid, None)
+            processes.terminate(proc.pid, None)
             error = exc
             if "address already in use" in str(exc).lower():
                 continue
@@ -298,27 +240,6 @@ def _launch(
         return proc, port
     assert error is not None
     raise error
-
-
-def _terminate(pid: int, started: int | None, grace: float = 10.0) -> bool:
-    """SIGTERM, then SIGKILL after ``grace`` seconds; True if it is gone."""
-    if not _alive(pid, started):
-        return True
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not _alive(pid, started):
-            return True
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline:
-        if not _alive(pid, started):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # -- the component -------------------------------------------------------------------
@@ -394,7 +315,7 @@ def _start_all(
 
     def remember(name: str, proc: subprocess.Popen[bytes]) -> None:
         pids[name] = proc.pid
-        starttimes[name] = _start_time(proc.pid)
+        starttimes[name] = processes.start_time(proc.pid)
 
     # 1. History.
     if history_days > 0:
@@ -540,14 +461,14 @@ def stop(state: dict[str, Any]) -> None:
         pid = pids.get(name)
         if pid is None:
             continue
-        if not _terminate(pid, starttimes.get(name)):
+        if not processes.terminate(pid, starttimes.get(name)):
             survivors.append(f"{name} (pid {pid})")
     busy: list[str] = []
     deadline = time.monotonic() + 5.0
     for name, port in state.get("ports", {}).items():
-        while not port_bindable(port) and time.monotonic() < deadline:
+        while not ports.is_port_free(port) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if not port_bindable(port):
+        if not ports.is_port_free(port):
             busy.append(f"{name} ({HOST}:{port})")
     if survivors or busy:
         raise RuntimeError(

@@ -1,16 +1,19 @@
 """Free TCP ports on 127.0.0.1 for the test bed's servers.
 
-Called by every component module (``testbed.postgres``, ...) before it starts a
-server. The kernel picks the port (bind to port 0), so two components never race on a
-hard-coded number; a server that still loses the port to another process between this
-call and its own ``bind`` fails to start, and the caller retries with a new port.
+Called by every component module (``testbed.kube``, ``testbed.observability``,
+``testbed.postgres``) before it starts a server; starting and stopping the processes
+is ``testbed.processes``. The kernel picks the port (bind to port 0), so two
+components never race on a hard-coded number; a server that still loses the port to
+another process between this call and its own ``bind`` fails to start, and the caller
+retries with a new port.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
-__all__ = ["free_port", "is_port_free"]
+__all__ = ["LOOPBACK", "free_port", "free_ports", "is_port_free"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -21,6 +24,15 @@ def free_port() -> int:
         sock.bind((LOOPBACK, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free TCP ports on 127.0.0.1 (held together while chosen)."""
+    with contextlib.ExitStack() as held:
+        socks = [held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in socks:
+            sock.bind((LOOPBACK, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 def is_port_free(port: int) -> bool:

@@ -29,7 +29,6 @@ import os
 import pathlib
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -38,7 +37,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from testbed import business_data, ports
+from testbed import business_data, ports, processes
 
 __all__ = [
     "BIN_DIR",
@@ -156,7 +155,7 @@ def stop(state: dict[str, Any]) -> None:
                 timeout=40,
             )
     if isinstance(pid, int):
-        _kill_tree(pid)
+        processes.kill_tree(pid)
     base_dir = pathlib.Path(state["base_dir"])
     log_file = pathlib.Path(state["log_file"])
     keep_log = pathlib.Path(state["workdir"]) / "postgres.log"
@@ -184,7 +183,7 @@ def run_slow_query(admin_dsn: str, seconds: float) -> float:
 def server_pids(state: dict[str, Any]) -> list[int]:
     """The live postmaster of ``state`` and all its descendants (backends, workers)."""
     pid = state.get("pid")
-    return _process_tree(pid) if isinstance(pid, int) else []
+    return processes.tree(pid) if isinstance(pid, int) else []
 
 
 def _make_base_dir(workdir: pathlib.Path) -> pathlib.Path:
@@ -326,39 +325,3 @@ def _run(state: dict[str, Any], argv: list[str], *, timeout: float) -> None:
         )
 
 
-def _process_tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    alive: set[int] = set()
-    for entry in pathlib.Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] == "Z":  # a zombie has exited; only its parent has not reaped it
-            continue
-        pid = int(entry.name)
-        alive.add(pid)
-        children.setdefault(int(fields[1]), []).append(pid)
-    if root not in alive:
-        return []
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
-
-
-def _kill_tree(root: int) -> None:
-    deadline = time.monotonic() + 5
-    while (pids := _process_tree(root)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while _process_tree(root) and time.monotonic() < deadline:
-        time.sleep(0.1)

@@ -38,7 +38,7 @@ from typing import Any
 
 import pytest
 
-from testbed import kube
+from testbed import kube, processes
 
 pytestmark = pytest.mark.e2e
 
@@ -289,7 +289,7 @@ def _processes_naming(text: str) -> list[int]:
                 cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue
-            if text in cmdline and kube.process_alive(int(entry.name)):
+            if text in cmdline and processes.alive(int(entry.name)):
                 found.append(int(entry.name))
     return found
 
@@ -313,15 +313,15 @@ def test_stop_leaves_nothing(tmp_path: Path) -> None:
         pids = list(state["pids"].values())
         ports = list(state["ports"].values())
         assert set(state["pids"]) == set(kube.START_ORDER)
-        assert all(kube.process_alive(p) for p in pids)
-        assert set(kube.listening_ports(ports)) == set(ports)
+        assert all(processes.alive(p) for p in pids)
+        assert set(processes.listening_ports(ports)) == set(ports)
         assert _processes_naming(str(workdir))
     finally:
         stopped = time.monotonic()
         kube.stop(state)
         print(f"stopped in {time.monotonic() - stopped:.1f}s")
-    assert [p for p in pids if kube.process_alive(p)] == []
+    assert [p for p in pids if processes.alive(p)] == []
     assert _processes_naming(str(workdir)) == []
-    assert kube.listening_ports(ports) == []
+    assert processes.listening_ports(ports) == []
     assert all(_bindable(p) for p in ports)
     assert (workdir / "logs" / "kube-apiserver.log").stat().st_size > 0

@@ -40,7 +40,7 @@ import httpx
 import pytest
 
 from testbed import observability as bed
-from testbed import sampleapp
+from testbed import ports, sampleapp
 
 pytestmark = pytest.mark.e2e
 
@@ -279,13 +279,13 @@ def test_stop_leaves_no_process_and_no_port(observability: dict[str, Any], tmp_p
         assert set(state["pids"]) == {"prometheus", "alertmanager", "sampleapp"}
         assert not set(state["ports"].values()) & set(observability["ports"].values())
         for port in state["ports"].values():
-            assert not bed.port_bindable(port), f"port {port} should be in use"
+            assert not ports.is_port_free(port), f"port {port} should be in use"
     finally:
         bed.stop(state)
     for name, pid in state["pids"].items():
         assert not Path(f"/proc/{pid}").exists() or _zombie_or_other(pid, state, name), name
     for name, port in state["ports"].items():
-        assert bed.port_bindable(port), f"{name} port {port} still in use"
+        assert ports.is_port_free(port), f"{name} port {port} still in use"
     # The session bed is untouched.
     assert httpx.get(f"{observability['env']['PROMETHEUS_URL']}/-/ready", timeout=5).is_success
 
