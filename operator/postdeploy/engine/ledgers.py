@@ -36,7 +36,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from postdeploy.models.crds import GROUP, REVIEWS, VERSION
 from postdeploy.models.reviews import Delivery
 
-__all__ = ["GROUP", "REVIEWS", "VERSION", "Ledger", "keep_deliveries"]
+__all__ = ["Ledger", "keep_deliveries"]
 
 Status = dict[str, Any]
 
