@@ -470,7 +470,12 @@ ARGUMENT_CASES = {
     "defaults": ({}, {"clusterwide": True, "namespaces": [], "standalone": True}),
     "ha-sharded": (
         {"replicas": 2, "watch.namespaces": ["team-a", "team-b"]},
-        {"clusterwide": False, "namespaces": ["team-a", "team-b"], "standalone": True},
+        {
+            "clusterwide": False,
+            "namespaces": ["team-a", "team-b"],
+            "standalone": True,
+            "settings": {"namespaces": ("team-a", "team-b")},
+        },
     ),
     "confined": (
         {
@@ -478,12 +483,13 @@ ARGUMENT_CASES = {
             "confinement.egressAllowlist": ["http://prometheus.monitoring:9090", "https://hooks.example/x/"],
         },
         {
-            "memo": {
-                "cross_namespace": [("ci", "prod")],
-                "egress_allowlist": [
+            # The flags reach the engine as the Settings in kopf's memo.
+            "settings": {
+                "cross_namespace": frozenset({("ci", "prod")}),
+                "egress_allowlist": (
                     confinement.UrlPrefix("http", "prometheus.monitoring", 9090, "/"),
                     confinement.UrlPrefix("https", "hooks.example", 443, "/x/"),
-                ],
+                ),
             }
         },
     ),
@@ -511,7 +517,11 @@ def test_rendered_arguments_are_what_the_operator_accepts(
     assert cli.main(["run", *container(helm.render(values))["args"]]) == 0
     assert seen["liveness_endpoint"] == "http://0.0.0.0:8080/healthz"
     assert seen["metrics"] == (9090, "0.0.0.0"), "the metrics Service's target port"
-    assert {k: seen[k] for k in expected} == expected
+    given = seen["memo"].settings
+    assert {k: seen[k] for k in expected if k != "settings"} == {
+        k: v for k, v in expected.items() if k != "settings"
+    }
+    assert {k: getattr(given, k) for k in expected.get("settings", {})} == expected.get("settings", {})
 
 
 def test_label_selector_argument_is_accepted(helm: Helm, monkeypatch: pytest.MonkeyPatch) -> None:
