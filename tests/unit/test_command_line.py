@@ -86,3 +86,9 @@ async def test_the_watch_forgets_reviews_outside_its_shard() -> None:
         body = kopf.Body({"metadata": {"name": name, "namespace": "team-a", "labels": labels}})
         await reviews.review_event(body=body, type="MODIFIED", memo=memo)
     assert calls == [("observe", "mine"), ("forget", "theirs")]
+
+
+def test_the_zero_touch_age_limit_is_a_setting_read_from_the_environment() -> None:
+    assert settings.Settings.from_env({}).zerotouch_max_age_seconds == 3600
+    given = settings.Settings.from_env({"POSTDEPLOY_ZEROTOUCH_MAX_AGE": "90m"})
+    assert given.zerotouch_max_age_seconds == 5400

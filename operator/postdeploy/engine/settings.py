@@ -18,6 +18,7 @@ import socket
 from collections.abc import Iterable, Mapping
 
 from postdeploy.decisions import confinement, selectors
+from postdeploy.kit import durations
 
 __all__ = ["Settings"]
 
@@ -66,6 +67,9 @@ class Settings:
     cross_namespace: frozenset[tuple[str, str]] = frozenset()
     # URL prefixes reviews may send requests to (``--egress-allow``); empty: any URL.
     egress_allowlist: tuple[confinement.UrlPrefix, ...] = ()
+    # Zero-touch: a workload version rolled out longer ago than this when the operator
+    # first sees it gets no review (``POSTDEPLOY_ZEROTOUCH_MAX_AGE``, a duration).
+    zerotouch_max_age_seconds: float = 3600.0
     # The namespaces watched (``--namespace``); empty: the whole cluster.
     namespaces: tuple[str, ...] = ()
     # Only reviews whose labels match are handled (``--selector``, e.g. ``shard=a``).
@@ -108,4 +112,7 @@ class Settings:
             notify_timeout_seconds=float(env.get("POSTDEPLOY_NOTIFY_TIMEOUT", "10")),
             tick_backoff_seconds=float(env.get("POSTDEPLOY_TICK_BACKOFF", "10")),
             tick_max_backoff_seconds=float(env.get("POSTDEPLOY_TICK_MAX_BACKOFF", "600")),
+            zerotouch_max_age_seconds=durations.parse_duration(
+                env.get("POSTDEPLOY_ZEROTOUCH_MAX_AGE", "1h")
+            ).total_seconds(),
         )

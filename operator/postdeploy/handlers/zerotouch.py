@@ -6,8 +6,9 @@ The annotation's value names the template: ``NAME`` for a ClusterReviewTemplate,
 derived from the workload and its version, so it is created at most once per
 version (a second create is a 409 Conflict, which is the success case here), by
 however many operator replicas or restarts. A version that rolled out longer ago
-than ``POSTDEPLOY_ZEROTOUCH_MAX_AGE`` (default 1h) — a workload that was already
-running when the annotation or the operator appeared — gets no review.
+than ``POSTDEPLOY_ZEROTOUCH_MAX_AGE`` (default 1h; ``Settings.zerotouch_max_age_seconds``,
+read at start-up) — a workload that was already running when the annotation or the
+operator appeared — gets no review.
 
 Whose rights such a review acts with (docs/security.md): it is created by the operator,
 so the admission webhook checks the operator's own rights. It is safe because its
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import os
 import re
 from typing import Any
 
@@ -30,7 +30,8 @@ import kopf
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from postdeploy.kit import durations, workloads
+from postdeploy.handlers import lifecycle
+from postdeploy.kit import workloads
 from postdeploy.models.crds import API_VERSION, GROUP, REVIEWS, VERSION
 
 __all__ = [
@@ -89,10 +90,6 @@ def review_for(workload: dict[str, Any], kind: str, template: str, version: str)
     }
 
 
-def _max_age() -> datetime.timedelta:
-    return durations.parse_duration(os.environ.get("POSTDEPLOY_ZEROTOUCH_MAX_AGE", "1h"))
-
-
 async def _on_workload(kind: str, body: kopf.Body, memo: kopf.Memo, logger: Any) -> None:
     template = (body.metadata.annotations or {}).get(ANNOTATION, "").strip()
     if not template:
@@ -124,7 +121,8 @@ async def _on_workload(kind: str, body: kopf.Body, memo: kopf.Memo, logger: Any)
     api: client.ApiClient = memo.api
     rolled_out = await workloads.rollout_time(api, workload)
     now = datetime.datetime.now(datetime.UTC)
-    if rolled_out is not None and now - rolled_out > _max_age():
+    max_age = datetime.timedelta(seconds=lifecycle.configured(memo).zerotouch_max_age_seconds)
+    if rolled_out is not None and now - rolled_out > max_age:
         seen.add(name)
         return
     manifest = review_for(workload, kind, template, version)
