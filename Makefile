@@ -11,7 +11,7 @@ export VENV
 export PATH := $(VENV)/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)
 
-.PHONY: install venv binaries testbed-up testbed-down demo test test-unit test-e2e lint typecheck crds bench bench-judge bench-backtest bench-status bench-argo
+.PHONY: install venv binaries testbed-up testbed-down demo test test-unit test-e2e lint typecheck crds bench bench-judge bench-judge-looks bench-backtest bench-status bench-argo
 
 # All of it: Debian packages, the venv, the Go builds.
 install:
@@ -69,6 +69,10 @@ bench-argo: install
 # no test bed. BENCH_JUDGE_ARGS=--quick for a smoke run.
 bench-judge: venv
 	$(PYTHON) -m bench.judge $(BENCH_JUDGE_ARGS)
+
+# CPU of one comparison run late in a review: recomputed vs kept up to date (docs/judge.md).
+bench-judge-looks: venv
+	$(PYTHON) -m bench.judge_looks
 
 # Backtest speed: 28 releases of the built-in template over the backfilled history
 # (docs/backtest.md); Prometheus only, no Kubernetes.

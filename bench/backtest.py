@@ -50,14 +50,19 @@ def _logged(path: pathlib.Path, since: int) -> int:
         return sum(1 for line in handle if b'"ruleGroup"' not in line)
 
 
-async def _run(
+async def replay_history(
     url: str,
     end: datetime.datetime,
     count: int,
     every: datetime.timedelta,
-    batch: bool,
+    *,
+    batch: bool = True,
     target: str = "checkout",
+    dsn: str | None = None,
 ) -> replays.Backtest:
+    """The built-in template (with ``OVERRIDES``) replayed on ``shop/<target>`` over
+    ``count`` releases placed ``every`` apart up to ``end``, the history's end (also
+    what ``tests/e2e/test_backtest.py`` replays)."""
     review = templates.resolve(
         templates.merge(
             defaults.manifest()["spec"],
@@ -69,6 +74,7 @@ async def _run(
         review,
         Target("Deployment", target, "shop"),
         prometheus_url=url,
+        postgres_dsn=dsn,
         until=end,
         batch=batch,
         template="postdeploy-default",
@@ -114,11 +120,11 @@ def main() -> None:
             end = datetime.datetime.fromtimestamp(state["history"]["timeline"]["end"], datetime.UTC)
             print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
             mark = log.stat().st_size if log.exists() else 0
-            batched = asyncio.run(_run(url, end, args.releases, every, batch=True))
+            batched = asyncio.run(replay_history(url, end, args.releases, every, batch=True))
             _report("batched", batched, _logged(log, mark))
             if not args.no_unbatched:
                 mark = log.stat().st_size if log.exists() else 0
-                unbatched = asyncio.run(_run(url, end, args.releases, every, batch=False))
+                unbatched = asyncio.run(replay_history(url, end, args.releases, every, batch=False))
                 _report("unbatched", unbatched, _logged(log, mark))
                 same = summaries.as_dict(batched)["releases"] == summaries.as_dict(unbatched)["releases"]
                 print(f"batched and unbatched outcomes identical: {same}")
@@ -127,15 +133,15 @@ def main() -> None:
                 backtest = (
                     batched
                     if target == "checkout"
-                    else asyncio.run(_run(url, end, args.releases, every, batch=True, target=target))
+                    else asyncio.run(
+                        replay_history(url, end, args.releases, every, batch=True, target=target)
+                    )
                 )
-                failed = {
-                    name: counts["Failed"]
-                    for name, counts in summaries.summary(backtest)["checks"].items()
-                    if counts.get("Failed")
-                }
                 groups = summaries.summary(backtest)["releases"]
-                print(f"  {target}: releases {groups}; failed per check {failed}")
+                print(f"  {target}: releases {groups}; per check (releases):")
+                for name, counts in summaries.summary(backtest)["checks"].items():
+                    shown = ", ".join(f"{state} {n}" for state, n in counts.items() if n)
+                    print(f"    {name}: {shown}")
                 for outcome in backtest.releases:
                     first = outcome.first_failure
                     if first is not None:

@@ -1,15 +1,14 @@
 """Backtests on the test bed's backfilled history, and ``kubectl postdeploy backtest``.
 
-The built-in template is replayed (``postdeploy.backtests.replays``, what the plugin
-runs) over releases placed every 6 hours over the last 7 days of the history
-(``testbed.history``: a daily cycle, an error spike 3 days ago on ``checkout``, a
-memory leak on ``leaky`` and a latency creep on ``creepy`` over the last 24 hours),
-up to the history's end. Three overrides, about the test bed and the test's time
-rather than the template: throughput compares with the day before (the history holds
-8 days, so a week back is missing for all but the last day's releases), the
-comparison checks count in 5-minute batches instead of 1-minute ones (the same test
-on a coarser grid, replayed in a fraction of the CPU), and no PostgreSQL DSN is
-given (the business tables are a separate data set; a test of its own below).
+The built-in template, as shipped (its comparison checks in 1-minute batches), is
+replayed (``postdeploy.backtests.replays``, what the plugin runs) over releases placed
+every 6 hours over the last 7 days of the history (``testbed.history``: a daily cycle,
+an error spike 3 days ago on ``checkout``, a memory leak on ``leaky`` and a latency
+creep on ``creepy`` over the last 24 hours), up to the history's end. Two overrides,
+about the test bed rather than the template: throughput compares with the day before
+(the history holds 8 days, so a week back is missing for all but the last day's
+releases), and no PostgreSQL DSN is given (the business tables are a separate data
+set; a test of its own below).
 
 Covers:
 - the spike: the releases of ``checkout`` that fail are ones whose first 24 hours hold
@@ -18,13 +17,13 @@ Covers:
 - the leak: memory-leak fails every release whose replayed extended phase is mostly
   leak (>= 75% of at least 6 hours), and none whose extended phase ended before it;
 - the creep: latency-trend likewise on ``creepy``;
-- the other checks: no check fails a release outside those faults (the creep may also
-  fail latency-p95), except a threshold-rule error-rate check on the two low-traffic
-  services (2 and 5 requests a second), whose false failures are counted; the compare
-  mode (docs/judge.md) gets no such allowance;
+- the others pass: no check fails a release outside those faults (the creep may also
+  fail latency-p95), every complete release without a fault in its 72 hours is
+  Passed, and no release is Inconclusive;
 - batching: the replay sends a few hundred Prometheus queries for tens of thousands
   of slot requests, and batched and unbatched replays of the same releases agree;
-- PostgreSQL: engagement and feature adoption replay with ``now`` at each slot;
+- PostgreSQL: engagement and feature adoption replay with ``now`` at each slot, and
+  pass every release (the seeded business data is healthy);
 - the plugin, on the Kubernetes test bed: releases from the target's ReplicaSets, and
   placed ones with ``-o json`` and ``-o html``; every object in the namespace keeps its
   resourceVersion (the backtest wrote nothing).
@@ -41,40 +40,14 @@ from typing import Any
 
 import pytest
 
-from postdeploy import defaults
-from postdeploy.backtests import releases, replays, summaries
-from postdeploy.decisions import templates
-from postdeploy.models.measurements import Target
+from bench.backtest import replay_history
+from postdeploy.backtests import replays, summaries
 
-# The module fixture replays 3 workloads x 28 releases (minutes of CPU) inside the first test.
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
+# The module fixture replays 3 workloads x 28 releases (about 3 minutes of CPU) inside the first test.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 HOUR = datetime.timedelta(hours=1)
 EVERY = datetime.timedelta(hours=6)
-# The comparison checks (docs/judge.md) recompute their test over every batch since
-# the deployment at each slot, so a replay's cost grows with the square of the batches:
-# at the template's 1-minute batches, 3 workloads x 28 releases took more CPU than this
-# test may. 5-minute batches keep the same test on a coarser grid.
-_COARSE = {"prometheus": {"step": "5m"}}
-OVERRIDES: dict[str, Any] = {
-    "phases": [
-        {
-            "name": "immediate",
-            "checks": [
-                {"name": "throughput", "baseline": {"offset": "1d"}},
-                {"name": "error-rate", **_COARSE},
-                {"name": "latency-p95", **_COARSE},
-            ],
-        },
-        {
-            "name": "extended",
-            "checks": [
-                {"name": "error-rate-extended", **_COARSE},
-                {"name": "latency-p95-extended", **_COARSE},
-            ],
-        },
-    ]
-}
 
 
 def _times(observability: dict[str, Any]) -> dict[str, datetime.datetime]:
@@ -93,28 +66,9 @@ async def _backtest(
     batch: bool = True,
     dsn: str | None = None,
 ) -> replays.Backtest:
-    times = _times(observability)
-    review = templates.resolve(
-        templates.merge(
-            defaults.manifest()["spec"],
-            {"target": {"kind": "Deployment", "name": target, "namespace": "shop"}, **OVERRIDES},
-        )
-    )
-    until = times["end"]
-    placed = releases.every(EVERY, until - datetime.timedelta(days=7), until)[-count:]
-    replayer = replays.Replayer(
-        review,
-        Target("Deployment", target, "shop"),
-        prometheus_url=observability["env"]["PROMETHEUS_URL"],
-        postgres_dsn=dsn,
-        until=until,
-        batch=batch,
-        template="postdeploy-default",
-    )
-    try:
-        return await replayer.run(placed)
-    finally:
-        await replayer.close()
+    until = _times(observability)["end"]
+    url = observability["env"]["PROMETHEUS_URL"]
+    return await replay_history(url, until, count, EVERY, batch=batch, target=target, dsn=dsn)
 
 
 @pytest.fixture(scope="module")
@@ -183,21 +137,7 @@ def test_the_leak_fails_memory_leak_and_the_creep_fails_latency_trend(
         assert len(flagged) >= 4, (target, flagged)
 
 
-def _threshold_rule(name: str) -> bool:
-    """An error-rate check of the built-in template judged run by run against a
-    threshold, not by the compare mode."""
-    review = templates.resolve(templates.merge(defaults.manifest()["spec"], {"target": {"name": "checkout"}}))
-    check = review.check(name)
-    prometheus = check.spec.prometheus if check is not None else None
-    return (
-        name.startswith("error-rate")
-        and not name.endswith("-trend")
-        and prometheus is not None
-        and getattr(prometheus, "compare", None) is None
-    )
-
-
-def test_no_other_check_fails_outside_the_faults(
+def test_no_other_check_fails_and_the_others_pass(
     history_backtests: dict[str, replays.Backtest], observability: dict[str, Any]
 ) -> None:
     times = _times(observability)
@@ -206,26 +146,31 @@ def test_no_other_check_fails_outside_the_faults(
         "leaky": (times["leak_start"], times["end"] + HOUR, ("memory-leak",)),
         "creepy": (times["creep_start"], times["end"] + HOUR, ("latency-trend", "latency-p95")),
     }
-    noise: dict[str, int] = {}
     for target, backtest in history_backtests.items():
         start, end, names = faults[target]
         for outcome in backtest.releases:
+            assert outcome.verdict != "Inconclusive", (target, outcome)
             for check in outcome.checks:
-                if check.failed_at is None:
-                    continue
-                if check.name.startswith(names) and start <= check.failed_at < end:
-                    continue
-                # The threshold rule on the low-traffic services (2 and 5 requests a
-                # second): a handful of errors in 5 minutes against a pre-deployment 5
-                # minutes with none. The compare mode must not do this (docs/judge.md).
-                assert target in ("leaky", "creepy") and _threshold_rule(check.name), (
-                    target,
-                    outcome.release.at,
-                    check,
-                )
-                noise[target] = noise.get(target, 0) + 1
-        assert {"memory-leak", "latency-trend", "critical-alerts"} <= set(backtest.replayed)
-    print(f"\nthreshold-rule false failures of 28 releases: {noise}")
+                assert check.state not in ("Error", "Inconclusive"), (target, outcome.release.at, check)
+                if check.failed_at is not None:
+                    assert check.name.startswith(names) and start <= check.failed_at < end, (
+                        target,
+                        outcome.release.at,
+                        check,
+                    )
+            # A release whose 72 hours hold no fault passes.
+            if outcome.complete and outcome.release.at + 72 * HOUR <= start:
+                assert outcome.verdict == "Passed", (target, outcome)
+        assert {"memory-leak", "latency-trend", "critical-alerts", "error-rate", "latency-p95"} <= set(
+            backtest.replayed
+        )
+    shown = {
+        target: {
+            name: counts for name, counts in summaries.summary(b)["checks"].items() if counts.get("Failed")
+        }
+        for target, b in history_backtests.items()
+    }
+    print(f"\nfailed per check: {shown}")
 
 
 def test_batching_sends_few_queries_and_changes_nothing(
@@ -244,21 +189,27 @@ def test_batching_sends_few_queries_and_changes_nothing(
     )
 
 
-def test_business_checks_replay_with_now_at_each_slot(
+def test_business_checks_replay_with_now_at_each_slot_and_pass(
     observability: dict[str, Any], postgres_db: dict[str, Any]
 ) -> None:
     import asyncio
 
     backtest = asyncio.run(
-        _backtest(observability, "checkout", count=12, dsn=postgres_db["env"]["POSTGRES_DSN"])
+        _backtest(observability, "checkout", count=28, dsn=postgres_db["env"]["POSTGRES_DSN"])
     )
     complete = [o for o in backtest.releases if o.complete]
     assert complete
-    for outcome in complete:
+    judged = 0
+    for outcome in backtest.releases:
         for name in ("engagement", "feature-adoption"):
             check = _check(outcome, name)
-            assert check.runs > 0 and check.state in ("Passed", "Failed"), (name, check)
-            assert check.value is not None
+            if outcome.complete:
+                assert check.runs > 0 and check.value is not None, (name, check)
+            # The seeded business data is healthy: every window compared alike passes
+            # (engagement compares the same hours of the day, docs/checklist.md).
+            assert check.state in ("Passed", "Running", "Pending"), (outcome.release.at, name, check)
+            judged += check.runs
+    assert judged > 500
 
 
 def _plugin(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

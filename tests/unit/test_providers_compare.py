@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import random
 import re
 from typing import Any
 
@@ -205,3 +206,136 @@ def test_the_before_window_of_batch_i_mirrors_it() -> None:
     assert grid.after_times() == [1060.0, 1120.0, 1180.0]
     assert grid.before_times() == [1000.0, 640.0, 280.0]
     assert math.isclose(grid.before_window(), 360.0)
+
+
+# --- Runs that continue the earlier runs' test (the provider's memory) --------------
+
+
+class NoisyPrometheus(FakePrometheus):
+    """Counts with Poisson-like noise that depends only on the window (so a batch
+    answers the same at every run), and on request an extra ``le`` bound."""
+
+    def __init__(self, *args: Any, extra_le_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.extra_le_after = extra_le_after
+
+    def count(self, query: str, at: float, window: float) -> float:
+        mean = super().count(query, at, window)
+        rng = random.Random(f"{round(at)}/{round(window)}/{'5..' in query}")
+        return max(0.0, round(mean + rng.gauss(0.0, math.sqrt(mean + 1.0))))
+
+    async def __call__(self, query: str, start: float, end: float, step: float) -> Any:
+        result = await super().__call__(query, start, end, step)
+        if "bucket" in query and self.extra_le_after is not None and end > self.extra_le_after:
+            times = [start + i * step for i in range(round((end - start) / step) + 1)]
+            window = float(re.search(r"\[(\d+)s\]", query).group(1))  # type: ignore[union-attr]
+            result.append(
+                {"metric": {"le": "1"}, "values": [[t, str(0.999 * self.rps * window)] for t in times]}
+            )
+        return result
+
+
+def _same_details(a: dict[str, Any], b: dict[str, Any]) -> None:
+    assert a.keys() == b.keys()
+    for name, value in a.items():
+        if isinstance(value, float) and math.isfinite(value):
+            assert math.isclose(value, b[name], rel_tol=1e-9, abs_tol=1e-12), name
+        else:
+            assert value == b[name], name
+    assert a["pValue"] == b["pValue"]
+
+
+@pytest.mark.parametrize(("buckets", "rise"), [(False, 1.0), (False, 1.6), (True, 1.0), (True, 2.0)])
+async def test_runs_with_memory_equal_fresh_runs_and_ask_only_the_new_batches(
+    buckets: bool, rise: float
+) -> None:
+    memory = prometheus_compare.Comparisons()
+    spec = _spec(buckets=True) if buckets else _spec(alpha=0.005, min_effect=0.2)
+    fake = NoisyPrometheus(rps=2.0, share=0.05, rise=rise)
+    minute = datetime.timedelta(minutes=1)
+    deployed = DEPLOYED.timestamp()
+    counted = 0
+    for minutes in (3, 4, 5, 9, 10, 24, 25, 26, 47, 90, 91, 180):
+        ctx = make_context(
+            deployed_at=DEPLOYED, now=DEPLOYED + minutes * minute + datetime.timedelta(seconds=5)
+        )
+        fake.asked.clear()
+        kept = await prometheus_compare.measure(spec, ctx, fake, memory, "http://p")
+        asked = list(fake.asked)
+        fresh = await prometheus_compare.measure(spec, ctx, fake)
+        assert kept.state is fresh.state and kept.message == fresh.message
+        _same_details(kept.details, fresh.details)
+        # Only the batches closed since the last run were asked for.
+        batches = kept.details["batches"]
+        after = {a[1:] for a in asked if "[60s]" in a[0]}
+        assert after == {(deployed + (counted + 1) * 60, deployed + batches * 60, 60)}
+        counted = batches
+    assert memory.added == 11 and memory.rebuilt == 1 and len(memory) == 1
+
+
+async def test_a_failed_query_leaves_the_kept_test_as_it_was() -> None:
+    memory = prometheus_compare.Comparisons()
+    fake = NoisyPrometheus(rps=5.0)
+    await prometheus_compare.measure(_spec(), make_context(deployed_at=DEPLOYED), fake, memory)
+    later = make_context(deployed_at=DEPLOYED, now=NOW + datetime.timedelta(minutes=10))
+    fake.fail = True
+    assert (await prometheus_compare.measure(_spec(), later, fake, memory)).state is MeasurementState.ERROR
+    fake.fail = False
+    kept = await prometheus_compare.measure(_spec(), later, fake, memory)
+    _same_details(kept.details, (await prometheus_compare.measure(_spec(), later, fake)).details)
+    assert kept.details["batches"] == 40 and memory.added == 1
+
+
+async def test_a_bucket_bound_not_seen_before_counts_every_batch_afresh() -> None:
+    memory = prometheus_compare.Comparisons()
+    spec = _spec(buckets=True)
+    fake = NoisyPrometheus(rps=5.0, extra_le_after=(NOW + datetime.timedelta(minutes=5)).timestamp())
+    await prometheus_compare.measure(spec, make_context(deployed_at=DEPLOYED), fake, memory)
+    later = make_context(deployed_at=DEPLOYED, now=NOW + datetime.timedelta(minutes=10))
+    kept = await prometheus_compare.measure(spec, later, fake, memory)
+    _same_details(kept.details, (await prometheus_compare.measure(spec, later, fake)).details)
+    assert memory.rebuilt == 2 and memory.added == 0
+
+
+async def test_the_kept_tests_are_bounded_and_an_evicted_one_is_recounted() -> None:
+    memory = prometheus_compare.Comparisons(max_kept=100)
+    fake = NoisyPrometheus(rps=5.0)
+    for hours in (1, 2, 3):  # three deployments: 90, 150 and 210 batches, 3 numbers each
+        ctx = make_context(deployed_at=NOW - datetime.timedelta(hours=hours, minutes=31))
+        await prometheus_compare.measure(_spec(), ctx, fake, memory, "http://p")
+    assert len(memory) == 1 and memory.kept > 3 * 210  # the last one (and its memo), over the bound alone
+    evicted = make_context(deployed_at=NOW - datetime.timedelta(hours=1, minutes=31))
+    kept = await prometheus_compare.measure(_spec(), evicted, fake, memory, "http://p")
+    _same_details(kept.details, (await prometheus_compare.measure(_spec(), evicted, fake)).details)
+    assert memory.rebuilt == 4
+
+
+async def test_a_histogram_without_buckets_yet_is_not_asked_again_until_they_come() -> None:
+    memory = prometheus_compare.Comparisons()
+    spec = _spec(buckets=True)
+    fake = NoisyPrometheus(rps=5.0)
+    fake.buckets_from = (DEPLOYED + datetime.timedelta(minutes=20)).timestamp()  # type: ignore[attr-defined]
+    original = fake.__call__
+
+    async def sparse(query: str, start: float, end: float, step: float) -> Any:
+        result = await original(query, start, end, step)
+        cut = fake.buckets_from  # type: ignore[attr-defined]
+        return [
+            {**series, "values": [v for v in series["values"] if v[0] >= cut or "[360s]" in query]}
+            for series in result
+            if "[60s]" in query or cut <= end
+        ]
+
+    early = make_context(deployed_at=DEPLOYED, now=DEPLOYED + datetime.timedelta(minutes=10, seconds=5))
+    first = await prometheus_compare.measure(spec, early, sparse, memory)
+    assert first.state is MeasurementState.NO_DATA and "no buckets" in first.message
+    assert memory.kept == 0 and len(memory) == 1
+    later = make_context(deployed_at=DEPLOYED, now=DEPLOYED + datetime.timedelta(minutes=12, seconds=5))
+    fake.asked.clear()
+    second = await prometheus_compare.measure(spec, later, sparse, memory)
+    assert second.state is MeasurementState.NO_DATA
+    # Batches 9 and 10 only (the first run counted 9).
+    assert {a[1] for a in fake.asked} == {DEPLOYED.timestamp() + 10 * 60, DEPLOYED.timestamp() - 6 * 60 * 10}
+    last = make_context(deployed_at=DEPLOYED, now=DEPLOYED + datetime.timedelta(minutes=40, seconds=5))
+    kept = await prometheus_compare.measure(spec, last, sparse, memory)
+    _same_details(kept.details, (await prometheus_compare.measure(spec, last, sparse)).details)

@@ -23,14 +23,22 @@ operator runs. docs/judge.md states the method; in short:
   ``1/alpha`` by ``alpha``, however often it is looked at. The p-value
   ``min(1, 1 / running max)`` is anytime-valid; the confidence sequence is the
   set of ``rho0`` not rejected (one-sided at ``alpha`` each way).
-- Everything is recomputed from all batches at every look, so a restarted operator
-  gets the same answer and no state is kept.
+- The test is a running product over batches, so it can be kept up to date: a
+  :class:`RateAccumulator` (or :class:`HistogramAccumulator`) adds each closed batch
+  once, and its result after any number of additions is that of
+  :func:`compare_rates` (:func:`compare_histograms`) over all the batches at once:
+  the p-value bit for bit (the same running sums in the same order), the bounds to
+  the rounding of their sums (unit tests hold both to 1e-9 on random streams).
+  ``compare_rates`` is the accumulator fed everything in one go.
 
 Public API:
 
 - :class:`CountBatch` — one batch's four counts.
 - :func:`compare_rates` — batches to a :class:`RateComparison` (``ratio``,
   ``ratio_lower``, ``ratio_upper``, ``p_value`` and the summed counts).
+- :class:`RateAccumulator`, :class:`HistogramAccumulator` — the same comparisons
+  kept up to date batch by batch (``add``, then ``result``), for a caller that
+  looks again and again as batches close (the Prometheus provider, the backtest).
 - :func:`p_value_path` — the running anytime-valid p-value after each batch (for
   time-to-detect; ``compare_rates`` reports where it first fell below alpha).
 - :func:`histogram_batches`, :func:`compare_histograms` — Prometheus ``le``
@@ -51,13 +59,16 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+from array import array
 from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
     "CountBatch",
+    "HistogramAccumulator",
     "HistogramComparison",
     "MeasurementReport",
+    "RateAccumulator",
     "RateComparison",
     "compare_histograms",
     "compare_rates",
@@ -71,6 +82,10 @@ GRID_STEP = 0.05  # spacing of the mixing grid and of the bounds, in log(rho)
 GRID_WIDTH = 5.0  # the mixing grid reaches prior_scale * GRID_WIDTH
 _REFINEMENTS = 4  # bisections of the last grid step: bounds to 1/16 of GRID_STEP
 _LOG_LIMIT = math.log(1e6)  # confidence bounds beyond 1e6 or below 1e-6 are reported as such
+_LATTICE_PER_STEP: int = 1 << _REFINEMENTS
+_LATTICE: float = GRID_STEP / _LATTICE_PER_STEP  # the bisections' points in log(rho)
+_MEMO_LOOKS = 16  # a likelihood keeps the points asked in this many last looks...
+_MEMO_POINTS = 4096  # ...at most this many
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,35 +197,90 @@ def _logsumexp(values: Sequence[float]) -> float:
 class _Likelihood:
     """log L(rho) - up to a constant - summed over batches, at rho = exp(v).
 
-    log L(rho) = X log(rho) - sum_i k_i log(1 + rho a_i); memoised per v."""
+    log L(rho) = X log(rho) - sum_i k_i log(1 + rho a_i). The bisections of
+    :func:`_bound` ask it only on a lattice, v = n * ``_LATTICE``, where the sums are
+    memoised by n. Batches can be added (``extend``): each memoised sum then adds the
+    new batches' terms, so looking again after a few more batches costs the memo's
+    size times the new batches, plus one pass over all batches per lattice point not
+    asked before. ``prune`` (after each look) drops the points not asked in the last
+    ``_MEMO_LOOKS`` looks and keeps at most ``_MEMO_POINTS``, least recently asked
+    first out: bounds move little from one look to the next, so their bisections ask
+    mostly the same points."""
 
-    def __init__(self, batches: Sequence[_Batch]) -> None:
-        self._batches = batches
-        self._events = math.fsum(b.x for b in batches)
-        self._memo: dict[float, float] = {}
+    def __init__(self, batches: Sequence[_Batch] = ()) -> None:
+        self._x = array("d")
+        self._k = array("d")
+        self._a = array("d")
+        self._events = 0.0
+        self._penalty: dict[int, float] = {}
+        self._asked: dict[int, int] = {}  # lattice point -> the look that last asked it
+        self._look = 0
+        self.extend(batches)
+
+    def __len__(self) -> int:
+        return len(self._k)
+
+    @property
+    def memo_size(self) -> int:
+        return len(self._penalty)
+
+    def extend(self, batches: Sequence[_Batch]) -> None:
+        if not batches:
+            return
+        self._x.extend(b.x for b in batches)
+        self._k.extend(b.k for b in batches)
+        self._a.extend(b.a for b in batches)
+        self._events = math.fsum([self._events, *(b.x for b in batches)])
+        log1p = math.log1p
+        for n, penalty in self._penalty.items():
+            rho = math.exp(n * _LATTICE)
+            self._penalty[n] = math.fsum([penalty, *(b.k * log1p(rho * b.a) for b in batches)])
+
+    def prune(self) -> None:
+        self._look += 1
+        oldest = self._look - _MEMO_LOOKS
+        kept = sorted((look, n) for n, look in self._asked.items() if look >= oldest)[-_MEMO_POINTS:]
+        self._asked = {n: look for look, n in kept}
+        self._penalty = {n: self._penalty[n] for n in self._asked}
+
+    def _penalty_at(self, rho: float) -> float:
+        log1p = math.log1p
+        return math.fsum(k * log1p(rho * a) for k, a in zip(self._k, self._a, strict=True))
 
     def at(self, v: float) -> float:
-        cached = self._memo.get(v)
-        if cached is None:
-            rho = math.exp(v)
-            penalty = math.fsum(b.k * math.log1p(rho * b.a) for b in self._batches)
-            cached = self._events * v - penalty
-            self._memo[v] = cached
-        return cached
+        """log L at any v (not memoised)."""
+        return self._events * v - self._penalty_at(math.exp(v))
+
+    def at_point(self, n: int) -> float:
+        """log L at the lattice point v = n * ``_LATTICE`` (memoised)."""
+        self._asked[n] = self._look
+        penalty = self._penalty.get(n)
+        if penalty is None:
+            penalty = self._penalty_at(math.exp(n * _LATTICE))
+            self._penalty[n] = penalty
+        return self._events * (n * _LATTICE) - penalty
 
     def log_mixture(self, v0: float, log_weights: Sequence[float], sign: int) -> float:
         """log of the mixture martingale against rho0 = exp(v0), mixing over
-        rho0 * exp(sign * u) for the grid offsets u.
+        rho0 * exp(sign * u) for the grid offsets u (any v0; not memoised)."""
+        return _mixture(
+            self.at(v0),
+            [self.at(v0 + sign * GRID_STEP * j) for j in range(1, len(log_weights) + 1)],
+            log_weights,
+        )
 
-        The terms (log weight + log likelihood ratio) are concave in u, so once they
-        fall and are 50 below the largest, every later one is smaller still: the sum
-        stops there, losing less than e^-50 of it per term (so slightly less evidence,
-        never more)."""
-        base = self.at(v0)
+    def log_mixture_at_point(self, n0: int, log_weights: Sequence[float], sign: int) -> float:
+        """``log_mixture`` at the lattice point v0 = n0 * ``_LATTICE``, memoised, and
+        stopping early: the terms (log weight + log likelihood ratio) are concave in u,
+        so once they fall and are 50 below the largest, every later one is smaller
+        still; the sum stops there, losing less than e^-50 of it per term (so slightly
+        less evidence, never more)."""
+        base = self.at_point(n0)
+        stride = sign * _LATTICE_PER_STEP
         terms: list[float] = []
         top = -math.inf
         for j, w in enumerate(log_weights, start=1):
-            term = w + self.at(v0 + sign * GRID_STEP * j) - base
+            term = w + self.at_point(n0 + stride * j) - base
             if terms and term < terms[-1] and term < top - 50.0:
                 break
             terms.append(term)
@@ -218,23 +288,41 @@ class _Likelihood:
         return _logsumexp(terms)
 
 
+def _mixture(base: float, values: Sequence[float], log_weights: Sequence[float]) -> float:
+    return _logsumexp([w + v - base for w, v in zip(log_weights, values, strict=True)])
+
+
+class _PathState:
+    """The one-sided mixture martingale against rho <= rho0, batch after batch: per
+    grid point the log weight plus the running sum of log likelihood ratios
+    L(rho0 e^u) / L(rho0), and the log of the running max of the mixture."""
+
+    def __init__(self, rho0: float, prior_scale: float) -> None:
+        offsets, log_weights = _mixing_grid(prior_scale)
+        self.rho0 = rho0
+        self.offsets = offsets
+        self.rhos = [rho0 * math.exp(u) for u in offsets]
+        self.sums = list(log_weights)
+        self.best = 0.0  # log of the running max (M_0 = 1)
+
+    def add(self, batch: _Batch) -> float:
+        """Adds one informative batch; returns the p-value after it."""
+        x, k, a = batch.x, batch.k, batch.a
+        log1p = math.log1p
+        base = k * log1p(self.rho0 * a)
+        self.sums = [
+            s + x * u - k * log1p(rho * a) + base
+            for s, u, rho in zip(self.sums, self.offsets, self.rhos, strict=True)
+        ]
+        self.best = max(self.best, _logsumexp(self.sums))
+        return math.exp(-self.best)
+
+
 def _running_p_values(batches: Sequence[_Batch], rho0: float, prior_scale: float) -> list[float]:
     """p after each informative batch: 1 / running max of the one-sided mixture
     martingale against rho <= rho0 (capped at 1)."""
-    offsets, log_weights = _mixing_grid(prior_scale)
-    # Per grid point, the running sum of log likelihood ratios L(rho0 e^u) / L(rho0).
-    sums = list(log_weights)  # log weight + running sum of log likelihood ratios
-    rhos = [rho0 * math.exp(u) for u in offsets]
-    log1p = math.log1p
-    best = 0.0  # log of the running max (M_0 = 1)
-    path = []
-    for batch in batches:
-        x, k, a = batch.x, batch.k, batch.a
-        base = k * log1p(rho0 * a)
-        sums = [s + x * u - k * log1p(rho * a) + base for s, u, rho in zip(sums, offsets, rhos, strict=True)]
-        best = max(best, _logsumexp(sums))
-        path.append(math.exp(-best))
-    return path
+    state = _PathState(rho0, prior_scale)
+    return [state.add(batch) for batch in batches]
 
 
 def p_value_path(
@@ -264,7 +352,9 @@ def _bound(likelihood: _Likelihood, start: int, prior_scale: float, alpha: float
     limit = math.ceil(_LOG_LIMIT / GRID_STEP)
 
     def rejected(index: float) -> bool:
-        return likelihood.log_mixture(GRID_STEP * index, log_weights, sign) >= threshold
+        # index is a multiple of 1/16 of a grid step: a lattice point, exactly.
+        point = round(index * _LATTICE_PER_STEP)
+        return likelihood.log_mixture_at_point(point, log_weights, sign) >= threshold
 
     # The mixture is monotone in rho0 (log L is concave in log rho): rejected on the
     # far side of the bound (below it for sign +1), not on the near side. Find a
@@ -305,6 +395,91 @@ def _bound(likelihood: _Likelihood, start: int, prior_scale: float, alpha: float
     return math.exp(GRID_STEP * low)
 
 
+class RateAccumulator:
+    """:func:`compare_rates` kept up to date: ``add`` closed batches in time order,
+    ``result`` whenever a look is due.
+
+    Keeps the running sums of the p-value path (one per grid point), the summed
+    counts, and the informative batches' (x, k, n/b) - three numbers each, which the
+    confidence bounds need (they are found by bisection over rho0, which no fixed set
+    of sums can answer) - plus the memo of the last look's bisections. ``size`` is
+    the count of numbers kept per batch, for a caller bounding its memory. A result
+    after any sequence of ``add`` calls equals ``compare_rates`` of all the batches
+    added: ``p_value`` and ``first_crossing`` exactly, the bounds up to the rounding
+    of sums added in other chunks (a bisection step could differ only on a tie with
+    the threshold to 1e-15)."""
+
+    def __init__(self, *, alpha: float, min_effect: float = 0.0, prior_scale: float = 1.0) -> None:
+        _check_parameters(alpha, min_effect, prior_scale)
+        self.alpha, self.min_effect, self.prior_scale = alpha, min_effect, prior_scale
+        self._path = _PathState(1.0 + min_effect, prior_scale)
+        self._likelihood = _Likelihood()
+        self._totals = (0.0, 0.0, 0.0, 0.0)
+        self._p_value = 1.0
+        self._first_crossing: int | None = None
+        self.batches = 0
+
+    @property
+    def size(self) -> int:
+        """Numbers kept: 3 per informative batch, and the bisections' memo."""
+        return 3 * len(self._likelihood) + self._likelihood.memo_size
+
+    def add(self, batches: Sequence[CountBatch]) -> None:
+        """Adds the next batches (in time order, after those already added)."""
+        if not batches:
+            return
+        informative = _informative(batches)
+        for index, batch in informative:
+            self._p_value = self._path.add(batch)
+            if self._first_crossing is None and self._p_value < self.alpha:
+                self._first_crossing = self.batches + index
+        self._likelihood.extend([b for _, b in informative])
+        self._totals = (
+            math.fsum([self._totals[0], *(b.events_after for b in batches)]),
+            math.fsum([self._totals[1], *(b.total_after for b in batches)]),
+            math.fsum([self._totals[2], *(b.events_before for b in batches)]),
+            math.fsum([self._totals[3], *(b.total_before for b in batches)]),
+        )
+        self.batches += len(batches)
+
+    def result(self) -> RateComparison:
+        events_after, total_after, events_before, total_before = self._totals
+        ratio: float | None = None
+        if total_after > 0 and total_before > 0:
+            share_after, share_before = events_after / total_after, events_before / total_before
+            if share_before > 0:
+                ratio = share_after / share_before
+            elif share_after > 0:
+                ratio = math.inf
+        likelihood = self._likelihood
+        if len(likelihood):
+            start = 0
+            if ratio is not None and 0 < ratio < math.inf:
+                start = round(math.log(ratio) / GRID_STEP)
+            elif ratio == math.inf:
+                start = math.ceil(_LOG_LIMIT / GRID_STEP)
+            lower = _bound(likelihood, start, self.prior_scale, self.alpha, +1)
+            upper = _bound(likelihood, start, self.prior_scale, self.alpha, -1)
+            likelihood.prune()
+        else:
+            lower, upper = 0.0, math.inf
+        return RateComparison(
+            ratio=ratio,
+            ratio_lower=lower,
+            ratio_upper=upper,
+            p_value=self._p_value,
+            events_after=events_after,
+            total_after=total_after,
+            events_before=events_before,
+            total_before=total_before,
+            alpha=self.alpha,
+            min_effect=self.min_effect,
+            batches=self.batches,
+            informative_batches=len(likelihood),
+            first_crossing=self._first_crossing,
+        )
+
+
 def compare_rates(
     batches: Sequence[CountBatch],
     *,
@@ -319,51 +494,11 @@ def compare_rates(
     ``alpha`` is the false-failure budget of this comparison over all its looks;
     ``min_effect`` the smallest relative rise worth acting on (the p-value tests
     ``rho <= 1 + min_effect``); ``prior_scale`` the spread, in log(rho), of the
-    effects the test is tuned to (1: up to about e^2-fold rises find the most power)."""
-    _check_parameters(alpha, min_effect, prior_scale)
-    informative = [b for _, b in _informative(batches)]
-    events_after = math.fsum(b.events_after for b in batches)
-    total_after = math.fsum(b.total_after for b in batches)
-    events_before = math.fsum(b.events_before for b in batches)
-    total_before = math.fsum(b.total_before for b in batches)
-
-    path = p_value_path(batches, min_effect=min_effect, prior_scale=prior_scale)
-    p_value = path[-1] if path else 1.0
-    first_crossing = next((i for i, p in enumerate(path) if p < alpha), None)
-
-    ratio: float | None = None
-    if total_after > 0 and total_before > 0:
-        share_after, share_before = events_after / total_after, events_before / total_before
-        if share_before > 0:
-            ratio = share_after / share_before
-        elif share_after > 0:
-            ratio = math.inf
-    if informative:
-        likelihood = _Likelihood(informative)
-        start = 0
-        if ratio is not None and 0 < ratio < math.inf:
-            start = round(math.log(ratio) / GRID_STEP)
-        elif ratio == math.inf:
-            start = math.ceil(_LOG_LIMIT / GRID_STEP)
-        lower = _bound(likelihood, start, prior_scale, alpha, +1)
-        upper = _bound(likelihood, start, prior_scale, alpha, -1)
-    else:
-        lower, upper = 0.0, math.inf
-    return RateComparison(
-        ratio=ratio,
-        ratio_lower=lower,
-        ratio_upper=upper,
-        p_value=p_value,
-        events_after=events_after,
-        total_after=total_after,
-        events_before=events_before,
-        total_before=total_before,
-        alpha=alpha,
-        min_effect=min_effect,
-        batches=len(batches),
-        informative_batches=len(informative),
-        first_crossing=first_crossing,
-    )
+    effects the test is tuned to (1: up to about e^2-fold rises find the most power).
+    One :class:`RateAccumulator` fed every batch at once."""
+    accumulator = RateAccumulator(alpha=alpha, min_effect=min_effect, prior_scale=prior_scale)
+    accumulator.add(batches)
+    return accumulator.result()
 
 
 # --- Latency histograms -----------------------------------------------------------
@@ -481,6 +616,105 @@ def histogram_batches(
     return result
 
 
+class HistogramAccumulator:
+    """:func:`compare_histograms` kept up to date: ``add`` closed batches' bucket
+    counts in time order, ``result`` whenever a look is due.
+
+    The boundary is chosen at each look from everything added so far (the summed
+    before-windows, unless ``boundary`` or ``calibration`` fixes it), as a full
+    recomputation would; so the batches' bucket counts are kept (``size``: two rows
+    of ``len(bounds)`` numbers a batch), and the comparison is rebuilt from them when
+    the chosen boundary moves, which the sums of many before-windows seldom make it
+    do. Otherwise a look adds only the new batches to a :class:`RateAccumulator`."""
+
+    def __init__(
+        self,
+        bounds: Sequence[float],
+        *,
+        alpha: float,
+        quantile: float = 0.95,
+        min_effect: float = 0.0,
+        boundary: float | None = None,
+        calibration: Sequence[float] | None = None,
+        prior_scale: float = 1.0,
+    ) -> None:
+        _check_bounds(bounds)
+        if not 0.0 < quantile < 1.0:
+            raise ValueError(f"quantile must be in (0, 1), got {quantile!r}")
+        _check_parameters(alpha, min_effect, prior_scale)
+        if calibration is not None:
+            _check_buckets(bounds, calibration, "calibration")
+        if boundary is not None and boundary not in bounds[:-1]:
+            raise ValueError(f"boundary {boundary} is not a finite bucket bound")
+        self.bounds = tuple(bounds)
+        self.alpha, self.quantile, self.min_effect, self.prior_scale = (
+            alpha,
+            quantile,
+            min_effect,
+            prior_scale,
+        )
+        self._boundary, self._calibration = boundary, (list(calibration) if calibration is not None else None)
+        self._after = array("d")  # each batch's cumulative counts, one row after another
+        self._before = array("d")
+        self._summed_after = [0.0] * len(bounds)
+        self._summed_before = [0.0] * len(bounds)
+        self._rates: RateAccumulator | None = None
+        self._rates_boundary: float | None = None
+        self.batches = 0
+
+    @property
+    def size(self) -> int:
+        """Numbers kept that grow with the batches."""
+        return len(self._after) + len(self._before) + (self._rates.size if self._rates else 0)
+
+    def add(self, after: Sequence[Sequence[float]], before: Sequence[Sequence[float]]) -> None:
+        """Adds the next batches: ``after[i]`` / ``before[i]`` are a batch's cumulative
+        bucket counts, one per bound, after the deployment and in its before-window."""
+        if len(after) != len(before):
+            raise ValueError(f"{len(after)} after-batches but {len(before)} before-batches")
+        for i, (a, b) in enumerate(zip(after, before, strict=True)):
+            _check_buckets(self.bounds, a, f"after-batch {self.batches + i}")
+            _check_buckets(self.bounds, b, f"before-batch {self.batches + i}")
+        for rows, flat, summed in (
+            (after, self._after, self._summed_after),
+            (before, self._before, self._summed_before),
+        ):
+            for row in rows:
+                flat.extend(row)
+            for j in range(len(self.bounds)):
+                summed[j] = math.fsum([summed[j], *(row[j] for row in rows)])
+        self.batches += len(after)
+
+    def _rows(self, flat: array[float], start: int) -> list[list[float]]:
+        width = len(self.bounds)
+        return [list(flat[i * width : (i + 1) * width]) for i in range(start, self.batches)]
+
+    def result(self) -> HistogramComparison:
+        boundary = self._boundary
+        if boundary is None:
+            reference = self._summed_before if self._calibration is None else self._calibration
+            boundary = _choose_boundary(self.quantile, self.bounds, reference)
+        if self._rates is None or boundary != self._rates_boundary:
+            self._rates = RateAccumulator(
+                alpha=self.alpha, min_effect=self.min_effect, prior_scale=self.prior_scale
+            )
+            self._rates_boundary = boundary
+        start = self._rates.batches
+        if start < self.batches:
+            self._rates.add(
+                histogram_batches(
+                    self.bounds, self._rows(self._after, start), self._rows(self._before, start), boundary
+                )
+            )
+        return HistogramComparison(
+            comparison=self._rates.result(),
+            boundary=boundary,
+            quantile=self.quantile,
+            quantile_before=histogram_quantile(self.quantile, self.bounds, self._summed_before),
+            quantile_after=histogram_quantile(self.quantile, self.bounds, self._summed_after),
+        )
+
+
 def compare_histograms(
     bounds: Sequence[float],
     after: Sequence[Sequence[float]],
@@ -503,24 +737,19 @@ def compare_histograms(
     ``calibration`` (cumulative counts from a window chosen before the deployment;
     without it, the summed before-windows) - with :func:`compare_rates`: a slower
     tail (a higher p95) raises that share. ``quantile_before``/``quantile_after``
-    estimate the quantile from the summed buckets as ``histogram_quantile`` would."""
-    _check_bounds(bounds)
-    if not 0.0 < quantile < 1.0:
-        raise ValueError(f"quantile must be in (0, 1), got {quantile!r}")
-    summed_after = [math.fsum(batch[j] for batch in after) for j in range(len(bounds))]
-    summed_before = [math.fsum(batch[j] for batch in before) for j in range(len(bounds))]
-    if boundary is None:
-        reference = summed_before if calibration is None else calibration
-        _check_buckets(bounds, reference, "calibration")
-        boundary = _choose_boundary(quantile, bounds, reference)
-    batches = histogram_batches(bounds, after, before, boundary)
-    return HistogramComparison(
-        comparison=compare_rates(batches, alpha=alpha, min_effect=min_effect, prior_scale=prior_scale),
-        boundary=boundary,
+    estimate the quantile from the summed buckets as ``histogram_quantile`` would.
+    One :class:`HistogramAccumulator` fed every batch at once."""
+    accumulator = HistogramAccumulator(
+        bounds,
+        alpha=alpha,
         quantile=quantile,
-        quantile_before=histogram_quantile(quantile, bounds, summed_before),
-        quantile_after=histogram_quantile(quantile, bounds, summed_after),
+        min_effect=min_effect,
+        boundary=boundary,
+        calibration=calibration,
+        prior_scale=prior_scale,
     )
+    accumulator.add(after, before)
+    return accumulator.result()
 
 
 # --- What a check reports ------------------------------------------------------------

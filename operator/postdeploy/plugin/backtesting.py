@@ -30,7 +30,7 @@ from postdeploy.decisions import templates
 from postdeploy.kit import durations, exceptions, times
 from postdeploy.models.measurements import Target
 from postdeploy.plugin import backtest_pages as backtest_pages
-from postdeploy.plugin import errors
+from postdeploy.plugin import commands, errors
 from postdeploy.plugin.kube import Session
 from postdeploy.providers.prometheus_api import PrometheusApi
 
@@ -262,10 +262,4 @@ def backtest(session: Session, args: argparse.Namespace, out: TextIO) -> int:
         buffer = io.StringIO()
         summaries.write_table(result, buffer)
         text = buffer.getvalue()
-    if args.output_file:
-        with open(args.output_file, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        out.write(f"wrote {args.output_file}\n")
-    else:
-        out.write(text)
-    return errors.OK
+    return commands.write_output(text, args.output_file, out)

@@ -22,7 +22,7 @@ from postdeploy.plugin.kube import Session
 from postdeploy.providers.manual import ANNOTATION_PREFIX as CONFIRM_PREFIX
 from postdeploy.reports import documents, inputs, markdown, pages
 
-__all__ = ["COMMANDS"]
+__all__ = ["COMMANDS", "write_output"]
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], out: TextIO) -> None:
@@ -146,10 +146,15 @@ def report(session: Session, args: argparse.Namespace, out: TextIO) -> int:
         parsed = ReviewStatus.model_validate(body["status"])
         built = documents.build(body, documents.history_charts(parsed.checks))
         text = pages.render(built) if args.format == "html" else markdown.render(built)
-    if args.output_file:
-        with open(args.output_file, "w", encoding="utf-8") as handle:
+    return write_output(text, args.output_file, out)
+
+
+def write_output(text: str, output_file: str | None, out: TextIO) -> int:
+    """A command's document to ``output_file`` (saying so on ``out``), else to ``out``."""
+    if output_file:
+        with open(output_file, "w", encoding="utf-8") as handle:
             handle.write(text)
-        out.write(f"wrote {args.output_file}\n")
+        out.write(f"wrote {output_file}\n")
     else:
         out.write(text)
     return errors.OK

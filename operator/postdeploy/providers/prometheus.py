@@ -38,6 +38,8 @@ seconds coincide and are sent once (``coalescing``).
   sample by sample first and analyse that one series.
 - **compare** (``models.checks.Comparison``): counts after vs before the deployment,
   compared anytime-valid; ``prometheus_compare`` asks, ``decisions.sequential`` compares.
+  The provider keeps each comparison's running test (``self.comparisons``), so a run
+  asks and adds only the batches closed since the last one.
 - **baseline** (``models.checks.Baseline``): the same measurement, made the same way,
   as of ``now - offset`` or as of ``deployedAt`` (``preDeploy``). A baseline that
   cannot be measured leaves ``Measurement.baseline`` empty with ``baselineNote`` in
@@ -110,6 +112,9 @@ class PrometheusProvider:
         self.coalescer: coalescing.Coalescer[Any] = coalescing.Coalescer(
             ttl=2 * coalescing.MAX_ALIGN_SECONDS, concurrency=concurrency
         )
+        # What the comparison checks counted at earlier runs: a run asks and adds only
+        # the batches closed since (lost on restart: the first run counts them all).
+        self.comparisons = prometheus_compare.Comparisons()
 
     async def close(self) -> None:
         """Close the HTTP connections to every Prometheus this provider talked to."""
@@ -144,7 +149,7 @@ class PrometheusProvider:
                 return Measurement.error(
                     "compare brings its own before-windows: remove baseline", query=spec.query
                 )
-            return await prometheus_compare.measure(spec, ctx, self._range_query(url))
+            return await prometheus_compare.measure(spec, ctx, self._range_query(url), self.comparisons, url)
         values = ctx.template_values()
         try:
             query = templating.render_promql(spec.query, values)

@@ -1,0 +1,196 @@
+"""The comparisons kept up to date batch by batch equal the full recomputation.
+
+``sequential.RateAccumulator`` and ``HistogramAccumulator`` add each closed batch once;
+the provider and the backtest look at them again and again. These tests feed random
+streams in random chunks and compare every look with ``compare_rates`` /
+``compare_histograms`` over all the batches so far, and with an independent
+recomputation written out here from the module's building blocks as the comparison
+was computed before it was made incremental (the running p-value path over every
+informative batch, fresh bounds by bisection):
+
+- p-values and the batch of first crossing exactly, bounds and counts to 1e-9;
+- streams with quiet stretches (batches without requests or events), rises, a
+  fall, an offset (no before-requests for the first batches);
+- histograms whose boundary moves as before-windows add up (the comparison is
+  rebuilt from the kept counts), an explicit boundary;
+- memory: what grows with the batches is three numbers per informative batch (two
+  rows of bucket counts per batch for histograms); the bisection memo is bounded.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from postdeploy.decisions import sequential
+from postdeploy.decisions.sequential import CountBatch
+
+
+def _close(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    if math.isinf(a) or math.isinf(b):
+        return a == b
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _same(incremental: sequential.RateComparison, full: sequential.RateComparison) -> None:
+    assert incremental.p_value == full.p_value
+    assert incremental.first_crossing == full.first_crossing
+    assert incremental.batches == full.batches
+    assert incremental.informative_batches == full.informative_batches
+    for name in (
+        "ratio",
+        "ratio_lower",
+        "ratio_upper",
+        "events_after",
+        "total_after",
+        "events_before",
+        "total_before",
+    ):
+        assert _close(getattr(incremental, name), getattr(full, name)), name
+
+
+def _reference(batches: list[CountBatch], alpha: float, min_effect: float) -> tuple[float, float, float]:
+    """p-value and bounds recomputed from scratch, as before the accumulators."""
+    informative = [b for _, b in sequential._informative(batches)]
+    path = sequential._running_p_values(informative, 1.0 + min_effect, 1.0)
+    p_value = path[-1] if path else 1.0
+    if not informative:
+        return p_value, 0.0, math.inf
+    x = sum(b.events_after for b in batches) / sum(b.total_after for b in batches)
+    y = sum(b.events_before for b in batches) / sum(b.total_before for b in batches)
+    start = round(math.log(x / y) / sequential.GRID_STEP) if x > 0 and y > 0 else 0
+    if x > 0 and y == 0:
+        start = math.ceil(sequential._LOG_LIMIT / sequential.GRID_STEP)
+    likelihood = sequential._Likelihood(informative)
+    lower = sequential._bound(likelihood, start, 1.0, alpha, +1)
+    upper = sequential._bound(sequential._Likelihood(informative), start, 1.0, alpha, -1)
+    return p_value, lower, upper
+
+
+def _stream(rng: random.Random, count: int, rho: float) -> list[CountBatch]:
+    batches = []
+    for i in range(count):
+        if rng.random() < 0.1:  # a quiet batch: no requests after, or none before
+            batches.append(CountBatch(0, 0, 0, rng.choice([0, 600])))
+            continue
+        rps = rng.choice([0.05, 1.0, 20.0]) * (1.0 + 0.8 * math.sin(i / 40.0))
+        n = max(0, round(rng.gauss(rps * 60, math.sqrt(rps * 60 + 1))))
+        b = max(0, round(rng.gauss(rps * 360, math.sqrt(rps * 360 + 1))))
+        share = 0.01
+        x = min(n, sum(rng.random() < share * rho for _ in range(min(n, 2000))))
+        y = min(b, sum(rng.random() < share for _ in range(min(b, 4000))))
+        batches.append(CountBatch(x, n, y, b))
+    return batches
+
+
+def _chunks(rng: random.Random, total: int) -> list[int]:
+    sizes, left = [], total
+    while left > 0:
+        size = min(left, rng.choice([1, 1, 1, 2, 5, 15, 40]))
+        sizes.append(size)
+        left -= size
+    return sizes
+
+
+@pytest.mark.parametrize(
+    ("seed", "rho", "min_effect"), [(1, 1.0, 0.2), (2, 2.5, 0.2), (3, 0.5, 0.0), (4, 1.3, 0.0)]
+)
+def test_looks_after_each_chunk_equal_the_full_recomputation(
+    seed: int, rho: float, min_effect: float
+) -> None:
+    rng = random.Random(seed)
+    stream = _stream(rng, 300, rho)
+    accumulator = sequential.RateAccumulator(alpha=0.005, min_effect=min_effect)
+    seen = 0
+    for size in _chunks(rng, len(stream)):
+        accumulator.add(stream[seen : seen + size])
+        seen += size
+        incremental = accumulator.result()
+        full = sequential.compare_rates(stream[:seen], alpha=0.005, min_effect=min_effect)
+        _same(incremental, full)
+        p_value, lower, upper = _reference(stream[:seen], 0.005, min_effect)
+        assert incremental.p_value == p_value
+        assert _close(incremental.ratio_lower, lower) and _close(incremental.ratio_upper, upper)
+    likelihood = accumulator._likelihood
+    informative = accumulator.result().informative_batches
+    assert accumulator.size == 3 * informative + likelihood.memo_size
+    # The memo holds the last looks' bisections, not every rho0 ever asked.
+    assert likelihood.memo_size <= sequential._MEMO_POINTS
+
+
+def test_a_rise_crosses_at_the_same_batch_however_it_is_fed() -> None:
+    rng = random.Random(7)
+    stream = _stream(rng, 200, 3.0)
+    full = sequential.compare_rates(stream, alpha=0.005, min_effect=0.2)
+    assert full.first_crossing is not None
+    one_by_one = sequential.RateAccumulator(alpha=0.005, min_effect=0.2)
+    for batch in stream:
+        one_by_one.add([batch])
+    _same(one_by_one.result(), full)
+    assert full.p_value == sequential.p_value_path(stream, min_effect=0.2)[-1]
+
+
+def test_nothing_added_is_no_evidence() -> None:
+    accumulator = sequential.RateAccumulator(alpha=0.01)
+    accumulator.add([])
+    result = accumulator.result()
+    assert (result.p_value, result.ratio_lower, result.ratio_upper, result.batches) == (1.0, 0.0, math.inf, 0)
+    _same(result, sequential.compare_rates([], alpha=0.01))
+
+
+BOUNDS = (0.05, 0.1, 0.25, 0.5, 1.0, math.inf)
+
+
+def _rows(
+    rng: random.Random, count: int, slow: float, requests: int, drift: float = 0.0
+) -> list[list[float]]:
+    """Cumulative bucket counts of batches whose slow tail moves from batch to batch
+    (and grows by ``drift`` of itself a batch)."""
+    rows = []
+    for i in range(count):
+        total = rng.randint(0, requests)
+        tail = min(0.35, slow * (1.0 + drift * i) * (1.0 + 0.5 * math.sin(i / 7.0)))
+        shares = [0.3, 0.6, 1.0 - tail, 1.0 - tail / 3, 1.0 - tail / 10, 1.0]
+        rows.append([float(round(total * s)) for s in shares])
+    return rows
+
+
+@pytest.mark.parametrize(("seed", "boundary"), [(11, None), (12, None), (13, 0.25)])
+def test_histogram_looks_equal_the_full_recomputation_when_the_boundary_moves(
+    seed: int, boundary: float | None
+) -> None:
+    rng = random.Random(seed)
+    after = _rows(rng, 160, 0.08, 300)
+    before = _rows(rng, 160, 0.05, 1800, drift=0.08)
+    accumulator = sequential.HistogramAccumulator(BOUNDS, alpha=0.005, min_effect=0.2, boundary=boundary)
+    boundaries, seen = set(), 0
+    for size in _chunks(rng, len(after)):
+        accumulator.add(after[seen : seen + size], before[seen : seen + size])
+        seen += size
+        incremental = accumulator.result()
+        full = sequential.compare_histograms(
+            BOUNDS, after[:seen], before[:seen], alpha=0.005, min_effect=0.2, boundary=boundary
+        )
+        assert incremental.boundary == full.boundary
+        assert (incremental.quantile_before, incremental.quantile_after) == (
+            full.quantile_before,
+            full.quantile_after,
+        )
+        _same(incremental.comparison, full.comparison)
+        boundaries.add(incremental.boundary)
+    if boundary is None:
+        assert len(boundaries) > 1, "the stream should move the boundary at least once"
+    assert accumulator.size == 2 * len(BOUNDS) * 160 + accumulator._rates.size  # type: ignore[union-attr]
+
+
+def test_histogram_rows_are_checked_as_they_are_added() -> None:
+    accumulator = sequential.HistogramAccumulator(BOUNDS, alpha=0.005)
+    accumulator.add([[1, 2, 3, 4, 5, 6]], [[1, 2, 3, 4, 5, 6]])
+    with pytest.raises(ValueError, match="after-batch 1: bucket counts must be cumulative"):
+        accumulator.add([[5, 2, 3, 4, 5, 6]], [[1, 2, 3, 4, 5, 6]])
+    with pytest.raises(ValueError, match="1 after-batches but 0 before-batches"):
+        accumulator.add([[1, 2, 3, 4, 5, 6]], [])
