@@ -77,8 +77,11 @@ TIMELINE = (
 )
 TREND_CHECKS = ("memory-leak", "latency-trend", "error-rate-trend")  # steps of 30m/10m -> 5s
 # The before/after comparisons (docs/judge.md) count in batches of their step (1m):
-# compressed to 5 s, or not one batch would settle within the 50-second phase 1.
-COMPARE_STEP = {"prometheus": {"step": "5s"}}
+# compressed to 5 s, or not one batch would settle within the 50-second phase 1. Each
+# batch is compared with its mirror before the deployment, once as long (the template
+# says 6 times): the test bed's live traffic starts only a few minutes before the
+# release, and a batch whose before-window holds no requests cannot be compared.
+COMPARE_STEP = {"prometheus": {"step": "5s", "compare": {"multiplier": 1}}}
 # The template's time windows, compressed with the phases (5m, 10m, 30m); rateWindow
 # not below 2m: throughput's baseline a week ago is backfilled history, a sample a minute.
 WINDOWS = (("rateWindow", "2m"), ("trendWindow", "30s"), ("smoothWindow", "5s"))

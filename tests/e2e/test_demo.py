@@ -56,6 +56,7 @@ def _env(kube: dict[str, Any], observability: dict[str, Any], shop: ShopCopy) ->
     }
 
 
+@pytest.mark.timeout(1500)  # the demo takes 4-5 minutes, three times that on a loaded machine
 def test_the_demo_shows_the_whole_checklist_and_writes_a_report(
     demo_env: dict[str, str], kubectl: Kubectl, default_template: dict[str, Any]
 ) -> None:
