@@ -8,7 +8,8 @@ phases answers, PromQL checks with a value that differs in every run (as real ra
 do), the others with a steady value. It prints the status's size (compact JSON) at
 the end of each phase and at completion, the ticks, and how many of them the
 scheduler would write at once (``urgent``) or keep for the next write that matters
-or the refresh (docs/engine.md, "When the status is written").
+or the refresh (docs/engine.md, "When the status is written"), and which fields the
+bytes at completion are in.
 
 Seconds of CPU; no test bed. ``--history-limit`` overrides POSTDEPLOY_HISTORY_LIMIT.
 """
@@ -131,12 +132,23 @@ async def simulate(history_limit: int, seed: int = 1) -> dict[str, Any]:
             wake = min(wake, written_at + REFRESH)
         now = max(wake, now + datetime.timedelta(milliseconds=1))
     sizes["completed"] = len(json.dumps(status, separators=(",", ":")))
+    by_field: dict[str, int] = {}
+    for key, value in status.items():
+        if key != "checks":
+            by_field[key] = len(json.dumps(value, separators=(",", ":")))
+    for check in status.get("checks", []):
+        for key, value in check.items():
+            by_field[f"checks[].{key}"] = by_field.get(f"checks[].{key}", 0) + len(
+                json.dumps({key: value}, separators=(",", ":"))
+            )
     return {
         "history_limit": history_limit,
         "checks": len(status.get("checks", [])),
         "hours": round((now - T0).total_seconds() / 3600, 2),
         "sizes": sizes,
         **counts,
+        # Bytes at completion by field (per-check fields summed over the checks), largest first.
+        "bytes_by_field": dict(sorted(by_field.items(), key=lambda item: -item[1])[:12]),
     }
 
 

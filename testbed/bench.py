@@ -1,28 +1,33 @@
 """``make bench``: many reviews on one operator process, on the local test bed.
 
-For each size N (default 100, 1,000 and 2,000 active reviews) the benchmark creates N
-reviews spread over a pool of Deployments, each with the phase-1 checks of the
+For each size N (default 100, 1,000, 2,000 and 4,000 active reviews: the worst case,
+all in the immediate phase) the benchmark creates N reviews spread over a pool of
+Deployments, each with the phase-1 checks of the
 built-in checklist template (or, while that template is not installed, an
 eight-check stand-in with the same providers) running every 60 s, starts postdeploy
 as a separate process, lets it warm up, and measures over a fixed window:
 
-- check-schedule lag: for each check's latest run, run time minus slot time (p50, p99);
+- check-schedule lag: for each check's latest run written in the window, run time
+  minus slot time (p50, p99);
 - operator CPU seconds per 1,000 checks run (``/proc/<pid>/stat`` utime+stime);
 - operator peak RSS (``VmHWM``);
 - Prometheus queries per minute (Prometheus's own ``prometheus_http_requests_total``)
   and the number of distinct queries the checks resolve to;
-- API-server writes per minute on reviews and events (``apiserver_request_total``).
+- API-server writes per minute on reviews and events (``apiserver_request_total``),
+  the API server's cores, and the largest status.
 
 Then it creates 10,000 reviews already Completed, and measures the operator's idle
 CPU with only those. Prints one table; ``--markdown FILE`` also writes it there.
 
-``--steady N,...`` adds the steady-stream mix (issue 16): N reviews of the built-in
+``--steady N,...`` (default 5,000 and 10,000; ``--steady ""`` for none) adds the
+steady-stream mix (issue 16): N reviews of the built-in
 template's three phases (its checks that need neither a person, a Job nor PostgreSQL,
 which the bench bed lacks), whose ``deployedAt`` are spread evenly over the 72 hours a
 review lasts, as a steady stream of releases leaves them: about 3 % in the immediate
-phase (every minute), 31 % extended (every 15 or 30 minutes), the rest business
-(hourly or twice a day). Each review is created with the status an operator running
-all along would have left (earlier phases completed, the current phase's checks run
+phase (every minute), 31 % extended (every 15 or 30 minutes), the rest business,
+whose checks all need PostgreSQL or a person: in the bench they only wait for their
+phase to end (woken every ``POSTDEPLOY_MAX_SLEEP``). Each review is created with the
+status an operator running all along would have left (earlier phases completed, the current phase's checks run
 up to the current slot), so the operator does not first catch up every review's past
 phases; it writes each review once on start-up and is measured after it has. Each row
 shows beside the operator's cores the API server's and the writes per review and
@@ -931,11 +936,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="make bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", default="100,1000,2000")
+    parser.add_argument("--sizes", default="100,1000,2000,4000", help="all-immediate (worst case) sizes")
     parser.add_argument("--completed", type=int, default=10000)
     parser.add_argument(
         "--steady",
-        default="",
+        default="5000,10000",
         help="sizes of the steady-stream mix (built-in template, deployedAt over 72 h), e.g. 5000,10000",
     )
     parser.add_argument("--window", type=float, default=120.0, help="seconds measured per size")
