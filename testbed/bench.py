@@ -647,6 +647,10 @@ def run(
             "POSTDEPLOY_PROMETHEUS_URL": obs_state["env"]["PROMETHEUS_URL"],
             "POSTDEPLOY_ALERTMANAGER_URL": obs_state["env"]["ALERTMANAGER_URL"],
             "PYTHONPATH": f"{ROOT / 'operator'}{os.pathsep}{ROOT}",
+            # No admission webhooks: the benchmark measures the scheduler, and the
+            # configuration a stopped operator leaves (failing closed) would refuse the
+            # next size's reviews.
+            "POSTDEPLOY_WEBHOOK": "off",
         }
         for path in sorted((ROOT / "crds").glob("*.yaml")):
             if path.name != "postdeploy-default.yaml":
