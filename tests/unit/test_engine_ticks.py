@@ -310,3 +310,23 @@ async def test_a_review_completes_only_after_the_action_its_last_run_decided() -
     assert world.status["phase"] == "Completed"
     assert world.status["verdict"] == "RolledBack"
     assert done.done
+
+
+async def test_a_spec_is_resolved_once_and_remembered_by_its_digest(monkeypatch: pytest.MonkeyPatch) -> None:
+    from postdeploy.decisions import templates
+
+    calls: list[int] = []
+    real = templates.resolve
+
+    def counting(merged: Any) -> templates.ResolvedReview:
+        calls.append(1)
+        return real(merged)
+
+    monkeypatch.setattr(templates, "resolve", counting)
+    world = World().at(5)
+    await world.tick(review())
+    await world.at(65).tick(review())
+    assert len(calls) == 1
+    assert all(isinstance(key, bytes) and len(key) == 32 for key in world.engine._resolved)
+    await world.at(125).tick(review(on_failure="annotate"))  # another spec: resolved anew
+    assert len(calls) == 2
