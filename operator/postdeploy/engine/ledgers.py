@@ -1,4 +1,4 @@
-"""The review's status as last written, and the one way to write it.
+"""The review's newest status, and the one way to write it.
 
 One ``Ledger`` per review, made by the scheduler (``postdeploy.engine.schedulers``)
 from the status of the first watched body it sees. The tick, the action executor and the background

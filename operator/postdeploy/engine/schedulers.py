@@ -278,8 +278,8 @@ class Scheduler:
         self.ticks += 1
         logger.debug("tick %s/%s", *key, extra=_named(key))
         ledger = entry.ledger
-        # Not copied: the tick never changes its input, and the ledger's status is
-        # replaced, not changed, by a write.
+        # The newest status, decoded afresh from the ledger's bytes; metadata and spec
+        # are not copied: the tick never changes its input.
         snapshot = {"metadata": entry.metadata, "spec": entry.spec, "status": ledger.view}
         result = await self.engine.tick(snapshot)
         if result.status is not None:

@@ -3,13 +3,14 @@
 Called by the scheduler (``postdeploy.engine.schedulers``) whenever the review is
 due (a check is due, a phase starts or ends, the spec or annotations changed).
 All state lives in the review's status, which this module reads and rewrites, so a
-restarted operator continues exactly where the last written status left off. The
-body passed to ``Engine.tick`` is read, never changed: the scheduler hands over the
-status it last wrote without copying it.
+restarted operator continues from the last written status, re-measuring what was not
+written. The body passed to ``Engine.tick`` is read, never changed: the scheduler
+hands over the newest status it holds (a fresh copy from its ledger).
 
-The tick returns the new status (or None when nothing changed), the Events to post
-(one per state change, derived by comparing old and new status, so a repeated tick
-posts nothing twice) and when to wake next.
+The tick returns the new status (or None when nothing changed), whether it must be
+written at once (``urgent``: see ``matters``; else the scheduler may keep it for a
+few minutes), the Events to post (one per state change, derived by comparing old and
+new status, so a repeated tick posts nothing twice) and when to wake next.
 
 What the tick reads outside the review and its providers (templates, Secrets, the
 target) comes through ``postdeploy.engine.inputs``, so ``Engine`` runs on fakes in the
