@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import json
 import os
@@ -27,6 +28,7 @@ import pathlib
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 
 from postdeploy import defaults
 from postdeploy.backtests import releases, replays, summaries
@@ -59,16 +61,22 @@ async def replay_history(
     batch: bool = True,
     target: str = "checkout",
     dsn: str | None = None,
+    phases: Sequence[str] | None = None,
 ) -> replays.Backtest:
     """The built-in template (with ``OVERRIDES``) replayed on ``shop/<target>`` over
     ``count`` releases placed ``every`` apart up to ``end``, the history's end (also
-    what ``tests/e2e/test_backtest.py`` replays)."""
+    what ``tests/e2e/test_backtest.py`` replays); ``phases``: only the checks of these."""
     review = templates.resolve(
         templates.merge(
             defaults.manifest()["spec"],
             {"target": {"kind": "Deployment", "name": target, "namespace": "shop"}, **OVERRIDES},
         )
     )
+    if phases is not None:
+        review = dataclasses.replace(
+            review,
+            phases=tuple(p if p.name in phases else dataclasses.replace(p, checks=()) for p in review.phases),
+        )
     placed = releases.every(every, end - every * (count + 1), end)[-count:]
     replayer = replays.Replayer(
         review,
