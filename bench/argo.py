@@ -654,12 +654,13 @@ def measure_breach(
 ) -> list[float]:
     bed = rollback_latency.Bed(kube_state["env"], obs_state["env"])
     latencies = [] if latencies is None else latencies  # filled as the runs come
+    first = len(latencies) + 1  # names stay unique over rounds
     original = httpx.get(bed.control, timeout=5).json()
     if tool == "argo":
         bed.apply(breach_template(bed.prometheus, f"{int(interval)}s"))
         process = start_argo(argo_binary, kube_state["env"], BREACH_NAMESPACE, workdir / "argo-breach.log")
         try:
-            for index in range(1, runs + 1):
+            for index in range(first, first + runs):
                 run = argo_breach_run(bed, index, interval)
                 latencies.append(run["applied"] - run["visible"])
                 _log(f"argo breach run {index}: {latencies[-1]:.2f} s")
@@ -670,7 +671,7 @@ def measure_breach(
     else:
         with rollback_latency.operator(bed, workdir / "postdeploy-breach.log"):
             try:
-                for index in range(1, runs + 1):
+                for index in range(first, first + runs):
                     run = rollback_latency.one_run(bed, 1000 + index, f"{int(interval)}s")
                     latencies.append(run["applied"] - run["visible"])
                     _log(f"postdeploy breach run {index}: {latencies[-1]:.2f} s")
@@ -701,6 +702,28 @@ def run(args: argparse.Namespace, workdir: pathlib.Path) -> dict[str, Any]:
     def save() -> None:
         if args.json:
             args.json.write_text(json.dumps(out, indent=1))
+
+    def breach_rounds() -> None:
+        """The breach runs, in ``--breach-rounds`` rounds alternating the tools (so a run
+        cut short still has runs of both)."""
+        if not args.breach_runs or out["breach"] or obs_state is None:
+            return
+        per_round = [args.breach_runs // args.breach_rounds] * args.breach_rounds
+        per_round[-1] += args.breach_runs - sum(per_round)
+        for runs in per_round:
+            for tool in tools:
+                load(f"{tool} breach")
+                measure_breach(
+                    kube_state,
+                    obs_state,
+                    argo_binary,
+                    tool,
+                    runs,
+                    args.breach_interval,
+                    workdir,
+                    out["breach"].setdefault(tool, []),
+                    save,
+                )
 
     def load(label: str) -> None:
         text = pathlib.Path("/proc/loadavg").read_text().split()[:3]
@@ -743,37 +766,9 @@ def run(args: argparse.Namespace, workdir: pathlib.Path) -> dict[str, Any]:
                 if args.json:
                     args.json.write_text(json.dumps(out, indent=1))
             if position == 0 or size == sizes[-1]:
-                for tool in tools:
-                    if not args.breach_runs or tool in out["breach"]:
-                        continue
-                    load(f"{tool} breach")
-                    out["breach"][tool] = []
-                    measure_breach(
-                        kube_state,
-                        obs_state,
-                        argo_binary,
-                        tool,
-                        args.breach_runs,
-                        args.breach_interval,
-                        workdir,
-                        out["breach"][tool],
-                        save,
-                    )
-        if not sizes and args.breach_runs:
-            for tool in tools:
-                load(f"{tool} breach")
-                out["breach"][tool] = []
-                measure_breach(
-                    kube_state,
-                    obs_state,
-                    argo_binary,
-                    tool,
-                    args.breach_runs,
-                    args.breach_interval,
-                    workdir,
-                    out["breach"][tool],
-                    save,
-                )
+                breach_rounds()
+        if not sizes:
+            breach_rounds()
         load("end")
     finally:
         if obs_state is not None:
@@ -866,6 +861,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deployments", type=int, default=100)
     parser.add_argument("--breach-runs", type=int, default=20)
     parser.add_argument("--breach-interval", type=float, default=10.0)
+    parser.add_argument("--breach-rounds", type=int, default=1, help="alternate the tools' breach runs")
     parser.add_argument("--markdown", type=pathlib.Path, default=None)
     parser.add_argument("--json", type=pathlib.Path, default=None, help="every figure, written as they come")
     parser.add_argument(
