@@ -131,7 +131,7 @@ def test_table_puts_both_tools_and_their_ratio_in_one_row() -> None:
     }
     text = argo.table(out)
     assert "| CPU s / 1,000 measurements | 100 | 2.00 | 1.00 | 0.50 |" in text
-    assert "| breach to action p50 (s) | 3 runs | 2.00 | 1.00 | 0.50 |" in text
+    assert "| breach to action p50 (s) | 3 / 3 runs | 2.00 | 1.00 | 0.50 |" in text
     assert "start: 1.0 1.0 1.0" in text
     # growth between the smallest and largest size, per 1,000: (300 - 100) / 2,000 * 1,000
     assert "| RSS growth per 1,000 analyses (MB) | 100 to 2,100 | 100 | 50 | 0.50 |" in text
