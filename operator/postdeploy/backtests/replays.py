@@ -188,7 +188,7 @@ class Replayer:
     def _prometheus(self) -> prometheus.PrometheusProvider:
         # A provider per pass: its coalescer remembers answers for a while, and the
         # recording pass's empty answers must not be served to the real one.
-        return prometheus.PrometheusProvider(self.prometheus_url, api=self.api)
+        return prometheus.PrometheusProvider(self.prometheus_url, api=self.api, keep_comparisons=True)
 
     async def close(self) -> None:
         await self.api.close()

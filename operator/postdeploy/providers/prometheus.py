@@ -38,8 +38,9 @@ seconds coincide and are sent once (``coalescing``).
   sample by sample first and analyse that one series.
 - **compare** (``models.checks.Comparison``): counts after vs before the deployment,
   compared anytime-valid; ``prometheus_compare`` asks, ``decisions.sequential`` compares.
-  The provider keeps each comparison's running test (``self.comparisons``), so a run
-  asks and adds only the batches closed since the last one.
+  With ``keep_comparisons`` (the backtest) the provider keeps each comparison's
+  running test (``self.comparisons``), so a run asks and adds only the batches
+  closed since the last one.
 - **baseline** (``models.checks.Baseline``): the same measurement, made the same way,
   as of ``now - offset`` or as of ``deployedAt`` (``preDeploy``). A baseline that
   cannot be measured leaves ``Measurement.baseline`` empty with ``baselineNote`` in
@@ -102,6 +103,7 @@ class PrometheusProvider:
         timeout_seconds: float = 10,
         concurrency: int | None = None,
         api: PrometheusApi | None = None,
+        keep_comparisons: bool = False,
     ) -> None:
         self._default_url = default_url
         # ``api``: another transport (the backtest's, which batches a replay's queries).
@@ -112,9 +114,12 @@ class PrometheusProvider:
         self.coalescer: coalescing.Coalescer[Any] = coalescing.Coalescer(
             ttl=2 * coalescing.MAX_ALIGN_SECONDS, concurrency=concurrency
         )
-        # What the comparison checks counted at earlier runs: a run asks and adds only
-        # the batches closed since (lost on restart: the first run counts them all).
-        self.comparisons = prometheus_compare.Comparisons()
+        # ``keep_comparisons``: what the comparison checks counted at earlier runs is
+        # kept, and a run asks and adds only the batches closed since. On for the
+        # backtest (its history has long settled); off in the operator for now: a
+        # batch whose scrapes land after it is first counted would stay undercounted
+        # (docs/judge.md), so every run recounts every batch there.
+        self.comparisons = prometheus_compare.Comparisons() if keep_comparisons else None
 
     async def close(self) -> None:
         """Close the HTTP connections to every Prometheus this provider talked to."""
