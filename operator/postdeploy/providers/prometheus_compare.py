@@ -32,7 +32,8 @@ query is an Error measurement; no request since the deployment (or fewer than
 enough traffic yet (N requests ...)".
 
 Incremental: a settled batch does not change, so a run need not ask for it again.
-With the provider's ``Comparisons`` (one per provider, in the operator's memory) a
+With the provider's ``Comparisons`` (the backtest's provider keeps one; the operator's
+does not yet, docs/judge.md) a
 run asks Prometheus only for the batches closed since the last run of the same
 comparison (same URL, rendered queries, deployedAt, grid and ``compare`` block) and
 adds them to the kept running test (``decisions.sequential.RateAccumulator``,
