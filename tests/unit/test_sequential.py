@@ -398,3 +398,19 @@ def test_bad_histograms_are_refused() -> None:
         sequential.compare_histograms(BOUNDS, [[5, 4, 5, 5, 5, 5]], [[0] * 6], alpha=0.01)
     with pytest.raises(ValueError, match="not a finite bucket bound"):
         sequential.histogram_batches(BOUNDS, [], [], 0.3)
+
+
+def test_batches_without_a_before_window_are_not_evidence_of_health() -> None:
+    """The compressed demo on a young test bed: traffic before the release only for the
+    first batches' mirrors, and the error spike in batches whose mirror is empty."""
+    early = [CountBatch(0, 40, 0, 200) for _ in range(4)]
+    spike = [CountBatch(20, 40, 0, 0) for _ in range(8)]
+    compared = sequential.compare_rates(early + spike, alpha=0.005)
+    report = sequential.measurement_details(compared, min_requests=100)
+    assert report.value is None  # Inconclusive, not Passed
+    assert report.details["totalAfter"] == 160 and report.details["unpairedAfter"] == 320
+    assert "320 requests since the deployment (160 events) fall in batches whose" in report.message
+    # With most of the traffic compared, the unpaired rest is still named.
+    mostly = early * 3 + spike[:1]
+    passed = sequential.measurement_details(sequential.compare_rates(mostly, alpha=0.005), min_requests=100)
+    assert passed.value == 1.0 and "40 requests since the deployment (20 events)" in passed.message

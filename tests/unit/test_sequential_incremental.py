@@ -60,8 +60,9 @@ def _reference(batches: list[CountBatch], alpha: float, min_effect: float) -> tu
     p_value = path[-1] if path else 1.0
     if not informative:
         return p_value, 0.0, math.inf
-    x = sum(b.events_after for b in batches) / sum(b.total_after for b in batches)
-    y = sum(b.events_before for b in batches) / sum(b.total_before for b in batches)
+    paired = [b for b in batches if b.total_after > 0 and b.total_before > 0]
+    x = sum(b.events_after for b in paired) / sum(b.total_after for b in paired)
+    y = sum(b.events_before for b in paired) / sum(b.total_before for b in paired)
     start = round(math.log(x / y) / sequential.GRID_STEP) if x > 0 and y > 0 else 0
     if x > 0 and y == 0:
         start = math.ceil(sequential._LOG_LIMIT / sequential.GRID_STEP)

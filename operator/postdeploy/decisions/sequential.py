@@ -121,7 +121,14 @@ class RateComparison:
     when the data cannot bound it). ``p_value`` is anytime-valid for the hypothesis
     ``rho <= 1 + min_effect`` (no increase beyond the minimum effect).
     ``first_crossing`` is the index of the batch after which ``p_value`` first fell
-    below ``alpha`` (None if it has not)."""
+    below ``alpha`` (None if it has not).
+
+    The counts (``events_after`` ... ``total_before``) and ``ratio`` are those of the
+    paired batches only - requests on both sides - as the test sees them: a batch
+    whose before-window holds no requests (history missing or beyond retention, a
+    service younger than the window) compares nothing, and its requests after the
+    deployment are ``unpaired_after`` (its events ``unpaired_events``), reported
+    but never counted as evidence."""
 
     ratio: float | None
     ratio_lower: float
@@ -136,6 +143,8 @@ class RateComparison:
     batches: int
     informative_batches: int
     first_crossing: int | None
+    unpaired_after: float = 0.0
+    unpaired_events: float = 0.0
 
     @property
     def share_after(self) -> float | None:
@@ -414,7 +423,8 @@ class RateAccumulator:
         self.alpha, self.min_effect, self.prior_scale = alpha, min_effect, prior_scale
         self._path = _PathState(1.0 + min_effect, prior_scale)
         self._likelihood = _Likelihood()
-        self._totals = (0.0, 0.0, 0.0, 0.0)
+        self._totals = (0.0, 0.0, 0.0, 0.0)  # of the paired batches
+        self._unpaired = (0.0, 0.0)  # requests and events after, without a before-window
         self._p_value = 1.0
         self._first_crossing: int | None = None
         self.batches = 0
@@ -434,11 +444,17 @@ class RateAccumulator:
             if self._first_crossing is None and self._p_value < self.alpha:
                 self._first_crossing = self.batches + index
         self._likelihood.extend([b for _, b in informative])
+        paired = [b for b in batches if b.total_after > 0 and b.total_before > 0]
         self._totals = (
-            math.fsum([self._totals[0], *(b.events_after for b in batches)]),
-            math.fsum([self._totals[1], *(b.total_after for b in batches)]),
-            math.fsum([self._totals[2], *(b.events_before for b in batches)]),
-            math.fsum([self._totals[3], *(b.total_before for b in batches)]),
+            math.fsum([self._totals[0], *(b.events_after for b in paired)]),
+            math.fsum([self._totals[1], *(b.total_after for b in paired)]),
+            math.fsum([self._totals[2], *(b.events_before for b in paired)]),
+            math.fsum([self._totals[3], *(b.total_before for b in paired)]),
+        )
+        alone = [b for b in batches if b.total_before <= 0]
+        self._unpaired = (
+            math.fsum([self._unpaired[0], *(b.total_after for b in alone)]),
+            math.fsum([self._unpaired[1], *(b.events_after for b in alone)]),
         )
         self.batches += len(batches)
 
@@ -477,6 +493,8 @@ class RateAccumulator:
             batches=self.batches,
             informative_batches=len(likelihood),
             first_crossing=self._first_crossing,
+            unpaired_after=self._unpaired[0],
+            unpaired_events=self._unpaired[1],
         )
 
 
@@ -777,14 +795,22 @@ def measurement_details(
 ) -> MeasurementReport:
     """The check's value, details and message for a comparison.
 
-    There is enough data to decide once both sides have ``min_requests`` requests,
-    or as soon as the test has rejected (``p_value < alpha``: evidence is evidence,
-    however little traffic carried it). Otherwise ``value`` is None and the message
-    says "not enough traffic yet (N requests ...)": never Passed on no evidence,
-    never Failed on a quiet service."""
+    There is enough data to decide once both sides of the paired batches have
+    ``min_requests`` requests and at most half of the requests since the deployment
+    fall in unpaired batches, or as soon as the test has rejected (``p_value <
+    alpha``: evidence is evidence, however little traffic carried it). Otherwise
+    ``value`` is None and the message says "not enough traffic yet (N requests ...)":
+    never Passed on no evidence - requests after the deployment whose before-window
+    holds none are not evidence either way - and never Failed on a quiet service."""
     rates = result.comparison if isinstance(result, HistogramComparison) else result
     significant = rates.p_value < rates.alpha
-    enough = significant or (rates.total_after >= min_requests and rates.total_before >= min_requests)
+    # Most of the traffic since the deployment must have been compared before a
+    # comparison may pass: errors in batches without a before-window are not evidence
+    # of health.
+    compared = rates.unpaired_after <= rates.total_after
+    enough = significant or (
+        rates.total_after >= min_requests and rates.total_before >= min_requests and compared
+    )
     details: dict[str, Any] = {
         "ratio": _finite_or_none(rates.ratio),
         "ratioLower": rates.ratio_lower,
@@ -800,6 +826,7 @@ def measurement_details(
         "shareBefore": rates.share_before,
         "batches": rates.batches,
         "minRequests": min_requests,
+        "unpairedAfter": rates.unpaired_after,
     }
     if isinstance(result, HistogramComparison):
         details.update(
@@ -812,11 +839,17 @@ def measurement_details(
     else:
         what = "events"
     upper = "inf" if rates.ratio_upper == math.inf else f"{rates.ratio_upper:.3g}"
+    unpaired = (
+        f"; {rates.unpaired_after:.0f} requests since the deployment ({rates.unpaired_events:.0f} "
+        f"{what}) fall in batches whose before-window has no requests and are not compared"
+        if rates.unpaired_after > 0
+        else ""
+    )
     if not enough:
         message = (
             f"not enough traffic yet ({rates.total_after:.0f} requests since the "
             f"deployment, {rates.total_before:.0f} before it; {min_requests:.0f} needed "
-            f"on each side)"
+            f"on each side){unpaired}"
         )
         return MeasurementReport(None, details, message, False)
     share_after = rates.share_after or 0.0
@@ -830,6 +863,7 @@ def measurement_details(
     if isinstance(result, HistogramComparison) and result.quantile_before is not None:
         after_q = "n/a" if result.quantile_after is None else f"{result.quantile_after:.3g}s"
         message += f"; p{result.quantile * 100:g} {result.quantile_before:.3g}s before, {after_q} after"
+    message += unpaired
     value = rates.ratio if rates.ratio is not None else None
     if value is None:
         # Requests on both sides but no events anywhere: nothing rose.
