@@ -305,20 +305,6 @@ def review(name: str, target: str, interval: str, deployed_at: datetime.datetime
     }
 
 
-def _list(api: k8s.ApiClient, group: str, version: str, plural: str, namespace: str) -> list[dict[str, Any]]:
-    objects = k8s.CustomObjectsApi(api)
-    items: list[dict[str, Any]] = []
-    token = None
-    while True:
-        page: Any = objects.list_namespaced_custom_object(
-            group, version, namespace, plural, limit=500, _continue=token
-        )
-        items += page["items"]
-        token = page["metadata"].get("continue")
-        if not token:
-            return items
-
-
 def _delete_all(env: Mapping[str, str], kind: str, namespace: str) -> None:
     bench._kubectl(env, "-n", namespace, "delete", kind, "--all", "--wait=false")
     deadline = time.monotonic() + 600
@@ -421,7 +407,7 @@ def measure_scale(
         """Measurements so far: Argo's counts in each AnalysisRun's status; postdeploy's
         own ``postdeploy_check_runs`` metric (it writes statuses lazily, so the run
         counts in status lag behind)."""
-        items = _list(bed.api, group, version, plural, NAMESPACE)
+        items = bench.list_objects(bed.api, group, version, plural, NAMESPACE)
         if isinstance(process, bench.Operator):
             return process.check_runs(), items
         return float(argo_measurements(items)), items

@@ -526,18 +526,25 @@ def _delete_reviews(env: Mapping[str, str], api: k8s.ApiClient | None = None) ->
     raise RuntimeError("reviews still present 10 minutes after their deletion")
 
 
-def _reviews(api: k8s.ApiClient) -> list[dict[str, Any]]:
+def list_objects(
+    api: k8s.ApiClient, group: str, version: str, plural: str, namespace: str
+) -> list[dict[str, Any]]:
+    """Every custom object of ``plural`` in ``namespace``, 500 to a page."""
     objects = k8s.CustomObjectsApi(api)
     items: list[dict[str, Any]] = []
     token = None
     while True:
         page: Any = objects.list_namespaced_custom_object(
-            GROUP, VERSION, NAMESPACE, REVIEWS, limit=500, _continue=token
+            group, version, namespace, plural, limit=500, _continue=token
         )
         items += page["items"]
         token = page["metadata"].get("continue")
         if not token:
             return items
+
+
+def _reviews(api: k8s.ApiClient) -> list[dict[str, Any]]:
+    return list_objects(api, GROUP, VERSION, REVIEWS, NAMESPACE)
 
 
 def _lags(
