@@ -31,7 +31,7 @@ import datetime
 import http.server
 import itertools
 import json
-import math
+import re
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -427,30 +427,27 @@ def reviews_in(kubectl: Kubectl, namespace: str) -> dict[str, dict[str, Any]]:
     return {item["metadata"]["name"]: item for item in items}
 
 
-def lateness(
-    status: dict[str, Any], check: str, start: datetime.datetime, every: float
-) -> list[tuple[int, float]]:
-    """(slot, seconds after the slot's start) for each run of a check."""
-    history = next(c for c in status["checks"] if c["name"] == check)["history"]
+def runs_logged(log: str, review: str, check: str) -> list[tuple[int, float]]:
+    """(slot, seconds after the slot's start) for each run of a check, from the
+    operator's JSON log at ``--verbose`` (one ``run CHECK slot N, Ds after ...`` line per
+    run; the status history keeps equal values only as first and last, so it cannot
+    count runs)."""
     runs = []
-    for sample in history:
-        at = datetime.datetime.fromisoformat(sample["t"])
-        offset = (at - start).total_seconds()
-        slot = math.floor(offset / every)
-        runs.append((slot, offset - slot * every))
+    for line in log.splitlines():
+        if not line.startswith("{"):
+            continue
+        entry = json.loads(line)
+        if entry.get("review") != review or entry.get("check") != check:
+            continue
+        found = re.match(r"run \S+ slot (\d+), ([-\d.]+)s after", entry["message"])
+        if found:
+            runs.append((int(found[1]), float(found[2])))
     return runs
 
 
 # --- the tests ----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "reads lateness from status history, which issue 16 compacts (equal samples kept "
-        "as first and last): the test must count runs another way; see the session note"
-    ),
-)
 def test_hostile_reviews_are_refused_or_invalid_or_harmless_and_others_stay_on_time(
     kubectl: Kubectl,
     namespace: str,
@@ -471,7 +468,11 @@ def test_hostile_reviews_are_refused_or_invalid_or_harmless_and_others_stay_on_t
 
     # The engine's own defences, without admission (on by default, it would refuse the
     # confined URLs at creation: tests/e2e/test_admission.py).
-    operator = run_operator(args=["--egress-allow", prom, "--egress-allow", am], POSTDEPLOY_WEBHOOK="off")
+    operator = run_operator(
+        args=["--egress-allow", prom, "--egress-allow", am, "--verbose"],
+        POSTDEPLOY_WEBHOOK="off",
+        POSTDEPLOY_LOG_FORMAT="json",
+    )
     wait_for("the operator to start", lambda: "postdeploy started" in operator.output())
     start = datetime.datetime.now(datetime.UTC).replace(microsecond=0) + datetime.timedelta(seconds=6)
     ordinary = [f"ordinary-{i}" for i in range(3)]
@@ -530,8 +531,10 @@ def test_hostile_reviews_are_refused_or_invalid_or_harmless_and_others_stay_on_t
         status = found[name]["status"]
         assert status["verdict"] == "Passed", (name, status.get("message"))
         for check_name in ("ready", "vector"):
-            runs = lateness(status, check_name, start, 4.0)
+            runs = runs_logged(operator.output(), f"{namespace}/{name}", check_name)
             assert sorted(slot for slot, _ in runs) == list(range(10)), (name, check_name, runs)
+            check = next(c for c in status["checks"] if c["name"] == check_name)
+            assert (check["runs"], check["lastSlot"]) == (10, 9), (name, check)
             worst = max(worst, *(late for _, late in runs))
     assert worst < 2.0, worst
 
@@ -574,17 +577,11 @@ def test_hostile_reviews_are_refused_or_invalid_or_harmless_and_others_stay_on_t
     assert len(cases) >= 70
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "reads lateness from status history, which issue 16 compacts (equal samples kept "
-        "as first and last): the test must count runs another way; see the session note"
-    ),
-)
 def test_a_tick_that_raises_backs_off_and_others_stay_on_time(
     kubectl: Kubectl, namespace: str, run_operator: Run, custom_objects: kube_client.CustomObjectsApi
 ) -> None:
     operator = run_operator(
+        args=["--verbose"],
         POSTDEPLOY_FAILPOINTS="tick-raise",
         POSTDEPLOY_TICK_BACKOFF="1",
         POSTDEPLOY_TICK_MAX_BACKOFF="8",
@@ -642,8 +639,10 @@ def test_a_tick_that_raises_backs_off_and_others_stay_on_time(
     status = kubectl.get(namespace, "pdr", "steady")["status"]
     assert status["verdict"] == "Passed"
     for check_name in ("ready", "vector"):
-        runs = lateness(status, check_name, start, 4.0)
+        runs = runs_logged(operator.output(), f"{namespace}/steady", check_name)
         assert sorted(slot for slot, _ in runs) == list(range(10)), runs
+        check = next(c for c in status["checks"] if c["name"] == check_name)
+        assert (check["runs"], check["lastSlot"]) == (10, 9), check
         assert max(late for _, late in runs) < 2.0, runs
     log = operator.output()
     assert log.count('"exception"') == 1 and "Injected: failpoint tick-raise" in log

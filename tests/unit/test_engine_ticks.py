@@ -14,6 +14,7 @@ names none; a check's Secret is read from the review's namespace.
 from __future__ import annotations
 
 import datetime
+import logging
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -22,6 +23,7 @@ import pytest
 from postdeploy.engine import ticks
 from postdeploy.engine.registry import Providers
 from postdeploy.engine.settings import Settings
+from postdeploy.kit import metrics
 from postdeploy.models.checks import Check
 from postdeploy.models.measurements import Measurement, ReviewContext
 
@@ -151,6 +153,28 @@ async def test_the_first_tick_runs_the_due_slot_and_starts_the_phase() -> None:
     assert [e.reason for e in result.events] == ["PhaseStarted", "VerdictPassing"]
     assert result.wake_at == T0 + datetime.timedelta(minutes=1)
     assert not result.done
+
+
+async def test_each_run_reports_how_late_it_began_in_the_lag_histogram(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def observed() -> tuple[float, float]:
+        count = metrics.REGISTRY.get_sample_value("postdeploy_run_delay_seconds_count") or 0.0
+        total = metrics.REGISTRY.get_sample_value("postdeploy_run_delay_seconds_sum") or 0.0
+        return count, total
+
+    count, total = observed()
+    with caplog.at_level(logging.DEBUG, logger="postdeploy.engine.ticks"):
+        await World().at(67.5).tick(review())  # slot 1 began at 60 s: both runs 7.5 s late
+    after_count, after_total = observed()
+    assert after_count == count + 2
+    assert after_total == pytest.approx(total + 15.0)
+    lines = [r for r in caplog.records if r.getMessage().startswith("run ")]
+    assert sorted(r.getMessage() for r in lines) == [
+        "run error-rate slot 1, 7.500s after the slot's start",
+        "run restarts slot 1, 7.500s after the slot's start",
+    ]
+    assert {r.__dict__["review"] for r in lines} == {"shop/r"}
 
 
 async def test_a_restart_inside_the_slot_runs_nothing_and_posts_nothing() -> None:

@@ -104,6 +104,7 @@ def test_dashboard_uses_only_exported_series() -> None:
         "postdeploy_rollbacks_total",
         "postdeploy_webhook_deliveries_total",
         "postdeploy_leader",
+        "postdeploy_run_delay_seconds_bucket",
     }
     assert families <= used
 

@@ -27,6 +27,7 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import logging
 import types
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
@@ -42,7 +43,7 @@ from postdeploy.engine import failpoints, finals, reruns
 from postdeploy.engine.inputs import ClusterInputs, Inputs, merged_spec, secrets_for
 from postdeploy.engine.registry import Providers
 from postdeploy.engine.settings import Settings
-from postdeploy.kit import exceptions, times, workloads
+from postdeploy.kit import exceptions, metrics, times, workloads
 from postdeploy.models.measurements import Measurement, ReviewContext, Target
 from postdeploy.models.reviews import (
     COMPLETED,
@@ -59,6 +60,8 @@ from postdeploy.models.reviews import (
 )
 
 __all__ = ["REMEASURED", "Engine", "Event", "TickResult", "matters"]
+
+logger = logging.getLogger(__name__)
 
 _RESOLVED_CACHE = 4096
 _RETRY = datetime.timedelta(seconds=15)
@@ -402,6 +405,10 @@ class Engine:
         check, review, deployed_at = due.check, setting.review, setting.deployed_at
         previous = by_name.get(check.name) or check_decisions.initial(check)
         metadata = body.get("metadata", {})
+        delay = (now - (deployed_at + phase.start + due.slot * check.interval)).total_seconds()
+        metrics.record_run_delay(delay)
+        named = {"review": f"{metadata.get('namespace', '')}/{metadata.get('name', '')}", "check": check.name}
+        logger.debug("run %s slot %d, %.3fs after the slot's start", check.name, due.slot, delay, extra=named)
         try:
             secrets = await secrets_for(self.inputs, check, review, metadata.get("namespace", ""))
         except LookupError as problem:

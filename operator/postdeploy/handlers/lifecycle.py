@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -90,7 +89,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any,
     configuration = configured(memo)
     memo.settings = configuration
     memo.shard = selectors.parse(configuration.selector)  # read by postdeploy.handlers.reviews
-    logging.getLogger("postdeploy").setLevel(os.environ.get("POSTDEPLOY_LOG_LEVEL", "INFO").upper())
     settings.posting.level = 20  # post Events of INFO and above
     settings.watching.server_timeout = 300
     # Only raw event handlers are registered: kopf stores nothing on the objects, but

@@ -12,6 +12,8 @@ may use is exactly ``exported_names()``, which a test checks.
 - ``postdeploy_reviews_completed_total{verdict}``
 - ``postdeploy_check_runs_total{provider, state}``         one per measurement
 - ``postdeploy_check_duration_seconds{provider}``          histogram of the same
+- ``postdeploy_run_delay_seconds``                         histogram: how long after its
+                                                           slot's start a run began (lag)
 - ``postdeploy_provider_errors_total{provider}``           data source down, bad answer
 - ``postdeploy_rollbacks_total{kind, outcome}``
 - ``postdeploy_webhook_deliveries_total{kind, outcome}``   notifications sent or failed
@@ -69,6 +71,12 @@ _CHECK_DURATION = prometheus_client.Histogram(
     "How long one measurement took.",
     ["provider"],
     buckets=_DURATION_BUCKETS,
+    registry=REGISTRY,
+)
+_RUN_DELAY = prometheus_client.Histogram(
+    "postdeploy_run_delay_seconds",
+    "How long after its slot's start a check run began: the operator's lag.",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
     registry=REGISTRY,
 )
 _PROVIDER_ERRORS = prometheus_client.Counter(
@@ -156,6 +164,11 @@ def record_check(provider: str, state: str, seconds: float, *, provider_error: b
     _CHECK_DURATION.labels(provider=provider).observe(seconds)
     if provider_error:
         _PROVIDER_ERRORS.labels(provider=provider).inc()
+
+
+def record_run_delay(seconds: float) -> None:
+    """A check run began ``seconds`` after its slot's start."""
+    _RUN_DELAY.observe(max(0.0, seconds))
 
 
 def record_rollback(kind: str, outcome: str) -> None:
