@@ -11,6 +11,10 @@ Covers:
   replays agree exactly while the batched one sends under a hundredth of the requests;
 - the Prometheus provider's compare mode (anytime-valid before/after counts) is
   replayed through the provider: it fails the spiked release only, batched or not;
+- a comparison whose before-windows reach before the history's start for most of the
+  requests is Inconclusive, saying they were not compared, never Passed;
+- optional postgres and statistics checks without a DSN are Skipped (a required one is
+  an Error), release after release;
 - a release still running at ``until`` is Passing or Failing, not complete;
 - checks that cannot be replayed (kubernetes, manual, job, http, pg_stat_statements)
   are listed with why, never run; an alertmanager check becomes a count over the
@@ -324,6 +328,142 @@ async def test_the_compare_mode_is_replayed_through_the_provider() -> None:
     assert batched.queries["range"] + batched.queries["instant"] < unbatched.queries["range"] / 5
 
 
+class ShortHistory(SyntheticReplayApi):
+    """The synthetic Prometheus with no samples before ``HISTORY_START`` (and no
+    ``increase`` whose window reaches before it), as a TSDB whose history begins then."""
+
+    def _kept(self, query: str, t: float) -> bool:
+        counted = re.fullmatch(r"sum\(increase\((errs|reqs)\[(\d+)s\]\)\)", query)
+        window = int(counted.group(2)) if counted else 0
+        return t - window >= HISTORY_START.timestamp()
+
+    async def query(self, url: str, query: str, time: float) -> Any:
+        if not self._kept(query, time):
+            self.asked.append(("instant", query))
+            return []
+        return await super().query(url, query, time)
+
+    async def query_range(self, url: str, query: str, start: float, end: float, step: float) -> Any:
+        matrix = await super().query_range(url, query, start, end, step)
+        kept = []
+        for series in matrix:
+            values = [v for v in series["values"] if self._kept(query, v[0])]
+            if values:
+                kept.append({**series, "values": values})
+        return kept
+
+
+HISTORY_START = T0 - datetime.timedelta(hours=1)
+
+
+async def test_a_comparison_without_history_before_the_release_is_inconclusive_never_passed() -> None:
+    """The before-windows of a 2 h phase mirrored 6 times reach 12 h back. The release
+    at T0 has 1 h of history before it: most of its requests are in batches with no
+    before-window, so it is Inconclusive (the message says so), never Passed; the one
+    at T0 + 6 h has 7 h (most requests compared): judged as usual; the spiked one fails."""
+    spec = {
+        "target": SPEC["target"],
+        "phases": [
+            {
+                "name": "immediate",
+                "start": "0s",
+                "end": "2h",
+                "interval": "5m",
+                "checks": [
+                    {
+                        "name": "error-share",
+                        "prometheus": {
+                            "query": "sum(increase(errs[{{window}}]))",
+                            "step": "5m",
+                            "compare": {"total": "sum(increase(reqs[{{window}}]))"},
+                        },
+                        "failWhen": "pValue < alpha",
+                    }
+                ],
+            }
+        ],
+    }
+    review = templates.resolve(templates.merge(None, spec))
+    verdicts = []
+    for batch in (True, False):
+        replayer = replays.Replayer(
+            review,
+            Target("Deployment", "shop", "shop"),
+            prometheus_url="http://prometheus.invalid",
+            until=T0 + datetime.timedelta(days=4),
+            batch=batch,
+            api=ShortHistory(),
+        )
+        placed = releases.every(datetime.timedelta(hours=6), T0, T0 + datetime.timedelta(hours=36))
+        backtest = await replayer.run(placed)
+        await replayer.close()
+        by_hour = {int((o.release.at - T0).total_seconds() // HOUR): o for o in backtest.releases}
+        verdicts.append({hour: o.verdict for hour, o in by_hour.items()})
+        first = by_hour[0].checks[0]
+        assert first.state == "Inconclusive", first
+        assert "before-window has no requests and are not compared" in (first.message or ""), first
+    assert verdicts[0] == verdicts[1]
+    assert verdicts[0] == {
+        0: "Inconclusive",
+        6: "Passed",
+        12: "Passed",
+        18: "Passed",
+        24: "Passed",
+        30: "Failed",
+    }
+
+
+async def test_optional_business_checks_without_a_dsn_replay_as_skipped() -> None:
+    """An optional postgres or statistics check with no DSN anywhere is not applicable
+    (Skipped) in a replay, release after release, never Inconclusive or an Error."""
+    spec = {
+        "target": SPEC["target"],
+        "phases": [
+            {
+                "name": "business",
+                "start": "0s",
+                "end": "3h",
+                "interval": "1h",
+                "checks": [
+                    {"name": "orders", "postgres": {"optional": True, "query": "SELECT 1"}},
+                    {
+                        "name": "ab",
+                        "statistics": {
+                            "optional": True,
+                            "test": "twoProportion",
+                            "query": "SELECT 'a', 1, 1",
+                        },
+                    },
+                    {"name": "required", "postgres": {"query": "SELECT 1"}},
+                ],
+            }
+        ],
+    }
+    review = templates.resolve(templates.merge(None, spec))
+    replayer = replays.Replayer(
+        review,
+        Target("Deployment", "shop", "shop"),
+        prometheus_url=None,
+        postgres_dsn=None,
+        until=T0 + datetime.timedelta(days=1),
+        api=SyntheticReplayApi(),
+    )
+    backtest = await replayer.run(
+        releases.every(datetime.timedelta(hours=6), T0, T0 + datetime.timedelta(hours=18))
+    )
+    await replayer.close()
+    assert len(backtest.releases) == 3
+    for outcome in backtest.releases:
+        states = {c.name: c for c in outcome.checks}
+        for name in ("orders", "ab"):
+            assert states[name].state == "Skipped" and states[name].runs == 3, states[name]
+            assert "no PostgreSQL DSN" in (states[name].message or "")
+        # Not optional: the missing DSN is an Error, as in the operator.
+        assert states["required"].state == "Error", states["required"]
+        # A check in Error makes the verdict Inconclusive (never Failed), as in the operator.
+        assert outcome.verdict == "Inconclusive", outcome.verdict
+
+
 # --- releases -----------------------------------------------------------------------------
 
 
@@ -399,9 +539,7 @@ async def test_json_table_and_html_section() -> None:
     assert "error-rate" in text and "+0h32m" in text and "Releases: 2 Failed" in text
     html = backtest_pages.page(backtest)
     assert html.count("<rect") == 11 and "<h2>Backtest</h2>" in html and "<script" not in html
-    evil = replays.Backtest(
-        Target("Deployment", "<b>x</b>", "shop"), "<i>t</i>", T0, (), (), (), {}, 0.0
-    )
+    evil = replays.Backtest(Target("Deployment", "<b>x</b>", "shop"), "<i>t</i>", T0, (), (), (), {}, 0.0)
     assert "<b>x</b>" not in backtest_pages.section(evil) and "&lt;b&gt;" in backtest_pages.section(evil)
 
 
