@@ -51,7 +51,7 @@ from bench import judge_streams as streams
 from postdeploy.decisions import phases, sequential, templates
 from postdeploy.models.checks import Comparison, PrometheusCheck
 from postdeploy.models.measurements import Measurement, ReviewContext, Target
-from postdeploy.providers import coalescing, prometheus_compare
+from postdeploy.providers import prometheus_compare
 
 __all__ = [
     "CompareSimulator",
@@ -212,7 +212,7 @@ class CompareSimulator:
     # --- the grid ----------------------------------------------------------------------
 
     def _grid(self, minute: int, deployed_at: datetime.datetime = EPOCH) -> prometheus_compare.Grid:
-        now = coalescing.aligned(deployed_at + minute * MINUTE, self.check.interval)
+        now = phases.aligned(deployed_at + minute * MINUTE, self.check.interval)
         ctx = ReviewContext(
             review_name="bench",
             review_namespace="bench",

@@ -428,7 +428,7 @@ def reviews_in(kubectl: Kubectl, namespace: str) -> dict[str, dict[str, Any]]:
 
 
 def runs_logged(log: str, review: str, check: str) -> list[tuple[int, float]]:
-    """(slot, seconds after the slot's start) for each run of a check, from the
+    """(slot, seconds after its run time) for each run of a check, from the
     operator's JSON log at ``--verbose`` (one ``run CHECK slot N, Ds after ...`` line per
     run; the status history keeps equal values only as first and last, so it cannot
     count runs)."""
@@ -568,7 +568,7 @@ def test_hostile_reviews_are_refused_or_invalid_or_harmless_and_others_stay_on_t
 
     counts = collections.Counter(outcome.values())
     print(f"\nhostile reviews: {len(cases)}: " + ", ".join(f"{n} {what}" for what, n in counts.most_common()))
-    print(f"ordinary reviews: every slot run once, latest run {worst:.2f}s after its slot's start")
+    print(f"ordinary reviews: every slot run once, latest run {worst:.2f}s after its run time")
     for name, _expected, _ in cases:
         detail = " ".join((refusals.get(name) or messages.get(name, "")).split())
         print(f"  {name:28} {outcome[name]:26} {detail[:110]}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import pathlib
 import re
 
@@ -137,3 +138,12 @@ def test_a_steady_stream_review_starts_from_the_status_it_would_have() -> None:
     )
     assert (checks["b"]["state"], checks["b"]["lastSlot"]) == ("Running", 5)  # 80 min into the phase
     assert "c" not in checks
+
+
+def test_histogram_quantiles_are_the_bounds_of_the_buckets_holding_them() -> None:
+    before = {0.1: 5.0, 0.5: 5.0, 2.0: 5.0, float("inf"): 5.0}
+    after = {0.1: 95.0, 0.5: 104.0, 2.0: 105.0, float("inf"): 105.0}  # 100 new runs
+    assert bench.bucket_quantile(before, after, 50) == 0.1
+    assert bench.bucket_quantile(before, after, 99) == 0.5
+    assert bench.bucket_quantile(before, after, 100) == 2.0
+    assert math.isnan(bench.bucket_quantile(after, after, 99))  # no runs in between

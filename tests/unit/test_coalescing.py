@@ -82,18 +82,6 @@ async def test_failures_are_shared_but_not_cached() -> None:
     assert attempts == 2
 
 
-def test_prometheus_evaluation_times_align_to_a_quarter_interval() -> None:
-    import datetime
-
-    from postdeploy.providers.coalescing import aligned
-
-    moment = datetime.datetime(2026, 1, 1, 12, 0, 37, 600000, tzinfo=datetime.UTC)
-    minute, hour, tiny = (datetime.timedelta(seconds=s) for s in (60, 3600, 2))
-    assert aligned(moment, minute) == moment.replace(second=30, microsecond=0)  # 15 s steps
-    assert aligned(moment, hour) == moment.replace(second=30, microsecond=0)  # capped at 15 s
-    assert aligned(moment, tiny) == moment.replace(microsecond=0)  # at least 1 s
-
-
 async def test_concurrency_bounds_requests_but_not_shared_answers() -> None:
     gate = asyncio.Event()
     flying = 0

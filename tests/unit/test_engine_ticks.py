@@ -171,8 +171,8 @@ async def test_each_run_reports_how_late_it_began_in_the_lag_histogram(
     assert after_total == pytest.approx(total + 15.0)
     lines = [r for r in caplog.records if r.getMessage().startswith("run ")]
     assert sorted(r.getMessage() for r in lines) == [
-        "run error-rate slot 1, 7.500s after the slot's start",
-        "run restarts slot 1, 7.500s after the slot's start",
+        "run error-rate slot 1, 7.500s after its run time",
+        "run restarts slot 1, 7.500s after its run time",
     ]
     assert {r.__dict__["review"] for r in lines} == {"shop/r"}
 

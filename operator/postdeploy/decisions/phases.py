@@ -11,6 +11,16 @@ a missed check once rather than once per missed slot. Phases run in order: the
 current phase is the first one not yet Completed; it completes once its end has
 passed and each of its checks ran its last slot (or reached a final state). A
 completed phase is never re-run.
+
+A slot's run is due at its *run time*: the slot's start rounded up to the check's
+evaluation step (a quarter of its interval, 1 s to 15 s; ``evaluation_step``). The
+Prometheus and Alertmanager providers evaluate at the tick's time rounded down to the
+same step (``providers.coalescing.aligned``), so reviews due within the same step
+ask the same query and share one answer, and a run on time evaluates at its own
+moment: what it sees is never older than its lateness. (Rounding the evaluation
+time down alone would look up to one step into the past, and a breach would be seen
+up to one interval plus one step after it showed.) A run time stays inside its
+slot; at the phase end every pending slot is due whatever its run time.
 """
 
 from __future__ import annotations
@@ -24,7 +34,19 @@ from postdeploy.decisions import checks as check_decisions
 from postdeploy.decisions.templates import ResolvedCheck, ResolvedPhase, ResolvedReview
 from postdeploy.models.reviews import CheckStatus
 
-__all__ = ["Due", "Plan", "last_slot", "plan", "slot_at"]
+__all__ = [
+    "MAX_STEP_SECONDS",
+    "Due",
+    "Plan",
+    "aligned",
+    "evaluation_step",
+    "last_slot",
+    "plan",
+    "run_time",
+    "slot_at",
+]
+
+MAX_STEP_SECONDS = 15.0  # evaluation steps are at most this long
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +61,29 @@ class Plan:
     due: tuple[Due, ...]
     finish_phase: bool  # the current phase is over once ``due`` has run
     wake_at: datetime.datetime | None  # when the next thing happens; None when done
+
+
+def evaluation_step(interval: datetime.timedelta) -> float:
+    """Seconds of the grid a check's evaluation times lie on: a quarter of its
+    interval, at least 1 s and at most ``MAX_STEP_SECONDS``."""
+    return min(MAX_STEP_SECONDS, max(1.0, interval.total_seconds() / 4))
+
+
+def aligned(moment: datetime.datetime, interval: datetime.timedelta) -> datetime.datetime:
+    """``moment`` rounded down to the check's evaluation step."""
+    step = evaluation_step(interval)
+    return datetime.datetime.fromtimestamp(math.floor(moment.timestamp() / step) * step, datetime.UTC)
+
+
+def run_time(slot_start: datetime.datetime, interval: datetime.timedelta) -> datetime.datetime:
+    """When a slot's run is due: its start rounded up to the evaluation step, or the
+    start itself when the step is not shorter than the interval (the rounding would
+    leave the slot)."""
+    step = evaluation_step(interval)
+    if step >= interval.total_seconds():
+        return slot_start
+    up = math.ceil(slot_start.timestamp() / step - 1e-9) * step
+    return max(slot_start, datetime.datetime.fromtimestamp(up, datetime.UTC))
 
 
 def last_slot(phase: ResolvedPhase, check: ResolvedCheck) -> int:
@@ -66,7 +111,8 @@ def plan(
             continue
         start, end = deployed_at + phase.start, deployed_at + phase.end
         if now < start:
-            return Plan(phase, (), False, start)
+            first = [run_time(start, check.interval) for check in phase.checks]
+            return Plan(phase, (), False, min(first, default=start))
         offset = now - deployed_at
         due: list[Due] = []
         wake: list[datetime.datetime] = []
@@ -77,10 +123,14 @@ def plan(
             done = status.last_slot if status is not None else -1
             current = slot_at(phase, check, offset)
             if current > done:
+                due_at = run_time(start + current * check.interval, check.interval)
+                if now < due_at and now < end:
+                    wake.append(due_at)  # the slot has begun; its run time has not
+                    continue
                 due.append(Due(check, current))
                 done = current
             if done < last_slot(phase, check):
-                wake.append(start + (done + 1) * check.interval)
+                wake.append(run_time(start + (done + 1) * check.interval, check.interval))
         finish = now >= end
         if not finish:
             wake.append(end)

@@ -405,10 +405,11 @@ class Engine:
         check, review, deployed_at = due.check, setting.review, setting.deployed_at
         previous = by_name.get(check.name) or check_decisions.initial(check)
         metadata = body.get("metadata", {})
-        delay = (now - (deployed_at + phase.start + due.slot * check.interval)).total_seconds()
+        slot_start = deployed_at + phase.start + due.slot * check.interval
+        delay = (now - phase_plans.run_time(slot_start, check.interval)).total_seconds()
         metrics.record_run_delay(delay)
         named = {"review": f"{metadata.get('namespace', '')}/{metadata.get('name', '')}", "check": check.name}
-        logger.debug("run %s slot %d, %.3fs after the slot's start", check.name, due.slot, delay, extra=named)
+        logger.debug("run %s slot %d, %.3fs after its run time", check.name, due.slot, delay, extra=named)
         try:
             secrets = await secrets_for(self.inputs, check, review, metadata.get("namespace", ""))
         except LookupError as problem:

@@ -13,7 +13,7 @@ may use is exactly ``exported_names()``, which a test checks.
 - ``postdeploy_check_runs_total{provider, state}``         one per measurement
 - ``postdeploy_check_duration_seconds{provider}``          histogram of the same
 - ``postdeploy_run_delay_seconds``                         histogram: how long after its
-                                                           slot's start a run began (lag)
+                                                           run time a run began (lag)
 - ``postdeploy_provider_errors_total{provider}``           data source down, bad answer
 - ``postdeploy_rollbacks_total{kind, outcome}``
 - ``postdeploy_webhook_deliveries_total{kind, outcome}``   notifications sent or failed
@@ -75,7 +75,7 @@ _CHECK_DURATION = prometheus_client.Histogram(
 )
 _RUN_DELAY = prometheus_client.Histogram(
     "postdeploy_run_delay_seconds",
-    "How long after its slot's start a check run began: the operator's lag.",
+    "How long after its run time (its slot's start on the evaluation grid) a check run began.",
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
     registry=REGISTRY,
 )
@@ -167,7 +167,7 @@ def record_check(provider: str, state: str, seconds: float, *, provider_error: b
 
 
 def record_run_delay(seconds: float) -> None:
-    """A check run began ``seconds`` after its slot's start."""
+    """A check run began ``seconds`` after its run time (``decisions.phases.run_time``)."""
     _RUN_DELAY.observe(max(0.0, seconds))
 
 

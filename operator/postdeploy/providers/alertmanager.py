@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from postdeploy.decisions import templating
+from postdeploy.decisions import phases, templating
 from postdeploy.kit import details as details_
 from postdeploy.models.checks import AlertmanagerCheck, Baseline
 from postdeploy.models.measurements import Measurement, ReviewContext
@@ -48,7 +48,7 @@ class AlertmanagerProvider:
         # Reviews of one namespace ask the same question many times a minute; an answer
         # is shared within a quarter of the check's interval (1 s to 15 s).
         self._answers: coalescing.Coalescer[httpx.Response] = coalescing.Coalescer(
-            ttl=2 * coalescing.MAX_ALIGN_SECONDS, concurrency=concurrency
+            ttl=2 * phases.MAX_STEP_SECONDS, concurrency=concurrency
         )
 
     async def measure(
@@ -70,7 +70,7 @@ class AlertmanagerProvider:
         where = details_.redact_url(base)
         params = httpx.QueryParams({"filter": matchers, **_STATE_FILTERS})
         logger.debug("Alertmanager alerts at %s matching %s", where, query)
-        bucket = coalescing.aligned(ctx.now, ctx.interval).timestamp()
+        bucket = phases.aligned(ctx.now, ctx.interval).timestamp()
         try:
             response = await self._answers.run(
                 (base, str(params), bucket),

@@ -14,15 +14,11 @@ slot, so sharing is never held up behind unrelated requests.
 from __future__ import annotations
 
 import asyncio
-import datetime
-import math
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
-__all__ = ["MAX_ALIGN_SECONDS", "Coalescer", "aligned"]
-
-MAX_ALIGN_SECONDS = 15.0  # evaluation times are aligned to at most this
+__all__ = ["Coalescer"]
 
 T = TypeVar("T")
 
@@ -81,15 +77,3 @@ class Coalescer(Generic[T]):
             if len(self._done) >= self.limit:
                 self._done.clear()
         self._done[key] = (now, value)
-
-
-def aligned(moment: datetime.datetime, interval: datetime.timedelta) -> datetime.datetime:
-    """``moment`` rounded down to a quarter of the check's interval (1 s to 15 s).
-
-    Reviews whose checks fall due within the same few seconds then ask Prometheus the
-    very same query and share one answer; a value is at most that much older than the
-    tick, a small fraction of the interval that decides how often it is looked at.
-    """
-    step = min(MAX_ALIGN_SECONDS, max(1.0, interval.total_seconds() / 4))
-    seconds = math.floor(moment.timestamp() / step) * step
-    return datetime.datetime.fromtimestamp(seconds, datetime.UTC)

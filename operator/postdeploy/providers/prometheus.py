@@ -6,9 +6,10 @@ start-up (operator-wide default URL and timeout) and closes it at clean-up.
 
 What one run does:
 
-Evaluation times are ``ctx.now`` rounded down to a quarter of the check's interval
-(1 s to 15 s, see ``coalescing.aligned``), so identical queries of reviews due in the same few
-seconds coincide and are sent once (``coalescing``).
+Evaluation times are ``ctx.now`` rounded down to the check's evaluation step (a quarter
+of its interval, 1 s to 15 s, ``decisions.phases.aligned``), the grid the engine
+schedules runs on, so identical queries of reviews due in the same few seconds coincide
+and are sent once (``coalescing``).
 
 - **instant** (no ``range``): the templated query evaluated at that time; a scalar is
   the value, several series are combined by ``aggregate`` (max, min, sum, mean), or
@@ -64,7 +65,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from postdeploy.decisions import templating, trends
+from postdeploy.decisions import phases, templating, trends
 from postdeploy.kit import details as details_
 from postdeploy.kit import durations, exceptions
 from postdeploy.models.checks import Baseline, PrometheusCheck
@@ -112,7 +113,7 @@ class PrometheusProvider:
         # target, namespace-wide checks — are sent once; the answer is shared.
         # ``concurrency`` bounds the queries Prometheus gets at once.
         self.coalescer: coalescing.Coalescer[Any] = coalescing.Coalescer(
-            ttl=2 * coalescing.MAX_ALIGN_SECONDS, concurrency=concurrency
+            ttl=2 * phases.MAX_STEP_SECONDS, concurrency=concurrency
         )
         # ``keep_comparisons``: what the comparison checks counted at earlier runs is
         # kept, and a run asks and adds only the batches closed since. On for the
@@ -146,7 +147,7 @@ class PrometheusProvider:
                 "providers, or the operator's default",
                 query=spec.query,
             )
-        now = coalescing.aligned(ctx.now, ctx.interval)
+        now = phases.aligned(ctx.now, ctx.interval)
         # Windows ({{sinceDeploy}}, range: phase) end where the query is evaluated.
         ctx = dataclasses.replace(ctx, now=now)
         if spec.compare is not None:
