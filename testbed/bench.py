@@ -59,6 +59,7 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
+from postdeploy.decisions.phases import run_time
 from postdeploy.models.crds import API_VERSION, CLUSTER_TEMPLATES, GROUP, REVIEWS, VERSION
 from testbed import bed, fleet, kube, observability, profiles
 
@@ -173,6 +174,16 @@ class Operator:
             return float("nan")
         return _metric_sum(text, "postdeploy_check_runs_total", {})
 
+    def run_delays(self) -> dict[float, float]:
+        """The operator's ``postdeploy_run_delay_seconds`` histogram: cumulative run
+        counts by upper bound (seconds after each run's run time)."""
+        try:
+            text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
+        except httpx.HTTPError:
+            return {}
+        found = re.findall(r'^postdeploy_run_delay_seconds_bucket\{le="([^"]+)"\} ([0-9.e+-]+)$', text, re.M)
+        return {float(le): float(count) for le, count in found}
+
     def reviews_seen(self) -> float:
         """Reviews whose status the operator has written at least once."""
         try:
@@ -202,6 +213,17 @@ class Operator:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
         self.handle.close()
+
+
+def bucket_quantile(before: Mapping[float, float], after: Mapping[float, float], q: float) -> float:
+    """The upper bound of the histogram bucket holding quantile ``q`` (0-100) of the
+    observations made between two readings of cumulative bucket counts; NaN for none."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return float("nan")
+    wanted = counts[-1] * q / 100
+    return next(b for b, c in zip(bounds, counts, strict=True) if c >= wanted)
 
 
 def _metric_sum(text: str, name: str, match: Mapping[str, Iterable[str]]) -> float:
@@ -409,7 +431,8 @@ def _create_steady(
 def _steady_lags(
     items: list[dict[str, Any]], timing: Mapping[str, tuple[float, float]], since: datetime.datetime
 ) -> list[float]:
-    """Run time minus slot time of each check's last written run since ``since``."""
+    """Start of each check's last written run since ``since`` minus its run time (the
+    slot's start on the evaluation grid, ``decisions.phases.run_time``)."""
     lags = []
     for review in items:
         status = review.get("status") or {}
@@ -425,7 +448,8 @@ def _steady_lags(
                 continue
             offset, interval = timing[check["name"]]
             slot = start + datetime.timedelta(seconds=offset + check["lastSlot"] * interval)
-            lags.append((at - slot).total_seconds())
+            due = run_time(slot, datetime.timedelta(seconds=interval))  # the slot's run time
+            lags.append((at - due).total_seconds())
     return lags
 
 
@@ -550,7 +574,8 @@ def _reviews(api: k8s.ApiClient) -> list[dict[str, Any]]:
 def _lags(
     items: list[dict[str, Any]], interval: float, since: datetime.datetime | None = None
 ) -> list[float]:
-    """Run time minus slot time of each check's last written run (since ``since``)."""
+    """Start of each check's last written run (since ``since``) minus its run time (the
+    slot's start on the evaluation grid, ``decisions.phases.run_time``)."""
     lags = []
     for review in items:
         status = review.get("status") or {}
@@ -562,9 +587,10 @@ def _lags(
             if check.get("lastRun") is None or check.get("lastSlot", -1) < 1:
                 continue  # the first slot of a review lags by its creation; measure steady state
             slot = start + datetime.timedelta(seconds=check["lastSlot"] * interval)
+            due = run_time(slot, datetime.timedelta(seconds=interval))  # the slot's run time
             ran = datetime.datetime.fromisoformat(check["lastRun"])
             if since is None or ran >= since:
-                lags.append((ran - slot).total_seconds())
+                lags.append((ran - due).total_seconds())
     return lags
 
 
