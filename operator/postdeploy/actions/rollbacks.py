@@ -6,7 +6,11 @@ says what a rollback would change (from/to revision and image, the revision it g
 back to, a fingerprint of the template it replaces); ``apply`` makes the change.
 
 - Deployment: the previous revision is the owned ReplicaSet with the highest
-  ``deployment.kubernetes.io/revision`` below the Deployment's own. Its pod template,
+  ``deployment.kubernetes.io/revision`` below the Deployment's own whose pod template
+  is another release: one that differs from the current template in more than the
+  ``kubectl.kubernetes.io/restartedAt`` annotation (``kubectl rollout restart`` makes a
+  revision of the same release, and ``kubectl rollout undo`` would go back to it and
+  change nothing that the release brought). Its pod template,
   without the ``pod-template-hash`` label, replaces the Deployment's template (a JSON
   patch that first tests ``metadata.resourceVersion``, so a concurrent change makes
   it fail rather than mix); the ReplicaSet's annotations that kubectl copies back
@@ -47,7 +51,8 @@ from postdeploy.actions import targets
 from postdeploy.kit import exceptions, workloads
 
 __all__ = [
-    "DEPLOYMENT_REVISION", "ROLLOUT_REVISION", "Plan", "apply", "plan", "template_hash",
+    "DEPLOYMENT_REVISION", "RESTARTED_AT", "ROLLOUT_REVISION", "Plan", "apply", "plan", "previous_release",
+    "template_hash",
 ]
 
 DEPLOYMENT_REVISION = "deployment.kubernetes.io/revision"
@@ -102,6 +107,31 @@ def _same(a: Any, b: Any) -> bool:
     return bool(_normal(a) == _normal(b))
 
 
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+
+
+def _release(template: Any) -> Any:
+    """A pod template as a release: without the ``pod-template-hash`` label and the
+    ``restartedAt`` annotation that ``kubectl rollout restart`` sets."""
+    release = copy.deepcopy(template or {})
+    metadata = release.get("metadata") or {}
+    (metadata.get("labels") or {}).pop(POD_TEMPLATE_HASH, None)
+    (metadata.get("annotations") or {}).pop(RESTARTED_AT, None)
+    return _normal(release)
+
+
+def previous_release(owned: list[targets.Obj], current: int, template: Any) -> targets.Obj | None:
+    """The ReplicaSet to roll back to: the highest revision below ``current`` whose pod
+    template is another release than ``template`` (not only a restart of it)."""
+    release = _release(template)
+    older = [
+        rs
+        for rs in owned
+        if 0 < _revision(rs, DEPLOYMENT_REVISION) < current and _release(rs["spec"]["template"]) != release
+    ]
+    return max(older, key=lambda rs: _revision(rs, DEPLOYMENT_REVISION), default=None)
+
+
 def template_hash(template: Any) -> str:
     """A short fingerprint of a pod template, for noticing that it changed."""
     text = json.dumps(_normal(template or {}), sort_keys=True, separators=(",", ":"))
@@ -142,14 +172,14 @@ async def _plan_deployment(
             )
         target_rs = chosen[0]
     else:
-        older = [rs for rs in owned if 0 < _revision(rs, DEPLOYMENT_REVISION) < current]
-        if not older:
+        found = previous_release(owned, current, spec.get("template"))
+        if found is None:
             raise exceptions.NotRolledBack(
-                f"Deployment {metadata['name']} has no revision before {current} to roll back to "
-                f"({len(owned)} ReplicaSet(s) kept; revisionHistoryLimit "
-                f"{spec.get('revisionHistoryLimit', 10)})"
+                f"Deployment {metadata['name']} has no revision before {current} of another release "
+                f"to roll back to ({len(owned)} ReplicaSet(s) kept; revisionHistoryLimit "
+                f"{spec.get('revisionHistoryLimit', 10)}; a restart is the same release)"
             )
-        target_rs = max(older, key=lambda rs: _revision(rs, DEPLOYMENT_REVISION))
+        target_rs = found
     template = copy.deepcopy(target_rs["spec"]["template"])
     labels = (template.get("metadata") or {}).get("labels") or {}
     labels.pop(POD_TEMPLATE_HASH, None)
