@@ -4,8 +4,11 @@
 one review of the built-in template from its deployment to its completion, tick by
 tick at the times the engine asks to be woken, with the clock set by hand and fakes
 for what the engine reads (no cluster, no data source): every check of all three
-phases answers, PromQL checks with a value that differs in every run (as real rates
-do), the others with a steady value. It prints the status's size (compact JSON) at
+phases answers as the real provider would for a healthy release - the resolved query
+(a PostgreSQL check's SQL), the details (a comparison's statistics and totals query,
+per-pod series, a trend's fit, rows, a pg_stat_statements snapshot of ``--statements``
+entries in the memo) - PromQL checks with a value that differs in every run (as real
+rates do), the others with a steady value. It prints the status's size (compact JSON) at
 the end of each phase and at completion, the ticks, and how many of them the
 scheduler would write at once (``urgent``) or keep for the next write that matters
 or the refresh (docs/engine.md, "When the status is written"), and which fields the
@@ -19,17 +22,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import functools
 import json
 import random
 import sys
 from typing import Any, cast
 
 from postdeploy import defaults
+from postdeploy.decisions import templating
 from postdeploy.engine import ticks
 from postdeploy.engine.registry import Providers
 from postdeploy.engine.settings import Settings
 from postdeploy.models.checks import Check
 from postdeploy.models.measurements import Measurement, ReviewContext
+from postdeploy.providers import statements
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 REFRESH = datetime.timedelta(seconds=300)
@@ -56,24 +62,166 @@ class _Inputs:
 
 
 class _Providers:
-    """Plausible answers: PromQL values that move a little every run, the rest steady."""
+    """Answers shaped like the real providers' (docs/benchmarks.md, "Status size"):
+    resolved queries, the details each provider reports (a comparison's statistics and
+    its totals query, per-pod series, a trend's fit, rows), values that move a little
+    every run for PromQL (as real rates do) and steady ones for the rest; a healthy
+    release, so every check passes (an HPA-less target skips ``hpa``)."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, snapshot_statements: int) -> None:
         self.random = random.Random(seed)
+        self.statements = snapshot_statements
         self.http = None
 
+    def _pods(self, ctx: ReviewContext, value: float) -> list[dict[str, Any]]:
+        namespace, name = ctx.target.namespace, ctx.target.name
+        return [
+            {
+                "labels": {"namespace": namespace, "pod": f"{name}-7d9f8b6c5d-{suffix}", "container": name},
+                "value": value * (1 - 0.1 * i * self.random.random()),
+            }
+            for i, suffix in enumerate(("x2k4p", "m8q7z", "b5n3w"))
+        ]
+
+    def _prometheus(self, check: Check, ctx: ReviewContext) -> Measurement:
+        spec = check.prometheus
+        assert spec is not None
+        values = {"window": "1m", **ctx.template_values()}
+        render = functools.partial(templating.render_promql, values=values)
+        query = render(spec.query)
+        jitter = self.random.random()
+        evaluated = {"evaluatedAt": ctx.now.isoformat()}
+        if spec.compare is not None:
+            total_after = 12000.0 + 5000 * jitter
+            total_before = 6 * total_after
+            events_after, events_before = round(total_after * 0.004), round(total_before * 0.004)
+            details: dict[str, Any] = {
+                "ratio": 0.9 + 0.2 * jitter,
+                "ratioLower": 0.55 + 0.1 * jitter,
+                "ratioUpper": 1.4 + 0.2 * jitter,
+                "pValue": 0.6 + 0.3 * jitter,
+                "alpha": spec.compare.alpha,
+                "minEffect": spec.compare.min_effect,
+                "eventsAfter": float(events_after),
+                "totalAfter": total_after,
+                "eventsBefore": float(events_before),
+                "totalBefore": total_before,
+                "shareAfter": events_after / total_after,
+                "shareBefore": events_before / total_before,
+                "batches": 120,
+                "minRequests": spec.compare.min_requests,
+                "unpairedAfter": 0.0,
+            }
+            if spec.compare.buckets:
+                details.update(
+                    boundary=0.25, quantile=0.95, quantileBefore=0.21, quantileAfter=0.2 + 0.02 * jitter
+                )
+            details.update(step=spec.step, beforeWindow="2h", multiplier=spec.compare.multiplier, offset=None)
+            if spec.compare.total:
+                details["totalQuery"] = render(spec.compare.total)
+            message = (
+                f"events: {events_after}/{total_after:.0f} ({events_after / total_after:.3%}) after vs "
+                f"{events_before}/{total_before:.0f} ({events_before / total_before:.3%}) before; ratio in "
+                f"[{details['ratioLower']:.3g}, {details['ratioUpper']:.3g}] at alpha 0.005, "
+                f"p={details['pValue']:.3g} for a rise above x1.2"
+            )
+            return Measurement.ok(details["ratio"], query=query, details=details, message=message)
+        if spec.trend is not None:
+            value = 500 + 100 * jitter if spec.trend == "timeToLimit" else 0.01 * jitter
+            fit = {
+                "relativeChange": value,
+                "absoluteChange": 0.0001 * jitter,
+                "startValue": 0.2,
+                "endValue": 0.2 + 0.002 * jitter,
+                "pValue": 0.3 + 0.5 * jitter,
+                "tau": 0.05 * jitter,
+            }
+            if spec.trend == "timeToLimit":
+                fit = {
+                    "hoursToLimit": value,
+                    "growing": True,
+                    "limit": 483183820.8,
+                    "slopePerHour": 1.2e5 * jitter,
+                    "pValue": 0.2 + 0.5 * jitter,
+                }
+                evaluated["limitQuery"] = render(spec.limit_query or "")
+            pods = self._pods(ctx, value)
+            details = {
+                **evaluated,
+                "range": spec.range,
+                "rangeSeconds": 7200.0,
+                "step": spec.step,
+                **fit,
+                "analysis": spec.trend,
+                "windowHours": 2.0,
+                "labels": pods[0]["labels"],
+                "seriesCount": len(pods),
+                "series": pods,
+            }
+            return Measurement.ok(value, query=query, details=details)
+        if "unless on (type)" in query:  # new error types: none
+            return Measurement.ok(0.0, query=query, details={**evaluated, "seriesCount": 0, "series": []})
+        per_pod = "podSelector" in spec.query
+        value = 0.1 + 0.05 * jitter
+        series = self._pods(ctx, value) if per_pod else [{"labels": {}, "value": value}]
+        details = {**evaluated, "seriesCount": len(series), "series": series}
+        baseline = value * (1 + 0.05 * (self.random.random() - 0.5)) if check.baseline else None
+        return Measurement.ok(value, baseline=baseline, query=query, details=details)
+
     async def measure(self, check: Check, ctx: ReviewContext) -> Measurement:
-        selector = f'namespace="{ctx.target.namespace}", job="{ctx.target.name}"'
         if check.prometheus is not None:
-            query = check.prometheus.query.replace("{{ selector }}", selector)
-            query = query.replace("{{selector}}", selector)
-            value = 0.01 + self.random.random() * 0.001
-            return Measurement.ok(value, baseline=0.0101, query=query[:500], details={"series": 1})
+            return self._prometheus(check, ctx)
         if check.kubernetes is not None:
             measure = check.kubernetes.measure
-            return Measurement.ok(1.0 if "Ratio" in measure or "Complete" in measure else 0.0, query=measure)
+            if measure == "hpaHealthy":
+                return Measurement.not_applicable(f"no HorizontalPodAutoscaler targets {ctx.target.name}")
+            if measure in ("readyRatio", "availableRatio"):
+                return Measurement.ok(
+                    1.0, query=measure, details={"ready": 3, "desired": 3}, message="3/3 ready"
+                )
+            if measure == "rolloutComplete":
+                return Measurement.ok(1.0, query=measure, message="rollout complete")
+            return Measurement.ok(0.0, query=measure, message=f"no {measure} since the deployment")
         if check.manual is not None:
-            return Measurement.ok(1.0, query="confirmed")
+            return Measurement.ok(1.0, query="confirmed", message="confirmed by jane@example.com")
+        if check.postgres is not None and check.postgres.slow_statements is not None:
+            slow = check.postgres.slow_statements
+            if ctx.memo or slow.snapshot_from:
+                return Measurement.ok(
+                    0.0,
+                    query=statements.describe(slow, snapshot=False),
+                    details={"flagged": 0, "statements": []},
+                    message="no slow statement",
+                )
+            ids = [str(self.random.getrandbits(63)) for _ in range(self.statements)]
+            snapshot = statements.Snapshot(
+                ctx.now.isoformat(),
+                True,
+                ids,
+                [self.random.randrange(1, 10**6) for _ in ids],
+                [round(self.random.random() * 1e5, 3) for _ in ids],
+            )
+            return Measurement.ok(
+                0.0,
+                query=statements.describe(slow, snapshot=True),
+                details={"snapshotAt": snapshot.at, "snapshotStatements": len(ids), "snapshotComplete": True},
+                memo=snapshot.to_memo(),
+            )
+        if check.postgres is not None and check.postgres.query is not None:
+            columns = ["dau_ratio", "requests_ratio", "daily_active_users", "previous_daily_active_users"]
+            # engagement's ratios; the feature-adoption count of features below their minimum
+            value = 1.01 if "requests_ratio" in check.postgres.query else 0.0
+            row = [value, 0.99, 10234, 10133]
+            details = {
+                "columns": columns,
+                "rowCount": 1,
+                "truncated": False,
+                "parameters": {},
+                "rows": [row],
+                "column": columns[0],
+                **dict(zip(columns, row, strict=True)),
+            }
+            return Measurement.ok(value, query=check.postgres.query, details=details)
         return Measurement.ok(0.0, query=f"{check.provider_name} of {ctx.target.name}")
 
 
@@ -82,12 +230,12 @@ class _Finals:
         return None
 
 
-async def simulate(history_limit: int, seed: int = 1) -> dict[str, Any]:
+async def simulate(history_limit: int, seed: int = 1, snapshot_statements: int = 50) -> dict[str, Any]:
     now = T0
     inputs = _Inputs()
     engine = ticks.Engine(
         cast(Any, None),
-        cast(Providers, _Providers(seed)),
+        cast(Providers, _Providers(seed, snapshot_statements)),
         Settings(history_limit=history_limit),
         clock=lambda: now,
         inputs=inputs,
@@ -148,15 +296,18 @@ async def simulate(history_limit: int, seed: int = 1) -> dict[str, Any]:
         "sizes": sizes,
         **counts,
         # Bytes at completion by field (per-check fields summed over the checks), largest first.
-        "bytes_by_field": dict(sorted(by_field.items(), key=lambda item: -item[1])[:12]),
+        "bytes_by_field": dict(sorted(by_field.items(), key=lambda item: -item[1])[:20]),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.status_size", description=__doc__)
     parser.add_argument("--history-limit", type=int, default=Settings().history_limit)
+    parser.add_argument(
+        "--statements", type=int, default=50, help="pg_stat_statements entries in the slow-queries snapshot"
+    )
     args = parser.parse_args(argv)
-    result = asyncio.run(simulate(args.history_limit))
+    result = asyncio.run(simulate(args.history_limit, snapshot_statements=args.statements))
     print(json.dumps(result, indent=1))
     return 0
 
