@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -129,10 +130,13 @@ def test_a_quiet_service_passes_healthy_and_fails_and_rolls_back_errors_x5(
     assert not [n for n, c in checks.items() if c["state"] == "Failed"], _explain(checks)
     for name in ("error-rate", "latency-p95", "error-rate-extended", "latency-p95-extended"):
         assert checks[name]["state"] == "Passed", _explain(checks)
-    errors = checks["error-rate"]["details"]
-    assert errors["totalAfter"] >= 100  # ~140 requests, ~7 errors
-    assert errors["ratioLower"] <= 1 + errors["minEffect"] and errors["pValue"] >= errors["alpha"]
-    assert checks["latency-p95"]["details"]["quantileBefore"] > 0
+    # Settled (docs/engine.md, "Status"): a passed comparison's statistics are in its message.
+    message = checks["error-rate"]["message"]
+    counted = re.search(r"events: (\d+)/(\d+) .*ratio in \[([-\d.e+]+), .* p=([-\d.e+]+)", message)
+    assert counted, message
+    assert int(counted[2]) >= 100  # ~140 requests, ~7 errors
+    assert float(counted[3]) <= 1.2 and float(counted[4]) >= 0.005  # minEffect 0.2, alpha 0.005
+    assert re.search(r"; p95 [\d.e+-]+s before", checks["latency-p95"]["message"]), checks["latency-p95"]
     assert status["verdict"] == "Passed", _explain(checks)
 
     # --- errors x5, with and without rollback ----------------------------------------------

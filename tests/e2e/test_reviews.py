@@ -2,7 +2,8 @@
 
 Covers:
 - a healthy release reaches verdict Passed, with every phase Completed, the status
-  carrying values and queries, and `kubectl get pdr` showing target/version/verdict;
+  carrying values (the queries in the CheckPassed Events once settled), and `kubectl
+  get pdr` showing target/version/verdict;
 - a release whose error rate rises fails the error-rate check with the measured value
   in status and a Warning Event naming it;
 - Prometheus unreachable: the checks that need it end Error/Inconclusive and the
@@ -137,7 +138,10 @@ def test_healthy_release_passes(
     assert checks["ready"]["value"] == 1
     assert checks["error-rate"]["state"] == "Passed"
     assert checks["error-rate"]["value"] < 0.2
-    assert 'namespace="shop"' in checks["error-rate"]["query"]
+    # Settled once its phase completed: the resolved query is in the CheckPassed Event.
+    assert "query" not in checks["error-rate"]
+    passed = [e["message"] for e in kubectl.events(namespace, "healthy") if e["reason"] == "CheckPassed"]
+    assert any(m.startswith("error-rate ") and 'namespace="shop"' in m for m in passed), passed
     assert checks["critical-alerts"]["value"] == 0
     assert status["version"] == "1.0.0"
     assert status["target"] == "Deployment/checkout"

@@ -171,7 +171,12 @@ def test_why_a_statement_is_flagged() -> None:
     unsure = statements.flagged(rows[:1], False, cut, spec, "this check")
     assert unsure.details["statements"][0]["why"] == "not in the snapshot (cut at snapshotLimit)"
     none = statements.flagged([], False, complete, spec, "this check")
-    assert none.value == 0 and none.message == "no statement slower than 1s on average since the deployment"
+    assert none.value == 0 and none.message == (
+        f"no statement slower than 1s on average since the deployment "
+        f"(against this check's snapshot of {len(complete.ids)} statement(s))"
+    )
+    shared = statements.flagged([], False, complete, spec, "slow-queries-immediate")
+    assert "(against slow-queries-immediate's snapshot of" in shared.message
 
 
 async def test_no_dsn_is_an_error_or_skipped_when_optional() -> None:

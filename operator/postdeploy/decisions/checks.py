@@ -17,12 +17,18 @@ Rules, in the order they apply to a run:
 4. Nothing to measure for this target (``NotApplicable``: no HPA to check): a
    Skipped run, which is neither good nor bad.
 
-A run's message is the decision, then what the provider said about the value (the
+A run's message is the decision (preceded by the value and baseline unless the run
+passed: those are shown beside it), then what the provider said about the value (the
 statistics behind it, which statements are slow...).
 
 At the end of its phase a check that has not failed is Passed when its last
 decisive run passed, Skipped when its last run was skipped, Error when its last run
 errored, else Inconclusive.
+
+Once its phase has completed, a check that passed or was skipped is *settled*
+(``settle``): it keeps its state, value, baseline, conditions, message, counts and
+history, but not the resolved query and the details of its last run (but for the error
+types the report reads), which nothing reads any more (docs/engine.md, "Status").
 """
 
 from __future__ import annotations
@@ -33,13 +39,16 @@ import math
 from typing import Any
 
 from postdeploy.decisions.templates import ResolvedCheck
+from postdeploy.kit import details as details_
 from postdeploy.kit import exceptions
 from postdeploy.models.measurements import Measurement, MeasurementState
 from postdeploy.models.reviews import CheckState, CheckStatus, Sample
 
-__all__ = ["RUN_RESULTS", "TERMINAL", "finish", "initial", "record"]
+__all__ = ["RUN_RESULTS", "SETTLED", "TERMINAL", "finish", "initial", "record", "settle"]
 
 TERMINAL = frozenset({CheckState.FAILED, CheckState.ERROR, CheckState.SKIPPED})
+# Final states whose details and query are dropped once the phase has completed.
+SETTLED = frozenset({CheckState.PASSED, CheckState.SKIPPED})
 RUN_RESULTS = ("Passed", "Failed", "Error", "Inconclusive", "Pending", "Skipped")
 HISTORY_LIMIT = 12  # samples kept per check by default (POSTDEPLOY_HISTORY_LIMIT)
 _DETAILS_LIMIT = 4096  # characters of JSON kept in status per check
@@ -141,7 +150,7 @@ def record(
     # Shallow: every field below is replaced, never changed in place.
     status = previous.model_copy()
     status.last_slot = slot
-    status.last_run = now.isoformat()
+    status.last_run = stamp(now)
     status.query = measurement.query or status.query
     if measurement.memo is not None:
         status.memo = dict(measurement.memo) or None
@@ -181,7 +190,10 @@ def record(
         result, explanation = _decide(check, measurement)
         if result == "Inconclusive":
             status.inconclusives += 1
-        described = _describe(status.value, status.baseline)
+        # A passing run's message is read beside its value and baseline (the plugin's
+        # and the report's tables); one that did not pass travels alone (conditions,
+        # Events, notifications, the post-mortem), so it says them.
+        described = _describe(status.value, status.baseline) if result != "Passed" else ""
         explanation = f"{described}: {explanation}" if described else explanation
         if measurement.message:
             explanation = f"{explanation}; {measurement.message}"
@@ -234,3 +246,24 @@ def finish(check: ResolvedCheck, status: CheckStatus) -> CheckStatus:
     return final
 
 
+
+
+def settle(status: CheckStatus) -> CheckStatus:
+    """A check of a completed phase as its status keeps it from then on.
+
+    A check that passed or was skipped drops the resolved query and the details of its
+    last run: its message states the decision and the statistics behind it (a
+    comparison's counts, shares, ratio interval and p-value), its value, baseline,
+    conditions, counts and history stay, the report reads only the error types and
+    cleanup objects in the details (``kit.details.for_report``, kept), and the query
+    was in the check's Events and is the template's with the review's parameters.
+    A Failed, Error or Inconclusive check keeps everything: it is what a reader
+    investigates; so does a cleanup check, whose details record what it deleted (the
+    report lists them). Pure and idempotent, so a restarted operator settles the same way.
+    """
+    if status.state not in SETTLED or status.provider == "cleanup":
+        return status
+    kept = details_.for_report(status.details)
+    if status.query is None and status.details == kept:
+        return status
+    return status.model_copy(update={"query": None, "details": kept})

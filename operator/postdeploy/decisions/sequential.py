@@ -858,7 +858,7 @@ def measurement_details(
         f"{what}: {rates.events_after:.0f}/{rates.total_after:.0f} ({share_after:.3%}) "
         f"after vs {rates.events_before:.0f}/{rates.total_before:.0f} ({share_before:.3%}) "
         f"before; ratio in [{rates.ratio_lower:.3g}, {upper}] at alpha {rates.alpha:g}, "
-        f"p={rates.p_value:.3g} for a rise above x{1 + rates.min_effect:g}"
+        f"p={rates.p_value:.3g} for a rise above x{1 + rates.min_effect:g} ({rates.batches} batches)"
     )
     if isinstance(result, HistogramComparison) and result.quantile_before is not None:
         after_q = "n/a" if result.quantile_after is None else f"{result.quantile_after:.3g}s"

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from postdeploy.models.reviews import CheckState, CheckStatus, Condition, Verdict
 
-__all__ = ["conditions_for", "set_condition", "summary", "verdict"]
+__all__ = ["brief", "conditions_for", "set_condition", "summary", "verdict"]
 
 
 def verdict(checks: Sequence[CheckStatus], *, complete: bool, rolled_back: bool) -> Verdict:
@@ -33,7 +33,7 @@ def _worst(checks: Sequence[CheckStatus], state: CheckState) -> list[CheckStatus
 
 
 def summary(check: CheckStatus) -> str:
-    """One line a reader of ``kubectl describe`` can act on."""
+    """One line a reader of the Events can act on: state, value, baseline, condition, query."""
     parts = [f"{check.name} {check.state.value}"]
     if check.value is not None:
         parts.append(f"value={check.value:.6g}")
@@ -47,6 +47,16 @@ def summary(check: CheckStatus) -> str:
     if check.message:
         text += f": {check.message}"
     return text
+
+
+def brief(check: CheckStatus) -> str:
+    """The check's state and its message, for the conditions and the review's message.
+
+    The message already says the value, the baseline and the condition that decided
+    (``decisions.checks``), and the check's status holds its query; ``summary``, with
+    all of them spelled out, is for Events, which stand alone."""
+    text = f"{check.name} {check.state.value}"
+    return f"{text}: {check.message}" if check.message else text
 
 
 def set_condition(
@@ -88,12 +98,12 @@ def conditions_for(
     errored = _worst(checks, CheckState.ERROR)
     result = list(existing)
     if failed:
-        message = "; ".join(summary(c) for c in failed)
+        message = "; ".join(brief(c) for c in failed)
         result = set_condition(result, "Healthy", "False", "CheckFailed", message, now, generation)
         result = set_condition(result, "SLOBreached", "True", "CheckFailed", message, now, generation)
     else:
         if errored:
-            message = "; ".join(summary(c) for c in errored)
+            message = "; ".join(brief(c) for c in errored)
             result = set_condition(result, "Healthy", "Unknown", "DataSourceError", message, now, generation)
         else:
             result = set_condition(

@@ -82,7 +82,11 @@ class FinalReviews:
     # --- inputs -------------------------------------------------------------------
 
     async def _rollout_completed(
-        self, target: Target, status: ReviewStatus, deployed_at: datetime.datetime
+        self,
+        target: Target,
+        status: ReviewStatus,
+        deployed_at: datetime.datetime,
+        measures: Mapping[str, str],
     ) -> datetime.datetime | None:
         try:
             workload = await workloads.read(self.api, target.kind, target.namespace, target.name)
@@ -94,17 +98,19 @@ class FinalReviews:
                 if at is not None and at >= deployed_at - datetime.timedelta(seconds=5):
                     return max(at, deployed_at)
         for check in status.checks:
-            if check.provider == "kubernetes" and (check.query or "").startswith("rolloutComplete"):
+            if measures.get(check.name) == "rolloutComplete":
                 first = next((s for s in check.history if s.v == 1), None)
                 if first is not None:
                     return times.parse_or_none(first.t)
         return None
 
     @staticmethod
-    def _availability(status: ReviewStatus) -> list[tuple[datetime.datetime, float]]:
+    def _availability(
+        status: ReviewStatus, measures: Mapping[str, str]
+    ) -> list[tuple[datetime.datetime, float]]:
         for measure in ("availableRatio", "readyRatio"):
             for check in status.checks:
-                if check.provider == "kubernetes" and (check.query or "").startswith(measure):
+                if measures.get(check.name) == measure:
                     points = [(times.parse_or_none(s.t), s.v) for s in check.history if s.v is not None]
                     return [(t, v) for t, v in points if t is not None and v is not None]
         return []
@@ -200,6 +206,14 @@ class FinalReviews:
             None,
         )
         if not final.slos:
+            # The kubernetes checks by what they measure, from the spec (a settled check's
+            # status no longer holds its query: decisions.checks.settle).
+            measures = {
+                c.name: str(c.spec.kubernetes.measure)
+                for p in review.phases
+                for c in p.checks
+                if c.spec.kubernetes
+            }
             ctx = ReviewContext(
                 review_name=name,
                 review_namespace=namespace,
@@ -220,8 +234,8 @@ class FinalReviews:
                 slo_decisions.Inputs(
                     deployed_at=deployed_at,
                     now=now,
-                    rollout_completed_at=await self._rollout_completed(target, status, deployed_at),
-                    availability=self._availability(status),
+                    rollout_completed_at=await self._rollout_completed(target, status, deployed_at, measures),
+                    availability=self._availability(status, measures),
                     error_ratio=errors,
                     error_baseline=baseline,
                     rolled_back=rollback is not None,

@@ -345,6 +345,13 @@ class Engine:
             self.finals.settle(status, final, now, generation)
         events = self._events(previous, status)
         events += [Event(*e) for e in final.events] if final is not None else []
+        # After the Events, which carry a settled check's query in their summary.
+        status.checks = [
+            check_decisions.settle(c) if c.phase in completed else c for c in status.checks
+        ]
+        if complete:
+            # Nothing runs again: no check reads a memo (a snapshot, a Job's name) any more.
+            status.checks = [c.model_copy(update={"memo": None}) if c.memo else c for c in status.checks]
         wake = plan.wake_at
         if final is not None and final.awaiting:
             wake = now + datetime.timedelta(seconds=self.settings.max_sleep_seconds)
@@ -481,7 +488,7 @@ class Engine:
             return f"{_rollback_text(status.target, rollback)}: {rollback.cause}"[:300]
         failed = [c for c in status.checks if c.state is CheckState.FAILED]
         if failed:
-            return verdicts.summary(failed[0])[:300]
+            return verdicts.brief(failed[0])[:300]
         counts: dict[str, int] = {}
         for check in status.checks:
             counts[check.state.value] = counts.get(check.state.value, 0) + 1

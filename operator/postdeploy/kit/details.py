@@ -3,7 +3,9 @@
 Called by the providers before they return a ``Measurement``. The engine stores a
 check's details in ``status.checks[].details`` and drops them whole when their JSON
 passes a few kilobytes (``postdeploy.decisions.checks``), so a provider trims its own
-lists first (``fit``) and keeps the numbers conditions refer to. Messages name the
+lists first (``fit``) and keeps the numbers conditions refer to. Of a check settled
+after its phase (passed or skipped) the engine keeps only what the report reads
+(``for_report``). Messages name the
 data source by a URL without its user and password (``redact_url``) and have any
 known secret value cut out (``scrub``).
 """
@@ -20,7 +22,18 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["BUDGET", "fit", "json_value", "redact_url", "scrub"]
+__all__ = [
+    "BUDGET",
+    "ERROR_TYPE_LABELS",
+    "ERROR_TYPE_LISTS",
+    "error_type",
+    "fit",
+    "for_report",
+    "json_value",
+    "listed",
+    "redact_url",
+    "scrub",
+]
 
 # Characters of JSON a provider aims for; below the engine's limit to leave room.
 BUDGET = 3500
@@ -71,6 +84,41 @@ def fit(details: Mapping[str, Any], key: str, budget: int = BUDGET) -> dict[str,
     if len(items) == total:
         result.pop(f"{key}Shown", None)
     return result
+
+
+# Where the report (``postdeploy.reports.documents``) finds error types in a check's
+# details: items of these lists whose labels carry one of these labels.
+ERROR_TYPE_LISTS = ("errors", "series", "rows")
+ERROR_TYPE_LABELS = ("type", "error_type", "errorType", "error", "exception", "reason", "kind")
+
+
+def error_type(item: Any) -> str | None:
+    """The error type an item of an ``ERROR_TYPE_LISTS`` list names, if any."""
+    if not isinstance(item, Mapping):
+        return None
+    labels = item["labels"] if isinstance(item.get("labels"), Mapping) else item
+    return next((str(labels[k]) for k in ERROR_TYPE_LABELS if labels.get(k)), None)
+
+
+def for_report(details: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What the report reads of a measurement's details: the items that name an error
+    type (its remediation table); None when there are none.
+
+    The engine keeps only this of a check that passed or was skipped once its phase has
+    completed (``postdeploy.decisions.checks.settle``)."""
+    kept: dict[str, Any] = {}
+    for key in ERROR_TYPE_LISTS:
+        items = [item for item in listed(details, key) if error_type(item) is not None]
+        if items:
+            kept[key] = items
+    return kept or None
+
+
+def listed(details: Mapping[str, Any] | None, key: str) -> list[Any]:
+    """The list at ``key`` of ``details``; empty when there is none (or a number, such
+    as the ``series: 1`` of a provider that counts rather than lists)."""
+    value = (details or {}).get(key)
+    return value if isinstance(value, list) else []
 
 
 def redact_url(url: str) -> str:

@@ -259,9 +259,36 @@ _FREE: dict[str, JsonValue] = {"x-kubernetes-preserve-unknown-fields": True, "ty
 
 
 class Sample(StatusModel):
+    """One run of a check: when (t), the value (v) and the result (s, left out when Passed)."""
+
     t: str
     v: float | None = None
-    s: str  # the run's result: Passed, Failed, Error, Inconclusive, Pending
+    s: str = pydantic.Field(
+        default="Passed",
+        description="The run's result: Passed (when absent), Failed, Error, Inconclusive, Skipped.",
+    )
+
+    @pydantic.model_serializer(mode="wrap")
+    def _without_passed(self, handler: pydantic.SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("s") == "Passed":
+            del data["s"]
+        return data
+
+
+# Counts left out of a check's status while they are 0, as Kubernetes leaves out a zero
+# readyReplicas: most checks never error, and consecutive counts are 0 between streaks.
+# ``runs`` and ``failures`` are always written (the spec's status fields a reader expects).
+_OMITTED_WHEN_ZERO = frozenset(
+    {
+        "errors",
+        "inconclusives",
+        "consecutive_failures",
+        "consecutiveFailures",
+        "consecutive_errors",
+        "consecutiveErrors",
+    }
+)
 
 
 class CheckStatus(StatusModel):
@@ -288,6 +315,14 @@ class CheckStatus(StatusModel):
     memo: dict[str, Any] | None = pydantic.Field(default=None, json_schema_extra=_FREE)
     history: list[Sample] = pydantic.Field(default_factory=list)
     rerun: str | None = None  # the last `kubectl postdeploy rerun` token acted on
+
+    @pydantic.model_serializer(mode="wrap")
+    def _without_zero_counts(self, handler: pydantic.SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for key in _OMITTED_WHEN_ZERO & data.keys():
+            if data[key] == 0:
+                del data[key]
+        return data
 
 
 class ActionState(enum.StrEnum):

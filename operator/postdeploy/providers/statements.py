@@ -217,7 +217,13 @@ def flagged(
     if truncated:
         found["truncated"] = True
     if count == 0:
-        message = f"no statement slower than {threshold} on average since the deployment"
+        # Said in the message too: a check that passed keeps no details once its phase
+        # has completed (postdeploy.decisions.checks.settle).
+        owner = "this check's" if source == "this check" else f"{source}'s"
+        message = (
+            f"no statement slower than {threshold} on average since the deployment "
+            f"(against {owner} snapshot of {len(snapshot.ids)} statement(s))"
+        )
     else:
         worst = statements[0]
         more = "" if count == 1 else f" (and {count - 1} more{'+' if truncated else ''})"

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from postdeploy.decisions import slos as slo_decisions
+from postdeploy.kit import details as details_
 from postdeploy.kit import times
 from postdeploy.models.people import ActionItem, FinalReview, SloResult
 from postdeploy.models.reviews import CheckState, CheckStatus, ReviewStatus
@@ -46,7 +47,6 @@ HISTORY_UNITS = {
     "replicas-ready": "ratio",
     "replicas-available": "ratio",
 }
-ERROR_TYPE_LABELS = ("type", "error_type", "errorType", "error", "exception", "reason", "kind")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,12 +115,9 @@ def check_rows(report: Report) -> list[list[Any]]:
 def _error_types(check: CheckStatus) -> list[tuple[str, float | None]]:
     details = check.details or {}
     rows: list[tuple[str, float | None]] = []
-    for key in ("errors", "series", "rows"):
-        for item in details.get(key) or []:
-            if not isinstance(item, Mapping):
-                continue
-            labels = item["labels"] if isinstance(item.get("labels"), Mapping) else item
-            kind = next((str(labels[k]) for k in ERROR_TYPE_LABELS if labels.get(k)), None)
+    for key in details_.ERROR_TYPE_LISTS:
+        for item in details_.listed(details, key):
+            kind = details_.error_type(item)
             if kind is None:
                 continue
             raw = item.get("value", item.get("count"))
