@@ -8,11 +8,11 @@ phases answers as the real provider would for a healthy release - the resolved q
 (a PostgreSQL check's SQL), the details (a comparison's statistics and totals query,
 per-pod series, a trend's fit, rows, a pg_stat_statements snapshot of ``--statements``
 entries in the memo) - PromQL checks with a value that differs in every run (as real
-rates do), the others with a steady value. It prints the status's size (compact JSON) at
-the end of each phase and at completion, the ticks, and how many of them the
-scheduler would write at once (``urgent``) or keep for the next write that matters
-or the refresh (docs/engine.md, "When the status is written"), and which fields the
-bytes at completion are in.
+rates do), the others with a steady value. It prints the status's size (compact JSON)
+at the end of each phase and at completion, the largest while each phase ran, the
+ticks, and how many of them the scheduler would write at once (``urgent``) or keep for
+the next write that matters or the refresh (docs/engine.md, "When the status is
+written"), and which fields the bytes at completion are in.
 
 Seconds of CPU; no test bed. ``--history-limit`` overrides POSTDEPLOY_HISTORY_LIMIT.
 """
@@ -253,6 +253,7 @@ async def simulate(history_limit: int, seed: int = 1, snapshot_statements: int =
     unwritten = False
     counts = {"ticks": 0, "changed": 0, "urgent": 0, "writes": 0}
     sizes: dict[str, int] = {}
+    largest: dict[str, int] = {}  # the largest status while each phase ran
     phase = None
     while True:
         result = await engine.tick({"metadata": metadata, "spec": spec, "status": status})
@@ -270,9 +271,11 @@ async def simulate(history_limit: int, seed: int = 1, snapshot_statements: int =
         elif unwritten and now - written_at >= REFRESH:
             counts["writes"] += 1
             written_at, unwritten = now, False
+        size = len(json.dumps(status, separators=(",", ":")))
         if status.get("phase") != phase and phase is not None:
-            sizes[f"end of {phase}"] = len(json.dumps(status, separators=(",", ":")))
+            sizes[f"end of {phase}"] = size
         phase = status.get("phase")
+        largest[str(phase)] = max(largest.get(str(phase), 0), size)
         if result.done or result.wake_at is None:
             break
         wake = result.wake_at
@@ -294,6 +297,7 @@ async def simulate(history_limit: int, seed: int = 1, snapshot_statements: int =
         "checks": len(status.get("checks", [])),
         "hours": round((now - T0).total_seconds() / 3600, 2),
         "sizes": sizes,
+        "largest_while": largest,
         **counts,
         # Bytes at completion by field (per-check fields summed over the checks), largest first.
         "bytes_by_field": dict(sorted(by_field.items(), key=lambda item: -item[1])[:20]),

@@ -202,3 +202,34 @@ def test_the_final_review_finds_rollout_and_availability_checks_by_their_spec() 
     points = finals.FinalReviews._availability(status, {"up": "availableRatio"})
     assert [v for _, v in points] == [0.5, 1.0]
     assert finals.FinalReviews._availability(status, {"up": "restarts"}) == []
+
+
+async def test_a_memo_stays_while_a_later_phase_reads_it_then_goes() -> None:
+    def phase(name: str, start: int, check: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "name": name,
+            "start": f"{start}m",
+            "end": f"{start + 3}m",
+            "interval": "1m",
+            "checks": [check],
+        }
+
+    spec = review(
+        phases=[
+            phase("first", 0, {"name": "snap", "postgres": {"slowStatements": {}}}),
+            phase("second", 3, {"name": "slow", "postgres": {"slowStatements": {"snapshotFrom": "snap"}}}),
+            phase("third", 6, {"name": "restarts", "kubernetes": {"measure": "restarts"}}),
+        ],
+        providers={"postgresDsnSecretRef": {"name": "db", "key": "dsn"}},
+    )
+    world = World()
+    world.inputs.secrets[("shop", "db", "dsn")] = "postgresql://x@127.0.0.1/x"
+    world.providers.answers["snap"] = Measurement.ok(0.0, memo={"snapshot": {"ids": ["1"]}})
+    for second in (5, 65, 125, 185):
+        await world.at(second).tick(spec)
+    assert world.status["phase"] == "second"
+    assert check(world.status, "snap")["memo"] == {"snapshot": {"ids": ["1"]}}  # slow reads it
+    for second in (245, 305, 365):
+        await world.at(second).tick(spec)
+    assert world.status["phase"] == "third"
+    assert "memo" not in check(world.status, "snap")

@@ -349,9 +349,7 @@ class Engine:
         status.checks = [
             check_decisions.settle(c) if c.phase in completed else c for c in status.checks
         ]
-        if complete:
-            # Nothing runs again: no check reads a memo (a snapshot, a Job's name) any more.
-            status.checks = [c.model_copy(update={"memo": None}) if c.memo else c for c in status.checks]
+        status.checks = _without_spent_memos(review, status.checks, completed)
         wake = plan.wake_at
         if final is not None and final.awaiting:
             wake = now + datetime.timedelta(seconds=self.settings.max_sleep_seconds)
@@ -576,6 +574,25 @@ class Engine:
             kind = "Warning" if status.verdict in bad else "Normal"
             events.append(Event(kind, f"Verdict{status.verdict.value}", status.message or ""))
         return events
+
+
+def _without_spent_memos(
+    review: templates.ResolvedReview, checks: list[CheckStatus], completed: set[str]
+) -> list[CheckStatus]:
+    """``checks`` without the memos nothing will read again: a completed phase's checks
+    never run again, and another check reads a memo only as the snapshot of a slow
+    statements check (``snapshotFrom``), kept while a phase still to complete has one."""
+    wanted = {
+        c.spec.postgres.slow_statements.snapshot_from
+        for p in review.phases
+        if p.name not in completed
+        for c in p.checks
+        if c.spec.postgres is not None and c.spec.postgres.slow_statements is not None
+    }
+    return [
+        c.model_copy(update={"memo": None}) if c.memo and c.phase in completed and c.name not in wanted else c
+        for c in checks
+    ]
 
 
 def _rollback_done(actions: list[ActionRecord]) -> ActionRecord | None:
