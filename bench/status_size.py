@@ -8,11 +8,13 @@ phases answers as the real provider would for a healthy release - the resolved q
 (a PostgreSQL check's SQL), the details (a comparison's statistics and totals query,
 per-pod series, a trend's fit, rows, a pg_stat_statements snapshot of ``--statements``
 entries in the memo) - PromQL checks with a value that differs in every run (as real
-rates do), the others with a steady value. It prints the status's size (compact JSON)
-at the end of each phase and at completion, the largest while each phase ran, the
-ticks, and how many of them the scheduler would write at once (``urgent``) or keep for
-the next write that matters or the refresh (docs/engine.md, "When the status is
-written"), and which fields the bytes at completion are in.
+rates do), the others with a steady value; ticks begin 20-300 ms after their wake-up,
+and the final review is written as for a healthy release with its sign-offs. It
+prints the status's size (compact JSON) at the end of each phase and at completion,
+the largest while each phase ran, the ticks, and how many of them the scheduler would
+write at once (``urgent``) or keep for the next write that matters or the refresh
+(docs/engine.md, "When the status is written"), and which fields the bytes at
+completion are in.
 
 Seconds of CPU; no test bed. ``--history-limit`` overrides POSTDEPLOY_HISTORY_LIMIT.
 """
@@ -26,16 +28,21 @@ import functools
 import json
 import random
 import sys
+from collections.abc import Mapping
 from typing import Any, cast
 
 from postdeploy import defaults
+from postdeploy.decisions import slos as slo_decisions
 from postdeploy.decisions import templating
-from postdeploy.engine import ticks
+from postdeploy.engine import finals, ticks
 from postdeploy.engine.registry import Providers
 from postdeploy.engine.settings import Settings
 from postdeploy.models.checks import Check
 from postdeploy.models.measurements import Measurement, ReviewContext
+from postdeploy.models.people import FinalReview, SignoffPolicy, SignoffRecord, SloTargets
+from postdeploy.models.reviews import ReviewStatus
 from postdeploy.providers import statements
+from postdeploy.reports import store
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 REFRESH = datetime.timedelta(seconds=300)
@@ -226,8 +233,53 @@ class _Providers:
 
 
 class _Finals:
-    async def conclude(self, *args: Any) -> None:
-        return None
+    """The final review as the operator writes it for a healthy release: the SLOs as
+    ``decisions.slos`` judges a rollout done in 4 minutes, no downtime and the error
+    ratio at its baseline; the three default roles signed off; the action items; the
+    report's ConfigMap; the final conditions and message."""
+
+    settle = staticmethod(finals.FinalReviews.settle)
+
+    async def conclude(
+        self,
+        body: Mapping[str, Any],
+        review: Any,
+        status: ReviewStatus,
+        target: Any,
+        now: datetime.datetime,
+    ) -> finals.Outcome:
+        deployed = datetime.datetime.fromisoformat(str(status.deployed_at))
+        rate = next((c for c in status.checks if c.name == "error-rate"), None)
+        slos = slo_decisions.evaluate(
+            SloTargets(),
+            slo_decisions.Inputs(
+                deployed_at=deployed,
+                now=now,
+                rollout_completed_at=deployed + datetime.timedelta(minutes=4, seconds=12),
+                availability=[(deployed, 1.0), (now, 1.0)],
+                error_ratio=[(deployed + datetime.timedelta(minutes=m), 0.004) for m in range(0, 4320, 30)],
+                error_baseline=0.004 if rate else None,
+            ),
+        )
+        signed = [
+            SignoffRecord(
+                role=role, signed=True, by=f"{role}@example.com", at=now.isoformat(), notes="looks good"
+            )
+            for role in SignoffPolicy().roles
+        ]
+        final = FinalReview(
+            verdict="Passed",
+            slos=slos,
+            signoffs=signed,
+            action_items=slo_decisions.action_items(status.checks, slos, []),
+            report=store.configmap_name(str(body["metadata"]["name"])),
+            computed_at=now.isoformat(),
+            completed_at=now.isoformat(),
+        )
+        status.final_review = final
+        signers = ", ".join(f"{r.role}: {r.by}" for r in signed)
+        message = f"final verdict Passed; all SLOs met; sign-offs: {signers}"
+        return finals.Outcome(False, final, message, ())
 
 
 async def simulate(history_limit: int, seed: int = 1, snapshot_statements: int = 50) -> dict[str, Any]:
@@ -254,6 +306,7 @@ async def simulate(history_limit: int, seed: int = 1, snapshot_statements: int =
     counts = {"ticks": 0, "changed": 0, "urgent": 0, "writes": 0}
     sizes: dict[str, int] = {}
     largest: dict[str, int] = {}  # the largest status while each phase ran
+    lateness = random.Random(seed + 1)
     phase = None
     while True:
         result = await engine.tick({"metadata": metadata, "spec": spec, "status": status})
@@ -281,7 +334,9 @@ async def simulate(history_limit: int, seed: int = 1, snapshot_statements: int =
         wake = result.wake_at
         if unwritten:
             wake = min(wake, written_at + REFRESH)
-        now = max(wake, now + datetime.timedelta(milliseconds=1))
+        # A tick begins a little after its wake-up, as on a live operator (sub-second times).
+        late = datetime.timedelta(microseconds=lateness.randrange(20_000, 300_000))
+        now = max(wake, now + datetime.timedelta(milliseconds=1)) + late
     sizes["completed"] = len(json.dumps(status, separators=(",", ":")))
     by_field: dict[str, int] = {}
     for key, value in status.items():

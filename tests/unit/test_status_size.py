@@ -14,9 +14,10 @@ their (dropped) query.
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
-from postdeploy.decisions import checks, templates, verdicts
+from postdeploy.decisions import checks, slos, templates, verdicts
 from postdeploy.engine import finals
 from postdeploy.kit import details as details_
 from postdeploy.models.measurements import Measurement
@@ -72,7 +73,10 @@ def test_only_a_run_that_did_not_pass_repeats_value_and_baseline_in_its_message(
     assert status.message == "within limits; 3/3 ready" and status.value == 0.01
     status, _ = checks.record(check_, status, Measurement.ok(0.2), NOW, 1)
     assert status.message.startswith("value 0.2: failWhen 'value > 0.05' is true")
-    assert status.last_run == "2026-01-01T00:00:00Z"  # whole seconds, as the history's
+    assert status.last_run == "2026-01-01T00:00:00Z"
+    later = NOW + datetime.timedelta(seconds=61.25)
+    status, _ = checks.record(check_, status, Measurement.ok(0.01), later, 2)
+    assert status.last_run == "2026-01-01T00:01:01.250000Z"  # the lag is measured from it
 
 
 def test_conditions_name_a_failed_check_without_its_query() -> None:
@@ -114,6 +118,13 @@ def test_a_passed_check_settles_to_what_its_readers_use() -> None:
     )
     settled = checks.settle(passed)
     assert settled.query is None and settled.details == {"series": error_types}
+    held = [Sample(t=f"2026-01-01T00:0{m}:00Z", v=v) for m, v in enumerate((1.0, 0.0, 0.0))]
+    trimmed = checks.settle(passed.model_copy(update={"history": held})).history
+    assert trimmed == held[:2]  # the closing sample of the held 0.0 goes
+    until = datetime.datetime(2026, 1, 1, 1, tzinfo=datetime.UTC)
+    points = [(datetime.datetime.fromisoformat(s.t), s.v or 0.0) for s in held]
+    shorter = [(datetime.datetime.fromisoformat(s.t), s.v or 0.0) for s in trimmed]
+    assert slos.downtime(points, until) == slos.downtime(shorter, until) == datetime.timedelta(minutes=59)
     assert (settled.value, settled.message, settled.runs, settled.history) == (
         1.0,
         "within limits",

@@ -28,7 +28,8 @@ errored, else Inconclusive.
 Once its phase has completed, a check that passed or was skipped is *settled*
 (``settle``): it keeps its state, value, baseline, conditions, message, counts and
 history, but not the resolved query and the details of its last run (but for the error
-types the report reads), which nothing reads any more (docs/engine.md, "Status").
+types the report reads) nor the closing sample of a held value, which nothing reads
+any more (docs/engine.md, "Status").
 """
 
 from __future__ import annotations
@@ -150,7 +151,8 @@ def record(
     # Shallow: every field below is replaced, never changed in place.
     status = previous.model_copy()
     status.last_slot = slot
-    status.last_run = stamp(now)
+    # Full precision (the scale bench measures lag from it), UTC written with Z.
+    status.last_run = now.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
     status.query = measurement.query or status.query
     if measurement.memo is not None:
         status.memo = dict(measurement.memo) or None
@@ -252,11 +254,12 @@ def settle(status: CheckStatus) -> CheckStatus:
     """A check of a completed phase as its status keeps it from then on.
 
     A check that passed or was skipped drops the resolved query and the details of its
-    last run: its message states the decision and the statistics behind it (a
-    comparison's counts, shares, ratio interval and p-value), its value, baseline,
-    conditions, counts and history stay, the report reads only the error types and
-    cleanup objects in the details (``kit.details.for_report``, kept), and the query
-    was in the check's Events and is the template's with the review's parameters.
+    last run, and the closing sample of a held value from its history: its message
+    states the decision and the statistics behind it (a comparison's counts, shares,
+    ratio interval, p-value and batches), its value, baseline, conditions, counts and
+    the rest of its history stay, the report reads only the error types in the details
+    (``kit.details.for_report``, kept), and the query was in the check's Events and is
+    the template's with the review's parameters.
     A Failed, Error or Inconclusive check keeps everything: it is what a reader
     investigates; so does a cleanup check, whose details record what it deleted (the
     report lists them). Pure and idempotent, so a restarted operator settles the same way.
@@ -264,6 +267,12 @@ def settle(status: CheckStatus) -> CheckStatus:
     if status.state not in SETTLED or status.provider == "cleanup":
         return status
     kept = details_.for_report(status.details)
-    if status.query is None and status.details == kept:
+    history = status.history
+    # The last sample of a run of equal ones only said the value still held at the last
+    # run: lastRun says when that was, and a step function (the downtime SLO, a chart)
+    # holds a value until the next sample anyway; no sample follows a settled check's.
+    while len(history) >= 2 and (history[-1].v, history[-1].s) == (history[-2].v, history[-2].s):
+        history = history[:-1]
+    if status.query is None and status.details == kept and history == status.history:
         return status
-    return status.model_copy(update={"query": None, "details": kept})
+    return status.model_copy(update={"query": None, "details": kept, "history": history})
