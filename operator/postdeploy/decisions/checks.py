@@ -248,8 +248,6 @@ def finish(check: ResolvedCheck, status: CheckStatus) -> CheckStatus:
     return final
 
 
-
-
 def settle(status: CheckStatus) -> CheckStatus:
     """A check of a completed phase as its status keeps it from then on.
 

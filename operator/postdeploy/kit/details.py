@@ -5,9 +5,8 @@ check's details in ``status.checks[].details`` and drops them whole when their J
 passes a few kilobytes (``postdeploy.decisions.checks``), so a provider trims its own
 lists first (``fit``) and keeps the numbers conditions refer to. Of a check settled
 after its phase (passed or skipped) the engine keeps only what the report reads
-(``for_report``). Messages name the
-data source by a URL without its user and password (``redact_url``) and have any
-known secret value cut out (``scrub``).
+(``for_report``). Messages name the data source by a URL without its user and
+password (``redact_url``) and have any known secret value cut out (``scrub``).
 """
 
 from __future__ import annotations
