@@ -25,6 +25,7 @@ it stood for is then sent on its own, so errors read as the operator's would.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import collections
 import dataclasses
@@ -34,9 +35,12 @@ from typing import Any
 from postdeploy.kit import exceptions
 from postdeploy.providers.prometheus_api import PrometheusApi
 
-__all__ = ["MAX_POINTS", "Cover", "ReplayApi", "plan_covers"]
+__all__ = ["MAX_POINTS", "PREFETCH_CONCURRENCY", "Cover", "ReplayApi", "plan_covers"]
 
 MAX_POINTS = 11_000  # Prometheus refuses range queries with more points per series
+# Range queries asked at once by ``prefetch``: 4 keeps a 2-core Prometheus busy (194
+# covers one by one took 9.6 s of a 69 s backtest, waiting).
+PREFETCH_CONCURRENCY = 4
 # A cover may evaluate at most this many times the points its requests need (the gaps
 # between two releases' windows are evaluated for nothing).
 _WASTE = 2.0
@@ -164,13 +168,23 @@ class ReplayApi(PrometheusApi):
         self.sent: collections.Counter[str] = collections.Counter()  # requests Prometheus got
         self.answered = 0  # requests answered from a cover
 
-    async def prefetch(self, covers: Iterable[Cover]) -> None:
-        """Ask every cover once; a refused cover is dropped (its requests go one by one)."""
-        for cover in covers:
-            try:
-                matrix = await self._send_range(cover.url, cover.query, cover.start, cover.end, cover.step)
-            except exceptions.QueryFailed:
-                continue
+    async def prefetch(self, covers: Iterable[Cover], concurrency: int = PREFETCH_CONCURRENCY) -> None:
+        """Ask every cover once, ``concurrency`` at a time (Prometheus evaluates them on
+        its own cores while this process waits); a refused cover is dropped (its
+        requests go one by one). Covers are kept in the given order, whatever order
+        the answers come in, so a request is always answered from the same cover."""
+        listed = list(covers)
+        limit = asyncio.Semaphore(max(1, concurrency))
+
+        async def ask(cover: Cover) -> Any:
+            async with limit:
+                try:
+                    return await self._send_range(cover.url, cover.query, cover.start, cover.end, cover.step)
+                except exceptions.QueryFailed:
+                    return None
+
+        answers = await asyncio.gather(*(ask(cover) for cover in listed))
+        for cover, matrix in zip(listed, answers, strict=True):
             if isinstance(matrix, list):
                 self._served[(cover.url, cover.query)].append(_Served(cover, matrix))
 
