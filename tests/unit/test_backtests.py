@@ -9,6 +9,8 @@ Covers:
   failed run (failureLimit 2), with value and baseline; the release whose extended
   phase holds a growth fails the trend check; the others pass; batched and unbatched
   replays agree exactly while the batched one sends under a hundredth of the requests;
+  the replay starts while the covering range queries are asked: requests wait for
+  their cover, and that wait is no provider timeout (same outcomes as unbatched);
 - the Prometheus provider's compare mode (anytime-valid before/after counts) is
   replayed through the provider: it fails the spiked release only, batched or not;
 - a comparison whose before-windows reach before the history's start for most of the
@@ -31,6 +33,7 @@ Covers:
 from __future__ import annotations
 
 import ast
+import asyncio
 import dataclasses
 import datetime
 import io
@@ -45,7 +48,7 @@ import pytest
 
 from postdeploy.backtests import alerts, batches, releases, replays, summaries
 from postdeploy.decisions import templates
-from postdeploy.models.measurements import Target
+from postdeploy.models.measurements import MeasurementState, Target
 from postdeploy.plugin import backtest_pages as backtest_pages
 from postdeploy.providers.prometheus_api import PrometheusApi
 
@@ -217,6 +220,53 @@ async def test_batched_and_unbatched_replays_agree_and_batching_sends_far_fewer(
     assert sent_unbatched == len(unbatched_api.asked) > 1000
     assert sent_batched * 100 < sent_unbatched
     assert batched.queries["answeredFromBatches"] > 1000
+
+
+class SlowCovers(SyntheticReplayApi):
+    """Each covering range query takes half a second to answer."""
+
+    async def _send_range(self, url: str, query: str, start: float, end: float, step: float) -> Any:
+        await asyncio.sleep(0.5)
+        return await super()._send_range(url, query, start, end, step)
+
+
+class ErrorsNoted(replays.Replayer):
+    """Notes every measurement that is an Error (a single one need not change a verdict)."""
+
+    errors: list[str]
+
+    async def _measure(self, check: templates.ResolvedCheck, ctx: Any) -> Any:
+        measurement = await super()._measure(check, ctx)
+        if measurement.state is MeasurementState.ERROR:
+            self.errors.append(f"{check.name}: {measurement.message}")
+        return measurement
+
+
+async def test_the_replay_runs_while_covers_are_asked_and_waiting_for_one_is_no_timeout() -> None:
+    """Requests made before their cover is answered wait for it, and are answered from
+    it; that wait does not count against ``measure_timeout`` (here far shorter than
+    asking every cover takes), so the outcomes are those of the unbatched replay."""
+    review = templates.resolve(templates.merge(None, SPEC))
+    api = SlowCovers()
+    replayer = ErrorsNoted(
+        review,
+        Target("Deployment", "shop", "shop"),
+        prometheus_url="http://prometheus.invalid",
+        until=T0 + datetime.timedelta(days=4),
+        measure_timeout=1.0,
+        api=api,
+        rules=[alerts.Rule("Paging", "error_ratio > 0.1", {"severity": "page"}, 0, 60)],
+    )
+    placed = releases.every(datetime.timedelta(hours=6), T0, T0 + datetime.timedelta(hours=66))
+    replayer.errors = []
+    try:
+        slow = await replayer.run(placed)
+    finally:
+        await replayer.close()
+    assert not replayer.errors
+    unbatched, _ = await _backtest(batch=False)
+    assert summaries.as_dict(slow)["releases"] == summaries.as_dict(unbatched)["releases"]
+    assert slow.queries["range"] >= 3 and slow.queries["instant"] == 0, slow.queries
 
 
 async def test_a_release_still_running_at_until_is_not_complete() -> None:

@@ -8,9 +8,12 @@ twice through the real ``PrometheusProvider``:
    evaluation second, range window and step). The provider computes these itself
    (aligned evaluation times, ``{{sinceDeploy}}``, ``range: phase``, baselines, limit
    queries), so nothing here re-derives them;
-2. after ``prefetch``, which turns the notes into range queries, in *serving* mode:
-   a request covered by a prefetched range query is answered from it, anything else
-   is sent to Prometheus as asked.
+2. in *serving* mode, once ``prefetch`` has turned the notes into range queries: a
+   request covered by one is answered from it, anything else is sent to Prometheus as
+   asked. The replay starts while the range queries are still being asked
+   (``prefetch`` registers every cover first): a request whose cover has not been
+   answered yet waits for it, so Prometheus evaluates covers on its cores while this
+   process replays the releases whose covers have arrived.
 
 Why the answers are the same: a Prometheus range query from ``S`` to ``E`` at step
 ``d`` is the instant query evaluated at ``S, S + d, ...``; so instant requests of one
@@ -29,7 +32,7 @@ import asyncio
 import bisect
 import collections
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 from postdeploy.kit import exceptions
@@ -64,12 +67,20 @@ class Cover:
 @dataclasses.dataclass
 class _Served:
     cover: Cover
-    matrix: list[dict[str, Any]]
+    matrix: list[dict[str, Any]] | None = None  # None until answered, or when refused
     by_time: dict[int, list[dict[str, Any]]] | None = None
     times: list[list[float]] | None = None  # each series' sample times, for slicing
+    answered: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+    async def ready(self) -> bool:
+        """Wait for the cover's answer; False when Prometheus refused it."""
+        if not self.answered.is_set():
+            await self.answered.wait()
+        return self.matrix is not None
 
     def instant(self, second: int) -> list[dict[str, Any]]:
         """The instant query's vector at ``second``, from the matrix."""
+        assert self.matrix is not None
         if self.by_time is None:
             by_time: dict[int, list[dict[str, Any]]] = collections.defaultdict(list)
             for series in self.matrix:
@@ -81,6 +92,7 @@ class _Served:
 
     def window(self, start: int, end: int) -> list[dict[str, Any]]:
         """The range query's matrix from ``start`` to ``end``, sliced from the cover's."""
+        assert self.matrix is not None
         if self.times is None:
             self.times = [[float(s[0]) for s in series.get("values") or []] for series in self.matrix]
         sliced = []
@@ -168,25 +180,34 @@ class ReplayApi(PrometheusApi):
         self.sent: collections.Counter[str] = collections.Counter()  # requests Prometheus got
         self.answered = 0  # requests answered from a cover
 
-    async def prefetch(self, covers: Iterable[Cover], concurrency: int = PREFETCH_CONCURRENCY) -> None:
+    def prefetch(self, covers: Iterable[Cover], concurrency: int = PREFETCH_CONCURRENCY) -> Awaitable[None]:
         """Ask every cover once, ``concurrency`` at a time (Prometheus evaluates them on
-        its own cores while this process waits); a refused cover is dropped (its
-        requests go one by one). Covers are kept in the given order, whatever order
-        the answers come in, so a request is always answered from the same cover."""
-        listed = list(covers)
+        its own cores). Every cover is registered here, in the given order, before the
+        returned awaitable asks the first: requests made meanwhile wait for their cover
+        (run it as a task next to the replay), and a request is always answered from
+        the same cover; a refused cover is passed over (its requests go one by one)."""
+        listed = [_Served(cover) for cover in covers]
+        for served in listed:
+            self._served[(served.cover.url, served.cover.query)].append(served)
+        return self._fetch(listed, concurrency)
+
+    async def _fetch(self, listed: list[_Served], concurrency: int) -> None:
         limit = asyncio.Semaphore(max(1, concurrency))
 
-        async def ask(cover: Cover) -> Any:
-            async with limit:
-                try:
-                    return await self._send_range(cover.url, cover.query, cover.start, cover.end, cover.step)
-                except exceptions.QueryFailed:
-                    return None
+        async def ask(served: _Served) -> None:
+            cover = served.cover
+            try:
+                async with limit:
+                    matrix = await self._send_range(
+                        cover.url, cover.query, cover.start, cover.end, cover.step
+                    )
+                served.matrix = matrix if isinstance(matrix, list) else None
+            except exceptions.QueryFailed:
+                served.matrix = None
+            finally:  # whatever happened, nobody waits for this cover any more
+                served.answered.set()
 
-        answers = await asyncio.gather(*(ask(cover) for cover in listed))
-        for cover, matrix in zip(listed, answers, strict=True):
-            if isinstance(matrix, list):
-                self._served[(cover.url, cover.query)].append(_Served(cover, matrix))
+        await asyncio.gather(*(ask(served) for served in listed))
 
     async def _send_range(self, url: str, query: str, start: float, end: float, step: float) -> Any:
         self.sent["range"] += 1
@@ -200,6 +221,8 @@ class ReplayApi(PrometheusApi):
         for served in self._served.get((url, query), ()):
             cover = served.cover
             if cover.start <= second <= cover.end and (second - cover.start) % cover.step == 0:
+                if not await served.ready():
+                    continue
                 self.answered += 1
                 return served.instant(second)
         self.sent["instant"] += 1
@@ -219,6 +242,8 @@ class ReplayApi(PrometheusApi):
                 and last <= cover.end
                 and (first - cover.start) % every == 0
             ):
+                if not await served.ready():
+                    continue
                 self.answered += 1
                 return served.window(first, last)
         return await self._send_range(url, query, start, end, step)

@@ -23,7 +23,8 @@ verdict is the verdict of the replayed checks.
 A release whose phases run past ``until`` (default: now) is replayed up to then; its
 verdict is then the engine's verdict of a running review (``Failing`` is final, since
 a Failed check stays Failed; ``Passing`` is not). Prometheus requests are learned in
-a recording pass and batched into range queries first (``postdeploy.backtests.batches``).
+a recording pass and batched into range queries, asked while the releases are replayed
+(``postdeploy.backtests.batches``).
 
 Read-only by construction: the only clients are Prometheus's query API (POST of
 queries, and a GET of its alerting rules) and PostgreSQL in a read-only transaction; nothing from
@@ -33,11 +34,12 @@ queries, and a GET of its alerting rules) and PostgreSQL in a read-only transact
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import time
 import types
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -166,6 +168,7 @@ class Replayer:
         self.api = api or batches.ReplayApi()
         self.prometheus_url = prometheus_url
         self.rules = list(rules) if rules is not None else None  # None: read them from Prometheus
+        self._prefetching: asyncio.Future[None] | None = None  # the covers being asked
         pg = postgres.PostgresProvider(default_dsn=postgres_dsn)
         self._providers: dict[str, Any] = {
             "prometheus": self._prometheus(),
@@ -254,8 +257,16 @@ class Replayer:
             finally:
                 self.api.recording = False
                 self._providers["prometheus"] = self._prometheus()
-            await self.api.prefetch(batches.plan_covers(self.api.instants, self.api.ranges))
-        outcomes = await self._all(self.review, releases, recording=False)
+            # The covers are asked while the replay runs: a request waits for its own.
+            self._prefetching = asyncio.ensure_future(
+                self.api.prefetch(batches.plan_covers(self.api.instants, self.api.ranges))
+            )
+            try:
+                outcomes = await self._all(self.review, releases, recording=False)
+            finally:
+                await self._prefetching
+        else:
+            outcomes = await self._all(self.review, releases, recording=False)
         return Backtest(
             target=self.target,
             template=self.template,
@@ -384,15 +395,41 @@ class Replayer:
         status, _ = check_decisions.record(check, previous, measurement, now, due.slot)
         return status
 
+    @contextlib.contextmanager
+    def _armed(self, scope: asyncio.Timeout) -> Iterator[None]:
+        """``measure_timeout`` from now or, while the covering range queries are still
+        being asked, from when they are all answered: waiting for a cover is not a
+        provider hanging."""
+        loop = asyncio.get_running_loop()
+        pending = self._prefetching
+        if pending is None or pending.done():
+            scope.reschedule(loop.time() + self.measure_timeout)
+            yield
+            return
+
+        active = [True]  # a callback already scheduled may run after the scope ended
+
+        def arm(_: object) -> None:
+            if active[0]:
+                scope.reschedule(loop.time() + self.measure_timeout)
+
+        pending.add_done_callback(arm)
+        try:
+            yield
+        finally:
+            active[0] = False
+            pending.remove_done_callback(arm)
+
     async def _measure(self, check: templates.ResolvedCheck, ctx: ReviewContext) -> Measurement:
         """As ``engine.registry.Providers.measure``: a provider that raises or hangs is an Error."""
         name = check.spec.provider_name
         try:
-            async with asyncio.timeout(self.measure_timeout):
-                result: Measurement = await self._providers[name].measure(
-                    check.spec.provider_spec, ctx, baseline=check.spec.baseline
-                )
-                return result
+            async with asyncio.timeout(None) as scope:
+                with self._armed(scope):
+                    result: Measurement = await self._providers[name].measure(
+                        check.spec.provider_spec, ctx, baseline=check.spec.baseline
+                    )
+                    return result
         except TimeoutError:
             return Measurement.error(f"{name} provider took longer than {self.measure_timeout:g}s")
         except Exception as error:  # a provider bug must not stop the backtest
