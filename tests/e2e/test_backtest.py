@@ -22,12 +22,13 @@ Covers:
   fail latency-p95), and every complete release without a fault in its 72 hours is
   Passed, unless its history is too short: the extended phase's comparisons mirror
   each batch's before-window 6 times back (up to 6 days before the release), and the
-  history holds 8 days, so a release with under 4.5 days of history before it may be
+  history holds 8 days, so a release with too little history before it is
   Inconclusive on error-rate-extended or latency-p95-extended, saying its requests
-  were not compared (docs/judge.md; how many depends on the daily cycle), and one with
-  under 2.1 days is; no other release or check is Inconclusive, none is an Error; the
-  business checks (no DSN given, ``optional``) are Skipped; at least 10 complete
-  releases pass;
+  were not compared (docs/judge.md) and counting more unpaired than paired ones (by
+  time: under 4.8 days may be, under 1.2 days must be, whatever the hour of the run
+  and so of the daily cycle); no other release or check is Inconclusive, none is an
+  Error; the business checks (no DSN given, ``optional``) are Skipped; at least 10
+  complete releases pass;
 - batching: the replay sends a few hundred Prometheus queries for tens of thousands
   of slot requests, and batched and unbatched replays of the same releases agree;
 - PostgreSQL: engagement and feature adoption replay with ``now`` at each slot, and
@@ -42,6 +43,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 from typing import Any
@@ -174,11 +176,13 @@ def test_no_other_check_fails_and_the_others_pass(
         start, end, names = faults[target]
         for outcome in backtest.releases:
             paired = _paired_share(outcome, times["start"])
+            # By time, not traffic: the daily cycle (0.45-1.55 of the mean) moves the
+            # traffic share of a given time share with the hour of the run, so only
+            # bounds that hold at every hour are asserted here; the judge's own rule
+            # (more unpaired than paired requests) is checked on its counts below.
             if outcome.verdict == "Inconclusive":
-                # Requests are weighted by the daily cycle: a release whose paired hours
-                # were the night's may have most of its requests unpaired.
-                assert paired < 0.75, (target, outcome.release.at, paired)
-            elif outcome.complete and paired < 0.35:
+                assert paired < 0.8, (target, outcome.release.at, paired)
+            elif outcome.complete and paired < 0.2:
                 raise AssertionError(
                     f"{target} {outcome.release.at}: {outcome.verdict} on {paired:.2f} paired"
                 )
@@ -186,11 +190,19 @@ def test_no_other_check_fails_and_the_others_pass(
             for check in outcome.checks:
                 assert check.state != "Error", (target, outcome.release.at, check)
                 if check.state == "Inconclusive":
-                    assert check.name in COMPARISONS and NOT_COMPARED in (check.message or ""), (
+                    message = check.message or ""
+                    assert check.name in COMPARISONS and NOT_COMPARED in message, (
                         target,
                         outcome.release.at,
                         check,
                     )
+                    counted = re.search(r" after vs .*?; (\d+) requests since the deployment", message)
+                    total = re.search(r"\d+/(\d+) \([\d.]+%\) after", message) or re.search(
+                        r"\((\d+) requests since the\s+deployment", message
+                    )
+                    assert total and (counted or "not enough traffic" in message), message
+                    if counted:
+                        assert int(counted[1]) > int(total[1]), message  # more unpaired than paired
                 if check.phase == "business" and outcome.complete:
                     assert check.state == "Skipped" and "no PostgreSQL DSN" in (check.message or ""), check
                 if check.failed_at is not None:
