@@ -52,9 +52,10 @@ COMPARISON = {"prometheus": {"step": "10s", "compare": {"multiplier": 1}}}
 
 
 def quiet_review(
-    name: str, target: str, deployed_at: datetime.datetime, rollback: bool = False, immediate: int = 150
+    name: str, target: str, deployed_at: datetime.datetime, rollback: bool = False, first: int = 150
 ) -> dict[str, Any]:
-    """The default checklist in ``immediate`` + 40 seconds, its comparisons in 10 s batches."""
+    """The default checklist in ``first`` + 40 seconds (``first``: the immediate phase),
+    its comparisons in 10 s batches."""
     error_rate: dict[str, Any] = {"name": "error-rate", **COMPARISON}
     if rollback:
         error_rate["onFailure"] = "rollback"
@@ -65,15 +66,15 @@ def quiet_review(
     # Trends over 30 s windows: at 1 request/s a 4 s window holds 4 requests.
     spec["parameters"] = {**spec["parameters"], "trendWindow": "30s"}
     immediate, extended, business = spec["phases"]
-    immediate.update(end=f"{immediate}s", interval="10s")
+    immediate.update(end=f"{first}s", interval="10s")
     immediate["checks"] = [
         c for c in immediate["checks"] if c["name"] not in ("error-rate", "latency-p95")
     ] + [error_rate, {"name": "latency-p95", **COMPARISON}]
-    extended.update(start=f"{immediate}s", end=f"{immediate + 20}s", interval="10s")
+    extended.update(start=f"{first}s", end=f"{first + 20}s", interval="10s")
     extended["checks"] = [
         c for c in extended["checks"] if c["name"] not in ("error-rate-extended", "latency-p95-extended")
     ] + [{"name": n, **COMPARISON} for n in ("error-rate-extended", "latency-p95-extended")]
-    business.update(start=f"{immediate + 20}s", end=f"{immediate + 40}s", interval="10s")
+    business.update(start=f"{first + 20}s", end=f"{first + 40}s", interval="10s")
     return review
 
 
@@ -145,8 +146,8 @@ def test_a_quiet_service_passes_healthy_and_fails_and_rolls_back_errors_x5(
     # At 1 request/s minRequests (100) holds every run Inconclusive for the first ~110 s
     # (batches are counted once complete); x5 then crosses alpha after 120-150 s of
     # traffic (p = 0.0078 at 111 requests in one run). 240 s leave room for that.
-    kubectl.apply(namespace, quiet_review("faulty", "checkout-b", deployed, immediate=FAULTY_PHASE))
-    rollback = quiet_review("rollback", "checkout", deployed, rollback=True, immediate=FAULTY_PHASE)
+    kubectl.apply(namespace, quiet_review("faulty", "checkout-b", deployed, first=FAULTY_PHASE))
+    rollback = quiet_review("rollback", "checkout", deployed, rollback=True, first=FAULTY_PHASE)
     kubectl.apply(namespace, rollback)
     seen: dict[str, Any] = {}
 
