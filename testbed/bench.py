@@ -166,31 +166,30 @@ class Operator:
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.process.pid)
 
+    def _scrape(self) -> str | None:
+        """The operator's /metrics text; None when it does not answer."""
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
+        except httpx.HTTPError:
+            return None
+
     def check_runs(self) -> float:
         """Measurements taken so far (the operator's ``postdeploy_check_runs`` counter)."""
-        try:
-            text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
-        except httpx.HTTPError:
-            return float("nan")
-        return _metric_sum(text, "postdeploy_check_runs_total", {})
+        text = self._scrape()
+        return float("nan") if text is None else _metric_sum(text, "postdeploy_check_runs_total", {})
 
     def run_delays(self) -> dict[float, float]:
         """The operator's ``postdeploy_run_delay_seconds`` histogram: cumulative run
         counts by upper bound (seconds after each run's run time)."""
-        try:
-            text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
-        except httpx.HTTPError:
-            return {}
-        found = re.findall(r'^postdeploy_run_delay_seconds_bucket\{le="([^"]+)"\} ([0-9.e+-]+)$', text, re.M)
+        found = re.findall(
+            r'^postdeploy_run_delay_seconds_bucket\{le="([^"]+)"\} ([0-9.e+-]+)$', self._scrape() or "", re.M
+        )
         return {float(le): float(count) for le, count in found}
 
     def reviews_seen(self) -> float:
         """Reviews whose status the operator has written at least once."""
-        try:
-            text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
-        except httpx.HTTPError:
-            return 0.0
-        return _metric_sum(text, "postdeploy_reviews", {})
+        text = self._scrape()
+        return 0.0 if text is None else _metric_sum(text, "postdeploy_reviews", {})
 
     def rss_mb(self) -> float:
         for line in pathlib.Path(f"/proc/{self.process.pid}/status").read_text().splitlines():

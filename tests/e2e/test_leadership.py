@@ -38,7 +38,6 @@ def test_standby_takes_over_after_the_leader_dies(
     env = {
         "POSTDEPLOY_LEADER_LEASE": f"{namespace}/postdeploy-leader",
         "POSTDEPLOY_LEASE_SECONDS": LEASE_SECONDS,
-        "POSTDEPLOY_LOG_LEVEL": "DEBUG",
     }
     first = run_operator(**env, POD_NAME="replica-a")
     holder = wait_for("a leader", lambda: _holder(kubectl, namespace), 30)

@@ -15,7 +15,7 @@ completed phase is never re-run.
 A slot's run is due at its *run time*: the slot's start rounded up to the check's
 evaluation step (a quarter of its interval, 1 s to 15 s; ``evaluation_step``). The
 Prometheus and Alertmanager providers evaluate at the tick's time rounded down to the
-same step (``providers.coalescing.aligned``), so reviews due within the same step
+same step (``aligned``, below), so reviews due within the same step
 ask the same query and share one answer, and a run on time evaluates at its own
 moment: what it sees is never older than its lateness. (Rounding the evaluation
 time down alone would look up to one step into the past, and a breach would be seen
