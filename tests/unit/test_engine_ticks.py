@@ -336,7 +336,7 @@ async def test_a_review_completes_only_after_the_action_its_last_run_decided() -
     assert done.done
 
 
-async def test_a_spec_is_resolved_once_and_remembered_by_its_digest(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_reviews_of_one_template_share_its_resolved_phases(monkeypatch: pytest.MonkeyPatch) -> None:
     from postdeploy.decisions import templates
 
     calls: list[int] = []
@@ -349,8 +349,9 @@ async def test_a_spec_is_resolved_once_and_remembered_by_its_digest(monkeypatch:
     monkeypatch.setattr(templates, "resolve", counting)
     world = World().at(5)
     await world.tick(review())
+    first = world.engine._resolver._phases
     await world.at(65).tick(review())
-    assert len(calls) == 1
-    assert all(isinstance(key, bytes) and len(key) == 32 for key in world.engine._resolved)
-    await world.at(125).tick(review(on_failure="annotate"))  # another spec: resolved anew
-    assert len(calls) == 2
+    await world.at(125).tick(review(version="v3"))  # another review of the same phases
+    assert len(calls) == 1 and len(first) == 1
+    await world.at(185).tick(review(on_failure="annotate"))  # another check: resolved anew
+    assert len(calls) == 2 and len(first) == 2

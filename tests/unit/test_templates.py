@@ -184,3 +184,40 @@ def test_bad_specs_name_the_field(spec: dict[str, Any], message: str) -> None:
     with pytest.raises(exceptions.InvalidSpec) as raised:
         templates.resolve(templates.merge(None, spec))
     assert message in str(raised.value)
+
+
+def test_the_resolver_shares_one_templates_phases_between_reviews() -> None:
+    resolver = templates.Resolver()
+    one = resolver.resolve(TEMPLATE, {"target": {"name": "a"}, "version": "1.0"})
+    two = resolver.resolve(dict(TEMPLATE), {"target": {"name": "b"}, "deployedAt": "2026-01-01T00:00:00Z"})
+    assert one.phases is two.phases and one.spec.phases is two.spec.phases
+    assert (one.spec.target.name, one.spec.version) == ("a", "1.0")
+    assert (two.spec.target.name, two.spec.version) == ("b", None)
+    assert two.spec.deployed_at == datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    # What the phases depend on resolves them anew: the review's phases and interval,
+    # the template's content.
+    faster = resolver.resolve(TEMPLATE, {"target": {"name": "a"}, "interval": "30s"})
+    assert faster.phases is not one.phases
+    assert faster.check("error-rate").interval == datetime.timedelta(seconds=30)  # type: ignore[union-attr]
+    overridden = resolver.resolve(
+        TEMPLATE,
+        {"target": {"name": "a"}, "phases": [{"name": "immediate", "checks": [{"name": "x", "manual": {}}]}]},
+    )
+    assert [c.name for c in overridden.phases[0].checks] == ["error-rate", "rollout", "x"]
+    changed = {**TEMPLATE, "interval": "5m"}
+    assert resolver.resolve(changed, {"target": {"name": "a"}}).check(
+        "rollout"
+    ).interval == datetime.timedelta(  # type: ignore[union-attr]
+        minutes=5
+    )
+    # A bad field outside the phases is still found, and named, when the phases are shared.
+    with pytest.raises(exceptions.InvalidSpec, match=r"spec\.version"):
+        resolver.resolve(TEMPLATE, {"target": {"name": "c"}, "version": "v" * 200})
+    # and a bad phase is never remembered as good.
+    bad = {
+        "target": {"name": "a"},
+        "phases": [{"name": "immediate", "checks": [{"name": "rollout", "failWhen": "value >"}]}],
+    }
+    for _ in range(2):
+        with pytest.raises(exceptions.InvalidSpec, match=r"checks\[rollout\]\.failWhen"):
+            resolver.resolve(TEMPLATE, bad)

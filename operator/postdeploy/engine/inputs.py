@@ -13,7 +13,7 @@ with a fake ``Inputs`` and no cluster (tests/unit/test_engine_ticks.py).
   the spec and status name none);
 - ``target_object``: the target as the actions read it (for its GitOps owner).
 
-``merged_spec`` and ``secrets_for`` are the two uses of these reads that hold logic
+``template_of`` and ``secrets_for`` are the two uses of these reads that hold logic
 of their own (which template, which Secret slot).
 """
 
@@ -33,7 +33,7 @@ from postdeploy.decisions import templates
 from postdeploy.kit import exceptions, logs, workloads
 from postdeploy.models.crds import CLUSTER_TEMPLATES, GROUP, TEMPLATES, VERSION
 
-__all__ = ["ClusterInputs", "Inputs", "merged_spec", "secrets_for"]
+__all__ = ["ClusterInputs", "Inputs", "secrets_for", "template_of"]
 
 _TEMPLATE_TTL = 30.0
 Obj = dict[str, Any]
@@ -103,10 +103,12 @@ class ClusterInputs:
         return await targets.read(self.api, kind, namespace, name)
 
 
-async def merged_spec(
+async def template_of(
     inputs: Inputs, spec: Mapping[str, Any], namespace: str, default_template: str
-) -> dict[str, Any]:
-    """The review's spec merged with its template (named, or the built-in default)."""
+) -> Obj | None:
+    """The template a review's spec is merged with: the named one, the built-in default,
+    or None (``useDefaultTemplate: false``, or the default missing while the review has
+    phases of its own). Raises InvalidSpec when the review cannot be merged at all."""
     ref = spec.get("templateRef")
     template: Obj | None = None
     if ref:
@@ -121,7 +123,7 @@ async def merged_spec(
                 "spec.phases: the review names no template and no phases, and the built-in "
                 f"ClusterReviewTemplate {default_template!r} is not installed"
             )
-    return templates.merge(template, spec)
+    return template
 
 
 async def secrets_for(

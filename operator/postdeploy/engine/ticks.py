@@ -25,8 +25,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
-import hashlib
-import json
 import logging
 import types
 from collections.abc import Callable, Mapping
@@ -40,7 +38,7 @@ from postdeploy.decisions import checks as check_decisions
 from postdeploy.decisions import confinement, templates, verdicts
 from postdeploy.decisions import phases as phase_plans
 from postdeploy.engine import failpoints, finals, reruns
-from postdeploy.engine.inputs import ClusterInputs, Inputs, merged_spec, secrets_for
+from postdeploy.engine.inputs import ClusterInputs, Inputs, secrets_for, template_of
 from postdeploy.engine.registry import Providers
 from postdeploy.engine.settings import Settings
 from postdeploy.kit import exceptions, metrics, times, workloads
@@ -63,7 +61,6 @@ __all__ = ["REMEASURED", "Engine", "Event", "TickResult", "matters"]
 
 logger = logging.getLogger(__name__)
 
-_RESOLVED_CACHE = 4096
 _RETRY = datetime.timedelta(seconds=15)
 
 
@@ -156,7 +153,7 @@ class Engine:
         self.settings = settings
         self.clock = clock
         self.inputs: Inputs = inputs if inputs is not None else ClusterInputs(api)
-        self._resolved: dict[bytes, templates.ResolvedReview] = {}
+        self._resolver = templates.Resolver()
         self.finals = (
             final_reviews if final_reviews is not None else finals.FinalReviews(api, providers.http, settings)
         )
@@ -166,23 +163,6 @@ class Engine:
     async def read_secret(self, namespace: str, name: str, key: str) -> str:
         """A Secret's value (webhook URLs, DSNs); raises LookupError naming what is missing."""
         return await self.inputs.secret(namespace, name, key)
-
-    def _resolve(self, merged: Mapping[str, Any]) -> templates.ResolvedReview:
-        """``templates.resolve``, remembered per distinct merged spec.
-
-        Reviews of one template resolve to the same result tick after tick; validating
-        the spec with pydantic each time was a tenth of the operator's CPU at 2,000
-        reviews. InvalidSpec is not cached (it is cheap to find again and rare)."""
-        # Keyed by a digest: the merged spec's JSON (about 19 kB for the built-in
-        # template) held as a key per cached review was 76 MB at 4,096 entries.
-        key = hashlib.sha256(json.dumps(merged, sort_keys=True, default=str).encode()).digest()
-        resolved = self._resolved.get(key)
-        if resolved is None:
-            resolved = templates.resolve(merged)
-            if len(self._resolved) >= _RESOLVED_CACHE:
-                self._resolved.pop(next(iter(self._resolved)))
-            self._resolved[key] = resolved
-        return resolved
 
     # --- the tick -----------------------------------------------------------------------
 
@@ -218,10 +198,9 @@ class Engine:
         namespace = metadata.get("namespace", "")
         generation = metadata.get("generation")
         try:
-            merged = await merged_spec(
-                self.inputs, body.get("spec") or {}, namespace, self.settings.default_template
-            )
-            review = self._resolve(merged)
+            raw_spec = body.get("spec") or {}
+            template = await template_of(self.inputs, raw_spec, namespace, self.settings.default_template)
+            review = self._resolver.resolve(template, raw_spec)
         except exceptions.InvalidSpec as problem:
             return self._invalid(previous, str(problem), now, generation)
         except ApiException as error:
@@ -346,9 +325,7 @@ class Engine:
         events = self._events(previous, status)
         events += [Event(*e) for e in final.events] if final is not None else []
         # After the Events, which carry a settled check's query in their summary.
-        status.checks = [
-            check_decisions.settle(c) if c.phase in completed else c for c in status.checks
-        ]
+        status.checks = [check_decisions.settle(c) if c.phase in completed else c for c in status.checks]
         status.checks = _without_spent_memos(review, status.checks, completed)
         wake = plan.wake_at
         if final is not None and final.awaiting:
