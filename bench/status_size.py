@@ -282,7 +282,9 @@ class _Finals:
         return finals.Outcome(False, final, message, ())
 
 
-async def simulate(history_limit: int, seed: int = 1, snapshot_statements: int = 50) -> dict[str, Any]:
+async def simulate(
+    history_limit: int, seed: int = 1, snapshot_statements: int = 50, dump: str | None = None
+) -> dict[str, Any]:
     now = T0
     inputs = _Inputs()
     engine = ticks.Engine(
@@ -347,6 +349,9 @@ async def simulate(history_limit: int, seed: int = 1, snapshot_statements: int =
             by_field[f"checks[].{key}"] = by_field.get(f"checks[].{key}", 0) + len(
                 json.dumps({key: value}, separators=(",", ":"))
             )
+    if dump is not None:
+        with open(dump, "w") as out:
+            json.dump(status, out, indent=1)
     return {
         "history_limit": history_limit,
         "checks": len(status.get("checks", [])),
@@ -365,8 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--statements", type=int, default=50, help="pg_stat_statements entries in the slow-queries snapshot"
     )
+    parser.add_argument("--dump", metavar="FILE", help="write the completed review's status to FILE (JSON)")
     args = parser.parse_args(argv)
-    result = asyncio.run(simulate(args.history_limit, snapshot_statements=args.statements))
+    result = asyncio.run(simulate(args.history_limit, snapshot_statements=args.statements, dump=args.dump))
     print(json.dumps(result, indent=1))
     return 0
 

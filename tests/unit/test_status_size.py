@@ -109,6 +109,9 @@ def test_a_passed_check_settles_to_what_its_readers_use() -> None:
         query="q",
         message="within limits",
         runs=5,
+        last_run="2026-01-01T00:04:00.250000Z",
+        last_result="Passed",
+        last_slot=4,
         history=[Sample(t="2026-01-01T00:00:00Z", v=1.0)],
         details={
             "pValue": 0.5,
@@ -118,6 +121,9 @@ def test_a_passed_check_settles_to_what_its_readers_use() -> None:
     )
     settled = checks.settle(passed)
     assert settled.query is None and settled.details == {"series": error_types}
+    # Its state says its last result; its phase is no longer planned; whole seconds.
+    assert (settled.last_result, settled.last_slot, settled.last_run) == (None, -1, "2026-01-01T00:04:00Z")
+    assert not {"lastResult", "lastSlot"} & settled.dump().keys()
     held = [Sample(t=f"2026-01-01T00:0{m}:00Z", v=v) for m, v in enumerate((1.0, 0.0, 0.0))]
     trimmed = checks.settle(passed.model_copy(update={"history": held})).history
     assert trimmed == held[:2]  # the closing sample of the held 0.0 goes

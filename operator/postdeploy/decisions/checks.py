@@ -28,8 +28,9 @@ errored, else Inconclusive.
 Once its phase has completed, a check that passed or was skipped is *settled*
 (``settle``): it keeps its state, value, baseline, conditions, message, counts and
 history, but not the resolved query and the details of its last run (but for the error
-types the report reads) nor the closing sample of a held value, which nothing reads
-any more (docs/engine.md, "Status").
+types the report reads), the closing sample of a held value, ``lastResult`` (its state)
+and ``lastSlot``, and ``lastRun`` in whole seconds: nothing reads them any more
+(docs/engine.md, "Status").
 """
 
 from __future__ import annotations
@@ -257,7 +258,8 @@ def settle(status: CheckStatus) -> CheckStatus:
     ratio interval, p-value and batches), its value, baseline, conditions, counts and
     the rest of its history stay, the report reads only the error types in the details
     (``kit.details.for_report``, kept), and the query was in the check's Events and is
-    the template's with the review's parameters.
+    the template's with the review's parameters. ``lastResult`` (equal to its state)
+    and ``lastSlot`` go too, and ``lastRun`` keeps whole seconds.
     A Failed, Error or Inconclusive check keeps everything: it is what a reader
     investigates; so does a cleanup check, whose details record what it deleted (the
     report lists them). Pure and idempotent, so a restarted operator settles the same way.
@@ -271,6 +273,33 @@ def settle(status: CheckStatus) -> CheckStatus:
     # holds a value until the next sample anyway; no sample follows a settled check's.
     while len(history) >= 2 and (history[-1].v, history[-1].s) == (history[-2].v, history[-2].s):
         history = history[:-1]
-    if status.query is None and status.details == kept and history == status.history:
+    # lastResult equals the settled state, lastSlot only tells the planner what ran in a
+    # phase it no longer plans, and lastRun's fraction of a second is the scale bench's
+    # measure of lag in running phases.
+    last_run = _whole_seconds(status.last_run)
+    if (
+        status.query is None
+        and status.details == kept
+        and history == status.history
+        and status.last_result is None
+        and status.last_slot == -1
+        and last_run == status.last_run
+    ):
         return status
-    return status.model_copy(update={"query": None, "details": kept, "history": history})
+    return status.model_copy(
+        update={
+            "query": None,
+            "details": kept,
+            "history": history,
+            "last_result": None,
+            "last_slot": -1,
+            "last_run": last_run,
+        }
+    )
+
+
+def _whole_seconds(when: str | None) -> str | None:
+    """``2026-01-01T01:59:00.086865Z`` as ``2026-01-01T01:59:00Z``."""
+    if when is None or "." not in when:
+        return when
+    return when[: when.index(".")] + "Z"

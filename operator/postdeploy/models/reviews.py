@@ -322,6 +322,9 @@ class CheckStatus(StatusModel):
         for key in _OMITTED_WHEN_ZERO & data.keys():
             if data[key] == 0:
                 del data[key]
+        for key in ("lastSlot", "last_slot"):
+            if data.get(key) == -1:  # nothing ran yet, or a settled check
+                del data[key]
         return data
 
 
