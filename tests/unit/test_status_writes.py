@@ -218,3 +218,35 @@ def test_an_idle_review_is_held_as_bytes_without_managed_fields() -> None:
     assert held == []  # nothing parsed: the status lives as bytes
     assert isinstance(entry.ledger._blob, bytes) and len(entry.ledger._blob) < len(str(_status()))
     assert entry.ledger.view == _status()
+
+
+def test_a_finished_review_is_held_as_its_uid_only() -> None:
+    """A completed review with nothing left to do costs its key and uid, not its status;
+    a review created again under its name is a new one."""
+    from types import SimpleNamespace
+
+    from postdeploy.engine import executions, schedulers
+    from postdeploy.engine.settings import Settings
+
+    engine = SimpleNamespace(api=None, settings=Settings(), clock=None)
+    scheduler = schedulers.Scheduler(engine, executor=None, post=lambda *a: None)  # type: ignore[arg-type]
+
+    def body(uid: str, phase: str) -> dict[str, Any]:
+        metadata = {"name": "r", "namespace": "shop", "uid": uid, "generation": 1}
+        status = {**_status(), "phase": phase}
+        if phase == "Completed":  # and the final annotations done: nothing left to do
+            status["actions"] = [{"id": executions.FINAL_ANNOTATIONS, "action": "annotate", "state": "Done"}]
+        return {"metadata": metadata, "spec": {"target": {"name": "app"}}, "status": status}
+
+    scheduler.observe(body("u1", "Completed"))
+    assert ("shop", "r") not in scheduler._entries and scheduler._finished == {("shop", "r"): "u1"}
+    assert scheduler.active == 0 and not scheduler._heap
+    scheduler.observe(body("u1", "Completed"))  # seen again (a resync): still nothing
+    assert ("shop", "r") not in scheduler._entries
+    scheduler.observe(body("u2", "immediate"))  # deleted and created again, unseen deletion
+    assert ("shop", "r") in scheduler._entries and scheduler._finished == {}
+    assert scheduler.active == 1
+    scheduler.forget("shop", "r")
+    scheduler.observe(body("u3", "Completed"))
+    scheduler.forget("shop", "r")
+    assert scheduler._entries == {} and scheduler._finished == {}

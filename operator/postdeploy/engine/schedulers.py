@@ -12,7 +12,9 @@ wake-up or until a spec or annotation change makes a review due at once.
 
 Compared with one kopf daemon per review this holds no task per idle review, puts no
 finalizer on reviews (kopf adds one for every daemon, so a review could not be deleted
-while the operator is away), and never looks at a completed review again.
+while the operator is away), and never looks at a completed review again: once it is
+finished with nothing left to do (no pending action or notification), only its uid
+is kept, not its status, metadata or spec.
 
 A tick that raises (a bug, or an API error) is contained to its review: the review
 gets condition ``TickFailed`` (True, with the error) and a Warning Event, and is
@@ -91,6 +93,9 @@ class Scheduler:
         self.post = post
         self.clock = clock
         self._entries: dict[Key, _Entry] = {}
+        # Reviews finished with nothing left to do, by key: the uid only. Their entry (the
+        # status, about 16 kB for the built-in template, with metadata and spec) is dropped.
+        self._finished: dict[Key, str] = {}
         self._heap: list[tuple[float, int, Key]] = []
         self._order = itertools.count()
         self._changed = asyncio.Event()
@@ -107,6 +112,11 @@ class Scheduler:
         # reads it: not kept per review.
         metadata = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
         key = (str(metadata.get("namespace")), str(metadata.get("name")))
+        uid = str(metadata.get("uid", ""))
+        if key in self._finished:
+            if self._finished[key] == uid:
+                return  # finished: nothing to do, ever
+            del self._finished[key]  # deleted and created again under the same name
         spec = dict(body.get("spec") or {})
         entry = self._entries.get(key)
         status = dict(body.get("status") or {})
@@ -121,15 +131,18 @@ class Scheduler:
             )
             entry = _Entry(metadata, spec, ledger, fingerprint(metadata))
             self._entries[key] = entry
-            if self._finished(entry):
-                return  # finished before we saw it: nothing to do, ever
+            if self._is_finished(entry):
+                self._retire(key, entry)  # finished before we saw it: nothing to do, ever
+                return
             self._schedule(key, self.clock())
             return
         entry.metadata, entry.spec = metadata, spec
         if not self.is_leader():
             # Standing by: the leader writes the status; follow it.
             entry.ledger.adopt(status)
-            entry.done = entry.done or self._finished(entry)
+            if self._is_finished(entry) and not entry.running:
+                self._retire(key, entry)
+                return
         current = fingerprint(metadata)
         if current != entry.fingerprint:
             entry.fingerprint = current
@@ -139,11 +152,16 @@ class Scheduler:
                 self._schedule(key, self.clock())
 
     @staticmethod
-    def _finished(entry: _Entry) -> bool:
+    def _is_finished(entry: _Entry) -> bool:
         status = entry.ledger.view
         receivers = len(entry.spec.get("notifications") or [])
         entry.done = status.get("phase") == COMPLETED and not executions.has_work(status, receivers)
         return entry.done
+
+    def _retire(self, key: Key, entry: _Entry) -> None:
+        """Keep only the uid of a review finished with nothing left to do."""
+        self._entries.pop(key, None)
+        self._finished[key] = str(entry.metadata.get("uid", ""))
 
     def leadership_changed(self, leader: bool) -> None:
         """On becoming leader, run every unfinished review at once (from the status the
@@ -156,7 +174,8 @@ class Scheduler:
         self._changed.set()
 
     def forget(self, namespace: str, name: str) -> None:
-        if self._entries.pop((namespace, name), None) is not None:  # heap items are skipped
+        known = self._entries.pop((namespace, name), None) is not None  # heap items are skipped
+        if self._finished.pop((namespace, name), None) is not None or known:
             metrics.forget_review(namespace, name)
 
     @property
@@ -305,6 +324,7 @@ class Scheduler:
             logger.info("review %s/%s completed: verdict %s", *key, verdict, extra=_named(key))
             entry.done = True
             metrics.record_review_completed(verdict)
+            self._retire(key, entry)
             return None
         if result.wake_at is None:
             next_at = self.clock() + self.engine.settings.max_sleep_seconds
