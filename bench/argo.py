@@ -340,6 +340,11 @@ class Bed:
             "POSTDEPLOY_PROMETHEUS_URL": self.prometheus,
             "POSTDEPLOY_ALERTMANAGER_URL": obs_state["env"]["ALERTMANAGER_URL"],
             "PYTHONPATH": f"{ROOT / 'operator'}{os.pathsep}{ROOT}",
+            # No admission webhooks in the scale rows (the breach runs start their own
+            # operator, with them): the configuration a stopped operator leaves, failing
+            # closed, refused the next size's reviews (the N = 100 row on 2026-12-01).
+            # The scale bench does the same (testbed/bench.py).
+            "POSTDEPLOY_WEBHOOK": "off",
         }
         self.apiserver_pid: int = kube_state["pids"]["kube-apiserver"]
 
