@@ -47,10 +47,7 @@ import logging
 import math
 import re
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from typing import Any, cast
-
-import psycopg
-from psycopg import conninfo
+from typing import TYPE_CHECKING, Any, cast
 
 from postdeploy.decisions import templating
 from postdeploy.kit import details as details_
@@ -58,6 +55,12 @@ from postdeploy.kit import durations, exceptions
 from postdeploy.models.checks import Baseline, PostgresCheck, SlowStatements
 from postdeploy.models.measurements import Measurement, ReviewContext
 from postdeploy.providers import statements
+
+if TYPE_CHECKING:
+    # Imported by the first SQL query, not with this module: psycopg and its bundled
+    # libpq are about 24 MB of an operator's memory, which one without SQL checks
+    # (or before its reviews reach the phases that have them) does not need.
+    import psycopg
 
 __all__ = ["ROWS_SHOWN", "PostgresProvider", "Rows"]
 
@@ -207,6 +210,8 @@ class PostgresProvider:
         Raises ``QueryFailed`` (with a message safe to show) when the database cannot
         be reached, refuses the query, or takes longer than ``timeout_seconds``.
         """
+        import psycopg
+
         dsn = ctx.secrets.get("dsn") or self._default_dsn
         if not dsn:
             raise exceptions.NotConfigured(
@@ -240,6 +245,8 @@ class PostgresProvider:
     async def _run(
         self, dsn: str, query: str, parameters: dict[str, Any], timeout: float, row_limit: int
     ) -> Rows:
+        import psycopg
+
         connection = await psycopg.AsyncConnection.connect(dsn, **self._connect_options(dsn))
         try:
             await connection.set_read_only(True)  # the next BEGIN is BEGIN READ ONLY
@@ -269,6 +276,9 @@ class PostgresProvider:
             await connection.close()  # discards the transaction: nothing to commit
 
     def _connect_options(self, dsn: str) -> dict[str, Any]:
+        import psycopg
+        from psycopg import conninfo
+
         options: dict[str, Any] = {"autocommit": False}
         try:
             given = conninfo.conninfo_to_dict(dsn)
@@ -310,6 +320,9 @@ def _used_parameters(query: str, ctx: ReviewContext) -> dict[str, Any]:
 
 def _secrets_of(dsn: str) -> list[str]:
     """Strings that must not appear in a message: the DSN itself and its password."""
+    import psycopg
+    from psycopg import conninfo
+
     found = [dsn]
     with contextlib.suppress(psycopg.ProgrammingError):
         password = conninfo.conninfo_to_dict(dsn).get("password")
