@@ -245,6 +245,9 @@ def resolve(merged: Mapping[str, Any]) -> ResolvedReview:
     return ResolvedReview(spec, tuple(phases))
 
 
+_TEMPLATES_HELD = 16
+
+
 def _digest(*parts: Any) -> bytes:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).digest()
 
@@ -276,7 +279,9 @@ class Resolver:
         if held is not None and held[0] is template:
             return held[1]
         digest = _digest(template)
-        if len(self._templates) >= self.limit:
+        # Few templates are in use at once, and ClusterInputs hands out a new object for
+        # each every 30 s: keep only the latest few, not hundreds of stale copies.
+        if len(self._templates) >= _TEMPLATES_HELD:
             self._templates.pop(next(iter(self._templates)))
         # The template is held beside its digest so that its id cannot be reused meanwhile.
         self._templates[id(template)] = (template, digest)
