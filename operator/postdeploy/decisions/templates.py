@@ -252,6 +252,13 @@ def _digest(*parts: Any) -> bytes:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).digest()
 
 
+def _put_bounded(held: dict[Any, Any], key: Any, value: Any, limit: int) -> None:
+    """``held[key] = value``, dropping the oldest entry first when ``limit`` are held."""
+    if len(held) >= limit:
+        held.pop(next(iter(held)))
+    held[key] = value
+
+
 class Resolver:
     """``resolve(merge(template, spec))``, with the phases shared by reviews of one template.
 
@@ -280,25 +287,22 @@ class Resolver:
             return held[1]
         digest = _digest(template)
         # Few templates are in use at once, and ClusterInputs hands out a new object for
-        # each every 30 s: keep only the latest few, not hundreds of stale copies.
-        if len(self._templates) >= _TEMPLATES_HELD:
-            self._templates.pop(next(iter(self._templates)))
-        # The template is held beside its digest so that its id cannot be reused meanwhile.
-        self._templates[id(template)] = (template, digest)
+        # each every 30 s: keep only the latest few, not hundreds of stale copies. The
+        # template is held beside its digest so that its id cannot be reused meanwhile.
+        _put_bounded(self._templates, id(template), (template, digest), _TEMPLATES_HELD)
         return digest
 
     def resolve(self, template: Mapping[str, Any] | None, spec: Mapping[str, Any]) -> ResolvedReview:
         """The review ``spec`` (wire form) merged with ``template`` and resolved."""
-        merged = merge(template, spec)
         key = _digest(self._template_digest(template), spec.get("phases"), spec.get("interval"))
         shared = self._phases.get(key)
         if shared is None:
-            review = resolve(merged)
-            if len(self._phases) >= self.limit:
-                self._phases.pop(next(iter(self._phases)))
-            self._phases[key] = (review.spec.phases, review.phases)
+            review = resolve(merge(template, spec))
+            _put_bounded(self._phases, key, (review.spec.phases, review.phases), self.limit)
             return review
         models, phases = shared
+        # The phases are shared: merge only the rest (interval, parameters), not 27 checks.
+        merged = merge({**template, "phases": []} if template else None, {**spec, "phases": []})
         try:
             top = reviews.PostDeploymentReviewSpec.model_validate({**merged, "phases": []})
         except pydantic.ValidationError as error:
