@@ -210,6 +210,9 @@ def test_the_before_window_of_batch_i_mirrors_it() -> None:
 
 # --- Runs that continue the earlier runs' test (the provider's memory) --------------
 
+# The fakes' counts never change once a batch ended: keep a batch as soon as it counts.
+SETTLED = datetime.timedelta(0)
+
 
 class NoisyPrometheus(FakePrometheus):
     """Counts with Poisson-like noise that depends only on the window (so a batch
@@ -249,7 +252,7 @@ def _same_details(a: dict[str, Any], b: dict[str, Any]) -> None:
 async def test_runs_with_memory_equal_fresh_runs_and_ask_only_the_new_batches(
     buckets: bool, rise: float
 ) -> None:
-    memory = prometheus_compare.Comparisons()
+    memory = prometheus_compare.Comparisons(hold=SETTLED)
     spec = _spec(buckets=True) if buckets else _spec(alpha=0.005, min_effect=0.2)
     fake = NoisyPrometheus(rps=2.0, share=0.05, rise=rise)
     minute = datetime.timedelta(minutes=1)
@@ -274,7 +277,7 @@ async def test_runs_with_memory_equal_fresh_runs_and_ask_only_the_new_batches(
 
 
 async def test_a_failed_query_leaves_the_kept_test_as_it_was() -> None:
-    memory = prometheus_compare.Comparisons()
+    memory = prometheus_compare.Comparisons(hold=SETTLED)
     fake = NoisyPrometheus(rps=5.0)
     await prometheus_compare.measure(_spec(), make_context(deployed_at=DEPLOYED), fake, memory)
     later = make_context(deployed_at=DEPLOYED, now=NOW + datetime.timedelta(minutes=10))
@@ -287,7 +290,7 @@ async def test_a_failed_query_leaves_the_kept_test_as_it_was() -> None:
 
 
 async def test_a_bucket_bound_not_seen_before_counts_every_batch_afresh() -> None:
-    memory = prometheus_compare.Comparisons()
+    memory = prometheus_compare.Comparisons(hold=SETTLED)
     spec = _spec(buckets=True)
     fake = NoisyPrometheus(rps=5.0, extra_le_after=(NOW + datetime.timedelta(minutes=5)).timestamp())
     await prometheus_compare.measure(spec, make_context(deployed_at=DEPLOYED), fake, memory)
@@ -298,7 +301,7 @@ async def test_a_bucket_bound_not_seen_before_counts_every_batch_afresh() -> Non
 
 
 async def test_the_kept_tests_are_bounded_and_an_evicted_one_is_recounted() -> None:
-    memory = prometheus_compare.Comparisons(max_kept=100)
+    memory = prometheus_compare.Comparisons(max_kept=100, hold=SETTLED)
     fake = NoisyPrometheus(rps=5.0)
     for hours in (1, 2, 3):  # three deployments: 90, 150 and 210 batches, 3 numbers each
         ctx = make_context(deployed_at=NOW - datetime.timedelta(hours=hours, minutes=31))
@@ -311,7 +314,7 @@ async def test_the_kept_tests_are_bounded_and_an_evicted_one_is_recounted() -> N
 
 
 async def test_a_histogram_without_buckets_yet_is_not_asked_again_until_they_come() -> None:
-    memory = prometheus_compare.Comparisons()
+    memory = prometheus_compare.Comparisons(hold=SETTLED)
     spec = _spec(buckets=True)
     fake = NoisyPrometheus(rps=5.0)
     fake.buckets_from = (DEPLOYED + datetime.timedelta(minutes=20)).timestamp()  # type: ignore[attr-defined]
@@ -339,3 +342,47 @@ async def test_a_histogram_without_buckets_yet_is_not_asked_again_until_they_com
     last = make_context(deployed_at=DEPLOYED, now=DEPLOYED + datetime.timedelta(minutes=40, seconds=5))
     kept = await prometheus_compare.measure(spec, last, sparse, memory)
     _same_details(kept.details, (await prometheus_compare.measure(spec, last, sparse)).details)
+
+
+class LatePrometheus(NoisyPrometheus):
+    """As NoisyPrometheus, but the last ``late`` seconds before ``clock`` are missing
+    half their errors (scrapes that have not landed yet)."""
+
+    def __init__(self, *args: Any, late: float = 150.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.late, self.clock = late, 0.0
+
+    def count(self, query: str, at: float, window: float) -> float:
+        value = super().count(query, at, window)
+        return value // 2 if 'code=~"5.."' in query and at > self.clock - self.late else value
+
+
+@pytest.mark.parametrize("hold", [prometheus_compare.HOLD, SETTLED])
+async def test_the_newest_batches_are_recounted_until_held_so_late_scrapes_count(
+    hold: datetime.timedelta,
+) -> None:
+    memory = prometheus_compare.Comparisons(hold=hold)
+    spec = _spec(alpha=0.005, min_effect=0.2)
+    fake = LatePrometheus(rps=5.0, share=0.05, rise=1.3)
+    deployed = DEPLOYED.timestamp()
+    kept_before = 0
+    for minutes in (10, 11, 12, 20, 21):
+        now = DEPLOYED + datetime.timedelta(minutes=minutes, seconds=5)
+        fake.clock = now.timestamp()
+        fake.asked.clear()
+        ctx = make_context(deployed_at=DEPLOYED, now=now)
+        kept = await prometheus_compare.measure(spec, ctx, fake, memory, "http://p")
+        after = {a[1:] for a in fake.asked if "[60s]" in a[0]}
+        batches = kept.details["batches"]
+        assert after == {(deployed + (kept_before + 1) * 60, deployed + batches * 60, 60)}
+        grid = prometheus_compare.grid(spec, spec.compare, ctx)  # type: ignore[arg-type]
+        kept_before = prometheus_compare.firm(grid, now, hold)
+        assert kept_before == (batches - 4 if hold else batches)  # 5 min after the end vs 1 min
+    # Later the late scrapes have landed: a recount sees every error.
+    fake.clock = 1e12
+    fresh = await prometheus_compare.measure(spec, ctx, fake)
+    kept = await prometheus_compare.measure(spec, ctx, fake, memory, "http://p")
+    if hold:
+        _same_details(kept.details, fresh.details)
+    else:  # kept at once, the undercounted batches stay undercounted
+        assert kept.details["eventsAfter"] < fresh.details["eventsAfter"]

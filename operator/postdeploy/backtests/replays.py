@@ -50,7 +50,7 @@ from postdeploy.decisions import phases as phase_plans
 from postdeploy.decisions import templates, verdicts
 from postdeploy.models.measurements import Measurement, ReviewContext, Target
 from postdeploy.models.reviews import CheckState, CheckStatus
-from postdeploy.providers import postgres, prometheus, statistics
+from postdeploy.providers import postgres, prometheus, prometheus_compare, statistics
 
 __all__ = [
     "Backtest",
@@ -191,7 +191,12 @@ class Replayer:
     def _prometheus(self) -> prometheus.PrometheusProvider:
         # A provider per pass: its coalescer remembers answers for a while, and the
         # recording pass's empty answers must not be served to the real one.
-        return prometheus.PrometheusProvider(self.prometheus_url, api=self.api, keep_comparisons=True)
+        # The history replayed has long settled: a batch is kept as soon as it counts.
+        return prometheus.PrometheusProvider(
+            self.prometheus_url,
+            api=self.api,
+            comparisons=prometheus_compare.Comparisons(hold=datetime.timedelta(0)),
+        )
 
     async def close(self) -> None:
         await self.api.close()

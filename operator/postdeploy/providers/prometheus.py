@@ -39,9 +39,9 @@ and are sent once (``coalescing``).
   sample by sample first and analyse that one series.
 - **compare** (``models.checks.Comparison``): counts after vs before the deployment,
   compared anytime-valid; ``prometheus_compare`` asks, ``decisions.sequential`` compares.
-  With ``keep_comparisons`` (the backtest) the provider keeps each comparison's
-  running test (``self.comparisons``), so a run asks and adds only the batches
-  closed since the last one.
+  The provider keeps each comparison's running test (``self.comparisons``), so a
+  run asks Prometheus only for the batches it has not kept, and recounts only the
+  newest few (``prometheus_compare.HOLD``).
 - **baseline** (``models.checks.Baseline``): the same measurement, made the same way,
   as of ``now - offset`` or as of ``deployedAt`` (``preDeploy``). A baseline that
   cannot be measured leaves ``Measurement.baseline`` empty with ``baselineNote`` in
@@ -104,7 +104,7 @@ class PrometheusProvider:
         timeout_seconds: float = 10,
         concurrency: int | None = None,
         api: PrometheusApi | None = None,
-        keep_comparisons: bool = False,
+        comparisons: prometheus_compare.Comparisons | None = None,
     ) -> None:
         self._default_url = default_url
         # ``api``: another transport (the backtest's, which batches a replay's queries).
@@ -115,12 +115,10 @@ class PrometheusProvider:
         self.coalescer: coalescing.Coalescer[Any] = coalescing.Coalescer(
             ttl=2 * phases.MAX_STEP_SECONDS, concurrency=concurrency
         )
-        # ``keep_comparisons``: what the comparison checks counted at earlier runs is
-        # kept, and a run asks and adds only the batches closed since. On for the
-        # backtest (its history has long settled); off in the operator for now: a
-        # batch whose scrapes land after it is first counted would stay undercounted
-        # (docs/judge.md), so every run recounts every batch there.
-        self.comparisons = prometheus_compare.Comparisons() if keep_comparisons else None
+        # What the comparison checks counted at earlier runs, so a run asks and adds
+        # only the batches it has not kept (``comparisons``: another memory, e.g. the
+        # backtest's, which keeps batches at once as its history has long settled).
+        self.comparisons = comparisons if comparisons is not None else prometheus_compare.Comparisons()
 
     async def close(self) -> None:
         """Close the HTTP connections to every Prometheus this provider talked to."""

@@ -31,40 +31,45 @@ query is an Error measurement; no request since the deployment (or fewer than
 ``minRequests`` and no significant rise) is NoData, an Inconclusive run with "not
 enough traffic yet (N requests ...)".
 
-Incremental: a settled batch does not change, so a run need not ask for it again.
-With the provider's ``Comparisons`` (the backtest's provider keeps one; the operator's
-does not yet, docs/judge.md) a
-run asks Prometheus only for the batches closed since the last run of the same
-comparison (same URL, rendered queries, deployedAt, grid and ``compare`` block) and
-adds them to the kept running test (``decisions.sequential.RateAccumulator``,
-``HistogramAccumulator``), whose result equals the test recomputed over all batches.
-A run costs then what its new batches cost, instead of growing with the review's age
-(at 4,320 one-minute batches, 72 hours, the full recomputation took 0.3-0.7 s of CPU
-a run). Nothing is written anywhere: an operator that restarts (or a state evicted
-from the bounded memory, ``MAX_KEPT``) counts every batch afresh at its next run, as
-every run did before, and gets the same answer. A query that fails leaves the state
-as it was; a run that raises or is cancelled half-way drops it.
+Incremental: the provider keeps each comparison's running test (``Comparisons``),
+so a run asks Prometheus only for the batches it has not kept (same URL, rendered
+queries, deployedAt, grid and ``compare`` block) and adds them to the kept test
+(``decisions.sequential.RateAccumulator``, ``HistogramAccumulator``), whose result
+equals the test recomputed over all batches. A batch is kept only once it ended
+``HOLD`` ago: the newer ones, whose last scrapes could still land (a slow scrape, a
+late remote write), are asked and counted afresh at every run, on a copy of the kept
+test, and never kept; so a late scrape corrects the count of its batch as a full
+recount would. A run costs then what its newest batches cost, instead of growing
+with the review's age (at 4,320 one-minute batches, 72 hours, the full recomputation
+took 0.2-0.3 s of CPU a run). Nothing is written anywhere: an operator that
+restarts (or a test evicted from the bounded memory, ``MAX_KEPT``) counts every
+batch afresh at its next run and gets the same answer. A query that fails leaves the
+kept test as it was; a run that raises or is cancelled half-way drops it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import copy
 import dataclasses
 import datetime
 import math
 import weakref
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from postdeploy.decisions import sequential, templating
 from postdeploy.kit import durations, exceptions
 from postdeploy.models.checks import Comparison, PrometheusCheck
 from postdeploy.models.measurements import Measurement, ReviewContext
 
-__all__ = ["MAX_KEPT", "SETTLE", "Comparisons", "Grid", "grid", "measure"]
+__all__ = ["HOLD", "MAX_KEPT", "SETTLE", "Comparisons", "Grid", "firm", "grid", "measure"]
 
 SETTLE = datetime.timedelta(seconds=60)  # a batch counts once it ended this long ago
+# A kept test holds a batch once it ended this long ago; newer batches are counted
+# afresh at every run (their last scrapes could still land).
+HOLD = datetime.timedelta(minutes=5)
 MAX_BATCHES = 11_000  # Prometheus refuses range queries with more points
 # Numbers the comparisons' states may keep together (8 bytes each: 32 MB).
 MAX_KEPT = 4_000_000
@@ -117,6 +122,14 @@ def grid(spec: PrometheusCheck, compare: Comparison, ctx: ReviewContext) -> Grid
             f"most {MAX_BATCHES} points: set a longer step"
         )
     return Grid(ctx.deployed_at.timestamp(), step, batches, compare.multiplier, offset)
+
+
+def firm(batches: Grid, now: datetime.datetime, hold: datetime.timedelta = HOLD) -> int:
+    """How many of the batches ended ``hold`` (at least their settling time) before
+    ``now``: those a kept test may hold; the rest are counted afresh at each run."""
+    wait = max(hold.total_seconds(), min(SETTLE.total_seconds(), batches.step))
+    elapsed = now.timestamp() - batches.deployed - wait
+    return min(batches.batches, max(0, math.floor(elapsed / batches.step + 1e-9)))
 
 
 def _by_time(
@@ -220,10 +233,12 @@ class Comparisons:
     ``size``: three a batch with events, two rows of bucket counts a batch for a
     histogram); beyond it the least recently used are dropped, and their next run
     recomputes from Prometheus. ``added`` / ``rebuilt`` count runs that added to a
-    state and runs that counted every batch."""
+    state and runs that counted every batch. ``hold``: how long after its end a batch
+    is kept (``HOLD``; the backtest, whose history has long settled, keeps at once)."""
 
-    def __init__(self, max_kept: int = MAX_KEPT) -> None:
+    def __init__(self, max_kept: int = MAX_KEPT, hold: datetime.timedelta = HOLD) -> None:
         self.max_kept = max_kept
+        self.hold = hold
         self._states: collections.OrderedDict[Hashable, _State] = collections.OrderedDict()
         self._sizes: dict[Hashable, int] = {}  # each state's size when last put
         self._locks: weakref.WeakValueDictionary[Hashable, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -313,16 +328,22 @@ async def measure(
     )
     try:
         if memory is None:
-            result, _ = await _count_and_compare(ask, queries, batches_grid, compare, None)
+            everything = batches_grid.batches
+            result, _ = await _count_and_compare(ask, queries, batches_grid, compare, None, everything)
         else:
+            firm_batches = firm(batches_grid, ctx.now, memory.hold)
             async with memory.lock(key):
                 state = memory.get(key)
-                if state is not None and state.batches > batches_grid.batches:
+                if state is not None and state.batches > firm_batches:
                     # Another run is ahead (a later clock): count this one afresh, keep that.
-                    result, _ = await _count_and_compare(ask, queries, batches_grid, compare, None)
+                    result, _ = await _count_and_compare(
+                        ask, queries, batches_grid, compare, None, batches_grid.batches
+                    )
                 else:
                     try:
-                        result, kept = await _count_and_compare(ask, queries, batches_grid, compare, state)
+                        result, kept = await _count_and_compare(
+                            ask, queries, batches_grid, compare, state, firm_batches
+                        )
                     except exceptions.QueryFailed:
                         raise  # before anything was added: the state stands
                     except BaseException:
@@ -394,14 +415,20 @@ def _one(_: dict[str, str]) -> str:
 
 
 async def _count_and_compare(
-    ask: RangeQuery, queries: _Queries, batches: Grid, compare: Comparison, state: _State | None
+    ask: RangeQuery,
+    queries: _Queries,
+    batches: Grid,
+    compare: Comparison,
+    state: _State | None,
+    firm_batches: int,
 ) -> tuple[sequential.RateComparison | sequential.HistogramComparison | None, _State]:
     """Asks the counts of the batches ``state`` has not counted (all without one) and
-    compares. Returns the result (None: a histogram query that has returned no buckets
-    at all yet) and the state holding every batch: ``state`` itself when it could be
-    continued, else a new one (a histogram whose answers bring an ``le`` bound the
-    state had not seen is counted afresh, as its earlier batches' rows would have
-    been filled differently)."""
+    compares. The first ``firm_batches`` are added to the state; the later ones are
+    added to a copy of it, compared there and dropped. Returns the result (None: a
+    histogram query that has returned no buckets at all yet) and the state holding the
+    firm batches: ``state`` itself when it could be continued, else a new one (a
+    histogram whose answers bring an ``le`` bound the state had not seen is counted
+    afresh, as its earlier batches' rows would have been filled differently)."""
     start = state.batches if state is not None else 0
     slots = await _slots(ask, queries, batches, start)
     if queries.totals is not None:
@@ -413,7 +440,11 @@ async def _count_and_compare(
             )
         rates = state.accumulator
         assert isinstance(rates, sequential.RateAccumulator)
-        return await asyncio.to_thread(_add_rates, rates, counts), state
+
+        def add_counts(accumulator: sequential.RateAccumulator, part: slice) -> None:
+            accumulator.add(counts[part])
+
+        return await asyncio.to_thread(_look, rates, add_counts, firm_batches - start, len(counts)), state
     after, before = slots
     seen = _bounds(after, before)
     if state is not None and not seen <= state.bounds:
@@ -423,7 +454,7 @@ async def _count_and_compare(
     if state is None or state.accumulator is None:
         if not seen:  # no buckets in any batch yet: nothing to compare, nothing to ask again
             state = state or _State(None, frozenset())
-            state.empty_batches = batches.batches
+            state.empty_batches = firm_batches
             return None, state
         bounds = sorted(seen)
         if bounds[-1] != math.inf:
@@ -441,22 +472,29 @@ async def _count_and_compare(
     histogram = state.accumulator
     assert isinstance(histogram, sequential.HistogramAccumulator)
     bounds = list(histogram.bounds)
-    rows = (_bucket_rows(after, bounds), _bucket_rows(before, bounds))
-    return await asyncio.to_thread(_add_buckets, histogram, *rows), state
+    rows_after, rows_before = _bucket_rows(after, bounds), _bucket_rows(before, bounds)
+
+    def add_rows(accumulator: sequential.HistogramAccumulator, part: slice) -> None:
+        accumulator.add(rows_after[part], rows_before[part])
+
+    return await asyncio.to_thread(_look, histogram, add_rows, firm_batches - start, len(rows_after)), state
 
 
-def _add_rates(
-    accumulator: sequential.RateAccumulator, counts: list[sequential.CountBatch]
-) -> sequential.RateComparison:
-    accumulator.add(counts)
-    return accumulator.result()
+_Accumulator = TypeVar("_Accumulator", sequential.RateAccumulator, sequential.HistogramAccumulator)
 
 
-def _add_buckets(
-    accumulator: sequential.HistogramAccumulator, after: list[list[float]], before: list[list[float]]
-) -> sequential.HistogramComparison:
-    accumulator.add(after, before)
-    return accumulator.result()
+def _look(accumulator: _Accumulator, add: Callable[[_Accumulator, slice], None], cut: int, count: int) -> Any:
+    """Adds batches ``[:cut]`` of the ones asked to ``accumulator``; the result with
+    ``[cut:]`` added too, to a copy (``accumulator`` looks first, so the copy starts
+    from its memo and its boundary's test, and the next run does too)."""
+    add(accumulator, slice(0, cut))
+    if cut >= count:
+        return accumulator.result()
+    if cut > 0:
+        accumulator.result()
+    look = copy.deepcopy(accumulator)
+    add(look, slice(cut, count))
+    return look.result()
 
 
 def _bounds(*slot_lists: list[dict[str, float]]) -> frozenset[float]:
