@@ -386,3 +386,36 @@ async def test_the_newest_batches_are_recounted_until_held_so_late_scrapes_count
         _same_details(kept.details, fresh.details)
     else:  # kept at once, the undercounted batches stay undercounted
         assert kept.details["eventsAfter"] < fresh.details["eventsAfter"]
+
+
+class MovingTailPrometheus(NoisyPrometheus):
+    """Before ``DEPLOYED - 30 min`` the slow tail is thinner, so as the mirrored
+    before-windows reach further back the p95's nearest bound moves from 0.25 to 0.1."""
+
+    def buckets(self, at: float, window: float, le: str) -> float:
+        if at > DEPLOYED.timestamp() - 1800:
+            return super().buckets(at, window, le)
+        total = self.rps * window
+        return {"0.1": 0.94 * total, "0.25": 0.995 * total, "0.5": 0.999 * total, "+Inf": total}[le]
+
+
+@pytest.mark.parametrize("hold", [prometheus_compare.HOLD, SETTLED])
+async def test_a_moved_latency_boundary_is_counted_afresh_and_kept_again(hold: datetime.timedelta) -> None:
+    memory = prometheus_compare.Comparisons(hold=hold)
+    spec = _spec(buckets=True)
+    fake = MovingTailPrometheus(rps=5.0)
+    boundaries = []
+    for minutes in range(8, 60):
+        now = DEPLOYED + datetime.timedelta(minutes=minutes, seconds=5)
+        ctx = make_context(deployed_at=DEPLOYED, now=now)
+        kept = await prometheus_compare.measure(spec, ctx, fake, memory, "http://p")
+        fresh = await prometheus_compare.measure(spec, ctx, fake)
+        _same_details(kept.details, fresh.details)
+        boundaries.append(kept.details["boundary"])
+    assert boundaries[0] == 0.25 and boundaries[-1] == 0.1
+    # Built once; when the boundary moved, counted afresh and built again. With the
+    # hold, the copy holding the newest batches sees the move first, and a test built
+    # from the held batches alone still has the old boundary: a few runs count afresh
+    # until the held batches move it too. Then every run adds to the kept test.
+    assert 3 <= memory.rebuilt <= (8 if hold else 3) and memory.added >= 52 - memory.rebuilt - 4
+    assert boundaries.index(0.1) > 5

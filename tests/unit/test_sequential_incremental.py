@@ -14,7 +14,10 @@ informative batch, fresh bounds by bisection):
 - histograms whose boundary moves as before-windows add up (the comparison is
   rebuilt from the kept counts), an explicit boundary;
 - memory: what grows with the batches is three numbers per informative batch (two
-  rows of bucket counts per batch for histograms); the bisection memo is bounded.
+  rows of bucket counts per batch for histograms that keep their rows); the bisection
+  memo is bounded;
+- a histogram that drops its rows (``keep_rows=False``, the provider's) looks the same
+  while the boundary stays, and raises ``BoundaryMoved`` when it moves.
 """
 
 from __future__ import annotations
@@ -186,6 +189,31 @@ def test_histogram_looks_equal_the_full_recomputation_when_the_boundary_moves(
     if boundary is None:
         assert len(boundaries) > 1, "the stream should move the boundary at least once"
     assert accumulator.size == 2 * len(BOUNDS) * 160 + accumulator._rates.size  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_a_histogram_without_its_rows_looks_the_same_until_the_boundary_moves(seed: int) -> None:
+    rng = random.Random(seed)
+    after = _rows(rng, 160, 0.08, 300)
+    before = _rows(rng, 160, 0.05, 1800, drift=0.08)
+    accumulator = sequential.HistogramAccumulator(BOUNDS, alpha=0.005, min_effect=0.2, keep_rows=False)
+    seen, looks = 0, 0
+    for size in _chunks(rng, len(after)):
+        accumulator.add(after[seen : seen + size], before[seen : seen + size])
+        seen += size
+        full = sequential.compare_histograms(BOUNDS, after[:seen], before[:seen], alpha=0.005, min_effect=0.2)
+        try:
+            incremental = accumulator.result()
+        except sequential.BoundaryMoved as exc:
+            assert f"to le={full.boundary:g}" in str(exc)
+            break
+        looks += 1
+        assert incremental.boundary == full.boundary
+        _same(incremental.comparison, full.comparison)
+        assert accumulator.size == accumulator._rates.size  # type: ignore[union-attr]  # no rows held
+    else:
+        pytest.fail("the stream should move the boundary")
+    assert looks >= 1
 
 
 def test_histogram_rows_are_checked_as_they_are_added() -> None:

@@ -64,6 +64,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
+    "BoundaryMoved",
     "CountBatch",
     "HistogramAccumulator",
     "HistogramComparison",
@@ -618,20 +619,30 @@ def histogram_batches(
         raise ValueError(f"boundary {boundary} is not a finite bucket bound")
     if len(after) != len(before):
         raise ValueError(f"{len(after)} after-batches but {len(before)} before-batches")
-    position = list(bounds).index(boundary)
-    result = []
     for i, (a, b) in enumerate(zip(after, before, strict=True)):
         _check_buckets(bounds, a, f"after-batch {i}")
         _check_buckets(bounds, b, f"before-batch {i}")
-        result.append(
-            CountBatch(
-                events_after=max(0.0, a[-1] - a[position]),
-                total_after=a[-1],
-                events_before=max(0.0, b[-1] - b[position]),
-                total_before=b[-1],
-            )
+    return _split_at(list(bounds).index(boundary), after, before)
+
+
+def _split_at(
+    position: int, after: Sequence[Sequence[float]], before: Sequence[Sequence[float]]
+) -> list[CountBatch]:
+    """``histogram_batches`` of rows already checked, the boundary at ``position``."""
+    return [
+        CountBatch(
+            events_after=max(0.0, a[-1] - a[position]),
+            total_after=a[-1],
+            events_before=max(0.0, b[-1] - b[position]),
+            total_before=b[-1],
         )
-    return result
+        for a, b in zip(after, before, strict=True)
+    ]
+
+
+class BoundaryMoved(Exception):
+    """A ``HistogramAccumulator`` that drops its rows (``keep_rows=False``) was asked to
+    look with another boundary than its test's: only a recount of every batch answers."""
 
 
 class HistogramAccumulator:
@@ -643,7 +654,12 @@ class HistogramAccumulator:
     recomputation would; so the batches' bucket counts are kept (``size``: two rows
     of ``len(bounds)`` numbers a batch), and the comparison is rebuilt from them when
     the chosen boundary moves, which the sums of many before-windows seldom make it
-    do. Otherwise a look adds only the new batches to a :class:`RateAccumulator`."""
+    do. Otherwise a look adds only the new batches to a :class:`RateAccumulator`.
+
+    With ``keep_rows=False`` a look drops the rows it added to that test (``size`` is
+    then about the test's alone, as for a rate), and a later look whose boundary moved
+    raises :class:`BoundaryMoved`: the caller counts every batch afresh (the
+    Prometheus provider asks them again). The first look never raises."""
 
     def __init__(
         self,
@@ -655,6 +671,7 @@ class HistogramAccumulator:
         boundary: float | None = None,
         calibration: Sequence[float] | None = None,
         prior_scale: float = 1.0,
+        keep_rows: bool = True,
     ) -> None:
         _check_bounds(bounds)
         if not 0.0 < quantile < 1.0:
@@ -678,6 +695,8 @@ class HistogramAccumulator:
         self._summed_before = [0.0] * len(bounds)
         self._rates: RateAccumulator | None = None
         self._rates_boundary: float | None = None
+        self._keep_rows = keep_rows
+        self._dropped = 0  # rows dropped (keep_rows=False): the flat arrays start after them
         self.batches = 0
 
     @property
@@ -705,7 +724,8 @@ class HistogramAccumulator:
 
     def _rows(self, flat: array[float], start: int) -> list[list[float]]:
         width = len(self.bounds)
-        return [list(flat[i * width : (i + 1) * width]) for i in range(start, self.batches)]
+        first, end = start - self._dropped, self.batches - self._dropped
+        return [list(flat[i * width : (i + 1) * width]) for i in range(first, end)]
 
     def result(self) -> HistogramComparison:
         boundary = self._boundary
@@ -713,17 +733,23 @@ class HistogramAccumulator:
             reference = self._summed_before if self._calibration is None else self._calibration
             boundary = _choose_boundary(self.quantile, self.bounds, reference)
         if self._rates is None or boundary != self._rates_boundary:
+            if self._dropped:
+                raise BoundaryMoved(
+                    f"the boundary moved from le={self._rates_boundary:g} to le={boundary:g}, "
+                    f"and the rows of {self._dropped} batches were dropped"
+                )
             self._rates = RateAccumulator(
                 alpha=self.alpha, min_effect=self.min_effect, prior_scale=self.prior_scale
             )
             self._rates_boundary = boundary
         start = self._rates.batches
         if start < self.batches:
-            self._rates.add(
-                histogram_batches(
-                    self.bounds, self._rows(self._after, start), self._rows(self._before, start), boundary
-                )
-            )
+            position = self.bounds.index(boundary)
+            rows = self._rows(self._after, start), self._rows(self._before, start)
+            self._rates.add(_split_at(position, *rows))
+        if not self._keep_rows:
+            del self._after[:], self._before[:]
+            self._dropped = self.batches
         return HistogramComparison(
             comparison=self._rates.result(),
             boundary=boundary,

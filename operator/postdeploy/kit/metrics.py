@@ -17,6 +17,14 @@ may use is exactly ``exported_names()``, which a test checks.
 - ``postdeploy_provider_errors_total{provider}``           data source down, bad answer
 - ``postdeploy_rollbacks_total{kind, outcome}``
 - ``postdeploy_webhook_deliveries_total{kind, outcome}``   notifications sent or failed
+- ``postdeploy_comparison_runs_total{way}``                comparison checks' runs that
+                                                           added to their kept test
+                                                           (``added``) or counted every
+                                                           batch (``counted``)
+- ``postdeploy_comparison_kept{what}``                     kept tests (``tests``) and
+                                                           the numbers they hold
+                                                           (``numbers``, bounded by
+                                                           ``prometheus_compare.MAX_KEPT``)
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ __all__ = [
     "exported_names",
     "forget_review",
     "record_check",
+    "record_comparison",
     "record_delivery",
     "record_review",
     "record_review_completed",
@@ -95,6 +104,21 @@ _DELIVERIES = prometheus_client.Counter(
     "postdeploy_webhook_deliveries",
     "Notification webhook deliveries, by kind (webhook, slack) and outcome (delivered, failed).",
     ["kind", "outcome"],
+    registry=REGISTRY,
+)
+
+
+_COMPARISON_RUNS = prometheus_client.Counter(
+    "postdeploy_comparison_runs",
+    "Comparison checks' runs, by way: added to their kept test, or counted every batch "
+    "(a first run, after a restart, an eviction or a moved latency boundary).",
+    ["way"],
+    registry=REGISTRY,
+)
+_COMPARISONS_KEPT = prometheus_client.Gauge(
+    "postdeploy_comparison_kept",
+    "Comparison tests kept in memory (what=tests) and the numbers they hold (what=numbers).",
+    ["what"],
     registry=REGISTRY,
 )
 
@@ -164,6 +188,14 @@ def record_check(provider: str, state: str, seconds: float, *, provider_error: b
     _CHECK_DURATION.labels(provider=provider).observe(seconds)
     if provider_error:
         _PROVIDER_ERRORS.labels(provider=provider).inc()
+
+
+def record_comparison(added: bool, tests: int, numbers: int) -> None:
+    """A comparison run that added to its kept test (or counted every batch), and
+    what the kept tests hold after it."""
+    _COMPARISON_RUNS.labels(way="added" if added else "counted").inc()
+    _COMPARISONS_KEPT.labels(what="tests").set(tests)
+    _COMPARISONS_KEPT.labels(what="numbers").set(numbers)
 
 
 def record_run_delay(seconds: float) -> None:

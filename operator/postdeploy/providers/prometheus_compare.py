@@ -60,7 +60,7 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
 from postdeploy.decisions import sequential, templating
-from postdeploy.kit import durations, exceptions
+from postdeploy.kit import durations, exceptions, metrics
 from postdeploy.models.checks import Comparison, PrometheusCheck
 from postdeploy.models.measurements import Measurement, ReviewContext
 
@@ -71,8 +71,11 @@ SETTLE = datetime.timedelta(seconds=60)  # a batch counts once it ended this lon
 # afresh at every run (their last scrapes could still land).
 HOLD = datetime.timedelta(minutes=5)
 MAX_BATCHES = 11_000  # Prometheus refuses range queries with more points
-# Numbers the comparisons' states may keep together (8 bytes each: 32 MB).
-MAX_KEPT = 4_000_000
+# Numbers the comparisons' states may keep together (8 bytes each in arrays: 128 MB;
+# the bisections' memo adds about a tenth). Sized for 10,000 active reviews of the
+# built-in template in a steady stream (docs/benchmarks.md): about 3,000 of them in
+# the extended phase, two comparisons each, up to 1,440 batches.
+MAX_KEPT = 16_000_000
 
 # Runs a range query (query, start, end, step) -> data.result; the provider passes
 # one that goes through its coalescer and pooled API.
@@ -230,11 +233,13 @@ class Comparisons:
     them starts afresh.
 
     Bounded: the states together keep at most ``max_kept`` numbers (each state
-    ``size``: three a batch with events, two rows of bucket counts a batch for a
-    histogram); beyond it the least recently used are dropped, and their next run
-    recomputes from Prometheus. ``added`` / ``rebuilt`` count runs that added to a
-    state and runs that counted every batch. ``hold``: how long after its end a batch
-    is kept (``HOLD``; the backtest, whose history has long settled, keeps at once)."""
+    ``size``: three a batch with events and the bisections' memo; a histogram drops
+    its bucket rows once added, ``keep_rows=False``); beyond it the least recently
+    used are dropped, and their next run recomputes from Prometheus. ``added`` /
+    ``rebuilt`` count runs that added to a state and runs that counted every batch
+    (also the ``postdeploy_comparison_runs_total`` metric). ``hold``: how long after
+    its end a batch is kept (``HOLD``; the backtest, whose history has long settled,
+    keeps at once)."""
 
     def __init__(self, max_kept: int = MAX_KEPT, hold: datetime.timedelta = HOLD) -> None:
         self.max_kept = max_kept
@@ -346,14 +351,27 @@ async def measure(
                         )
                     except exceptions.QueryFailed:
                         raise  # before anything was added: the state stands
+                    except sequential.BoundaryMoved:
+                        # The latency boundary moved and the kept test has no rows to
+                        # rebuild from: count every batch afresh now, and again into a
+                        # new test at the next run.
+                        memory.discard(key)
+                        memory.rebuilt += 1
+                        everything = batches_grid.batches
+                        result, _ = await _count_and_compare(
+                            ask, queries, batches_grid, compare, None, everything
+                        )
+                        kept = None
                     except BaseException:
                         memory.discard(key)  # possibly half-added: the next run counts afresh
                         raise
-                    memory.put(key, kept)
-                    if kept is state:
-                        memory.added += 1
-                    else:
-                        memory.rebuilt += 1
+                    if kept is not None:
+                        memory.put(key, kept)
+                        if kept is state:
+                            memory.added += 1
+                        else:
+                            memory.rebuilt += 1
+                    metrics.record_comparison(kept is not None and kept is state, len(memory), memory.kept)
     except exceptions.QueryFailed as exc:
         return Measurement.error(str(exc), query=shown)
     except ValueError as exc:  # no bucket bounds, or counts Prometheus should not give
@@ -467,6 +485,7 @@ async def _count_and_compare(
             quantile=compare.quantile,
             min_effect=compare.min_effect,
             boundary=compare.boundary,
+            keep_rows=False,  # a moved boundary is counted afresh (measure)
         )
         state = _State(fresh, frozenset(bounds))
     histogram = state.accumulator
