@@ -792,7 +792,9 @@ def run(
             operator = Operator(operator_env, workdir / f"operator-steady-{size}.log")
             try:
                 results.append(
-                    _measure_steady(operator, api, counters, bed_cpu, size, window, timing, steady_name)
+                    _measure_steady(
+                        operator, api, counters, bed_cpu, size, window, timing, steady_name, profile
+                    )
                 )
                 _log(f"steady N={size}: {json.dumps(results[-1])}")
             finally:
@@ -852,8 +854,10 @@ def _measure_steady(
     window: float,
     timing: Mapping[str, tuple[float, float]],
     template_name: str,
+    profile: pathlib.Path | None = None,
 ) -> dict[str, Any]:
-    """Wait until the operator has caught up with every review, then measure ``window``."""
+    """Wait until the operator has caught up with every review, then measure ``window``
+    (with ``profile``, py-spy samples the operator for up to 60 s of it)."""
     started = time.monotonic()
     seen = 0.0
     while time.monotonic() - started < 1800:
@@ -868,8 +872,15 @@ def _measure_steady(
     before_cpu, before_w, before_runs = operator.cpu_seconds(), counters.api_writes(), operator.check_runs()
     bed_cpu.begin()
     begun = time.monotonic()
+    recording = None
+    if profile is not None:
+        profile.mkdir(parents=True, exist_ok=True)
+        output = profile / f"operator-steady-{size}.txt"
+        recording = profiles.Recording(operator.process.pid, min(60.0, window), output)
     time.sleep(window)
     elapsed = time.monotonic() - begun
+    if recording is not None:
+        _log(profiles.summary(recording.wait()))
     after_cpu, after_w, after_runs = operator.cpu_seconds(), counters.api_writes(), operator.check_runs()
     bed = bed_cpu.cores(elapsed)
     rss = operator.rss_mb()
@@ -987,7 +998,7 @@ def main(argv: list[str] | None = None) -> int:
         "--profile",
         type=pathlib.Path,
         default=None,
-        help="directory: py-spy samples the operator for up to 60 s of each active window",
+        help="directory: py-spy samples the operator for up to 60 s of each active and steady window",
     )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
