@@ -657,6 +657,7 @@ def run(
     workdir: pathlib.Path,
     profile: pathlib.Path | None = None,
     steady: list[int] | None = None,
+    settle: float = 60.0,
 ) -> list[dict[str, Any]]:
     steady = steady or []
     results: list[dict[str, Any]] = []
@@ -793,7 +794,7 @@ def run(
             try:
                 results.append(
                     _measure_steady(
-                        operator, api, counters, bed_cpu, size, window, timing, steady_name, profile
+                        operator, api, counters, bed_cpu, size, window, timing, steady_name, profile, settle
                     )
                 )
                 _log(f"steady N={size}: {json.dumps(results[-1])}")
@@ -855,9 +856,13 @@ def _measure_steady(
     timing: Mapping[str, tuple[float, float]],
     template_name: str,
     profile: pathlib.Path | None = None,
+    settle: float = 60.0,
 ) -> dict[str, Any]:
-    """Wait until the operator has caught up with every review, then measure ``window``
-    (with ``profile``, py-spy samples the operator for up to 60 s of it)."""
+    """Wait until the operator has caught up with every review and ``settle`` more
+    seconds, then measure ``window`` (with ``profile``, py-spy samples the operator for
+    up to 60 s of it). A settle shorter than the extended phase's interval (15 min)
+    measures the extended comparisons' first runs since the start, which count every
+    batch (nothing is kept across a restart); a longer one, their runs after that."""
     started = time.monotonic()
     seen = 0.0
     while time.monotonic() - started < 1800:
@@ -866,8 +871,8 @@ def _measure_steady(
         if seen >= size:
             break
     catch_up = time.monotonic() - started
-    _log(f"steady N={size}: {seen:.0f} reviews ticked after {catch_up:.0f}s; settling 60s")
-    time.sleep(60)
+    _log(f"steady N={size}: {seen:.0f} reviews ticked after {catch_up:.0f}s; settling {settle:.0f}s")
+    time.sleep(settle)
     since = datetime.datetime.now(datetime.UTC)
     before_cpu, before_w, before_runs = operator.cpu_seconds(), counters.api_writes(), operator.check_runs()
     bed_cpu.begin()
@@ -893,6 +898,7 @@ def _measure_steady(
         "n": size,
         "template": template_name,
         "catch_up_s": round(catch_up),
+        "settle_s": round(settle),
         "checks_per_min": (after_runs - before_runs) / elapsed * 60,
         "lag_p50": _percentile(lags, 50),
         "lag_p99": _percentile(lags, 99),
@@ -991,6 +997,13 @@ def main(argv: list[str] | None = None) -> int:
         help="sizes of the steady-stream mix (built-in template, deployedAt over 72 h), e.g. 5000,10000",
     )
     parser.add_argument("--window", type=float, default=120.0, help="seconds measured per size")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=60.0,
+        help="steady rows: seconds between the operator catching up and the window "
+        "(over 900: the extended phase's comparisons run again from their kept tests)",
+    )
     parser.add_argument("--interval", type=float, default=60.0, help="check interval, seconds")
     parser.add_argument("--deployments", type=int, default=100)
     parser.add_argument("--markdown", type=pathlib.Path, default=None)
@@ -1013,6 +1026,7 @@ def main(argv: list[str] | None = None) -> int:
             pathlib.Path(tmp),
             args.profile,
             steady,
+            args.settle,
         )
     text = table(results, args.window)
     print(text)
