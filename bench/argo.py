@@ -325,7 +325,7 @@ class Bed:
         kube_state: dict[str, Any],
         obs_state: dict[str, Any],
         query_log: pathlib.Path,
-        argo_binary: pathlib.Path,
+        argo_binary: pathlib.Path | None,
     ) -> None:
         self.kube_state, self.obs_state = kube_state, obs_state
         self.env: dict[str, str] = dict(kube_state["env"])
@@ -366,6 +366,22 @@ def _create_paced(count: int, create: Callable[[int], None], seconds: float) -> 
         list(pool.map(paced, range(count)))
 
 
+def create_reviews(bed: Bed, size: int, targets: list[str], interval: float) -> None:
+    """``size`` reviews of the two checks (``review``) over the fleet's Deployments, their
+    deployment times spread over one interval (so their runs spread over it too)."""
+    objects = k8s.CustomObjectsApi(bed.api)
+    deployed_at = datetime.datetime.now(datetime.UTC)
+
+    def create(index: int) -> None:
+        moment = deployed_at - datetime.timedelta(seconds=interval * index / max(1, size))
+        body = review(f"r{size}-{index:05d}", targets[index % len(targets)], f"{int(interval)}s", moment)
+        objects.create_namespaced_custom_object(
+            PD_GROUP, PD_VERSION, NAMESPACE, "postdeploymentreviews", body
+        )
+
+    _create_paced(size, create, 0.0)
+
+
 def measure_scale(
     bed: Bed,
     tool: str,
@@ -379,6 +395,7 @@ def measure_scale(
     objects = k8s.CustomObjectsApi(bed.api)
     every = f"{int(interval)}s"
     if tool == "argo":
+        assert bed.argo_binary is not None
         process: Process | bench.Operator = start_argo(
             bed.argo_binary, bed.env, NAMESPACE, workdir / f"argo-{size}.log"
         )
@@ -390,17 +407,8 @@ def measure_scale(
         _log(f"argo N={size}: creating AnalysisRuns over {interval:.0f}s")
         _create_paced(size, create, interval)
     else:
-        deployed_at = datetime.datetime.now(datetime.UTC)
-
-        def create(index: int) -> None:
-            moment = deployed_at - datetime.timedelta(seconds=interval * index / max(1, size))
-            body = review(f"r{size}-{index:05d}", targets[index % len(targets)], every, moment)
-            objects.create_namespaced_custom_object(
-                PD_GROUP, PD_VERSION, NAMESPACE, "postdeploymentreviews", body
-            )
-
         _log(f"postdeploy N={size}: creating reviews")
-        _create_paced(size, create, 0.0)
+        create_reviews(bed, size, targets, interval)
         # the scale benchmark's operator process: its metrics port counts check runs
         process = bench.Operator(bed.operator_env, workdir / f"postdeploy-{size}.log")
     plural, group, version = (
@@ -688,6 +696,47 @@ def measure_breach(
 # --- the run -------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def scale_bed(
+    workdir: pathlib.Path, deployments: int, interval: float, argo_binary: pathlib.Path | None = None
+) -> Iterator[tuple[Bed, list[str]]]:
+    """The scale rows' test bed, stopped on exit: kube-apiserver with kwok nodes,
+    Prometheus with its query log, Alertmanager, ``deployments`` Deployments in
+    ``NAMESPACE`` with the fleet's live series (one interval of them scraped), the
+    postdeploy CRDs, and Argo's CRDs and the breach namespace when ``argo_binary`` is
+    given. Yields the bed and the Deployments' names."""
+    kube_state = kube.start(workdir / "kube")
+    obs_state: dict[str, Any] | None = None
+    services = fleet.Fleet(NAMESPACE, [f"svc-{i:03d}" for i in range(deployments)])
+    try:
+        query_log = workdir / "prometheus-queries.jsonl"
+        obs_state = observability.start(
+            workdir / "observability", history_days=0.5, extra_targets=[services.target], query_log=query_log
+        )
+        env = dict(kube_state["env"])
+        for document in crds.all_crds().values():
+            bench._kubectl(env, "apply", "-f", "-", input_text=yaml.safe_dump(document))
+        if argo_binary is not None:
+            for path in sorted(argo_crds().glob("*-crd.yaml")):
+                bench._kubectl(env, "apply", "--server-side", "-f", str(path))
+        bench._kubectl(env, "wait", "--for=condition=Established", "crd", "--all")
+        bench._kubectl(env, "create", "namespace", NAMESPACE)
+        if argo_binary is not None:
+            bench._kubectl(env, "create", "namespace", BREACH_NAMESPACE)
+        bed = Bed(kube_state, obs_state, query_log, argo_binary)
+        targets = bench._deployments(bed.api, deployments)
+        bench._kubectl(
+            env, "-n", NAMESPACE, "wait", "--for=condition=Available", "deployment", "--all", "--timeout=300s"
+        )
+        time.sleep(max(0.0, services.started + interval + 30 - time.time()))
+        yield bed, targets
+    finally:
+        if obs_state is not None:
+            observability.stop(obs_state)
+        services.stop()
+        kube.stop(kube_state)
+
+
 def run(args: argparse.Namespace, workdir: pathlib.Path) -> dict[str, Any]:
     tools = [t for t in args.tools.split(",") if t]
     sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -710,7 +759,7 @@ def run(args: argparse.Namespace, workdir: pathlib.Path) -> dict[str, Any]:
     def breach_rounds() -> None:
         """The breach runs, in ``--breach-rounds`` rounds alternating the tools (so a run
         cut short still has runs of both)."""
-        if not args.breach_runs or out["breach"] or obs_state is None:
+        if not args.breach_runs or out["breach"]:
             return
         per_round = [args.breach_runs // args.breach_rounds] * args.breach_rounds
         per_round[-1] += args.breach_runs - sum(per_round)
@@ -735,28 +784,8 @@ def run(args: argparse.Namespace, workdir: pathlib.Path) -> dict[str, Any]:
         _log(f"load average {' '.join(text)} ({label})")
 
     load("start")
-    kube_state = kube.start(workdir / "kube")
-    obs_state: dict[str, Any] | None = None
-    services = fleet.Fleet(NAMESPACE, [f"svc-{i:03d}" for i in range(args.deployments)])
-    try:
-        query_log = workdir / "prometheus-queries.jsonl"
-        obs_state = observability.start(
-            workdir / "observability", history_days=0.5, extra_targets=[services.target], query_log=query_log
-        )
-        env = dict(kube_state["env"])
-        for document in crds.all_crds().values():
-            bench._kubectl(env, "apply", "-f", "-", input_text=yaml.safe_dump(document))
-        for path in sorted(argo_crds().glob("*-crd.yaml")):
-            bench._kubectl(env, "apply", "--server-side", "-f", str(path))
-        bench._kubectl(env, "wait", "--for=condition=Established", "crd", "--all")
-        bench._kubectl(env, "create", "namespace", NAMESPACE)
-        bench._kubectl(env, "create", "namespace", BREACH_NAMESPACE)
-        bed = Bed(kube_state, obs_state, query_log, argo_binary)
-        targets = bench._deployments(bed.api, args.deployments)
-        bench._kubectl(
-            env, "-n", NAMESPACE, "wait", "--for=condition=Available", "deployment", "--all", "--timeout=300s"
-        )
-        time.sleep(max(0.0, services.started + args.interval + 30 - time.time()))
+    with scale_bed(workdir, args.deployments, args.interval, argo_binary) as (bed, targets):
+        kube_state, obs_state = bed.kube_state, bed.obs_state
         # Sizes in the order given (largest first by default), the breach runs after the
         # first of them: if a shared machine's session is cut short, the figures the
         # targets name (N = 2,000 and the breach) exist first.
@@ -774,11 +803,6 @@ def run(args: argparse.Namespace, workdir: pathlib.Path) -> dict[str, Any]:
         if not sizes:
             breach_rounds()
         load("end")
-    finally:
-        if obs_state is not None:
-            observability.stop(obs_state)
-        services.stop()
-        kube.stop(kube_state)
     return out
 
 

@@ -138,7 +138,10 @@ class BedCpu:
 
 
 class Operator:
-    def __init__(self, env: Mapping[str, str], log: pathlib.Path) -> None:
+    """``python -m postdeploy run -n bench`` as a process of its own, its metrics on a free
+    port; ``module`` runs another entry point with the same arguments (``bench.memprobe``)."""
+
+    def __init__(self, env: Mapping[str, str], log: pathlib.Path, module: str = "postdeploy") -> None:
         from testbed.ports import free_port
 
         self.metrics_port = free_port()
@@ -147,7 +150,7 @@ class Operator:
             [
                 sys.executable,
                 "-m",
-                "postdeploy",
+                module,
                 "run",
                 "-n",
                 NAMESPACE,
