@@ -11,7 +11,7 @@ process; the first is always the operator as it is), a fresh operator process
   ``--runs`` intervals (plus N / 200 s) to run them;
 
 and prints its RSS (``VmRSS``) and peak RSS (``VmHWM``) at the end of each, the RSS
-sampled every 5 s (the largest step between two samples and when it came), and where
+sampled every 5 s (from when on it stayed within 1 MB of the end), and where
 the RSS is from ``/proc/PID/smaps``: files (shared libraries, bytecode), the main
 heap (``[heap]``: glibc's main arena), glibc's other arenas (anonymous 64 MB-aligned
 reservations of 64 MB: one per thread that allocated, at most 8 per core) and other
@@ -27,7 +27,6 @@ operator, so its RSS figures are not the product's). Run it under ``flock
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import pathlib
@@ -41,7 +40,7 @@ from typing import Any
 from bench import argo
 from testbed import bench
 
-__all__ = ["main", "parse_variant", "smaps_breakdown", "steepest"]
+__all__ = ["main", "parse_variant", "settled", "smaps_breakdown"]
 
 HEAP_RESERVATION = 64 * 1024 * 1024  # glibc's HEAP_MAX_SIZE on 64-bit: one non-main arena heap
 
@@ -103,13 +102,18 @@ def smaps_breakdown(smaps: str) -> dict[str, float]:
     return {k: round(v, 1) for k, v in out.items()}
 
 
-def steepest(samples: list[tuple[float, float]]) -> tuple[float, float]:
-    """The largest rise of RSS between two consecutive ``(seconds, MB)`` samples: (when, MB)."""
-    best = (float("nan"), 0.0)
-    for (_, before), (at, after) in itertools.pairwise(samples):
-        if after - before > best[1]:
-            best = (at, after - before)
-    return best
+def settled(samples: list[tuple[float, float]], within: float = 1.0) -> float:
+    """The first sample time from which RSS stays within ``within`` MB of its last value:
+    when the growth was over (``(seconds, MB)`` samples)."""
+    if not samples:
+        return float("nan")
+    final = samples[-1][1]
+    at = samples[-1][0]
+    for when, mb in reversed(samples):
+        if abs(mb - final) > within:
+            break
+        at = when
+    return at
 
 
 def _load() -> str:
@@ -151,7 +155,7 @@ def reading(
             "smaps_mb": breakdown,
             "threads": threads,
             "check_runs": operator.check_runs(),
-            "steepest": steepest(samples),
+            "settled_at_s": settled(samples),
             "samples": samples,
             "load": _load(),
         }
@@ -169,6 +173,30 @@ def reading(
         operator.stop()
 
 
+def compare(idle: pathlib.Path, busy: pathlib.Path, workdir: pathlib.Path) -> None:
+    """``growth-<busy>.txt``: modules the busy operator imported that the idle one had not,
+    and (with tracemalloc) the source lines whose traced memory is larger in the busy
+    operator's last snapshot than in the idle one's."""
+    reports = [sorted(d.glob("report-*.json"), key=lambda p: int(p.stem.split("-")[1])) for d in (idle, busy)]
+    if not all(reports):
+        return
+    before, after = (json.loads(r[-1].read_text()) for r in reports)
+    lines = [
+        "modules imported after idle: " + " ".join(sorted(set(after["modules"]) - set(before["modules"])))
+    ]
+    snapshots = [
+        sorted(d.glob("snapshot-*.pickle"), key=lambda p: int(p.stem.split("-")[1])) for d in (idle, busy)
+    ]
+    if all(snapshots):
+        import tracemalloc
+
+        from bench import memprobe
+
+        old, new = (tracemalloc.Snapshot.load(str(s[-1])) for s in snapshots)
+        lines.append(memprobe.growth(new, old))
+    (workdir / f"growth-{busy.name}.txt").write_text("\n".join(lines) + "\n")
+
+
 def run(args: argparse.Namespace, workdir: pathlib.Path) -> list[dict[str, Any]]:
     variants: list[tuple[str, dict[str, str]]] = [("as-is", {}), *(parse_variant(v) for v in args.variant)]
     sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -176,15 +204,18 @@ def run(args: argparse.Namespace, workdir: pathlib.Path) -> list[dict[str, Any]]
     _log(f"load average {_load()} (start)")
     with argo.scale_bed(workdir, args.deployments, args.interval) as (bed, targets):
         for name, env in variants:
-            probe = workdir / f"probe-{name}" if args.probe else None
-            if probe is not None and args.tracemalloc:
+
+            def probe(size: int, name: str = name) -> pathlib.Path | None:
+                return workdir / f"probe-{name}-{size}" if args.probe else None
+
+            if args.probe and args.tracemalloc:
                 env = {**env, "PYTHONTRACEMALLOC": "1"}
             _log(f"{name}: idle for {args.idle:.0f}s")
             row = {
                 "variant": name,
                 "env": env,
                 "n": 0,
-                **reading(bed, env, args.idle, workdir / f"{name}-0.log", probe),
+                **reading(bed, env, args.idle, workdir / f"{name}-0.log", probe(0)),
             }
             rows.append(row)
             _log(json.dumps({k: v for k, v in row.items() if k not in ("samples", "probe")}))
@@ -197,12 +228,14 @@ def run(args: argparse.Namespace, workdir: pathlib.Path) -> list[dict[str, Any]]
                         "variant": name,
                         "env": env,
                         "n": size,
-                        **reading(bed, env, seconds, workdir / f"{name}-{size}.log", probe),
+                        **reading(bed, env, seconds, workdir / f"{name}-{size}.log", probe(size)),
                     }
                 finally:
                     argo._delete_all(bed.env, "postdeploymentreviews", argo.NAMESPACE)
                 rows.append(row)
                 _log(json.dumps({k: v for k, v in row.items() if k not in ("samples", "probe")}))
+                if args.probe:
+                    compare(workdir / f"probe-{name}-0", workdir / f"probe-{name}-{size}", workdir)
                 if args.json:
                     args.json.write_text(json.dumps(rows, indent=1))
     return rows
@@ -211,16 +244,15 @@ def run(args: argparse.Namespace, workdir: pathlib.Path) -> list[dict[str, Any]]
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| variant | N | RSS (MB) | peak RSS (MB) | files / heap / arenas (count) / other (MB) "
-        "| threads | largest 5 s rise (MB, at s) | check runs | load |",
+        "| threads | RSS within 1 MB of the end from (s) | check runs | load |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         s = r["smaps_mb"]
-        at, rise = r["steepest"]
         lines.append(
             f"| {r['variant']} | {r['n']:,} | {r['rss_mb']:.1f} | {r['peak_rss_mb']:.1f} "
             f"| {s['files']:.0f} / {s['heap']:.0f} / {s['arenas']:.0f} ({s['arena_count']:.0f}) / "
-            f"{s['other']:.0f} | {r['threads']} | {rise:.1f} at {at:.0f} | {r['check_runs']:.0f} "
+            f"{s['other']:.0f} | {r['threads']} | {r['settled_at_s']:.0f} | {r['check_runs']:.0f} "
             f"| {r['load']} |"
         )
     probes = [r for r in rows if r.get("probe")]

@@ -10,8 +10,10 @@ on, ``PYTHONTRACEMALLOC``) into ``$POSTDEPLOY_MEMPROBE_DIR``:
   allocated now and at most, bytes in use;
 - ``threads``: the Python threads by name;
 - ``types``: the 25 most numerous object types the collector tracks;
-- ``traced``: tracemalloc's current and peak bytes; the text file lists the 40 source
-  lines whose allocations grew most since the first report (the idle operator).
+- ``modules``: every module imported so far; ``allocated_blocks``: Python's count;
+- ``traced``: tracemalloc's current and peak bytes; ``snapshot-<n>.pickle`` is the
+  snapshot, and the text file lists the 40 source lines and files whose allocations
+  grew most since the process's first report.
 
 The handler runs in the main thread between two bytecodes, so it pauses the event loop
 for as long as it takes (a second or so at 2,000 reviews; longer with tracemalloc).
@@ -34,7 +36,7 @@ import tracemalloc
 from types import FrameType
 from typing import Any
 
-__all__ = ["glibc_totals", "main", "pymalloc_totals"]
+__all__ = ["glibc_totals", "growth", "main", "pymalloc_totals"]
 
 _baseline: list[tracemalloc.Snapshot] = []
 _count = [0]
@@ -126,20 +128,31 @@ def report(directory: pathlib.Path) -> dict[str, Any]:
         "threads": sorted(t.name for t in threading.enumerate()),
         "types": dict(types.most_common(25)),
     }
+    out["modules"] = sorted(sys.modules)
+    out["allocated_blocks"] = sys.getallocatedblocks()
     if tracemalloc.is_tracing():
         current, peak = tracemalloc.get_traced_memory()
         out["traced"] = {"current": current, "peak": peak}
         snapshot = tracemalloc.take_snapshot().filter_traces(
             [tracemalloc.Filter(False, tracemalloc.__file__)]
         )
+        snapshot.dump(str(directory / f"snapshot-{n}.pickle"))
         if not _baseline:
             _baseline.append(snapshot)
-        lines = [f"traced now {current / 1e6:.1f} MB, peak {peak / 1e6:.1f} MB"]
-        for stat in snapshot.compare_to(_baseline[0], "lineno")[:40]:
-            lines.append(str(stat))
-        (directory / f"tracemalloc-{n}.txt").write_text("\n".join(lines) + "\n")
+        (directory / f"tracemalloc-{n}.txt").write_text(
+            f"traced now {current / 1e6:.1f} MB, peak {peak / 1e6:.1f} MB\n" + growth(snapshot, _baseline[0])
+        )
     (directory / f"report-{n}.json").write_text(json.dumps(out, indent=1))
     return out
+
+
+def growth(snapshot: tracemalloc.Snapshot, baseline: tracemalloc.Snapshot, top: int = 40) -> str:
+    """The source lines (then files) whose traced memory grew most from ``baseline``."""
+    lines = ["by line:"]
+    lines += [str(stat) for stat in snapshot.compare_to(baseline, "lineno")[:top]]
+    lines += ["", "by file:"]
+    lines += [str(stat) for stat in snapshot.compare_to(baseline, "filename")[:top]]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
