@@ -13,7 +13,7 @@ import os
 import pathlib
 import sys
 
-__all__ = ["GC_THRESHOLD", "main"]
+__all__ = ["GC_THRESHOLD", "main", "without_sync_client"]
 
 # The garbage collector's thresholds for the operator process. With Python's default
 # (700, 10, 10) an operator holding 10,000 active reviews ran a full collection every
@@ -31,6 +31,24 @@ def _not_routine(record: logging.LogRecord) -> bool:
     """Drop kopf's line for every watch event handled; keep everything else."""
     message = record.getMessage()
     return not (message.startswith("Handler '") and message.endswith("succeeded."))
+
+
+def without_sync_client() -> None:
+    """Keep the sync ``kubernetes`` client out of the operator process: its imports fail.
+
+    It is installed for the kubectl plugin (``postdeploy.plugin``), and kopf imports it
+    whenever it is installed: ``import kopf`` takes its model classes for isinstance
+    checks on objects a handler passes it (the operator passes none), and kopf's default
+    registry logs in through it. That whole generated client stays resident for nothing
+    (about 30 MB, docs/benchmarks.md "Beside Argo Rollouts"). With it unimportable, kopf
+    does what it does where only kubernetes_asyncio is installed: logs in with
+    ``kubernetes_asyncio.config`` (in-cluster service account first, else kubeconfig),
+    as the engine's own client does (``handlers.lifecycle``). Call before kopf is
+    imported; a no-op if the sync client is already imported (a test runner's process).
+    """
+    if "kubernetes" not in sys.modules:
+        # Python's own switch: a module that is None in sys.modules raises ImportError.
+        sys.modules["kubernetes"] = None  # type: ignore[assignment]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             print(path)
         return 0
 
+    without_sync_client()
     from postdeploy.decisions import confinement
     from postdeploy.engine import settings
 

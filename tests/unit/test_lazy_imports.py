@@ -1,4 +1,5 @@
-"""What the operator loads before it needs it: psycopg only with the first SQL query.
+"""What the operator loads before it needs it: psycopg only with the first SQL query, and
+the sync `kubernetes` client (installed for the kubectl plugin) never.
 
 psycopg with its bundled libpq is about 24 MB of resident memory; an operator whose
 reviews have no SQL checks never needs it (docs/benchmarks.md, "Beside Argo Rollouts").
@@ -22,3 +23,29 @@ def test_the_operator_imports_psycopg_only_for_a_query() -> None:
     env = {**os.environ, "PYTHONPATH": str(OPERATOR)}
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_the_operator_process_runs_without_the_sync_kubernetes_client() -> None:
+    """``postdeploy run`` makes the sync client unimportable before kopf is imported: kopf
+    then imports none of it, and logs in with kubernetes_asyncio, as the engine does."""
+    probe = (
+        "import sys; import postdeploy.__main__ as m; m.without_sync_client(); "
+        "import kopf, postdeploy.handlers, postdeploy.engine.registry, postdeploy.kit.metrics; "
+        "from kopf._core.intents import causes; "
+        "logins = kopf.get_default_registry()._activities.get_handlers(causes.Activity.AUTHENTICATION); "
+        "loaded = sorted(k for k, v in sys.modules.items() if k.split('.')[0] == 'kubernetes' and v); "
+        "print(loaded, [h.id for h in logins])"
+    )
+    env = {**os.environ, "PYTHONPATH": str(OPERATOR)}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "[] ['login_via_async_client']", out.stderr
+
+
+def test_without_the_sync_client_leaves_an_imported_one_alone() -> None:
+    probe = (
+        "import sys, kubernetes; import postdeploy.__main__ as m; m.without_sync_client(); "
+        "import kubernetes.client; print(sys.modules['kubernetes'] is kubernetes)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(OPERATOR)}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "True", out.stderr
