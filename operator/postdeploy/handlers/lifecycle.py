@@ -32,12 +32,16 @@ def configured(memo: kopf.Memo) -> settings.Settings:
     return given if given is not None else settings.Settings.from_env()
 
 
-async def _api_client() -> client.ApiClient:
+async def _api_client(connections: int) -> client.ApiClient:
+    """The engine's Kubernetes client, at most ``connections`` connections to the API
+    server (``Settings.api_connections``; kubernetes_asyncio's own bound is 100)."""
     if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     else:
         await config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
-    api = client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = connections
+    api = client.ApiClient(configuration)
     _without_environment_lookups(api)
     return api
 
@@ -96,7 +100,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any,
     settings.persistence.finalizer = "postdeploy.io/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="postdeploy.io")
     settings.persistence.diffbase_storage = NoDiffBase()
-    api = await _api_client()
+    api = await _api_client(configuration.api_connections)
     http_client = httpx.AsyncClient(timeout=httpx.Timeout(configuration.measure_timeout_seconds))
     providers = registry.Providers(api, http_client, configuration)
     memo.api = api
