@@ -1,4 +1,5 @@
-"""What the operator loads before it needs it: psycopg only with the first SQL query, and
+"""What the operator loads before it needs it: psycopg only with the first SQL query,
+cryptography only for a webhook certificate it makes, and
 the sync `kubernetes` client (installed for the kubectl plugin) never.
 
 psycopg with its bundled libpq is about 24 MB of resident memory; an operator whose
@@ -49,3 +50,15 @@ def test_without_the_sync_client_leaves_an_imported_one_alone() -> None:
     env = {**os.environ, "PYTHONPATH": str(OPERATOR)}
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == "True", out.stderr
+
+
+def test_the_operator_imports_cryptography_only_to_make_a_webhook_certificate() -> None:
+    """About 7 MB that an operator without webhooks, or with cert-manager's certificate,
+    never needs: ``ManagedWebhookServer.renew`` imports it."""
+    probe = (
+        "import sys; import postdeploy.__main__, postdeploy.handlers, postdeploy.admission.servers; "
+        "print('cryptography' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(OPERATOR)}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "False", out.stderr

@@ -40,13 +40,16 @@ import os
 import pathlib
 import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kopf
 from kubernetes_asyncio import client
 
-from postdeploy.admission import certificates, configurations
+from postdeploy.admission import configurations
 from postdeploy.decisions import selectors
+
+if TYPE_CHECKING:
+    from postdeploy.admission import certificates
 
 __all__ = ["ManagedWebhookServer", "WebhookSettings", "server_for"]
 
@@ -116,6 +119,10 @@ class ManagedWebhookServer:
 
     async def renew(self, now: datetime.datetime | None = None) -> bool:
         """Make or renew the certificate and write its files; True when they changed."""
+        # Imported here: cryptography is about 7 MB of resident memory that an operator
+        # without webhooks, or with cert-manager's certificate, never needs.
+        from postdeploy.admission import certificates
+
         now = now or datetime.datetime.now(datetime.UTC)
         hosts = self.settings.hosts()
         if not self.settings.secret:
