@@ -40,8 +40,9 @@ def without_sync_client() -> None:
     whenever it is installed: ``import kopf`` takes its model classes for isinstance
     checks on objects a handler passes it (the operator passes none), and kopf's default
     registry logs in through it. That whole generated client stays resident for nothing
-    (about 30 MB, docs/benchmarks.md "Beside Argo Rollouts"). With it unimportable, kopf
-    does what it does where only kubernetes_asyncio is installed: logs in with
+    (7 MB more than the operator's other imports, which share much of its dependencies;
+    docs/benchmarks.md "Beside Argo Rollouts"). With it unimportable, kopf does what it
+    does where only kubernetes_asyncio is installed: logs in with
     ``kubernetes_asyncio.config`` (in-cluster service account first, else kubeconfig),
     as the engine's own client does (``handlers.lifecycle``). Call before kopf is
     imported; a no-op if the sync client is already imported (a test runner's process).
