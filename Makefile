@@ -11,7 +11,7 @@ export VENV
 export PATH := $(VENV)/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)
 
-.PHONY: install venv binaries testbed-up testbed-down demo test test-unit test-e2e lint typecheck crds bench bench-judge bench-judge-looks bench-backtest bench-status bench-argo
+.PHONY: install venv binaries testbed-up testbed-down demo test test-unit test-e2e lint typecheck crds bench bench-judge bench-judge-looks bench-backtest bench-status bench-argo bench-memory
 
 # All of it: Debian packages, the venv, the Go builds.
 install:
@@ -64,6 +64,11 @@ bench: install
 bench-argo: install
 	./testbed/build-argo.sh >/dev/null
 	$(PYTHON) -m bench.argo $(BENCH_ARGO_ARGS)
+
+# The operator's memory idle and at 100, 500, 2,000 of bench-argo's reviews, by origin
+# (docs/benchmarks.md, "Beside Argo Rollouts"). BENCH_MEMORY_ARGS=--probe --tracemalloc ...
+bench-memory: install
+	$(PYTHON) -m bench.memory $(BENCH_MEMORY_ARGS)
 
 # The judge's false-failure and detection rates on synthetic streams (docs/judge.md);
 # no test bed. BENCH_JUDGE_ARGS=--quick for a smoke run.

@@ -38,10 +38,10 @@ class Settings:
     concurrency_per_provider: int = 16
     # Connections the operator's Kubernetes client keeps open to the API server (its
     # reads, status writes and Events; kopf's watches have their own). Each TLS
-    # connection holds about 0.4 MB (Python's 256 KiB read buffer, OpenSSL's state),
-    # and memory once taken stays with the process: with kubernetes_asyncio's 100, the
-    # first ticks of 500 reviews opened about 120 and left the operator 45 MB larger
-    # for good (docs/benchmarks.md, "Beside Argo Rollouts"). Requests beyond it wait.
+    # connection takes about 0.4 MB (asyncio's read buffer, OpenSSL's state), and the
+    # memory stays with the process after it closes: with kubernetes_asyncio's 100, the
+    # first ticks of 100 reviews opened 78 and left the operator about 20 MB larger
+    # (docs/benchmarks.md, "Beside Argo Rollouts"). Requests beyond it wait for one.
     api_connections: int = 16
     # Measurements kept per check in status (the report's charts read them); caps a
     # review's size, and so every status write, however long the review runs.
