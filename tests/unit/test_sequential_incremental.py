@@ -17,7 +17,10 @@ informative batch, fresh bounds by bisection):
   rows of bucket counts per batch for histograms that keep their rows); the bisection
   memo is bounded;
 - a histogram that drops its rows (``keep_rows=False``, the provider's) looks the same
-  while the boundary stays, and raises ``BoundaryMoved`` when it moves.
+  while the boundary stays, and raises ``BoundaryMoved`` when it moves;
+- ``look`` (the newest batches on top of the kept test, not added: the provider's
+  unsettled batches) equals the full recomputation of the kept batches and those, and
+  leaves the kept test as if it had not been asked.
 """
 
 from __future__ import annotations
@@ -223,3 +226,54 @@ def test_histogram_rows_are_checked_as_they_are_added() -> None:
         accumulator.add([[5, 2, 3, 4, 5, 6]], [[1, 2, 3, 4, 5, 6]])
     with pytest.raises(ValueError, match="1 after-batches but 0 before-batches"):
         accumulator.add([[1, 2, 3, 4, 5, 6]], [])
+
+
+@pytest.mark.parametrize(("seed", "rho"), [(21, 1.0), (22, 2.5), (23, 0.6)])
+def test_a_look_on_top_equals_the_recomputation_and_leaves_the_kept_test(seed: int, rho: float) -> None:
+    rng = random.Random(seed)
+    stream = _stream(rng, 240, rho)
+    kept = sequential.RateAccumulator(alpha=0.005, min_effect=0.2)
+    twin = sequential.RateAccumulator(alpha=0.005, min_effect=0.2)  # never looked at on top
+    seen = 0
+    for size in _chunks(rng, len(stream)):
+        kept.add(stream[seen : seen + size])
+        twin.add(stream[seen : seen + size])
+        seen += size
+        newest = stream[seen : seen + rng.choice([0, 1, 3, 6])]
+        looked = kept.look(newest)
+        _same(looked, sequential.compare_rates(stream[: seen + len(newest)], alpha=0.005, min_effect=0.2))
+        _same(kept.result(), twin.result())
+    assert kept.size <= 3 * kept.result().informative_batches + sequential._MEMO_POINTS
+
+
+@pytest.mark.parametrize(("seed", "boundary"), [(11, None), (13, 0.25)])
+def test_a_histogram_look_on_top_equals_the_recomputation(seed: int, boundary: float | None) -> None:
+    rng = random.Random(seed)
+    after = _rows(rng, 160, 0.08, 300)
+    before = _rows(rng, 160, 0.05, 1800, drift=0.08)
+    accumulator = sequential.HistogramAccumulator(
+        BOUNDS, alpha=0.005, min_effect=0.2, boundary=boundary, keep_rows=False
+    )
+    seen, looks = 0, 0
+    for size in _chunks(rng, len(after)):
+        accumulator.add(after[seen : seen + size], before[seen : seen + size])
+        seen += size
+        end = min(len(after), seen + rng.choice([0, 2, 5]))
+        full = sequential.compare_histograms(
+            BOUNDS, after[:end], before[:end], alpha=0.005, min_effect=0.2, boundary=boundary
+        )
+        try:
+            looked = accumulator.look(after[seen:end], before[seen:end])
+        except sequential.BoundaryMoved as exc:
+            assert boundary is None and f"to le={full.boundary:g}" in str(exc)
+            break
+        looks += 1
+        assert looked.boundary == full.boundary
+        assert (looked.quantile_before, looked.quantile_after) == (full.quantile_before, full.quantile_after)
+        _same(looked.comparison, full.comparison)
+        # The kept batches went into the test and their rows were dropped; the newest were not added.
+        assert accumulator.batches == seen and accumulator._rates.batches == seen  # type: ignore[union-attr]
+        assert accumulator.size == accumulator._rates.size  # type: ignore[union-attr]
+    else:
+        assert boundary is not None, "the stream should move the boundary"
+    assert looks >= 2

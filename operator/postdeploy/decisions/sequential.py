@@ -56,11 +56,12 @@ requests, alpha outside (0, 1)) raise ``ValueError`` naming the problem.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import math
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = [
@@ -261,14 +262,18 @@ class _Likelihood:
         """log L at any v (not memoised)."""
         return self._events * v - self._penalty_at(math.exp(v))
 
-    def at_point(self, n: int) -> float:
-        """log L at the lattice point v = n * ``_LATTICE`` (memoised)."""
+    def penalty_point(self, n: int) -> float:
+        """sum_i k_i log(1 + rho a_i) at rho = exp(n * ``_LATTICE``) (memoised)."""
         self._asked[n] = self._look
         penalty = self._penalty.get(n)
         if penalty is None:
             penalty = self._penalty_at(math.exp(n * _LATTICE))
             self._penalty[n] = penalty
-        return self._events * (n * _LATTICE) - penalty
+        return penalty
+
+    def at_point(self, n: int) -> float:
+        """log L at the lattice point v = n * ``_LATTICE`` (memoised)."""
+        return self._events * (n * _LATTICE) - self.penalty_point(n)
 
     def log_mixture(self, v0: float, log_weights: Sequence[float], sign: int) -> float:
         """log of the mixture martingale against rho0 = exp(v0), mixing over
@@ -280,22 +285,63 @@ class _Likelihood:
         )
 
     def log_mixture_at_point(self, n0: int, log_weights: Sequence[float], sign: int) -> float:
-        """``log_mixture`` at the lattice point v0 = n0 * ``_LATTICE``, memoised, and
-        stopping early: the terms (log weight + log likelihood ratio) are concave in u,
-        so once they fall and are 50 below the largest, every later one is smaller
-        still; the sum stops there, losing less than e^-50 of it per term (so slightly
-        less evidence, never more)."""
-        base = self.at_point(n0)
-        stride = sign * _LATTICE_PER_STEP
-        terms: list[float] = []
-        top = -math.inf
-        for j, w in enumerate(log_weights, start=1):
-            term = w + self.at_point(n0 + stride * j) - base
-            if terms and term < terms[-1] and term < top - 50.0:
-                break
-            terms.append(term)
-            top = max(top, term)
-        return _logsumexp(terms)
+        """``log_mixture`` at the lattice point v0 = n0 * ``_LATTICE``, memoised (see
+        :func:`_log_mixture_at_point`)."""
+        return _log_mixture_at_point(self.at_point, n0, log_weights, sign)
+
+
+class _Overlay:
+    """A likelihood with a few batches on top of a :class:`_Likelihood`, for one look,
+    leaving it as it was: the base's memoised sums (which the overlay asks, and so
+    memoises and marks as asked, for the base's batches alone) plus the extra
+    batches' terms. So a look at "the kept batches and the newest ones" costs one
+    bisection, with no copy of the kept test. ``prune`` prunes the base."""
+
+    def __init__(self, base: _Likelihood, batches: Sequence[_Batch]) -> None:
+        self._base = base
+        self._k = [b.k for b in batches]
+        self._a = [b.a for b in batches]
+        self._events = math.fsum([base._events, *(b.x for b in batches)])
+        self._penalty: dict[int, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._base) + len(self._k)
+
+    def prune(self) -> None:
+        self._base.prune()
+
+    def at_point(self, n: int) -> float:
+        penalty = self._penalty.get(n)
+        if penalty is None:
+            rho, log1p = math.exp(n * _LATTICE), math.log1p
+            terms = (k * log1p(rho * a) for k, a in zip(self._k, self._a, strict=True))
+            penalty = math.fsum([self._base.penalty_point(n), *terms])
+            self._penalty[n] = penalty
+        return self._events * (n * _LATTICE) - penalty
+
+    def log_mixture_at_point(self, n0: int, log_weights: Sequence[float], sign: int) -> float:
+        return _log_mixture_at_point(self.at_point, n0, log_weights, sign)
+
+
+def _log_mixture_at_point(
+    at_point: Callable[[int], float], n0: int, log_weights: Sequence[float], sign: int
+) -> float:
+    """log of the mixture martingale against rho0 = exp(n0 * ``_LATTICE``), from a
+    likelihood's lattice points, stopping early: the terms (log weight + log
+    likelihood ratio) are concave in u, so once they fall and are 50 below the
+    largest, every later one is smaller still; the sum stops there, losing less than
+    e^-50 of it per term (so slightly less evidence, never more)."""
+    base = at_point(n0)
+    stride = sign * _LATTICE_PER_STEP
+    terms: list[float] = []
+    top = -math.inf
+    for j, w in enumerate(log_weights, start=1):
+        term = w + at_point(n0 + stride * j) - base
+        if terms and term < terms[-1] and term < top - 50.0:
+            break
+        terms.append(term)
+        top = max(top, term)
+    return _logsumexp(terms)
 
 
 def _mixture(base: float, values: Sequence[float], log_weights: Sequence[float]) -> float:
@@ -352,7 +398,9 @@ def p_value_path(
     return path
 
 
-def _bound(likelihood: _Likelihood, start: int, prior_scale: float, alpha: float, sign: int) -> float:
+def _bound(
+    likelihood: _Likelihood | _Overlay, start: int, prior_scale: float, alpha: float, sign: int
+) -> float:
     """The confidence bound on one side: for sign +1 the lower bound - every grid rho0
     up to it is rejected by the one-sided test of rho <= rho0 at alpha; for sign -1
     the upper bound (rho >= rho0). ``start`` is a grid index to search from (near
@@ -440,27 +488,51 @@ class RateAccumulator:
         if not batches:
             return
         informative = _informative(batches)
-        for index, batch in informative:
-            self._p_value = self._path.add(batch)
-            if self._first_crossing is None and self._p_value < self.alpha:
-                self._first_crossing = self.batches + index
+        self._p_value, self._first_crossing = self._walk(self._path, informative)
         self._likelihood.extend([b for _, b in informative])
-        paired = [b for b in batches if b.total_after > 0 and b.total_before > 0]
-        self._totals = (
-            math.fsum([self._totals[0], *(b.events_after for b in paired)]),
-            math.fsum([self._totals[1], *(b.total_after for b in paired)]),
-            math.fsum([self._totals[2], *(b.events_before for b in paired)]),
-            math.fsum([self._totals[3], *(b.total_before for b in paired)]),
-        )
-        alone = [b for b in batches if b.total_before <= 0]
-        self._unpaired = (
-            math.fsum([self._unpaired[0], *(b.total_after for b in alone)]),
-            math.fsum([self._unpaired[1], *(b.events_after for b in alone)]),
-        )
+        self._totals, self._unpaired = _summed(self._totals, self._unpaired, batches)
         self.batches += len(batches)
 
+    def _walk(self, path: _PathState, informative: Sequence[tuple[int, _Batch]]) -> tuple[float, int | None]:
+        """Adds the informative batches to ``path``: the p-value after them, and the
+        first batch where it fell below alpha."""
+        p_value, first = self._p_value, self._first_crossing
+        for index, batch in informative:
+            p_value = path.add(batch)
+            if first is None and p_value < self.alpha:
+                first = self.batches + index
+        return p_value, first
+
     def result(self) -> RateComparison:
-        events_after, total_after, events_before, total_before = self._totals
+        return self._comparison(
+            self._totals, self._unpaired, self._p_value, self._first_crossing, self._likelihood, self.batches
+        )
+
+    def look(self, batches: Sequence[CountBatch]) -> RateComparison:
+        """The result as if ``batches`` were added, without adding them: for a caller
+        whose newest batches may still change (late scrapes). It equals ``add`` then
+        ``result`` on a copy (the p-value exactly, the bounds to the rounding of their
+        sums), with one bisection on top of the kept memo instead of a copy of it.
+        Marks the memo's points as asked, like a look at the kept batches."""
+        if not batches:
+            return self.result()
+        informative = _informative(batches)
+        path = copy.copy(self._path)  # ``_PathState.add`` rebinds its lists, never mutates them
+        p_value, first = self._walk(path, informative)
+        totals, unpaired = _summed(self._totals, self._unpaired, batches)
+        overlay = _Overlay(self._likelihood, [b for _, b in informative])
+        return self._comparison(totals, unpaired, p_value, first, overlay, self.batches + len(batches))
+
+    def _comparison(
+        self,
+        totals: tuple[float, float, float, float],
+        unpaired: tuple[float, float],
+        p_value: float,
+        first_crossing: int | None,
+        likelihood: _Likelihood | _Overlay,
+        batches: int,
+    ) -> RateComparison:
+        events_after, total_after, events_before, total_before = totals
         ratio: float | None = None
         if total_after > 0 and total_before > 0:
             share_after, share_before = events_after / total_after, events_before / total_before
@@ -468,7 +540,6 @@ class RateAccumulator:
                 ratio = share_after / share_before
             elif share_after > 0:
                 ratio = math.inf
-        likelihood = self._likelihood
         if len(likelihood):
             start = 0
             if ratio is not None and 0 < ratio < math.inf:
@@ -484,19 +555,37 @@ class RateAccumulator:
             ratio=ratio,
             ratio_lower=lower,
             ratio_upper=upper,
-            p_value=self._p_value,
+            p_value=p_value,
             events_after=events_after,
             total_after=total_after,
             events_before=events_before,
             total_before=total_before,
             alpha=self.alpha,
             min_effect=self.min_effect,
-            batches=self.batches,
+            batches=batches,
             informative_batches=len(likelihood),
-            first_crossing=self._first_crossing,
-            unpaired_after=self._unpaired[0],
-            unpaired_events=self._unpaired[1],
+            first_crossing=first_crossing,
+            unpaired_after=unpaired[0],
+            unpaired_events=unpaired[1],
         )
+
+
+def _summed(
+    totals: tuple[float, float, float, float], unpaired: tuple[float, float], batches: Sequence[CountBatch]
+) -> tuple[tuple[float, float, float, float], tuple[float, float]]:
+    """The summed counts of the paired batches, and of the after-windows without a
+    before-window (requests, events), with ``batches`` added."""
+    paired = [b for b in batches if b.total_after > 0 and b.total_before > 0]
+    alone = [b for b in batches if b.total_before <= 0]
+    return (
+        math.fsum([totals[0], *(b.events_after for b in paired)]),
+        math.fsum([totals[1], *(b.total_after for b in paired)]),
+        math.fsum([totals[2], *(b.events_before for b in paired)]),
+        math.fsum([totals[3], *(b.total_before for b in paired)]),
+    ), (
+        math.fsum([unpaired[0], *(b.total_after for b in alone)]),
+        math.fsum([unpaired[1], *(b.events_after for b in alone)]),
+    )
 
 
 def compare_rates(
@@ -728,10 +817,39 @@ class HistogramAccumulator:
         return [list(flat[i * width : (i + 1) * width]) for i in range(first, end)]
 
     def result(self) -> HistogramComparison:
-        boundary = self._boundary
-        if boundary is None:
-            reference = self._summed_before if self._calibration is None else self._calibration
-            boundary = _choose_boundary(self.quantile, self.bounds, reference)
+        rates, boundary = self._current(self._choose(self._summed_before))
+        return self._comparison(rates.result(), boundary, self._summed_before, self._summed_after)
+
+    def look(
+        self, after: Sequence[Sequence[float]], before: Sequence[Sequence[float]]
+    ) -> HistogramComparison:
+        """The result as if these batches were added, without adding them (see
+        :meth:`RateAccumulator.look`): the boundary chosen from everything so far and
+        these, the kept batches brought into the test (their rows then dropped, with
+        ``keep_rows=False``), these batches looked at on top of it. Raises
+        :class:`BoundaryMoved` as ``result`` would."""
+        if not after and not before:
+            return self.result()
+        if len(after) != len(before):
+            raise ValueError(f"{len(after)} after-batches but {len(before)} before-batches")
+        for i, (a, b) in enumerate(zip(after, before, strict=True)):
+            _check_buckets(self.bounds, a, f"after-batch {self.batches + i}")
+            _check_buckets(self.bounds, b, f"before-batch {self.batches + i}")
+        summed_after = [math.fsum([s, *(r[j] for r in after)]) for j, s in enumerate(self._summed_after)]
+        summed_before = [math.fsum([s, *(r[j] for r in before)]) for j, s in enumerate(self._summed_before)]
+        rates, boundary = self._current(self._choose(summed_before))
+        extra = _split_at(self.bounds.index(boundary), after, before)
+        return self._comparison(rates.look(extra), boundary, summed_before, summed_after)
+
+    def _choose(self, summed_before: Sequence[float]) -> float:
+        if self._boundary is not None:
+            return self._boundary
+        reference = summed_before if self._calibration is None else self._calibration
+        return _choose_boundary(self.quantile, self.bounds, reference)
+
+    def _current(self, boundary: float) -> tuple[RateAccumulator, float]:
+        """The test at ``boundary`` with every added batch in it (rebuilt from the rows
+        when the boundary moved; :class:`BoundaryMoved` when they were dropped)."""
         if self._rates is None or boundary != self._rates_boundary:
             if self._dropped:
                 raise BoundaryMoved(
@@ -750,12 +868,21 @@ class HistogramAccumulator:
         if not self._keep_rows:
             del self._after[:], self._before[:]
             self._dropped = self.batches
+        return self._rates, boundary
+
+    def _comparison(
+        self,
+        comparison: RateComparison,
+        boundary: float,
+        summed_before: Sequence[float],
+        summed_after: Sequence[float],
+    ) -> HistogramComparison:
         return HistogramComparison(
-            comparison=self._rates.result(),
+            comparison=comparison,
             boundary=boundary,
             quantile=self.quantile,
-            quantile_before=histogram_quantile(self.quantile, self.bounds, self._summed_before),
-            quantile_after=histogram_quantile(self.quantile, self.bounds, self._summed_after),
+            quantile_before=histogram_quantile(self.quantile, self.bounds, summed_before),
+            quantile_after=histogram_quantile(self.quantile, self.bounds, summed_after),
         )
 
 
