@@ -33,7 +33,9 @@ phases; it writes each review once on start-up and is measured after it has. Eac
 shows beside the operator's cores the API server's and the writes per review and
 minute, and the size of the reviews' status (p50, max); checks run are counted by the
 operator's own ``postdeploy_check_runs`` metric (statuses are written lazily, so their
-run counts lag), and lag is taken from each check's last written run in the window.
+run counts lag), and lag is taken from each check's last written run in the window
+and, for every run in it, from the operator's ``postdeploy_run_delay_seconds``
+histogram (p50 and p99 as bucket upper bounds, and the share of runs later than 2 s).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import concurrent.futures
 import contextlib
 import datetime
 import json
+import math
 import os
 import pathlib
 import re
@@ -226,6 +229,15 @@ def bucket_quantile(before: Mapping[float, float], after: Mapping[float, float],
         return float("nan")
     wanted = counts[-1] * q / 100
     return next(b for b, c in zip(bounds, counts, strict=True) if c >= wanted)
+
+
+def share_above(before: Mapping[float, float], after: Mapping[float, float], bound: float) -> float:
+    """The share of the observations between two readings of cumulative bucket counts
+    that were above ``bound`` (one of the bucket bounds); NaN for none."""
+    total = after.get(math.inf, 0.0) - before.get(math.inf, 0.0)
+    if total <= 0 or bound not in after:
+        return float("nan")
+    return 1.0 - (after[bound] - before.get(bound, 0.0)) / total
 
 
 def _metric_sum(text: str, name: str, match: Mapping[str, Iterable[str]]) -> float:
@@ -878,6 +890,7 @@ def _measure_steady(
     time.sleep(settle)
     since = datetime.datetime.now(datetime.UTC)
     before_cpu, before_w, before_runs = operator.cpu_seconds(), counters.api_writes(), operator.check_runs()
+    before_delays = operator.run_delays()
     bed_cpu.begin()
     begun = time.monotonic()
     recording = None
@@ -890,6 +903,7 @@ def _measure_steady(
     if recording is not None:
         _log(profiles.summary(recording.wait()))
     after_cpu, after_w, after_runs = operator.cpu_seconds(), counters.api_writes(), operator.check_runs()
+    after_delays = operator.run_delays()
     bed = bed_cpu.cores(elapsed)
     rss = operator.rss_mb()
     items = _reviews(api)
@@ -906,6 +920,10 @@ def _measure_steady(
         "lag_p50": _percentile(lags, 50),
         "lag_p99": _percentile(lags, 99),
         "lags": len(lags),
+        # Every run in the window, from the operator's histogram (bucket upper bounds).
+        "run_delay_p50": bucket_quantile(before_delays, after_delays, 50),
+        "run_delay_p99": bucket_quantile(before_delays, after_delays, 99),
+        "runs_later_than_2s": share_above(before_delays, after_delays, 2.0),
         "cores": (after_cpu - before_cpu) / elapsed,
         "apiserver_cores": bed.get("kube-apiserver", float("nan")),
         "rss_mb": rss,
@@ -949,15 +967,18 @@ def table(results: list[dict[str, Any]], window: float) -> str:
             "",
             "Steady stream (deployedAt spread over 72 h):",
             "",
-            "| reviews | phases | checks/min | lag p50 (s) | lag p99 (s) | operator cores | API server cores "
+            "| reviews | phases | checks/min | lag p50 / p99 (s), written runs | every run: p50 / p99 "
+            "(bucket bounds), share > 2 s | operator cores | API server cores "
             "| RSS (MB, peak) | API writes/min | writes/review/min | status KB p50 / max |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in steady:
             phases = ", ".join(f"{k} {v}" for k, v in r["phases"].items())
             lines.append(
-                f"| {r['n']:,} | {phases} | {r['checks_per_min']:.0f} | {r['lag_p50']:.2f} "
-                f"| {r['lag_p99']:.2f} | {r['cores']:.2f} | {r['apiserver_cores']:.2f} "
+                f"| {r['n']:,} | {phases} | {r['checks_per_min']:.0f} "
+                f"| {r['lag_p50']:.2f} / {r['lag_p99']:.2f} "
+                f"| {r['run_delay_p50']:g} / {r['run_delay_p99']:g}, {100 * r['runs_later_than_2s']:.2f} % "
+                f"| {r['cores']:.2f} | {r['apiserver_cores']:.2f} "
                 f"| {r['rss_mb']:.0f} ({r['peak_rss_mb']:.0f}) "
                 f"| {r['api_writes_per_min']:.0f} | {r['writes_per_review_min']:.3f} "
                 f"| {r['status_kb_p50']:.1f} / {r['status_kb_max']:.1f} |"

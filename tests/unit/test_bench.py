@@ -147,3 +147,12 @@ def test_histogram_quantiles_are_the_bounds_of_the_buckets_holding_them() -> Non
     assert bench.bucket_quantile(before, after, 99) == 0.5
     assert bench.bucket_quantile(before, after, 100) == 2.0
     assert math.isnan(bench.bucket_quantile(after, after, 99))  # no runs in between
+
+
+def test_the_share_above_a_bound_counts_the_runs_in_higher_buckets() -> None:
+    before = {0.5: 5.0, 2.0: 5.0, 5.0: 6.0, float("inf"): 6.0}
+    after = {0.5: 90.0, 2.0: 103.0, 5.0: 105.0, float("inf"): 106.0}  # 100 new runs, 2 above 2 s
+    assert bench.share_above(before, after, 2.0) == pytest.approx(0.02)
+    assert bench.share_above(before, after, 0.5) == pytest.approx(0.15)
+    assert math.isnan(bench.share_above(after, after, 2.0))
+    assert math.isnan(bench.share_above(before, after, 3.0))  # not a bucket bound
