@@ -277,3 +277,17 @@ def test_a_histogram_look_on_top_equals_the_recomputation(seed: int, boundary: f
     else:
         assert boundary is not None, "the stream should move the boundary"
     assert looks >= 2
+
+
+def test_a_young_test_memoises_nothing_and_looks_the_same() -> None:
+    rng = random.Random(31)
+    stream = _stream(rng, 80, 1.2)
+    accumulator = sequential.RateAccumulator(alpha=0.005)
+    for end in range(1, len(stream) + 1):
+        accumulator.add(stream[end - 1 : end])
+        _same(accumulator.result(), sequential.compare_rates(stream[:end], alpha=0.005))
+        informative = accumulator.result().informative_batches
+        if informative < sequential._MEMO_MIN_BATCHES:
+            assert accumulator._likelihood.memo_size == 0
+    assert accumulator.result().informative_batches >= sequential._MEMO_MIN_BATCHES
+    assert accumulator._likelihood.memo_size > 0

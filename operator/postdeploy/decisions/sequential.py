@@ -88,6 +88,7 @@ _LATTICE_PER_STEP: int = 1 << _REFINEMENTS
 _LATTICE: float = GRID_STEP / _LATTICE_PER_STEP  # the bisections' points in log(rho)
 _MEMO_LOOKS = 16  # a likelihood keeps the points asked in this many last looks...
 _MEMO_POINTS = 4096  # ...at most this many
+_MEMO_MIN_BATCHES = 32  # a likelihood of fewer batches memoises nothing: a pass is cheaper than a memo point
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,7 +217,9 @@ class _Likelihood:
     asked before. ``prune`` (after each look) drops the points not asked in the last
     ``_MEMO_LOOKS`` looks and keeps at most ``_MEMO_POINTS``, least recently asked
     first out: bounds move little from one look to the next, so their bisections ask
-    mostly the same points."""
+    mostly the same points. Below ``_MEMO_MIN_BATCHES`` batches nothing is memoised: a
+    young test's wide bounds ask about a thousand points a look, each a dict entry of
+    about 150 bytes, where a pass over so few batches costs little."""
 
     def __init__(self, batches: Sequence[_Batch] = ()) -> None:
         self._x = array("d")
@@ -263,7 +266,10 @@ class _Likelihood:
         return self._events * v - self._penalty_at(math.exp(v))
 
     def penalty_point(self, n: int) -> float:
-        """sum_i k_i log(1 + rho a_i) at rho = exp(n * ``_LATTICE``) (memoised)."""
+        """sum_i k_i log(1 + rho a_i) at rho = exp(n * ``_LATTICE``) (memoised from
+        ``_MEMO_MIN_BATCHES`` batches on)."""
+        if len(self._k) < _MEMO_MIN_BATCHES:
+            return self._penalty_at(math.exp(n * _LATTICE))
         self._asked[n] = self._look
         penalty = self._penalty.get(n)
         if penalty is None:

@@ -72,7 +72,8 @@ SETTLE = datetime.timedelta(seconds=60)  # a batch counts once it ended this lon
 HOLD = datetime.timedelta(minutes=5)
 MAX_BATCHES = 11_000  # Prometheus refuses range queries with more points
 # Numbers the comparisons' states may keep together (8 bytes each in arrays: 128 MB;
-# the bisections' memo adds about a tenth). Sized for 10,000 active reviews of the
+# a memo point counts as one but is a dict entry of about 150 bytes: a test of a few
+# hundred batches may hold as many points as numbers). Sized for 10,000 active reviews of the
 # built-in template in a steady stream (docs/benchmarks.md): about 3,000 of them in
 # the extended phase, two comparisons each, up to 1,440 batches.
 MAX_KEPT = 16_000_000
