@@ -35,7 +35,9 @@ minute, and the size of the reviews' status (p50, max); checks run are counted b
 operator's own ``postdeploy_check_runs`` metric (statuses are written lazily, so their
 run counts lag), and lag is taken from each check's last written run in the window
 and, for every run in it, from the operator's ``postdeploy_run_delay_seconds``
-histogram (p50 and p99 as bucket upper bounds, and the share of runs later than 2 s).
+histogram (p50 and p99 as bucket upper bounds, and the share of runs later than 2 s);
+the JSON line also counts the garbage collections in the window per generation
+(``postdeploy_gc_pause_seconds``) and those that stopped the operator over 0.5 s and 1 s.
 """
 
 from __future__ import annotations
@@ -192,6 +194,19 @@ class Operator:
         )
         return {float(le): float(count) for le, count in found}
 
+    def gc_pauses(self) -> dict[str, dict[float, float]]:
+        """The operator's ``postdeploy_gc_pause_seconds`` histogram per generation:
+        cumulative counts by upper bound."""
+        found = re.findall(
+            r'^postdeploy_gc_pause_seconds_bucket\{generation="(\d)",le="([^"]+)"\} ([0-9.e+-]+)$',
+            self._scrape() or "",
+            re.M,
+        )
+        pauses: dict[str, dict[float, float]] = {}
+        for generation, le, count in found:
+            pauses.setdefault(generation, {})[float(le)] = float(count)
+        return pauses
+
     def reviews_seen(self) -> float:
         """Reviews whose status the operator has written at least once."""
         text = self._scrape()
@@ -238,6 +253,14 @@ def share_above(before: Mapping[float, float], after: Mapping[float, float], bou
     if total <= 0 or bound not in after:
         return float("nan")
     return 1.0 - (after[bound] - before.get(bound, 0.0)) / total
+
+
+def _count_above(before: Mapping[float, float], after: Mapping[float, float], bound: float) -> float:
+    """Observations between two readings of cumulative bucket counts above ``bound``."""
+    if bound not in after:
+        return float("nan")
+    total = after.get(math.inf, 0.0) - before.get(math.inf, 0.0)
+    return total - (after[bound] - before.get(bound, 0.0))
 
 
 def _metric_sum(text: str, name: str, match: Mapping[str, Iterable[str]]) -> float:
@@ -890,7 +913,7 @@ def _measure_steady(
     time.sleep(settle)
     since = datetime.datetime.now(datetime.UTC)
     before_cpu, before_w, before_runs = operator.cpu_seconds(), counters.api_writes(), operator.check_runs()
-    before_delays = operator.run_delays()
+    before_delays, before_gc = operator.run_delays(), operator.gc_pauses()
     bed_cpu.begin()
     begun = time.monotonic()
     recording = None
@@ -903,7 +926,7 @@ def _measure_steady(
     if recording is not None:
         _log(profiles.summary(recording.wait()))
     after_cpu, after_w, after_runs = operator.cpu_seconds(), counters.api_writes(), operator.check_runs()
-    after_delays = operator.run_delays()
+    after_delays, after_gc = operator.run_delays(), operator.gc_pauses()
     bed = bed_cpu.cores(elapsed)
     rss = operator.rss_mb()
     items = _reviews(api)
@@ -924,6 +947,16 @@ def _measure_steady(
         "run_delay_p50": bucket_quantile(before_delays, after_delays, 50),
         "run_delay_p99": bucket_quantile(before_delays, after_delays, 99),
         "runs_later_than_2s": share_above(before_delays, after_delays, 2.0),
+        # Garbage collections in the window per generation: count, and how many
+        # stopped the operator longer than 0.5 s and 1 s (bucket bounds).
+        "gc_pauses": {
+            generation: {
+                "count": counts.get(math.inf, 0.0) - before_gc.get(generation, {}).get(math.inf, 0.0),
+                "over_0.5s": _count_above(before_gc.get(generation, {}), counts, 0.5),
+                "over_1s": _count_above(before_gc.get(generation, {}), counts, 1.0),
+            }
+            for generation, counts in after_gc.items()
+        },
         "cores": (after_cpu - before_cpu) / elapsed,
         "apiserver_cores": bed.get("kube-apiserver", float("nan")),
         "rss_mb": rss,

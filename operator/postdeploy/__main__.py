@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         from postdeploy.kit import metrics
 
         metrics.serve(args.metrics_port, args.metrics_address)
+        metrics.watch_gc_pauses()
     gc.set_threshold(*GC_THRESHOLD)
     asyncio.run(
         kopf.operator(

@@ -2,13 +2,14 @@
 
 Covers: each ``record_*`` call shows in the exposition with its labels; the reviews
 gauge counts the latest phase and verdict of each review and forgets deleted ones (no
-stale series); ``serve`` answers on /metrics over HTTP; the Grafana dashboard and the
-chart's alert rules use only series the operator exports (the rules also ``up``, which
-Prometheus adds to every target).
+stale series); garbage collections are timed by generation; ``serve`` answers on
+/metrics over HTTP; the Grafana dashboard and the chart's alert rules use only series
+the operator exports (the rules also ``up``, which Prometheus adds to every target).
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import pathlib
 import re
@@ -115,3 +116,23 @@ def test_alert_rules_use_only_exported_series(template: str) -> None:
     used = set(SERIES.findall(text)) - {"postdeploy_operator"}
     assert used and not used - metrics.exported_names()
     assert re.findall(r"\bup\{", text), "the down alert uses Prometheus's own up"
+
+
+def test_garbage_collections_are_timed_by_generation() -> None:
+    metrics.watch_gc_pauses()
+    metrics.watch_gc_pauses()  # once per process, however often asked
+    assert sum(1 for c in gc.callbacks if c == metrics._GC_PAUSES.hook) == 1
+    before = sample("postdeploy_gc_pause_seconds_count", generation="2") or 0.0
+    gc.collect()
+    after = sample("postdeploy_gc_pause_seconds_count", generation="2") or 0.0
+    assert after == before + 1
+    total = sample("postdeploy_gc_pause_seconds_sum", generation="2") or 0.0
+    assert total > 0
+    inf = sample("postdeploy_gc_pause_seconds_bucket", generation="2", le="+Inf")
+    assert inf == after
+    # cumulative: each bucket holds at least the one below it
+    counts = [
+        sample("postdeploy_gc_pause_seconds_bucket", generation="2", le=le) or 0.0
+        for le in ("0.001", "0.01", "0.05", "0.1", "0.25", "0.5", "1.0", "2.0", "5.0", "+Inf")
+    ]
+    assert counts == sorted(counts)

@@ -25,12 +25,19 @@ may use is exactly ``exported_names()``, which a test checks.
                                                            the numbers they hold
                                                            (``numbers``, bounded by
                                                            ``prometheus_compare.MAX_KEPT``)
+- ``postdeploy_gc_pause_seconds{generation}``              histogram: how long each
+                                                           garbage collection stopped
+                                                           the process (``watch_gc_pauses``,
+                                                           called by ``postdeploy run``)
 """
 
 from __future__ import annotations
 
+import bisect
 import collections
+import gc
 import threading
+import time
 from collections.abc import Iterator
 from importlib import metadata
 
@@ -49,6 +56,7 @@ __all__ = [
     "record_rollback",
     "serve",
     "set_leader",
+    "watch_gc_pauses",
 ]
 
 REGISTRY = prometheus_client.CollectorRegistry(auto_describe=True)
@@ -156,6 +164,50 @@ class _Reviews(registry.Collector):
 _REVIEWS = _Reviews()
 REGISTRY.register(_REVIEWS)
 
+_GC_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+
+class _GcPauses(registry.Collector):
+    """``postdeploy_gc_pause_seconds{generation}``: each garbage collection's pause, timed
+    by a ``gc.callbacks`` hook. A collection holds the GIL, so its pause stops the event
+    loop: runs due meanwhile start late (``postdeploy_run_delay_seconds``). The hook only
+    adds to plain lists, no lock and no metric object: a collection may start in a
+    thread that holds a metric's lock. The scrape reads the lists."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+        self._counts = [[0] * (len(_GC_BUCKETS) + 1) for _ in range(3)]  # per bucket, not cumulative
+        self._sums = [0.0, 0.0, 0.0]
+
+    def hook(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        seconds = time.perf_counter() - self._started
+        generation = min(2, max(0, int(info.get("generation", 2))))
+        self._counts[generation][bisect.bisect_left(_GC_BUCKETS, seconds)] += 1
+        self._sums[generation] += seconds
+
+    def collect(self) -> Iterator[core.Metric]:
+        family = core.HistogramMetricFamily(
+            "postdeploy_gc_pause_seconds",
+            "How long each garbage collection stopped the process, by generation.",
+            labels=["generation"],
+        )
+        # "0.001" ... "5.0", "+Inf": as prometheus_client writes a histogram's bounds
+        bounds = [*(repr(b) for b in _GC_BUCKETS), "+Inf"]
+        for generation in range(3):
+            running, buckets = 0, []
+            for bound, count in zip(bounds, list(self._counts[generation]), strict=True):
+                running += count
+                buckets.append((bound, float(running)))
+            family.add_metric([str(generation)], buckets, sum_value=self._sums[generation])
+        yield family
+
+
+_GC_PAUSES = _GcPauses()
+REGISTRY.register(_GC_PAUSES)
+
 
 def _version() -> str:
     try:
@@ -214,6 +266,12 @@ def record_delivery(kind: str, outcome: str) -> None:
 def set_leader(leader: bool) -> None:
     """Whether this replica runs the reviews (the election calls it on every change)."""
     _LEADER.set(1 if leader else 0)
+
+
+def watch_gc_pauses() -> None:
+    """Time every garbage collection from now on (once per process)."""
+    if _GC_PAUSES.hook not in gc.callbacks:
+        gc.callbacks.append(_GC_PAUSES.hook)
 
 
 def exported_names() -> set[str]:
