@@ -156,3 +156,11 @@ def test_the_share_above_a_bound_counts_the_runs_in_higher_buckets() -> None:
     assert bench.share_above(before, after, 0.5) == pytest.approx(0.15)
     assert math.isnan(bench.share_above(after, after, 2.0))
     assert math.isnan(bench.share_above(before, after, 3.0))  # not a bucket bound
+
+
+def test_pauses_above_a_bound_are_counted_between_two_readings() -> None:
+    before = {0.5: 10.0, 1.0: 11.0, float("inf"): 11.0}
+    after = {0.5: 30.0, 1.0: 32.0, float("inf"): 35.0}  # 24 new: 20 up to 0.5 s, 1 in (0.5, 1], 3 above
+    assert bench._count_above(before, after, 0.5) == 4
+    assert bench._count_above(before, after, 1.0) == 3
+    assert math.isnan(bench._count_above(before, after, 2.0))
