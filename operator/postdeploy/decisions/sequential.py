@@ -38,7 +38,9 @@ Public API:
   ``ratio_lower``, ``ratio_upper``, ``p_value`` and the summed counts).
 - :class:`RateAccumulator`, :class:`HistogramAccumulator` — the same comparisons
   kept up to date batch by batch (``add``, then ``result``), for a caller that
-  looks again and again as batches close (the Prometheus provider, the backtest).
+  looks again and again as batches close (the Prometheus provider, the backtest);
+  ``look`` gives the result with further batches on top without adding them (the
+  provider's newest batches, whose counts may still change).
 - :func:`p_value_path` — the running anytime-valid p-value after each batch (for
   time-to-detect; ``compare_rates`` reports where it first fell below alpha).
 - :func:`histogram_batches`, :func:`compare_histograms` — Prometheus ``le``
