@@ -16,14 +16,21 @@ import sys
 OPERATOR = pathlib.Path(__file__).resolve().parents[2] / "operator"
 
 
+def _run(probe: str) -> str:
+    """What ``probe`` prints in a fresh interpreter with the operator's code importable
+    (its stderr shown when it fails)."""
+    env = {**os.environ, "PYTHONPATH": str(OPERATOR)}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
 def test_the_operator_imports_psycopg_only_for_a_query() -> None:
     probe = (
         "import sys; import postdeploy.__main__, postdeploy.handlers, postdeploy.engine.registry; "
         "print('psycopg' in sys.modules)"
     )
-    env = {**os.environ, "PYTHONPATH": str(OPERATOR)}
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
-    assert out.stdout.strip() == "False", out.stderr
+    assert _run(probe) == "False"
 
 
 def test_the_operator_process_runs_without_the_sync_kubernetes_client() -> None:
@@ -37,9 +44,7 @@ def test_the_operator_process_runs_without_the_sync_kubernetes_client() -> None:
         "loaded = sorted(k for k, v in sys.modules.items() if k.split('.')[0] == 'kubernetes' and v); "
         "print(loaded, [h.id for h in logins])"
     )
-    env = {**os.environ, "PYTHONPATH": str(OPERATOR)}
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
-    assert out.stdout.strip() == "[] ['login_via_async_client']", out.stderr
+    assert _run(probe) == "[] ['login_via_async_client']"
 
 
 def test_without_the_sync_client_leaves_an_imported_one_alone() -> None:
@@ -47,9 +52,7 @@ def test_without_the_sync_client_leaves_an_imported_one_alone() -> None:
         "import sys, kubernetes; import postdeploy.__main__ as m; m.without_sync_client(); "
         "import kubernetes.client; print(sys.modules['kubernetes'] is kubernetes)"
     )
-    env = {**os.environ, "PYTHONPATH": str(OPERATOR)}
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
-    assert out.stdout.strip() == "True", out.stderr
+    assert _run(probe) == "True"
 
 
 def test_the_operator_imports_cryptography_only_to_make_a_webhook_certificate() -> None:
@@ -59,6 +62,4 @@ def test_the_operator_imports_cryptography_only_to_make_a_webhook_certificate() 
         "import sys; import postdeploy.__main__, postdeploy.handlers, postdeploy.admission.servers; "
         "print('cryptography' in sys.modules)"
     )
-    env = {**os.environ, "PYTHONPATH": str(OPERATOR)}
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
-    assert out.stdout.strip() == "False", out.stderr
+    assert _run(probe) == "False"
