@@ -443,7 +443,7 @@ async def _count_and_compare(
 ) -> tuple[sequential.RateComparison | sequential.HistogramComparison | None, _State]:
     """Asks the counts of the batches ``state`` has not counted (all without one) and
     compares. The first ``firm_batches`` are added to the state; the later ones are
-    added to a copy of it, compared there and dropped. Returns the result (None: a
+    looked at on top of it (``look``) and not kept. Returns the result (None: a
     histogram query that has returned no buckets at all yet) and the state holding the
     firm batches: ``state`` itself when it could be continued, else a new one (a
     histogram whose answers bring an ``le`` bound the state had not seen is counted
