@@ -250,9 +250,7 @@ def share_above(before: Mapping[float, float], after: Mapping[float, float], bou
     """The share of the observations between two readings of cumulative bucket counts
     that were above ``bound`` (one of the bucket bounds); NaN for none."""
     total = after.get(math.inf, 0.0) - before.get(math.inf, 0.0)
-    if total <= 0 or bound not in after:
-        return float("nan")
-    return 1.0 - (after[bound] - before.get(bound, 0.0)) / total
+    return _count_above(before, after, bound) / total if total > 0 else float("nan")
 
 
 def _count_above(before: Mapping[float, float], after: Mapping[float, float], bound: float) -> float:
