@@ -804,11 +804,7 @@ class HistogramAccumulator:
     def add(self, after: Sequence[Sequence[float]], before: Sequence[Sequence[float]]) -> None:
         """Adds the next batches: ``after[i]`` / ``before[i]`` are a batch's cumulative
         bucket counts, one per bound, after the deployment and in its before-window."""
-        if len(after) != len(before):
-            raise ValueError(f"{len(after)} after-batches but {len(before)} before-batches")
-        for i, (a, b) in enumerate(zip(after, before, strict=True)):
-            _check_buckets(self.bounds, a, f"after-batch {self.batches + i}")
-            _check_buckets(self.bounds, b, f"before-batch {self.batches + i}")
+        self._check_rows(after, before)
         for rows, flat, summed in (
             (after, self._after, self._summed_after),
             (before, self._before, self._summed_before),
@@ -818,6 +814,14 @@ class HistogramAccumulator:
             for j in range(len(self.bounds)):
                 summed[j] = math.fsum([summed[j], *(row[j] for row in rows)])
         self.batches += len(after)
+
+    def _check_rows(self, after: Sequence[Sequence[float]], before: Sequence[Sequence[float]]) -> None:
+        """ValueError naming the first batch (numbered after those added) whose rows are wrong."""
+        if len(after) != len(before):
+            raise ValueError(f"{len(after)} after-batches but {len(before)} before-batches")
+        for i, (a, b) in enumerate(zip(after, before, strict=True)):
+            _check_buckets(self.bounds, a, f"after-batch {self.batches + i}")
+            _check_buckets(self.bounds, b, f"before-batch {self.batches + i}")
 
     def _rows(self, flat: array[float], start: int) -> list[list[float]]:
         width = len(self.bounds)
@@ -838,11 +842,7 @@ class HistogramAccumulator:
         :class:`BoundaryMoved` as ``result`` would."""
         if not after and not before:
             return self.result()
-        if len(after) != len(before):
-            raise ValueError(f"{len(after)} after-batches but {len(before)} before-batches")
-        for i, (a, b) in enumerate(zip(after, before, strict=True)):
-            _check_buckets(self.bounds, a, f"after-batch {self.batches + i}")
-            _check_buckets(self.bounds, b, f"before-batch {self.batches + i}")
+        self._check_rows(after, before)
         summed_after = [math.fsum([s, *(r[j] for r in after)]) for j, s in enumerate(self._summed_after)]
         summed_before = [math.fsum([s, *(r[j] for r in before)]) for j, s in enumerate(self._summed_before)]
         rates, boundary = self._current(self._choose(summed_before))
