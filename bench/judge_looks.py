@@ -16,8 +16,13 @@ default bounds), the CPU of:
   recomputed it would be the sum of the first figure over every run, quoted as an
   estimate from the per-batch cost (it takes about half an hour to run).
 
-and the numbers the kept test holds (its ``size``). Figures are CPU seconds of this
-process (``time.process_time``), so a loaded machine slows them less than wall time.
+and the numbers the kept test holds (its ``size``); then a young test: the runs of a
+review's first hour on the scale benchmark's fleet traffic (``testbed.fleet``: 10
+requests/s, 0.3 % errors, the built-in template's before-window six batches long),
+each adding the batch that settled and looking at the 5 newest on top, as the
+Prometheus provider does - a review's costliest runs, its bounds wide and its
+log-likelihood flat. Figures are CPU seconds of this process (``time.process_time``),
+so a loaded machine slows them less than wall time.
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import statistics
 import time
 from collections.abc import Callable
 
 from postdeploy.decisions import sequential
+from testbed import fleet
 
 BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, math.inf)
 
@@ -72,6 +79,23 @@ def _cpu(action: Callable[[], object], repeat: int = 1) -> float:
     for _ in range(repeat):
         action()
     return (time.process_time() - started) / repeat
+
+
+def young_looks(minutes: int = 60, newest: int = 5, repeat: int = 5) -> float:
+    """CPU seconds per look over a review's first ``minutes`` runs (median of ``repeat``):
+    one run a minute adds the batch that settled and looks at the ``newest`` on top."""
+    after, before = fleet.RPS * 60, fleet.RPS * 360
+    batch = sequential.CountBatch(after * fleet.ERROR_SHARE, after, before * fleet.ERROR_SHARE, before)
+    costs = []
+    for _ in range(repeat):
+        accumulator = sequential.RateAccumulator(alpha=0.005, min_effect=0.2)
+        started = time.process_time()
+        for run in range(1, minutes + 1):
+            settled = max(0, run - newest)
+            accumulator.add([batch] * (settled - accumulator.batches))
+            accumulator.look([batch] * (run - settled))
+        costs.append((time.process_time() - started) / minutes)
+    return statistics.median(costs)
 
 
 def main() -> None:
@@ -141,6 +165,7 @@ def main() -> None:
             f"{name}: kept up to date, a run adding 1 batch to {count}: {one * 1000:.2f} ms, adding 15: "
             f"{fifteen * 1000:.2f} ms; all {count} runs of a review: {review:.2f} s; numbers kept: {size}"
         )
+    print(f"young test, the first hour's looks on the fleet's traffic: {young_looks() * 1000:.2f} ms a look")
     per_batch = _cpu(full_rates(count)) / count
     print(
         f"recomputed, all {count} runs of a review would take about "
