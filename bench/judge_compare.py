@@ -212,7 +212,7 @@ class CompareSimulator:
     # --- the grid ----------------------------------------------------------------------
 
     def _grid(self, minute: int, deployed_at: datetime.datetime = EPOCH) -> prometheus_compare.Grid:
-        now = phases.aligned(deployed_at + minute * MINUTE, self.check.interval)
+        now = phases.aligned(deployed_at + minute * MINUTE)
         ctx = ReviewContext(
             review_name="bench",
             review_namespace="bench",

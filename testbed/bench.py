@@ -64,7 +64,7 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from postdeploy.decisions.phases import run_time
+from postdeploy.decisions.phases import EVALUATION_STEP, run_time
 from postdeploy.models.crds import API_VERSION, CLUSTER_TEMPLATES, GROUP, REVIEWS, VERSION
 from testbed import bed, fleet, kube, observability, profiles
 
@@ -483,7 +483,7 @@ def _steady_lags(
                 continue
             offset, interval = timing[check["name"]]
             slot = start + datetime.timedelta(seconds=offset + check["lastSlot"] * interval)
-            due = run_time(slot, datetime.timedelta(seconds=interval))  # the slot's run time
+            due = run_time(slot)  # the slot's run time
             lags.append((at - due).total_seconds())
     return lags
 
@@ -622,7 +622,7 @@ def _lags(
             if check.get("lastRun") is None or check.get("lastSlot", -1) < 1:
                 continue  # the first slot of a review lags by its creation; measure steady state
             slot = start + datetime.timedelta(seconds=check["lastSlot"] * interval)
-            due = run_time(slot, datetime.timedelta(seconds=interval))  # the slot's run time
+            due = run_time(slot)  # the slot's run time
             ran = datetime.datetime.fromisoformat(check["lastRun"])
             if since is None or ran >= since:
                 lags.append((ran - due).total_seconds())
@@ -778,7 +778,7 @@ def run(
                     counters.prometheus_queries(),
                     counters.api_writes(),
                 )
-                sent = _queries_sent(query_log, log_offset, min(15.0, max(1.0, interval / 4)))
+                sent = _queries_sent(query_log, log_offset, EVALUATION_STEP)
                 items = _reviews(api)
                 after_runs = operator.check_runs()
                 lags = _lags(items, interval, since)

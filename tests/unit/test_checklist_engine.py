@@ -229,11 +229,11 @@ def test_only_the_review_crd_takes_partial_provider_blocks() -> None:
 
 
 async def test_windows_end_where_the_query_is_evaluated() -> None:
-    # Evaluation times are aligned down (here to 15 s); {{sinceDeploy}} must be measured
-    # to that time, or the window would reach back before the deployment.
+    # Evaluation times are aligned down (to the whole second); {{sinceDeploy}} must be
+    # measured to that time, or the window would reach back before the deployment.
     provider = prometheus.PrometheusProvider(f"http://127.0.0.1:{ports.free_port()}", timeout_seconds=1)
-    ctx = make_context(now=NOW + 7 * SECOND, deployed_at=NOW - MINUTE, interval=MINUTE)
+    ctx = make_context(now=NOW + 7.9 * SECOND, deployed_at=NOW - MINUTE, interval=MINUTE)
     spec = PrometheusCheck(query="sum(increase(x[{{sinceDeploy}}]))")
     m = await provider.measure(spec, ctx)
     await provider.close()
-    assert m.query == "sum(increase(x[60s]))"
+    assert m.query == "sum(increase(x[67s]))"  # to 7 s after NOW, not 7.9 (68s)

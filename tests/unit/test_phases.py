@@ -4,9 +4,9 @@ Covers: nothing runs before a phase starts; slot k is due at start + k*interval 
 never twice; a restarted operator (same status) runs nothing again; a long outage
 runs a missed check once, not once per slot; a phase completes only after its end
 and its checks' last slots; finished phases are skipped; terminal checks stop; a
-slot's run is due at its start rounded up to the evaluation step (a quarter
-interval, 1-15 s), the grid evaluation times are rounded down to, so a run on time
-evaluates at its own moment; at the phase end a pending slot runs whatever its step.
+slot's run is due at its start rounded up to the whole second, the grid evaluation
+times are rounded down to, so a run on time evaluates at its own moment; at the phase
+end a pending slot runs whatever its run time.
 """
 
 from __future__ import annotations
@@ -107,39 +107,34 @@ def test_last_slot_counts_partial_intervals() -> None:
     assert phases.slot_at(phase, phase.checks[0], datetime.timedelta(seconds=99)) == 2
 
 
-def test_evaluation_times_align_down_to_a_quarter_interval() -> None:
+def test_evaluation_times_align_down_to_the_whole_second() -> None:
     moment = datetime.datetime(2026, 1, 1, 12, 0, 37, 600000, tzinfo=datetime.UTC)
-    minute, hour, tiny = (datetime.timedelta(seconds=s) for s in (60, 3600, 2))
-    assert phases.aligned(moment, minute) == moment.replace(second=30, microsecond=0)  # 15 s steps
-    assert phases.aligned(moment, hour) == moment.replace(second=30, microsecond=0)  # capped at 15 s
-    assert phases.aligned(moment, tiny) == moment.replace(microsecond=0)  # at least 1 s
+    assert phases.aligned(moment) == moment.replace(microsecond=0)
+    assert phases.aligned(moment.replace(microsecond=0)) == moment.replace(microsecond=0)
 
 
-def test_a_run_is_due_at_its_slot_start_rounded_up_to_the_step() -> None:
-    ten = datetime.timedelta(seconds=10)
-    assert phases.run_time(_at(0), ten) == _at(0)  # on the grid already
-    assert phases.run_time(_at(0.3), ten) == _at(2.5)
-    assert phases.run_time(_at(2.5), ten) == _at(2.5)
-    second = datetime.timedelta(seconds=1)
-    assert phases.run_time(_at(0.3), second) == _at(0.3)  # a 1 s step would leave the slot
-    for start in (_at(0.3), _at(7.9), _at(12.51)):
-        run = phases.run_time(start, ten)
-        assert start <= run < start + ten  # inside its slot
-        assert phases.aligned(run, ten) == run  # evaluated at its own moment
+def test_a_run_is_due_at_its_slot_start_rounded_up_to_the_second() -> None:
+    assert phases.run_time(_at(0)) == _at(0)  # on the grid already
+    assert phases.run_time(_at(0.3)) == _at(1)
+    assert phases.run_time(_at(7.9)) == _at(8)
+    for start in (_at(0.3), _at(7.9), _at(12.51), _at(13)):
+        run = phases.run_time(start)
+        assert start <= run < start + datetime.timedelta(seconds=1)  # inside any slot (intervals >= 1 s)
+        assert phases.aligned(run) == run  # evaluated at its own moment
 
 
 def test_a_slot_waits_for_its_run_time_and_the_phase_end_does_not() -> None:
-    deployed = _at(0.3)  # slots at 0.3, 10.3, 20.3 s; steps of 2.5 s
+    deployed = _at(0.3)  # slots at 0.3, 10.3, 20.3 s; run times at 1, 11, 21 s
     review = _review(("a", "0s", "25s", "10s"))
     before = phases.plan(review, deployed, _at(0), frozenset(), {})
-    assert before.due == () and before.wake_at == _at(2.5)
-    early = phases.plan(review, deployed, _at(1), frozenset(), {})
-    assert early.due == () and early.wake_at == _at(2.5)  # slot 0 has begun, its run time not
-    on_time = phases.plan(review, deployed, _at(2.5), frozenset(), {})
-    assert [d.slot for d in on_time.due] == [0] and on_time.wake_at == _at(12.5)
+    assert before.due == () and before.wake_at == _at(1)
+    early = phases.plan(review, deployed, _at(0.5), frozenset(), {})
+    assert early.due == () and early.wake_at == _at(1)  # slot 0 has begun, its run time not
+    on_time = phases.plan(review, deployed, _at(1), frozenset(), {})
+    assert [d.slot for d in on_time.due] == [0] and on_time.wake_at == _at(11)
     ran = {"a-check": _status("a-check", "a", 1)}
-    last = phases.plan(review, deployed, _at(21), frozenset(), ran)
-    assert last.due == () and last.wake_at == _at(22.5)
+    last = phases.plan(review, deployed, _at(20.5), frozenset(), ran)
+    assert last.due == () and last.wake_at == _at(21)
     # An outage past the end: the pending last slot runs and the phase finishes.
     end = phases.plan(review, deployed, _at(25.3), frozenset(), ran)
     assert [d.slot for d in end.due] == [2] and end.finish_phase

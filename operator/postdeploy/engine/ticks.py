@@ -388,7 +388,7 @@ class Engine:
         previous = by_name.get(check.name) or check_decisions.initial(check)
         metadata = body.get("metadata", {})
         slot_start = deployed_at + phase.start + due.slot * check.interval
-        delay = (now - phase_plans.run_time(slot_start, check.interval)).total_seconds()
+        delay = (now - phase_plans.run_time(slot_start)).total_seconds()
         metrics.record_run_delay(delay)
         named = {"review": f"{metadata.get('namespace', '')}/{metadata.get('name', '')}", "check": check.name}
         logger.debug("run %s slot %d, %.3fs after its run time", check.name, due.slot, delay, extra=named)

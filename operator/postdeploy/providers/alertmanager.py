@@ -46,9 +46,9 @@ class AlertmanagerProvider:
         self._client = client
         self._default_url = default_url
         # Reviews of one namespace ask the same question many times a minute; an answer
-        # is shared within a quarter of the check's interval (1 s to 15 s).
+        # is shared by the runs of the same second (the evaluation step).
         self._answers: coalescing.Coalescer[httpx.Response] = coalescing.Coalescer(
-            ttl=2 * phases.MAX_STEP_SECONDS, concurrency=concurrency
+            ttl=2 * phases.EVALUATION_STEP, concurrency=concurrency
         )
 
     async def measure(
@@ -70,7 +70,7 @@ class AlertmanagerProvider:
         where = details_.redact_url(base)
         params = httpx.QueryParams({"filter": matchers, **_STATE_FILTERS})
         logger.debug("Alertmanager alerts at %s matching %s", where, query)
-        bucket = phases.aligned(ctx.now, ctx.interval).timestamp()
+        bucket = phases.aligned(ctx.now).timestamp()
         try:
             response = await self._answers.run(
                 (base, str(params), bucket),

@@ -6,10 +6,9 @@ start-up (operator-wide default URL and timeout) and closes it at clean-up.
 
 What one run does:
 
-Evaluation times are ``ctx.now`` rounded down to the check's evaluation step (a quarter
-of its interval, 1 s to 15 s, ``decisions.phases.aligned``), the grid the engine
-schedules runs on, so identical queries of reviews due in the same few seconds coincide
-and are sent once (``coalescing``).
+Evaluation times are ``ctx.now`` rounded down to the whole second
+(``decisions.phases.aligned``), the grid the engine schedules runs on, so identical
+queries of reviews due in the same second coincide and are sent once (``coalescing``).
 
 - **instant** (no ``range``): the templated query evaluated at that time; a scalar is
   the value, several series are combined by ``aggregate`` (max, min, sum, mean), or
@@ -113,7 +112,7 @@ class PrometheusProvider:
         # target, namespace-wide checks — are sent once; the answer is shared.
         # ``concurrency`` bounds the queries Prometheus gets at once.
         self.coalescer: coalescing.Coalescer[Any] = coalescing.Coalescer(
-            ttl=2 * phases.MAX_STEP_SECONDS, concurrency=concurrency
+            ttl=2 * phases.EVALUATION_STEP, concurrency=concurrency
         )
         # What the comparison checks counted at earlier runs, so a run asks and adds
         # only the batches it has not kept (``comparisons``: another memory, e.g. the
@@ -145,7 +144,7 @@ class PrometheusProvider:
                 "providers, or the operator's default",
                 query=spec.query,
             )
-        now = phases.aligned(ctx.now, ctx.interval)
+        now = phases.aligned(ctx.now)
         # Windows ({{sinceDeploy}}, range: phase) end where the query is evaluated.
         ctx = dataclasses.replace(ctx, now=now)
         if spec.compare is not None:
