@@ -419,3 +419,35 @@ async def test_a_moved_latency_boundary_is_counted_afresh_and_kept_again(hold: d
     # until the held batches move it too. Then every run adds to the kept test.
     assert 3 <= memory.rebuilt <= (8 if hold else 3) and memory.added >= 52 - memory.rebuilt - 4
     assert boundaries.index(0.1) > 5
+
+
+async def test_a_rate_asks_a_before_window_again_only_until_it_has_settled() -> None:
+    """A batch's before-window lies before the deployment: once it ended ``HOLD`` ago its
+    counts cannot change, so the batches recounted at every run (the newest, not yet
+    kept) ask it once; the results equal a fresh recount's."""
+    memory = prometheus_compare.Comparisons()
+    spec = _spec(alpha=0.005, min_effect=0.2)
+    fake = NoisyPrometheus(rps=5.0, share=0.05, rise=1.3)
+    deployed = DEPLOYED.timestamp()
+    seen: set[float] = set()
+    for minutes in (2, 3, 4, 6, 7, 8, 12, 13, 20, 21):
+        now = DEPLOYED + datetime.timedelta(minutes=minutes, seconds=5)
+        ctx = make_context(deployed_at=DEPLOYED, now=now)
+        fake.asked.clear()
+        kept = await prometheus_compare.measure(spec, ctx, fake, memory, "http://p")
+        asked = {
+            start + i * step
+            for _, start, end, step in fake.asked
+            if end <= deployed  # the before-window queries (events and requests)
+            for i in range(round((end - start) / step) + 1)
+        }
+        if minutes <= 6:
+            # Batch 0's before-window ends at the deployment: asked until it settled (and
+            # one range query spans the ones between).
+            assert deployed in asked
+        else:
+            # Since, only before-windows never asked before, and none at all when no batch is new.
+            assert asked.isdisjoint(seen), sorted(t - deployed for t in asked & seen)
+            assert len(asked) == {7: 1, 8: 1, 12: 4, 13: 1, 20: 7, 21: 1}[minutes]
+        seen |= asked
+        _same_details(kept.details, (await prometheus_compare.measure(spec, ctx, fake)).details)

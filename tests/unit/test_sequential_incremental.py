@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import random
+import tracemalloc
 
 import pytest
 
@@ -164,7 +165,7 @@ def test_looks_after_each_chunk_equal_the_full_recomputation(
         assert _close(incremental.ratio_lower, lower) and _close(incremental.ratio_upper, upper)
     likelihood = accumulator._likelihood
     informative = accumulator.result().informative_batches
-    assert accumulator.size == 3 * informative + likelihood.memo_size
+    assert accumulator.size == 3 * informative + sequential._MEMO_POINT_NUMBERS * likelihood.memo_size
     # The memo holds the last looks' bisections, not every rho0 ever asked.
     assert likelihood.memo_size <= sequential._MEMO_POINTS
 
@@ -283,7 +284,8 @@ def test_a_look_on_top_equals_the_recomputation_and_leaves_the_kept_test(seed: i
         looked = kept.look(newest)
         _same(looked, sequential.compare_rates(stream[: seen + len(newest)], alpha=0.005, min_effect=0.2))
         _same(kept.result(), twin.result())
-    assert kept.size <= 3 * kept.result().informative_batches + sequential._MEMO_POINTS
+    memo = sequential._MEMO_POINT_NUMBERS * sequential._MEMO_POINTS
+    assert kept.size <= 3 * kept.result().informative_batches + memo
 
 
 @pytest.mark.parametrize(("seed", "boundary"), [(11, None), (13, 0.25)])
@@ -391,3 +393,23 @@ def test_a_search_from_a_hint_anywhere_finds_the_same_bound() -> None:
                 continue
             for hint in (index, index + 1, index - 1, index + 9, index - 40, 0, limit - 1, -limit, limit + 3):
                 assert sequential._bound(likelihood, 0, 1.0, 0.005, sign, hint) == (plain, index), hint
+
+
+def test_a_memo_point_costs_no_more_bytes_than_size_counts() -> None:
+    """``size`` bounds memory in 8-byte numbers: a memo point, two dict entries with a
+    float and an int, counts as ``_MEMO_POINT_NUMBERS`` of them, whatever the dicts'
+    growth has reached."""
+    rng = random.Random(47)
+    batches = [sequential._Batch(rng.randint(1, 5), rng.randint(5, 20), 0.2) for _ in range(40)]
+    for points in (10, 100, 700, 1500, sequential._MEMO_POINTS):
+        likelihood = sequential._Likelihood(batches)
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for n in range(points):
+                likelihood.penalty_point(100_000 + 7 * n)
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert likelihood.memo_size == points
+        assert grown <= 8 * sequential._MEMO_POINT_NUMBERS * points, (points, grown / points)

@@ -95,6 +95,9 @@ _LATTICE: float = GRID_STEP / _LATTICE_PER_STEP  # the bisections' points in log
 _MEMO_LOOKS = 16  # a likelihood keeps the points asked in this many last looks...
 _MEMO_POINTS = 4096  # ...at most this many
 _CONCAVITY_SPREAD = 0.25  # chords that leave log L this uncertain at a point do not try to decide it
+# What a memo point costs in 8-byte numbers (the unit of ``size``): an entry in two dicts,
+# a float and an int, 90-160 bytes as the dicts grow (tracemalloc; a unit test holds it).
+_MEMO_POINT_NUMBERS = 20
 _MEMO_MIN_BATCHES = 32  # a likelihood of fewer batches memoises nothing: a pass is cheaper than a memo point
 
 
@@ -628,8 +631,8 @@ class RateAccumulator:
     Keeps the running sums of the p-value path (one per grid point), the summed
     counts, and the informative batches' (x, k, n/b) - three numbers each, which the
     confidence bounds need (they are found by bisection over rho0, which no fixed set
-    of sums can answer) - plus the memo of the last look's bisections. ``size`` is
-    the count of numbers kept per batch, for a caller bounding its memory. A result
+    of sums can answer) - plus the memo of the last looks' bisections. ``size`` is
+    what it keeps, in 8-byte numbers, for a caller bounding its memory. A result
     after any sequence of ``add`` calls equals ``compare_rates`` of all the batches
     added: ``p_value`` and ``first_crossing`` exactly, the bounds up to the rounding
     of sums added in other chunks (a bisection step could differ only on a tie with
@@ -649,8 +652,9 @@ class RateAccumulator:
 
     @property
     def size(self) -> int:
-        """Numbers kept: 3 per informative batch, and the bisections' memo."""
-        return 3 * len(self._likelihood) + self._likelihood.memo_size
+        """What is kept, in 8-byte numbers: 3 per informative batch, and the bisections'
+        memo (``_MEMO_POINT_NUMBERS`` a point: its bytes, not its one float)."""
+        return 3 * len(self._likelihood) + _MEMO_POINT_NUMBERS * self._likelihood.memo_size
 
     def add(self, batches: Sequence[CountBatch]) -> None:
         """Adds the next batches (in time order, after those already added)."""
@@ -960,7 +964,7 @@ class HistogramAccumulator:
 
     @property
     def size(self) -> int:
-        """Numbers kept that grow with the batches."""
+        """What is kept that grows with the batches, in 8-byte numbers."""
         return len(self._after) + len(self._before) + (self._rates.size if self._rates else 0)
 
     def add(self, after: Sequence[Sequence[float]], before: Sequence[Sequence[float]]) -> None:

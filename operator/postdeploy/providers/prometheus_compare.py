@@ -39,7 +39,10 @@ equals the test recomputed over all batches. A batch is kept only once it ended
 ``HOLD`` ago: the newer ones, whose last scrapes could still land (a slow scrape, a
 late remote write), are asked and counted afresh at every run and looked at on top
 of the kept test (``look``: one bisection, no copy of the test), never added to it;
-so a late scrape corrects the count of its batch as a full recount would. A run
+so a late scrape corrects the count of its batch as a full recount would. Their
+before-windows lie before the deployment: a rate's are asked again only until they
+ended ``HOLD`` ago, then kept with the state until their batch is (a histogram's
+bucket rows, fifteen numbers a batch, are asked at every run). A run
 costs then what its newest batches cost, instead of growing
 with the review's age (at 4,320 one-minute batches, 72 hours, the full recomputation
 took 0.2-0.3 s of CPU a run). Nothing is written anywhere: an operator that
@@ -64,16 +67,16 @@ from postdeploy.kit import durations, exceptions, metrics
 from postdeploy.models.checks import Comparison, PrometheusCheck
 from postdeploy.models.measurements import Measurement, ReviewContext
 
-__all__ = ["HOLD", "MAX_KEPT", "SETTLE", "Comparisons", "Grid", "firm", "grid", "measure"]
+__all__ = ["HOLD", "MAX_KEPT", "SETTLE", "Comparisons", "Grid", "firm", "grid", "measure", "settled_by"]
 
 SETTLE = datetime.timedelta(seconds=60)  # a batch counts once it ended this long ago
 # A kept test holds a batch once it ended this long ago; newer batches are counted
 # afresh at every run (their last scrapes could still land).
 HOLD = datetime.timedelta(minutes=5)
 MAX_BATCHES = 11_000  # Prometheus refuses range queries with more points
-# Numbers the comparisons' states may keep together (8 bytes each in arrays: 128 MB;
-# a memo point counts as one but is a dict entry of about 150 bytes: a test of a few
-# hundred batches may hold as many points as numbers). Sized for 10,000 active reviews of the
+# What the comparisons' states may keep together, in 8-byte numbers (128 MB): three
+# numbers a batch with events, in arrays, and 20 a memo point (a dict entry of up to
+# 160 bytes; ``sequential._MEMO_POINT_NUMBERS``). Sized for 10,000 active reviews of the
 # built-in template in a steady stream (docs/benchmarks.md): about 3,000 of them in
 # the extended phase, two comparisons each, up to 1,440 batches.
 MAX_KEPT = 16_000_000
@@ -128,11 +131,16 @@ def grid(spec: PrometheusCheck, compare: Comparison, ctx: ReviewContext) -> Grid
     return Grid(ctx.deployed_at.timestamp(), step, batches, compare.multiplier, offset)
 
 
+def settled_by(batches: Grid, now: datetime.datetime, hold: datetime.timedelta = HOLD) -> float:
+    """The time (Unix seconds) by which a window must have ended to be kept: ``hold``
+    (at least a batch's settling time) before ``now``."""
+    return now.timestamp() - max(hold.total_seconds(), min(SETTLE.total_seconds(), batches.step))
+
+
 def firm(batches: Grid, now: datetime.datetime, hold: datetime.timedelta = HOLD) -> int:
     """How many of the batches ended ``hold`` (at least their settling time) before
     ``now``: those a kept test may hold; the rest are counted afresh at each run."""
-    wait = max(hold.total_seconds(), min(SETTLE.total_seconds(), batches.step))
-    elapsed = now.timestamp() - batches.deployed - wait
+    elapsed = settled_by(batches, now, hold) - batches.deployed
     return min(batches.batches, max(0, math.floor(elapsed / batches.step + 1e-9)))
 
 
@@ -215,6 +223,10 @@ class _State:
     accumulator: sequential.RateAccumulator | sequential.HistogramAccumulator | None
     bounds: frozenset[float]  # the le bounds seen so far (histograms; empty for rates)
     empty_batches: int = 0  # batches counted without buckets, when ``accumulator`` is None
+    # Rates: the before-window counts (events, requests) of batches not yet kept whose
+    # before-window ended ``hold`` ago, by batch index: they cannot change, so a run
+    # does not ask them again (a histogram's bucket rows are asked at every run).
+    before: dict[int, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
     @property
     def batches(self) -> int:
@@ -233,8 +245,9 @@ class Comparisons:
     queries, grid and parameters) continues the same state, and a change of any of
     them starts afresh.
 
-    Bounded: the states together keep at most ``max_kept`` numbers (each state
-    ``size``: three a batch with events and the bisections' memo; a histogram drops
+    Bounded: the states together keep at most ``max_kept`` 8-byte numbers (each
+    state's ``size``: three a batch with events and the bisections' memo at its bytes'
+    worth; a histogram drops
     its bucket rows once added, ``keep_rows=False``); beyond it the least recently
     used are dropped, and their next run recomputes from Prometheus. ``added`` /
     ``rebuilt`` count runs that added to a state and runs that counted every batch
@@ -348,7 +361,13 @@ async def measure(
                 else:
                     try:
                         result, kept = await _count_and_compare(
-                            ask, queries, batches_grid, compare, state, firm_batches
+                            ask,
+                            queries,
+                            batches_grid,
+                            compare,
+                            state,
+                            firm_batches,
+                            settled_by(batches_grid, ctx.now, memory.hold),
                         )
                     except exceptions.QueryFailed:
                         raise  # before anything was added: the state stands
@@ -405,28 +424,42 @@ class _Queries:
 
 
 async def _slots(
-    ask: RangeQuery, queries: _Queries, batches: Grid, start: int
+    ask: RangeQuery,
+    queries: _Queries,
+    batches: Grid,
+    start: int,
+    state: _State | None = None,
+    settled: float = -math.inf,
 ) -> tuple[list[dict[str, float]], ...]:
     """Per batch from ``start`` on: the after- and before-window answers (by ``le``
-    for buckets), then for rates the requests after and before."""
+    for buckets), then for rates the requests after and before. A rate's before-window
+    counts that ``state`` holds are not asked again; those asked whose window ended by
+    ``settled`` are put in it."""
     after_times: list[float | None] = list(batches.after_times(start))
-    before_times = batches.before_times(start)
+    ends = batches.before_times(start)
     after_step, before_step = batches.step, batches.before_window()
     if queries.totals is None:
         return tuple(
             await asyncio.gather(
                 _range(ask, queries.events_after, after_times, after_step, _le),
-                _range(ask, queries.events_before, before_times, before_step, _le),
+                _range(ask, queries.events_before, ends, before_step, _le),
             )
         )
-    return tuple(
-        await asyncio.gather(
-            _range(ask, queries.events_after, after_times, after_step, _one),
-            _range(ask, queries.events_before, before_times, before_step, _one),
-            _range(ask, queries.totals[0], after_times, after_step, _one),
-            _range(ask, queries.totals[1], before_times, before_step, _one),
-        )
+    known = state.before if state is not None else {}
+    before_times = [None if start + i in known else end for i, end in enumerate(ends)]
+    after, before, after_totals, before_totals = await asyncio.gather(
+        _range(ask, queries.events_after, after_times, after_step, _one),
+        _range(ask, queries.events_before, before_times, before_step, _one),
+        _range(ask, queries.totals[0], after_times, after_step, _one),
+        _range(ask, queries.totals[1], before_times, before_step, _one),
     )
+    for i, end in enumerate(ends):
+        counted = known.get(start + i)
+        if counted is not None:
+            before[i], before_totals[i] = {"": counted[0]}, {"": counted[1]}
+        elif state is not None and end is not None and end <= settled:
+            known[start + i] = (_count(before[i]), _count(before_totals[i]))
+    return after, before, after_totals, before_totals
 
 
 def _one(_: dict[str, str]) -> str:
@@ -440,6 +473,7 @@ async def _count_and_compare(
     compare: Comparison,
     state: _State | None,
     firm_batches: int,
+    settled: float = -math.inf,
 ) -> tuple[sequential.RateComparison | sequential.HistogramComparison | None, _State]:
     """Asks the counts of the batches ``state`` has not counted (all without one) and
     compares. The first ``firm_batches`` are added to the state; the later ones are
@@ -449,7 +483,7 @@ async def _count_and_compare(
     histogram whose answers bring an ``le`` bound the state had not seen is counted
     afresh, as its earlier batches' rows would have been filled differently)."""
     start = state.batches if state is not None else 0
-    slots = await _slots(ask, queries, batches, start)
+    slots = await _slots(ask, queries, batches, start, state, settled)
     if queries.totals is not None:
         after, before, after_totals, before_totals = slots
         counts = [_batch(*row) for row in zip(after, after_totals, before, before_totals, strict=True)]
@@ -467,7 +501,8 @@ async def _count_and_compare(
             return accumulator.look(counts[part])
 
         cut = firm_batches - start
-        return await asyncio.to_thread(_look, rates, add_counts, look_counts, cut, len(counts)), state
+        result = await asyncio.to_thread(_look, rates, add_counts, look_counts, cut, len(counts))
+        return result, _pruned(state)
     after, before = slots
     seen = _bounds(after, before)
     if state is not None and not seen <= state.bounds:
@@ -507,7 +542,15 @@ async def _count_and_compare(
         return accumulator.look(rows_after[part], rows_before[part])
 
     cut = firm_batches - start
-    return await asyncio.to_thread(_look, histogram, add_rows, look_rows, cut, len(rows_after)), state
+    result = await asyncio.to_thread(_look, histogram, add_rows, look_rows, cut, len(rows_after))
+    return result, _pruned(state)
+
+
+def _pruned(state: _State) -> _State:
+    """``state`` without the before-window answers of batches it now holds."""
+    for index in [i for i in state.before if i < state.batches]:
+        del state.before[index]
+    return state
 
 
 _Accumulator = TypeVar("_Accumulator", sequential.RateAccumulator, sequential.HistogramAccumulator)
