@@ -84,7 +84,7 @@ class Scheduler:
         executor: executions.Executor,
         post: Poster,
         *,
-        concurrency: int = 64,
+        concurrency: int = 256,
         clock: Callable[[], float] = time.monotonic,
         leadership: Callable[[], bool] | None = None,
     ) -> None:
