@@ -27,8 +27,9 @@ due at its end, so a coarser grid turns an even load into bursts. With a quarter
 the interval (up to 15 s) as the step, 2,000 reviews in their first hour (13 checks a
 minute each, deployment times spread over a minute) fell due in four bursts a minute
 of about 6,500 runs, and waited for each other: runs started 5.7 s late at the median,
-11.7 s at p99; on a one-second grid 0.12 s and 1.41 s, for 47 % more Prometheus
-queries (fewer reviews of one target share a second than share 15 s; docs/benchmarks.md).
+11.7 s at p99; on a one-second grid about 0.1 s at the median (p99 0.10-0.15 s with
+the scheduler's 256 review slots), for 47 % more Prometheus queries (fewer reviews of
+one target share a second than share 15 s; docs/benchmarks.md).
 """
 
 from __future__ import annotations
