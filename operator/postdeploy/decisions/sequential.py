@@ -570,13 +570,7 @@ def _bound(
                     return (0.0 if sign > 0 else math.inf), None
                 outer, inner = inner, max(-limit, min(limit, inner - sign * step))
                 step *= 2
-        # invariant: rejected(inner), not rejected(outer)
-        while abs(outer - inner) > 1:
-            middle = (inner + outer) // 2
-            if rejected(middle):
-                inner = middle
-            else:
-                outer = middle
+        inner, outer = _bisect(rejected, inner, outer)
     grid_index = inner
     # Between two grid points: halve the gap a few times more (to 1/16 of a step).
     low, high = float(inner), float(outer)
@@ -615,13 +609,19 @@ def _step_near(rejected: Callable[[int], bool], hint: int, sign: int, reach: int
                 return None
     if abs(outer) > reach:
         return None
-    while abs(outer - inner) > 1:  # invariant: rejected(inner), not rejected(outer)
+    return _bisect(rejected, inner, outer)[0]
+
+
+def _bisect(rejected: Callable[[int], bool], inner: int, outer: int) -> tuple[int, int]:
+    """Neighbouring grid indices between ``inner`` (rejected) and ``outer`` (not), by
+    bisection: the one rejected and its neighbour beyond, not."""
+    while abs(outer - inner) > 1:
         middle = (inner + outer) // 2
         if rejected(middle):
             inner = middle
         else:
             outer = middle
-    return inner
+    return inner, outer
 
 
 class RateAccumulator:
