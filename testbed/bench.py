@@ -297,6 +297,21 @@ class Counters:
             },
         )
 
+    def api_reads(self) -> dict[str, float]:
+        """GET and LIST requests served by the API server so far, per resource."""
+        text = _kubectl(self.env, "get", "--raw", "/metrics")
+        reads: dict[str, float] = {}
+        pattern = re.compile(r"^apiserver_request_total\{(.*)\} ([0-9.e+-]+)$")
+        for line in text.splitlines():
+            found = pattern.match(line)
+            if not found:
+                continue
+            labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', found.group(1)))
+            if labels.get("verb") in {"GET", "LIST"}:
+                resource = labels.get("resource", "") or "?"
+                reads[resource] = reads.get(resource, 0.0) + float(found.group(2))
+        return reads
+
 
 def _template(checks: list[dict[str, Any]], parameters: dict[str, str], interval: str) -> dict[str, Any]:
     return {
@@ -760,6 +775,7 @@ def run(
                 # Statuses are written lazily (docs/engine.md): runs are counted by the
                 # operator's own metric, lags from the runs written in the window.
                 before_runs = operator.check_runs()
+                before_reads = counters.api_reads()
                 since = datetime.datetime.now(datetime.UTC)
                 bed_cpu.begin()
                 log_offset = query_log.stat().st_size if query_log.exists() else 0
@@ -778,6 +794,7 @@ def run(
                     counters.prometheus_queries(),
                     counters.api_writes(),
                 )
+                after_reads = counters.api_reads()
                 sent = _queries_sent(query_log, log_offset, EVALUATION_STEP)
                 items = _reviews(api)
                 after_runs = operator.check_runs()
@@ -797,6 +814,13 @@ def run(
                         "prometheus_queries_per_min": (after_q - before_q) / elapsed * 60,
                         "distinct_queries": _distinct_queries(items),
                         "api_writes_per_min": (after_w - before_w) / elapsed * 60,
+                        # GET and LIST requests per minute per resource (the
+                        # kubernetes checks' reads, the operator's own, kubectl's).
+                        "api_reads_per_min": {
+                            resource: round((count - before_reads.get(resource, 0.0)) / elapsed * 60)
+                            for resource, count in sorted(after_reads.items())
+                            if count > before_reads.get(resource, 0.0)
+                        },
                         "checks_per_min": checks_run / elapsed * 60,
                         "apiserver_cores": bed_cpu.cores(elapsed).get("kube-apiserver", float("nan")),
                         "status_kb_max": sizes[-1] / 1024 if sizes else float("nan"),

@@ -22,9 +22,8 @@ informative batch, fresh bounds by bisection):
   unsettled batches) equals the full recomputation of the kept batches and those, and
   leaves the kept test as if it had not been asked;
 - the bound search's shortcuts find what a plain bisection finds: a search started
-  from the last look's bound (a hint, anywhere), and a point between grid points
-  decided from the grid points around it by concavity (whenever that decides, the
-  exact mixture says the same).
+  from the last look's bound (a hint, anywhere); a young test's mixtures summed a row
+  at a time with numpy equal the point-by-point sums, and give the same bounds.
 """
 
 from __future__ import annotations
@@ -323,7 +322,7 @@ def test_a_histogram_look_on_top_equals_the_recomputation(seed: int, boundary: f
 
 def test_a_young_test_memoises_nothing_and_looks_the_same() -> None:
     rng = random.Random(31)
-    stream = _stream(rng, 80, 1.2)
+    stream = _stream(rng, 2 * sequential._MEMO_MIN_BATCHES, 1.2)
     accumulator = sequential.RateAccumulator(alpha=0.005)
     for end in range(1, len(stream) + 1):
         accumulator.add(stream[end - 1 : end])
@@ -350,37 +349,6 @@ def _likelihoods() -> list[sequential._Likelihood]:
     return found
 
 
-def test_concavity_decides_as_the_exact_mixture_would() -> None:
-    rng = random.Random(43)
-    _, log_weights = sequential._mixing_grid(1.0)
-    step = sequential._LATTICE_PER_STEP
-    decided = undecided = 0  # young tests, thresholds 0.1 or more away from the mixture
-    for likelihood in _likelihoods():
-        young = len(likelihood) < sequential._MEMO_MIN_BATCHES
-        for _ in range(40):
-            sign = rng.choice([1, -1])
-            n0 = rng.randrange(-60 * step, 60 * step)
-            if n0 % step == 0:
-                n0 += rng.randrange(1, step)
-            exact = likelihood.log_mixture_at_point(n0, log_weights, sign)
-            # The grid points a search would have asked: all of a row, or only its start.
-            reach = rng.choice([len(log_weights) + 3, rng.randrange(2, 40)])
-            first = n0 - n0 % step - (step if sign > 0 else 0) - (0 if sign > 0 else step * reach)
-            values = {p: likelihood.at_point(p) for p in range(first, first + step * (reach + 2), step)}
-            for delta in (-1.0, -0.1, -1e-3, 0.0, 1e-3, 0.1, 1.0):
-                threshold = exact + delta
-                known = sequential._rejected_by_concavity(
-                    values, likelihood.events, n0, log_weights, sign, threshold
-                )
-                if young and abs(delta) >= 0.1:
-                    decided, undecided = decided + (known is not None), undecided + (known is None)
-                if known is not None:
-                    assert known == (exact >= threshold), (n0, sign, delta, reach)
-    # Not vacuous: in young tests most of these points are decided without the exact
-    # mixture (old ones bend too much within a grid step, and are left to it).
-    assert decided > 2 * undecided
-
-
 def test_a_search_from_a_hint_anywhere_finds_the_same_bound() -> None:
     limit = math.ceil(sequential._LOG_LIMIT / sequential.GRID_STEP)
     for likelihood in _likelihoods():
@@ -395,12 +363,56 @@ def test_a_search_from_a_hint_anywhere_finds_the_same_bound() -> None:
                 assert sequential._bound(likelihood, 0, 1.0, 0.005, sign, hint) == (plain, index), hint
 
 
+def test_a_young_tests_rows_give_the_point_by_point_mixture() -> None:
+    """A likelihood that memoises nothing has its mixtures computed a whole row at a
+    time with numpy; they equal the point-by-point loop's (same terms, same cut) to
+    the rounding of their sums, and so do the bounds found with them."""
+    rng = random.Random(53)
+    _, log_weights = sequential._mixing_grid(1.0)
+    young = [item for item in _likelihoods() if item.rows() is not None]
+    assert len(young) >= 4
+    for likelihood in young:
+        rows = likelihood.rows()
+        assert rows is not None
+        for _ in range(60):
+            sign = rng.choice([1, -1])
+            n0 = rng.randrange(-250 * 16, 250 * 16)
+            by_row = sequential._row_mixture(rows, n0, log_weights, sign)
+            by_point = sequential._log_mixture_at_point(likelihood.at_point, n0, log_weights, sign)
+            assert math.isclose(by_row, by_point, rel_tol=1e-9, abs_tol=1e-9), (n0, sign)
+        for sign in (1, -1):
+            found, _ = sequential._bound(likelihood, 0, 1.0, 0.005, sign)
+            scalar = sequential._Likelihood.__new__(sequential._Likelihood)
+            scalar.__dict__.update(likelihood.__dict__)
+            scalar.rows = lambda: None  # type: ignore[method-assign]
+            assert found == sequential._bound(scalar, 0, 1.0, 0.005, sign)[0]
+    # An overlay over a young test: the kept batches and the newest ones together.
+    base, extra = young[1], [sequential._Batch(2.0, 9.0, 0.3), sequential._Batch(0.0, 4.0, 0.2)]
+    overlay = sequential._Overlay(base, extra)
+    whole = sequential._Likelihood(
+        [*(sequential._Batch(x, k, a) for x, k, a in zip(base._x, base._k, base._a, strict=True)), *extra]
+    )
+    overlay_rows = overlay.rows()
+    assert overlay_rows is not None
+    for n0 in (-300, 0, 17, 800):
+        for sign in (1, -1):
+            assert math.isclose(
+                sequential._row_mixture(overlay_rows, n0, log_weights, sign),
+                sequential._log_mixture_at_point(whole.at_point, n0, log_weights, sign),
+                rel_tol=1e-9,
+                abs_tol=1e-9,
+            )
+
+
 def test_a_memo_point_costs_no_more_bytes_than_size_counts() -> None:
     """``size`` bounds memory in 8-byte numbers: a memo point, two dict entries with a
     float and an int, counts as ``_MEMO_POINT_NUMBERS`` of them, whatever the dicts'
     growth has reached."""
     rng = random.Random(47)
-    batches = [sequential._Batch(rng.randint(1, 5), rng.randint(5, 20), 0.2) for _ in range(40)]
+    batches = [
+        sequential._Batch(rng.randint(1, 5), rng.randint(5, 20), 0.2)
+        for _ in range(sequential._MEMO_MIN_BATCHES + 8)
+    ]
     for points in (10, 100, 700, 1500, sequential._MEMO_POINTS):
         likelihood = sequential._Likelihood(batches)
         tracemalloc.start()

@@ -70,7 +70,6 @@ AGGREGATES: dict[str, Callable[[Sequence[float]], float]] = {
 }
 
 
-
 @dataclasses.dataclass(frozen=True)
 class TrendResult:
     series: Series

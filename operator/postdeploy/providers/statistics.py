@@ -69,6 +69,7 @@ class _BadRows(ValueError):
 
 class StatisticsProvider:
     """Runs a count query through ``PostgresProvider`` and tests the counts."""
+
     limits_itself = False
 
     def __init__(
