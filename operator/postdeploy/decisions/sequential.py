@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import itertools
 import math
 import operator
@@ -201,15 +202,17 @@ def _informative(batches: Sequence[CountBatch]) -> list[tuple[int, _Batch]]:
     return kept
 
 
-def _mixing_grid(prior_scale: float) -> tuple[list[float], list[float]]:
+@functools.cache
+def _mixing_grid(prior_scale: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Offsets u = j * GRID_STEP (j = 1..J) in log(rho) and their half-normal weights
     (summing to 1): a discrete prior, so the mixture is exactly a mixture of
-    likelihood ratios and no integration error touches its validity."""
+    likelihood ratios and no integration error touches its validity. Computed once
+    per prior scale (every bound search asks for it)."""
     count = max(1, math.ceil(prior_scale * GRID_WIDTH / GRID_STEP))
-    offsets = [GRID_STEP * j for j in range(1, count + 1)]
+    offsets = tuple(GRID_STEP * j for j in range(1, count + 1))
     raw = [math.exp(-0.5 * (u / prior_scale) ** 2) for u in offsets]
     total = math.fsum(raw)
-    return offsets, [math.log(w / total) for w in raw]
+    return offsets, tuple(math.log(w / total) for w in raw)
 
 
 def _logsumexp(values: Sequence[float]) -> float:
@@ -409,6 +412,16 @@ def _log_mixture_at_point(
     return _logsumexp(terms)
 
 
+@functools.cache
+def _row_constants(log_weights: tuple[float, ...], sign: int) -> tuple[Any, Any]:
+    """For :func:`_row_mixture`: a row's lattice offsets from v0 (0, then a grid step
+    each, ``sign``-wards) and the log weights, as numpy arrays (made once)."""
+    import numpy
+
+    stride = sign * _LATTICE_PER_STEP
+    return numpy.arange(len(log_weights) + 1, dtype=numpy.float64) * stride, numpy.asarray(log_weights)
+
+
 def _row_mixture(rows: _Rows, n0: int, log_weights: Sequence[float], sign: int) -> float:
     """:func:`_log_mixture_at_point` for a likelihood that memoises nothing, with numpy:
     log L at the whole row (v0 and each grid offset from it) in one pass over the
@@ -423,16 +436,16 @@ def _row_mixture(rows: _Rows, n0: int, log_weights: Sequence[float], sign: int) 
     operator whose reviews compare nothing does not carry its ~10 MB."""
     import numpy
 
-    stride = sign * _LATTICE_PER_STEP
-    points = numpy.arange(len(log_weights) + 1, dtype=numpy.float64) * stride + n0
-    rhos = numpy.exp(points * _LATTICE)
+    strides, weights = _row_constants(tuple(log_weights), sign)
+    v = (strides + n0) * _LATTICE  # as n * _LATTICE for each lattice point n
+    rhos = numpy.exp(v)
     penalty = numpy.log1p(numpy.multiply.outer(rhos, numpy.asarray(rows.a))) @ numpy.asarray(rows.k)
     if rows.extra_k:
         penalty += numpy.log1p(numpy.multiply.outer(rhos, numpy.asarray(rows.extra_a))) @ numpy.asarray(
             rows.extra_k
         )
-    log_l = rows.events * (points * _LATTICE) - penalty
-    terms = numpy.asarray(log_weights) + (log_l[1:] - log_l[0])
+    log_l = rows.events * v - penalty
+    terms = weights + (log_l[1:] - log_l[0])
     tops = numpy.maximum.accumulate(terms)
     # The loop's rule: the first term that falls and is 50 below the largest before it
     # ends the sum.
