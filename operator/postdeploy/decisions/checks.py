@@ -36,9 +36,10 @@ and ``lastSlot``, and ``lastRun`` in whole seconds: nothing reads them any more
 from __future__ import annotations
 
 import datetime
-import json
 import math
 from typing import Any
+
+import orjson
 
 from postdeploy.decisions.templates import ResolvedCheck
 from postdeploy.kit import details as details_
@@ -123,9 +124,9 @@ def _compact(details: Any) -> dict[str, Any] | None:
 
     if not details:
         return None
-    text = json.dumps(details, default=str)
+    text = orjson.dumps(details, default=str, option=orjson.OPT_NON_STR_KEYS)
     if len(text) <= _DETAILS_LIMIT:
-        result: dict[str, Any] = json.loads(text)
+        result: dict[str, Any] = orjson.loads(text)
         return result
     return {"truncated": True, "size": len(text)}
 

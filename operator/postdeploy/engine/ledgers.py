@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -60,7 +60,7 @@ def keep_deliveries(new: Status, current: Status) -> Status:
 
 
 def _encode(status: Status) -> bytes:
-    return json.dumps(status, separators=(",", ":")).encode()
+    return orjson.dumps(status)
 
 
 class Ledger:
@@ -88,7 +88,7 @@ class Ledger:
     @property
     def status(self) -> Status:
         """The newest status (written or not): a copy, the caller's to change."""
-        value: Status = json.loads(self._blob)
+        value: Status = orjson.loads(self._blob)
         return value
 
     @property

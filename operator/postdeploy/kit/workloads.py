@@ -8,10 +8,10 @@ wire form (camelCase), as ``kubectl get -o json`` shows them.
 from __future__ import annotations
 
 import datetime
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -47,7 +47,7 @@ async def raw(call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) ->
         response.release()
     if not 200 <= response.status <= 299:
         raise ApiException(status=response.status, reason=response.reason)
-    result: Obj = json.loads(body)
+    result: Obj = orjson.loads(body)
     return result
 
 

@@ -17,13 +17,13 @@ beyond Prometheus's own error text.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
 from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
+import orjson
 
 from postdeploy.kit import details as details_
 from postdeploy.kit import exceptions
@@ -102,8 +102,8 @@ class PrometheusApi:
                 f"request to Prometheus at {where} failed: {type(error).__name__}"
             ) from None
         try:
-            answer = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            answer = orjson.loads(body)
+        except ValueError:  # orjson.JSONDecodeError, also for bytes that are not UTF-8
             answer = None
         if status != 200:
             message = f"Prometheus refused the query: HTTP {status}: {_api_error(answer, body)}"
