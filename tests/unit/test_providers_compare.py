@@ -424,13 +424,15 @@ async def test_a_moved_latency_boundary_is_counted_afresh_and_kept_again(hold: d
 async def test_a_rate_asks_a_before_window_again_only_until_it_has_settled() -> None:
     """A batch's before-window lies before the deployment: once it ended ``HOLD`` ago its
     counts cannot change, so the batches recounted at every run (the newest, not yet
-    kept) ask it once; the results equal a fresh recount's."""
+    kept) ask it once; a run that asks one asks those of the next ``AHEAD`` batches with
+    it, so the runs that close them ask none; the results equal a fresh recount's."""
     memory = prometheus_compare.Comparisons()
     spec = _spec(alpha=0.005, min_effect=0.2)
     fake = NoisyPrometheus(rps=5.0, share=0.05, rise=1.3)
     deployed = DEPLOYED.timestamp()
     seen: set[float] = set()
-    for minutes in (2, 3, 4, 6, 7, 8, 12, 13, 20, 21):
+    assert prometheus_compare.AHEAD == 15
+    for minutes in (2, 3, 4, 6, 7, 8, 12, 13, 20, 21, 22, 23):
         now = DEPLOYED + datetime.timedelta(minutes=minutes, seconds=5)
         ctx = make_context(deployed_at=DEPLOYED, now=now)
         fake.asked.clear()
@@ -448,6 +450,8 @@ async def test_a_rate_asks_a_before_window_again_only_until_it_has_settled() -> 
         else:
             # Since, only before-windows never asked before, and none at all when no batch is new.
             assert asked.isdisjoint(seen), sorted(t - deployed for t in asked & seen)
-            assert len(asked) == {7: 1, 8: 1, 12: 4, 13: 1, 20: 7, 21: 1}[minutes]
+            # The run at minute 6 (5 batches) asked batches 5-19 ahead; the one at minute
+            # 22 asks batch 20's and 21-35 ahead.
+            assert len(asked) == {22: 16}.get(minutes, 0), minutes
         seen |= asked
         _same_details(kept.details, (await prometheus_compare.measure(spec, ctx, fake)).details)

@@ -41,8 +41,10 @@ late remote write), are asked and counted afresh at every run and looked at on t
 of the kept test (``look``: one bisection, no copy of the test), never added to it;
 so a late scrape corrects the count of its batch as a full recount would. Their
 before-windows lie before the deployment: a rate's are asked again only until they
-ended ``HOLD`` ago, then kept with the state until their batch is (a histogram's
-bucket rows, fifteen numbers a batch, are asked at every run). A run
+ended ``HOLD`` ago, then kept with the state until their batch is; a run that asks one
+asks with it those of the next ``AHEAD`` batches (they have ended too), so most runs
+ask no before-window at all (a histogram's bucket rows, fifteen numbers a batch, are
+asked at every run). A run
 costs then what its newest batches cost, instead of growing
 with the review's age (at 4,320 one-minute batches, 72 hours, the full recomputation
 took 0.2-0.3 s of CPU a run). Nothing is written anywhere: an operator that
@@ -80,6 +82,13 @@ MAX_BATCHES = 11_000  # Prometheus refuses range queries with more points
 # built-in template in a steady stream (docs/benchmarks.md): about 3,000 of them in
 # the extended phase, two comparisons each, up to 1,440 batches.
 MAX_KEPT = 16_000_000
+# A rate comparison that asks a before-window asks those of this many batches to come
+# with it (one range query, a point each): they are fixed and long ended, so the runs
+# that close those batches ask none (two of a run's four range queries).
+AHEAD = 15
+# What a kept before-window count costs, in 8-byte numbers: a dict entry holding a
+# tuple of two floats (about 150 bytes).
+_BEFORE_NUMBERS = 20
 
 # Runs a range query (query, start, end, step) -> data.result; the provider passes
 # one that goes through its coalescer and pooled API.
@@ -106,9 +115,15 @@ class Grid:
     def before_times(self, start: int = 0) -> list[float | None]:
         """End of each batch's before-window from ``start`` on; None when it would
         reach past deployedAt."""
+        return self.before_ends(start, self.batches)
+
+    def before_ends(self, first: int, last: int) -> list[float | None]:
+        """End of the before-window of batches ``first`` to ``last - 1``, complete or
+        not yet (a before-window is fixed by the grid alone); None when it would reach
+        past deployedAt."""
         if self.offset is None:
-            return [self.deployed - self.multiplier * i * self.step for i in range(start, self.batches)]
-        ends = [end - self.offset for end in self.after_times(start)]
+            return [self.deployed - self.multiplier * i * self.step for i in range(first, last)]
+        ends = [self.deployed + (i + 1) * self.step - self.offset for i in range(first, last)]
         return [end if end <= self.deployed + 1e-6 else None for end in ends]
 
 
@@ -224,8 +239,9 @@ class _State:
     bounds: frozenset[float]  # the le bounds seen so far (histograms; empty for rates)
     empty_batches: int = 0  # batches counted without buckets, when ``accumulator`` is None
     # Rates: the before-window counts (events, requests) of batches not yet kept whose
-    # before-window ended ``hold`` ago, by batch index: they cannot change, so a run
-    # does not ask them again (a histogram's bucket rows are asked at every run).
+    # before-window ended ``hold`` ago, by batch index - up to ``AHEAD`` batches not yet
+    # closed among them: they cannot change, so a run does not ask them again (a
+    # histogram's bucket rows are asked at every run).
     before: dict[int, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
     @property
@@ -234,7 +250,8 @@ class _State:
 
     @property
     def size(self) -> int:
-        return self.accumulator.size if self.accumulator is not None else 0
+        kept = self.accumulator.size if self.accumulator is not None else 0
+        return kept + _BEFORE_NUMBERS * len(self.before)
 
 
 class Comparisons:
@@ -447,19 +464,29 @@ async def _slots(
         )
     known = state.before if state is not None else {}
     before_times = [None if start + i in known else end for i, end in enumerate(ends)]
+    if state is not None and any(t is not None for t in before_times):
+        # Asking anyway: the same range query also brings the before-windows of the
+        # next AHEAD batches that have ended (they lie before the deployment, so all
+        # but the first have, long since), and the runs that close those batches ask
+        # no before-window at all.
+        ahead = batches.before_ends(batches.batches, batches.batches + AHEAD)
+        before_times += [
+            end if end is not None and end <= settled and batches.batches + j not in known else None
+            for j, end in enumerate(ahead)
+        ]
     after, before, after_totals, before_totals = await asyncio.gather(
         _range(ask, queries.events_after, after_times, after_step, _one),
         _range(ask, queries.events_before, before_times, before_step, _one),
         _range(ask, queries.totals[0], after_times, after_step, _one),
         _range(ask, queries.totals[1], before_times, before_step, _one),
     )
-    for i, end in enumerate(ends):
+    for i, end in enumerate(before_times):
         counted = known.get(start + i)
-        if counted is not None:
+        if i < len(ends) and counted is not None:
             before[i], before_totals[i] = {"": counted[0]}, {"": counted[1]}
         elif state is not None and end is not None and end <= settled:
             known[start + i] = (_count(before[i]), _count(before_totals[i]))
-    return after, before, after_totals, before_totals
+    return after, before[: len(ends)], after_totals, before_totals[: len(ends)]
 
 
 def _one(_: dict[str, str]) -> str:
