@@ -337,8 +337,13 @@ async def test_a_histogram_without_buckets_yet_is_not_asked_again_until_they_com
     fake.asked.clear()
     second = await prometheus_compare.measure(spec, later, sparse, memory)
     assert second.state is MeasurementState.NO_DATA
-    # Batches 9 and 10 only (the first run counted 9).
-    assert {a[1] for a in fake.asked} == {DEPLOYED.timestamp() + 10 * 60, DEPLOYED.timestamp() - 6 * 60 * 10}
+    # Batches 9 and 10 only (the first run counted 9), and the before-windows of the
+    # next AHEAD batches with theirs.
+    ahead = 10 + prometheus_compare.AHEAD
+    assert {a[1] for a in fake.asked} == {
+        DEPLOYED.timestamp() + 10 * 60,
+        DEPLOYED.timestamp() - 6 * 60 * ahead,
+    }
     last = make_context(deployed_at=DEPLOYED, now=DEPLOYED + datetime.timedelta(minutes=40, seconds=5))
     kept = await prometheus_compare.measure(spec, last, sparse, memory)
     _same_details(kept.details, (await prometheus_compare.measure(spec, last, sparse)).details)
@@ -455,3 +460,43 @@ async def test_a_rate_asks_a_before_window_again_only_until_it_has_settled() -> 
             assert len(asked) == {22: 16}.get(minutes, 0), minutes
         seen |= asked
         _same_details(kept.details, (await prometheus_compare.measure(spec, ctx, fake)).details)
+
+
+async def test_a_histogram_keeps_its_settled_before_rows_too() -> None:
+    """The same for a histogram's before-window bucket rows (kept packed, fifteen pairs
+    of numbers a batch): asked once they settled, the next AHEAD with them; the results
+    equal a fresh recount's."""
+    memory = prometheus_compare.Comparisons()
+    spec = _spec(buckets=True)
+    fake = NoisyPrometheus(rps=5.0)
+    deployed = DEPLOYED.timestamp()
+    seen: set[float] = set()
+    for minutes in (2, 3, 6, 7, 12, 21, 22, 23):
+        now = DEPLOYED + datetime.timedelta(minutes=minutes, seconds=5)
+        ctx = make_context(deployed_at=DEPLOYED, now=now)
+        fake.asked.clear()
+        kept = await prometheus_compare.measure(spec, ctx, fake, memory, "http://p")
+        asked = {
+            start + i * step
+            for _, start, end, step in fake.asked
+            if end <= deployed
+            for i in range(round((end - start) / step) + 1)
+        }
+        if minutes >= 7:
+            assert asked.isdisjoint(seen), sorted(t - deployed for t in asked & seen)
+            assert len(asked) == {22: 16}.get(minutes, 0), minutes
+        seen |= asked
+        _same_details(kept.details, (await prometheus_compare.measure(spec, ctx, fake)).details)
+    key = next(iter(memory._states))
+    assert memory._states[key].before_rows, "the rows ahead are kept"
+
+
+def test_a_packed_before_row_unpacks_to_the_same_buckets() -> None:
+    slot = {"0.1": 3.0, "+Inf": 10.0, "0.25": 7.0, "1e-3": 0.0}
+    row = prometheus_compare._packed(slot)
+    assert row is not None and len(row) == 8
+    unpacked = prometheus_compare._unpacked(row)
+    assert {prometheus_compare._parse_le(le): v for le, v in unpacked.items()} == {
+        prometheus_compare._parse_le(le): v for le, v in slot.items()
+    }
+    assert prometheus_compare._packed({"0.1": 1.0, "fast": 2.0}) is None

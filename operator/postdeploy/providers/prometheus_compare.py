@@ -40,11 +40,11 @@ equals the test recomputed over all batches. A batch is kept only once it ended
 late remote write), are asked and counted afresh at every run and looked at on top
 of the kept test (``look``: one bisection, no copy of the test), never added to it;
 so a late scrape corrects the count of its batch as a full recount would. Their
-before-windows lie before the deployment: a rate's are asked again only until they
-ended ``HOLD`` ago, then kept with the state until their batch is; a run that asks one
-asks with it those of the next ``AHEAD`` batches (they have ended too), so most runs
-ask no before-window at all (a histogram's bucket rows, fifteen numbers a batch, are
-asked at every run). A run
+before-windows lie before the deployment: they are asked again only until they
+ended ``HOLD`` ago, then kept with the state until their batch is (a rate's two counts;
+a histogram's bucket counts packed, two numbers a bucket); a run that asks one asks
+with it those of the next ``AHEAD`` batches (they have ended too), so most runs ask no
+before-window at all. A run
 costs then what its newest batches cost, instead of growing
 with the review's age (at 4,320 one-minute batches, 72 hours, the full recomputation
 took 0.2-0.3 s of CPU a run). Nothing is written anywhere: an operator that
@@ -59,9 +59,11 @@ import asyncio
 import collections
 import dataclasses
 import datetime
+import itertools
 import math
 import weakref
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from array import array
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from postdeploy.decisions import sequential, templating
@@ -240,9 +242,10 @@ class _State:
     empty_batches: int = 0  # batches counted without buckets, when ``accumulator`` is None
     # Rates: the before-window counts (events, requests) of batches not yet kept whose
     # before-window ended ``hold`` ago, by batch index - up to ``AHEAD`` batches not yet
-    # closed among them: they cannot change, so a run does not ask them again (a
-    # histogram's bucket rows are asked at every run).
+    # closed among them: they cannot change, so a run does not ask them again.
     before: dict[int, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    # Histograms: the same for their before-windows' bucket counts (``_packed``).
+    before_rows: dict[int, array[float]] = dataclasses.field(default_factory=dict)
 
     @property
     def batches(self) -> int:
@@ -251,7 +254,8 @@ class _State:
     @property
     def size(self) -> int:
         kept = self.accumulator.size if self.accumulator is not None else 0
-        return kept + _BEFORE_NUMBERS * len(self.before)
+        rows = sum(_BEFORE_NUMBERS + len(row) for row in self.before_rows.values())
+        return kept + _BEFORE_NUMBERS * len(self.before) + rows
 
 
 class Comparisons:
@@ -449,31 +453,31 @@ async def _slots(
     settled: float = -math.inf,
 ) -> tuple[list[dict[str, float]], ...]:
     """Per batch from ``start`` on: the after- and before-window answers (by ``le``
-    for buckets), then for rates the requests after and before. A rate's before-window
-    counts that ``state`` holds are not asked again; those asked whose window ended by
-    ``settled`` are put in it."""
+    for buckets), then for rates the requests after and before. The before-window
+    answers that ``state`` holds are not asked again; those asked whose window ended by
+    ``settled`` (and the next ``AHEAD`` batches', see :func:`_before_times`) are put in
+    it."""
     after_times: list[float | None] = list(batches.after_times(start))
     ends = batches.before_times(start)
     after_step, before_step = batches.step, batches.before_window()
     if queries.totals is None:
-        return tuple(
-            await asyncio.gather(
-                _range(ask, queries.events_after, after_times, after_step, _le),
-                _range(ask, queries.events_before, ends, before_step, _le),
-            )
+        rows = state.before_rows if state is not None else {}
+        before_times = _before_times(batches, start, ends, rows, state is not None, settled)
+        after, before = await asyncio.gather(
+            _range(ask, queries.events_after, after_times, after_step, _le),
+            _range(ask, queries.events_before, before_times, before_step, _le),
         )
+        for i, end in enumerate(before_times):
+            row = rows.get(start + i)
+            if i < len(ends) and row is not None:
+                before[i] = _unpacked(row)
+            elif state is not None and end is not None and end <= settled:
+                packed = _packed(before[i])
+                if packed is not None:
+                    rows[start + i] = packed
+        return after, before[: len(ends)]
     known = state.before if state is not None else {}
-    before_times = [None if start + i in known else end for i, end in enumerate(ends)]
-    if state is not None and any(t is not None for t in before_times):
-        # Asking anyway: the same range query also brings the before-windows of the
-        # next AHEAD batches that have ended (they lie before the deployment, so all
-        # but the first have, long since), and the runs that close those batches ask
-        # no before-window at all.
-        ahead = batches.before_ends(batches.batches, batches.batches + AHEAD)
-        before_times += [
-            end if end is not None and end <= settled and batches.batches + j not in known else None
-            for j, end in enumerate(ahead)
-        ]
+    before_times = _before_times(batches, start, ends, known, state is not None, settled)
     after, before, after_totals, before_totals = await asyncio.gather(
         _range(ask, queries.events_after, after_times, after_step, _one),
         _range(ask, queries.events_before, before_times, before_step, _one),
@@ -487,6 +491,44 @@ async def _slots(
         elif state is not None and end is not None and end <= settled:
             known[start + i] = (_count(before[i]), _count(before_totals[i]))
     return after, before[: len(ends)], after_totals, before_totals[: len(ends)]
+
+
+def _before_times(
+    batches: Grid,
+    start: int,
+    ends: list[float | None],
+    known: Mapping[int, object],
+    ahead: bool,
+    settled: float,
+) -> list[float | None]:
+    """The before-window ends to ask: those of the batches from ``start`` on not
+    ``known``, and - when any is asked and ``ahead`` - the next ``AHEAD`` batches'
+    that have ended by ``settled`` and are not known (asking anyway, the same range
+    query brings them: they lie before the deployment, so all but the first have ended
+    long since, and the runs that close those batches ask no before-window at all)."""
+    times = [None if start + i in known else end for i, end in enumerate(ends)]
+    if ahead and any(t is not None for t in times):
+        coming = batches.before_ends(batches.batches, batches.batches + AHEAD)
+        times += [
+            end if end is not None and end <= settled and batches.batches + j not in known else None
+            for j, end in enumerate(coming)
+        ]
+    return times
+
+
+def _packed(slot: dict[str, float]) -> array[float] | None:
+    """A histogram's before-window answer kept compactly: (bound, count) pairs in one
+    array; None when an ``le`` label is not a number (not kept: asked again)."""
+    pairs = sorted((_parse_le(le), value) for le, value in slot.items())
+    if any(math.isnan(bound) for bound, _ in pairs):
+        return None
+    return array("d", itertools.chain.from_iterable(pairs))
+
+
+def _unpacked(row: array[float]) -> dict[str, float]:
+    """The answer ``_packed`` kept, with ``le`` labels that parse to the same bounds
+    ("inf" for "+Inf")."""
+    return {repr(bound): count for bound, count in zip(row[::2], row[1::2], strict=True)}
 
 
 def _one(_: dict[str, str]) -> str:
@@ -577,6 +619,8 @@ def _pruned(state: _State) -> _State:
     """``state`` without the before-window answers of batches it now holds."""
     for index in [i for i in state.before if i < state.batches]:
         del state.before[index]
+    for index in [i for i in state.before_rows if i < state.batches]:
+        del state.before_rows[index]
     return state
 
 
