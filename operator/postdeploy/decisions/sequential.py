@@ -100,9 +100,8 @@ _MEMO_POINTS = 4096  # ...at most this many
 # What a memo point costs in 8-byte numbers (the unit of ``size``): an entry in two dicts,
 # a float and an int, 90-160 bytes as the dicts grow (tracemalloc; a unit test holds it).
 _MEMO_POINT_NUMBERS = 20
-_MEMO_MIN_BATCHES = (
-    128  # a likelihood of fewer batches memoises nothing: a row in numpy is cheaper than memo points
-)
+# A likelihood of fewer batches memoises nothing: its mixtures in numpy rows cost less.
+_MEMO_MIN_BATCHES = 128
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,9 +235,9 @@ class _Likelihood:
     mostly the same points. Below ``_MEMO_MIN_BATCHES`` batches nothing is memoised: a
     young test's wide bounds ask about a thousand points a look, each a dict entry of
     about 150 bytes, where its mixtures summed a row at a time in numpy
-    (:meth:`rows`, :func:`_row_mixture`) cost less (``make bench-judge-looks``: a
-    review's first 60 and 300 looks, 0.77 and 0.87 ms a look with 128 batches as the
-    limit; 1.0-1.1 ms with 32 or 64, 1.4 ms for 300 looks with no memo at all)."""
+    (:meth:`rows`, :func:`_row_mixture`) cost less (``bench.judge_looks``' young test,
+    a review's first 60 and 300 looks: 0.77 and 0.87 ms a look with 128 batches as the
+    limit; 1.0-1.1 ms with 32 or 64; 1.4 ms for 300 looks with no memo at all)."""
 
     def __init__(self, batches: Sequence[_Batch] = ()) -> None:
         self._x = array("d")
@@ -322,8 +321,9 @@ class _Likelihood:
         return _log_mixture_at_point(self.at_point, n0, log_weights, sign)
 
     def rows(self) -> _Rows | None:
-        """The batches, for log L at many points in one pass (:func:`_log_likelihoods`),
-        while nothing is memoised (below ``_MEMO_MIN_BATCHES`` batches); else None."""
+        """The batches, for log L at a whole row of points in one pass
+        (:func:`_row_mixture`), while nothing is memoised (below ``_MEMO_MIN_BATCHES``
+        batches); else None."""
         if len(self._k) >= _MEMO_MIN_BATCHES:
             return None
         return _Rows(self._events, self._k, self._a, (), ())
@@ -381,8 +381,8 @@ def _penalty(k: Sequence[float], a: Sequence[float], rho: float) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class _Rows:
-    """A likelihood's batches as :func:`_log_likelihoods` reads them: the events after
-    the deployment (X), the kept batches' k and a, and those a look puts on top."""
+    """A likelihood's batches as :func:`_row_mixture` reads them: the events after the
+    deployment (X), the kept batches' k and a, and those a look puts on top."""
 
     events: float
     k: Sequence[float]
