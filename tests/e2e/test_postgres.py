@@ -204,9 +204,8 @@ def test_seeded_facts_hold_whatever_the_clock_says(postgres_db: State, clock: da
             days = conn.execute(DAU_WHOLE_DAYS, {"today": clock.date()}).fetchall()
             period = datetime.timedelta(hours=30)
             periods = [
-                conn.execute(
-                    CONVERSION_RATE, {"start": clock - n * period, "end": clock - (n - 1) * period}
-                ).fetchone()
+                conn.execute(CONVERSION_RATE, {"start": clock - n * period, "end": clock - (n - 1) * period})
+                .fetchone()
                 or (None, 0)
                 for n in range(1, 9)
             ]

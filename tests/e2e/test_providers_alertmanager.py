@@ -50,12 +50,8 @@ async def test_a_firing_alert_is_counted_and_a_silenced_one_is_not(
     probe = uuid.uuid4().hex
     _post(url, probe, service="payments", namespace="billing")
     check = AlertmanagerCheck(
-        matchers=[
-            'severity="critical"',
-            'service=~"{{target}}"',
-            'namespace="{{namespace}}"',
-            f'probe="{probe}"',
-        ]
+        matchers=['severity="critical"', 'service=~"{{target}}"', 'namespace="{{namespace}}"',
+                  f'probe="{probe}"']
     )
     ctx = make_context(target_name="payments", namespace="billing")
     m = await provider.measure(check, ctx)

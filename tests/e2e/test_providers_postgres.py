@@ -117,7 +117,9 @@ async def test_writes_are_refused_by_the_read_only_transaction(admin_dsn: str) -
     # The superuser may write: only the provider's READ ONLY transaction stops it.
     m = await _measure(admin_dsn, "DELETE FROM user_activity WHERE user_id = 1")
     assert m.state is MeasurementState.ERROR
-    assert m.message.startswith("ReadOnlySqlTransaction: cannot execute DELETE in a read-only transaction")
+    assert m.message.startswith(
+        "ReadOnlySqlTransaction: cannot execute DELETE in a read-only transaction"
+    )
     created = await _measure(admin_dsn, "CREATE TABLE postdeploy_probe (a int)")
     assert created.state is MeasurementState.ERROR
     assert "read-only transaction" in created.message
@@ -146,7 +148,7 @@ async def test_statement_timeout_is_an_error(ro_dsn: str) -> None:
 async def test_sql_errors_name_the_class_and_not_the_dsn(ro_dsn: str) -> None:
     m = await _measure(ro_dsn, "SELECT no_such_column FROM user_activity")
     assert m.state is MeasurementState.ERROR
-    assert m.message.startswith('UndefinedColumn: column "no_such_column" does not exist')
+    assert m.message.startswith("UndefinedColumn: column \"no_such_column\" does not exist")
     for secret in _secrets(ro_dsn):
         assert secret not in _text_of(m)
 

@@ -81,10 +81,9 @@ def test_fleet_series_are_valid_and_grow_at_their_rates() -> None:
     requests = (late[ok] + late[failed]) - (early[ok] + early[failed])
     assert requests == pytest.approx(fleet.RPS * 60, rel=1e-3)
     assert (late[failed] - early[failed]) / requests == pytest.approx(fleet.ERROR_SHARE, rel=1e-3)
-    assert (
-        late[("http_request_duration_seconds_bucket", "svc-001", "+Inf")]
-        == late[("http_request_duration_seconds_count", "svc-001", "")]
-    )
+    assert late[("http_request_duration_seconds_bucket", "svc-001", "+Inf")] == late[
+        ("http_request_duration_seconds_count", "svc-001", "")
+    ]
     # The built-in template's pod selector for the target svc-001.
     assert re.fullmatch(r"svc-001-[a-z0-9]+(-[a-z0-9]+)?", fleet.pod_of("svc-001"))
 

@@ -19,17 +19,8 @@ NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
 
 def _check(**fields: Any) -> templates.ResolvedCheck:
-    spec = {
-        "target": {"name": "a"},
-        "phases": [
-            {
-                "name": "p",
-                "start": "0s",
-                "end": "1h",
-                "checks": [{"name": "c", "prometheus": {"query": "up"}, **fields}],
-            }
-        ],
-    }
+    spec = {"target": {"name": "a"}, "phases": [{"name": "p", "start": "0s", "end": "1h", "checks": [
+        {"name": "c", "prometheus": {"query": "up"}, **fields}]}]}
     check = templates.resolve(spec).check("c")
     assert check is not None
     return check
@@ -64,11 +55,8 @@ def test_failure_limit_tolerates_that_many_failures() -> None:
 def test_errors_and_no_data_never_fail() -> None:
     check = _check(failWhen="value > 1", consecutiveErrorLimit=2)
     status, results = _run(
-        check,
-        Measurement.error("connection refused"),
-        Measurement.no_data("empty vector"),
-        Measurement.error("connection refused"),
-        Measurement.error("connection refused"),
+        check, Measurement.error("connection refused"), Measurement.no_data("empty vector"),
+        Measurement.error("connection refused"), Measurement.error("connection refused"),
     )
     assert results == ["Error", "Inconclusive", "Error", "Error"]
     assert status.failures == 0

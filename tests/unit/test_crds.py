@@ -39,7 +39,6 @@ def test_review_crd_surface() -> None:
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
     assert columns[:4] == ["Target", "Version", "Phase", "Verdict"] and "Age" in columns
     check = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["phases"]["items"][
-        "properties"
-    ]["checks"]["items"]
+        "properties"]["checks"]["items"]
     rules = [r["rule"] for r in check["x-kubernetes-validations"]]
     assert any("size() <= 1" in rule for rule in rules)

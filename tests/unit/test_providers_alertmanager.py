@@ -129,7 +129,9 @@ async def test_timeout_is_an_error() -> None:
 
 
 async def test_a_bad_matcher_is_an_error_with_alertmanagers_words() -> None:
-    m = await _measure(lambda r: httpx.Response(400, json="bad matcher format: severity=="), ["severity=="])
+    m = await _measure(
+        lambda r: httpx.Response(400, json="bad matcher format: severity=="), ["severity=="]
+    )
     assert m.state is MeasurementState.ERROR
     assert m.message == "Alertmanager answered HTTP 400: bad matcher format: severity=="
 

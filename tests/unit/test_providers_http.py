@@ -100,9 +100,8 @@ async def test_expected_status_other_than_200() -> None:
 
 
 async def test_a_body_that_is_not_json_is_an_error() -> None:
-    m = await _measure(
-        lambda r: httpx.Response(200, text="<html>ok</html>", headers={"content-type": "text/html"})
-    )
+    m = await _measure(lambda r: httpx.Response(200, text="<html>ok</html>",
+                                                headers={"content-type": "text/html"}))
     assert m.state is MeasurementState.ERROR
     assert "not JSON (text/html)" in m.message
 

@@ -54,7 +54,7 @@ async def _measure(rows: list[tuple[Any, ...]], **spec: Any) -> Measurement:
     failure = spec.pop("failure", None)
     provider = StatisticsProvider(CannedRows(rows, columns, failure))
     spec.setdefault("test", "twoProportion")
-    spec.setdefault("query", 'SELECT variant AS "group", n AS trials, x AS successes FROM ab')
+    spec.setdefault("query", "SELECT variant AS \"group\", n AS trials, x AS successes FROM ab")
     return await provider.measure(StatisticsCheck(**spec), make_context())
 
 
@@ -119,9 +119,7 @@ async def test_sample_ratio_mismatch_against_scipy() -> None:
 
 async def test_sample_ratio_uses_expected_ratios_in_row_order_and_needs_no_successes() -> None:
     m = await _measure(
-        [("A", 7020, None), ("B", 2980, None)],
-        test="sampleRatio",
-        expectedRatios=[0.7, 0.3],
+        [("A", 7020, None), ("B", 2980, None)], test="sampleRatio", expectedRatios=[0.7, 0.3],
     )
     assert m.details["mismatch"] is False
     assert m.details["groups"][0]["expectedShare"] == pytest.approx(0.7)
@@ -149,11 +147,8 @@ async def test_sample_ratio_with_an_explicit_alpha() -> None:
         ([("A", 10, "x"), ("B", 10, 1)], {}, "successes of group 'A' is 'x', not a count"),
         ([("A", 10, 11), ("B", 10, 1)], {}, "more successes (11) than trials (10)"),
         ([("A", 10, 1), ("B", 10, 1)], {"control": "Z"}, "control group 'Z' is not in the result"),
-        (
-            [("A", 10, 1), ("B", 10, 1)],
-            {"test": "sampleRatio", "expectedRatios": [1, 1, 1]},
-            "expectedRatios has 3 entries but the query returned 2 groups",
-        ),
+        ([("A", 10, 1), ("B", 10, 1)], {"test": "sampleRatio", "expectedRatios": [1, 1, 1]},
+         "expectedRatios has 3 entries but the query returned 2 groups"),
     ],
 )
 async def test_rows_of_the_wrong_shape_are_errors(
@@ -171,7 +166,7 @@ async def test_too_little_to_compare_is_no_data(rows: list[tuple[Any, ...]]) -> 
 
 
 async def test_a_failing_query_is_an_error() -> None:
-    m = await _measure([], failure='UndefinedTable: relation "ab" does not exist')
+    m = await _measure([], failure="UndefinedTable: relation \"ab\" does not exist")
     assert m.state is MeasurementState.ERROR
-    assert m.message == 'UndefinedTable: relation "ab" does not exist'
+    assert m.message == "UndefinedTable: relation \"ab\" does not exist"
     assert m.query is not None and "FROM ab" in m.query

@@ -50,7 +50,7 @@ def test_unknown_names_are_named_in_the_error() -> None:
 
 
 def test_remembered_renderings_follow_the_values_a_query_uses() -> None:
-    text = "up{ {{selector}} }"
+    text = 'up{ {{selector}} }'
     values = {"selector": 'job="{{target}}"', "target": "a", "version": "1"}
     assert templating.render_promql(text, values) == 'up{ job="a" }'
     # A value the query does not use changes nothing; one it uses through its selector does.
@@ -118,3 +118,4 @@ def test_redact_url_drops_credentials_and_scrub_removes_secrets() -> None:
     assert details.redact_url("http://user:s3cret@prom:9090/x") == "http://prom:9090/x"
     assert details.redact_url("http://prom:9090") == "http://prom:9090"
     assert details.scrub("token s3cret failed", ["s3cret", None, ""]) == "token *** failed"
+

@@ -151,7 +151,9 @@ def _reference_z_test(
         "less": stats.norm.cdf(z),
         "greater": stats.norm.sf(z),
     }
-    margin = stats.norm.ppf(0.5 + confidence / 2) * math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
+    margin = stats.norm.ppf(0.5 + confidence / 2) * math.sqrt(
+        p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2
+    )
     return z, p_values, (p2 - p1 - margin, p2 - p1 + margin)
 
 
@@ -172,7 +174,9 @@ def test_z_test_matches_the_scipy_normal_formula(
 
 
 @pytest.mark.parametrize(("x1", "n1", "x2", "n2"), PROPORTION_DATASETS)
-def test_two_sided_z_test_equals_the_uncorrected_2x2_chi_square(x1: int, n1: int, x2: int, n2: int) -> None:
+def test_two_sided_z_test_equals_the_uncorrected_2x2_chi_square(
+    x1: int, n1: int, x2: int, n2: int
+) -> None:
     result = statistics.two_proportion_z_test(x1, n1, x2, n2)
     table = stats.chi2_contingency([[x1, n1 - x1], [x2, n2 - x2]], correction=False)
     _assert_close(result.z**2, table.statistic)
@@ -206,7 +210,9 @@ def test_z_test_without_any_variation_is_not_significant() -> None:
         (1, 10, -1, 10, "group 2: successes must be between 0 and n=10"),
     ],
 )
-def test_z_test_rejects_impossible_counts(x1: int, n1: int, x2: int, n2: int, message: str) -> None:
+def test_z_test_rejects_impossible_counts(
+    x1: int, n1: int, x2: int, n2: int, message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         statistics.two_proportion_z_test(x1, n1, x2, n2)
 
@@ -231,7 +237,9 @@ SRM_DATASETS = [
 
 
 @pytest.mark.parametrize(("observed", "ratios"), SRM_DATASETS)
-def test_sample_ratio_mismatch_matches_scipy_chisquare(observed: list[int], ratios: list[float]) -> None:
+def test_sample_ratio_mismatch_matches_scipy_chisquare(
+    observed: list[int], ratios: list[float]
+) -> None:
     result = statistics.sample_ratio_mismatch(observed, ratios)
     expected = [sum(observed) * r / sum(ratios) for r in ratios]
     reference = stats.chisquare(observed, f_exp=expected)

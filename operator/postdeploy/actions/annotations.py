@@ -27,17 +27,7 @@ from kubernetes_asyncio import client
 from postdeploy.actions import targets
 
 __all__ = [
-    "ACTIVE",
-    "AT",
-    "BREACH",
-    "CHECK",
-    "KEYS",
-    "REVIEW",
-    "THRESHOLD",
-    "VALUE",
-    "apply",
-    "breach",
-    "final",
+    "ACTIVE", "AT", "BREACH", "CHECK", "KEYS", "REVIEW", "THRESHOLD", "VALUE", "apply", "breach", "final",
 ]
 
 BREACH = "postdeploy.io/breach"
@@ -52,7 +42,9 @@ ACTIVE = "active"
 Changes = dict[str, str | None]
 
 
-def breach(*, check: str, value: float | None, threshold: str | None, review: str, at: str) -> Changes:
+def breach(
+    *, check: str, value: float | None, threshold: str | None, review: str, at: str
+) -> Changes:
     """The annotations describing one breach."""
     return {
         BREACH: ACTIVE,

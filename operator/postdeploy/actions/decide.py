@@ -94,7 +94,8 @@ def decide(
     records: list[ActionRecord] = []
     taken: set[str] = {r.action for r in recorded if r.action in ("pause", "rollback")}
     rolled_back = any(
-        r.action == "rollback" and r.state not in (ActionState.SKIPPED, ActionState.FAILED) for r in recorded
+        r.action == "rollback" and r.state not in (ActionState.SKIPPED, ActionState.FAILED)
+        for r in recorded
     )
     for check in undecided(checks, requests, recorded):
         requested = requests[check.name]
@@ -115,8 +116,7 @@ def decide(
         if level is OnFailure.PAUSE and ("pause" in taken or rolled_back):
             level = OnFailure.NOTIFY
             reasons.append(
-                "this review already rolled back the target"
-                if rolled_back
+                "this review already rolled back the target" if rolled_back
                 else "at most one pause per review, and this review already has one"
             )
         base = {

@@ -271,17 +271,10 @@ class Notifier:
         else:
             logger.warning(
                 "review %s: notification %s to %s failed after %d attempt(s): %s",
-                review.key,
-                item.id,
-                receiver.name,
-                attempts,
-                error,
+                review.key, item.id, receiver.name, attempts, error,
             )
             outcome = Delivery(
-                receiver=receiver.name,
-                state="Failed",
-                attempts=attempts,
-                at=now,
+                receiver=receiver.name, state="Failed", attempts=attempts, at=now,
                 error=error.removeprefix("final: "),
             )
         await self._report(review, report, item.id, outcome)

@@ -51,13 +51,7 @@ from postdeploy.actions import targets
 from postdeploy.kit import exceptions, workloads
 
 __all__ = [
-    "DEPLOYMENT_REVISION",
-    "RESTARTED_AT",
-    "ROLLOUT_REVISION",
-    "Plan",
-    "apply",
-    "plan",
-    "previous_release",
+    "DEPLOYMENT_REVISION", "RESTARTED_AT", "ROLLOUT_REVISION", "Plan", "apply", "plan", "previous_release",
     "template_hash",
 ]
 

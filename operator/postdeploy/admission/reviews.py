@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 
+
 async def template_of(
     api: client.ApiClient, spec: Mapping[str, Any], namespace: str, default_template: str
 ) -> dict[str, Any] | None:
@@ -62,7 +63,9 @@ async def template_of(
                     GROUP, VERSION, CLUSTER_TEMPLATES, ref.get("name", "")
                 )
         elif spec.get("useDefaultTemplate", True):
-            obj = await objects.get_cluster_custom_object(GROUP, VERSION, CLUSTER_TEMPLATES, default_template)
+            obj = await objects.get_cluster_custom_object(
+                GROUP, VERSION, CLUSTER_TEMPLATES, default_template
+            )
         else:
             return None
     except ApiException as error:

@@ -162,7 +162,9 @@ def record(
         status.details = _compact(dict(measurement.details))
 
     if measurement.state is MeasurementState.PENDING:
-        status.state = CheckState.AWAITING_CONFIRMATION if spec.manual is not None else CheckState.RUNNING
+        status.state = (
+            CheckState.AWAITING_CONFIRMATION if spec.manual is not None else CheckState.RUNNING
+        )
         status.message = measurement.message
         return status, "Pending"
 
@@ -211,7 +213,9 @@ def record(
 
     if status.failures > spec.failure_limit:
         status.state = CheckState.FAILED
-        status.message = f"{explanation} ({status.failures} failed run(s), failureLimit {spec.failure_limit})"
+        status.message = (
+            f"{explanation} ({status.failures} failed run(s), failureLimit {spec.failure_limit})"
+        )
     elif status.consecutive_errors > spec.consecutive_error_limit:
         status.state = CheckState.ERROR
         status.message = (

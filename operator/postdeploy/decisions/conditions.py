@@ -252,7 +252,9 @@ class _Parser:
             self.need(argument, _NUM, name)
         if name.text == "abs" and len(arguments) != 1:
             raise exceptions.ConditionError(f"abs takes one argument (column {name.column})")
-        return self.typed(lambda env: float(function(*(_number(a(env)) for a in arguments))), _NUM)
+        return self.typed(
+            lambda env: float(function(*(_number(a(env)) for a in arguments))), _NUM
+        )
 
 
 _COMPARISONS: dict[str, Callable[[float, float], bool]] = {

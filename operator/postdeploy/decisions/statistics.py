@@ -59,6 +59,8 @@ Trend = Literal["increasing", "decreasing", "no trend"]
 _SQRT2 = math.sqrt(2.0)
 
 
+
+
 # --- results ---------------------------------------------------------------------------
 
 
@@ -131,6 +133,18 @@ class RegressionResult:
 
 
 # --- distributions ---------------------------------------------------------------------
+
+
+
+
+
+
+
+
+
+
+
+
 
 
 # --- tests -----------------------------------------------------------------------------
@@ -366,12 +380,36 @@ def period_change(current: float, previous: float) -> float | None:
 # --- internals -------------------------------------------------------------------------
 
 
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
 def _median(items: Sequence[float]) -> float:
     ordered = sorted(items)
     middle = len(ordered) // 2
     if len(ordered) % 2:
         return ordered[middle]
     return 0.5 * (ordered[middle - 1] + ordered[middle])
+
+
+
+
 
 
 def _check_series(name: str, values: Sequence[float], minimum: int) -> None:

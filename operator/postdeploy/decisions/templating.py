@@ -58,7 +58,8 @@ def render(text: str, values: Mapping[str, str], escape: Callable[[str], str]) -
     if unknown:
         known = ", ".join(sorted(values)) or "none"
         raise ValueError(
-            f"unknown template value(s) {', '.join('{{' + u + '}}' for u in unknown)}; known: {known}"
+            f"unknown template value(s) {', '.join('{{' + u + '}}' for u in unknown)}; "
+            f"known: {known}"
         )
     return _PLACEHOLDER.sub(lambda m: escape(values[m.group(1)]), text)
 
@@ -83,7 +84,7 @@ def check_matchers(name: str, text: str) -> str:
         match = _MATCHER.match(text, position)
         if match is None:
             raise ValueError(
-                f'{{{{{name}}}}} must be label matchers such as job="checkout", separated by '
+                f"{{{{{name}}}}} must be label matchers such as job=\"checkout\", separated by "
                 f"commas; got {text!r}"
             )
         position = match.end()

@@ -70,6 +70,7 @@ AGGREGATES: dict[str, Callable[[Sequence[float]], float]] = {
 }
 
 
+
 @dataclasses.dataclass(frozen=True)
 class TrendResult:
     series: Series

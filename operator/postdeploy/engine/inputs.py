@@ -67,7 +67,9 @@ class ClusterInputs:
             if kind == "ClusterReviewTemplate":
                 obj = await objects.get_cluster_custom_object(GROUP, VERSION, CLUSTER_TEMPLATES, name)
             else:
-                obj = await objects.get_namespaced_custom_object(GROUP, VERSION, namespace, TEMPLATES, name)
+                obj = await objects.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, TEMPLATES, name
+                )
             spec: Obj | None = dict(obj.get("spec") or {})
         except ApiException as error:
             if error.status != 404:

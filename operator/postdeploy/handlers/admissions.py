@@ -23,6 +23,7 @@ from postdeploy.models.crds import GROUP, REVIEWS, TEMPLATES, VERSION
 __all__ = ["authorize_review", "authorize_template"]
 
 
+
 def _unchanged(operation: str | None, body: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
     return operation == "UPDATE" and old is not None and old.get("spec") == body.get("spec")
 

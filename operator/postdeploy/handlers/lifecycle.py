@@ -76,7 +76,9 @@ class NoDiffBase(kopf.DiffBaseStorage):
     anyway, by deep-copying the whole body, status included: a few per cent of the
     operator's CPU at thousands of reviews, for nothing."""
 
-    def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
         return kopf.BodyEssence()
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:

@@ -22,6 +22,7 @@ from postdeploy.models.crds import GROUP, REVIEWS, VERSION
 __all__ = ["review_event"]
 
 
+
 @kopf.on.event(GROUP, VERSION, REVIEWS)
 async def review_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
     scheduler: schedulers.Scheduler = memo.scheduler

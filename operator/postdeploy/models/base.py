@@ -30,7 +30,9 @@ class SpecModel(pydantic.BaseModel):
 
 
 class StatusModel(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    model_config = pydantic.ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore"
+    )
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
@@ -52,4 +54,6 @@ Duration = Annotated[
 
 def cel(*rules: tuple[str, str]) -> dict[str, Any]:
     """``json_schema_extra`` for CEL rules: pairs of (rule, message)."""
-    return {"x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in rules]}
+    return {
+        "x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in rules]
+    }

@@ -143,11 +143,8 @@ class Session:
             "DaemonSet": apps.read_namespaced_daemon_set,
         }
         if kind not in reads:
-            raise errors.PluginError(
-                f"the history of a {kind} is not read (only Deployment, StatefulSet, "
-                "DaemonSet): give the release times",
-                errors.USAGE,
-            )
+            raise errors.PluginError(f"the history of a {kind} is not read (only Deployment, StatefulSet, "
+                                     "DaemonSet): give the release times", errors.USAGE)
         obj = self.call(f"{kind} {namespace}/{name}", reads[kind], name, namespace)
         result: dict[str, Any] = self.api.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
         return result
@@ -161,16 +158,12 @@ class Session:
         apps = client.AppsV1Api(self.api)
         if kind == "Deployment":
             listed = self.call(
-                "list ReplicaSets",
-                apps.list_namespaced_replica_set,
-                metadata["namespace"],
+                "list ReplicaSets", apps.list_namespaced_replica_set, metadata["namespace"],
                 label_selector=selector,
             )
         else:
             listed = self.call(
-                "list ControllerRevisions",
-                apps.list_namespaced_controller_revision,
-                metadata["namespace"],
+                "list ControllerRevisions", apps.list_namespaced_controller_revision, metadata["namespace"],
                 label_selector=selector,
             )
         items = self.api.sanitize_for_serialization(listed).get("items") or []  # type: ignore[no-untyped-call]

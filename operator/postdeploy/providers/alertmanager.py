@@ -38,7 +38,6 @@ _STATE_FILTERS = {"active": "true", "silenced": "false", "inhibited": "false", "
 
 class AlertmanagerProvider:
     """Counts firing alerts through Alertmanager's API v2."""
-
     limits_itself = True
 
     def __init__(

@@ -43,7 +43,6 @@ logger = logging.getLogger(__name__)
 
 class HttpProvider:
     """Measures a value in a JSON document served over HTTP(S)."""
-
     limits_itself = False
 
     def __init__(self, client: httpx.AsyncClient, egress: Sequence[confinement.UrlPrefix] = ()) -> None:
@@ -81,7 +80,9 @@ class HttpProvider:
         logger.debug("HTTP check %s", query)
         started = time.monotonic()
         try:
-            response = await self._client.request(spec.method, url, headers=headers, timeout=timeout)
+            response = await self._client.request(
+                spec.method, url, headers=headers, timeout=timeout
+            )
         except httpx.TimeoutException:
             return Measurement.error(f"{shown} did not answer within {timeout:g}s", query=query)
         except httpx.HTTPError as exc:
@@ -144,7 +145,9 @@ def _to_measurement(raw: Any, path: str, query: str, info: dict[str, Any]) -> Me
     if number is None:
         kinds: dict[type, str] = {dict: "an object", list: "a list", str: "a string"}
         kind = kinds.get(type(raw), type(raw).__name__)
-        return Measurement.error(f"the value at {path} is {kind}, not a number", query=query, details=info)
+        return Measurement.error(
+            f"the value at {path} is {kind}, not a number", query=query, details=info
+        )
     if not math.isfinite(number):
         return Measurement.no_data(f"the value at {path} is {raw}", query=query, details=info)
     return Measurement.ok(number, query=query, details=info)

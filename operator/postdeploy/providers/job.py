@@ -27,6 +27,7 @@ from postdeploy.models.measurements import Measurement, ReviewContext
 __all__ = ["JobProvider", "job_name"]
 
 
+
 def job_name(review: str, check: str, uid: str) -> str:
     digest = hashlib.sha256(f"{uid}/{check}".encode()).hexdigest()[:6]
     base = f"pdr-{review}-{check}"[:56].rstrip("-")

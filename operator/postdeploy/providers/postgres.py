@@ -90,7 +90,6 @@ class Rows:
 
 class PostgresProvider:
     """Runs read-only SQL; one instance serves every check of every review."""
-
     limits_itself = False
 
     def __init__(
@@ -314,7 +313,9 @@ def _number(value: Any) -> float | None:
 def _used_parameters(query: str, ctx: ReviewContext) -> dict[str, Any]:
     """The named parameters the query refers to, with the values they were bound to."""
     available = templating.sql_parameters(ctx)
-    return {name: details_.json_value(available.get(name)) for name in sorted(set(_PARAMETER.findall(query)))}
+    return {
+        name: details_.json_value(available.get(name)) for name in sorted(set(_PARAMETER.findall(query)))
+    }
 
 
 def _secrets_of(dsn: str) -> list[str]:

@@ -95,7 +95,6 @@ _REDUCERS: dict[str, Callable[[Sequence[float]], float]] = {
 
 class PrometheusProvider:
     """Measures PromQL; one instance serves every check of every review."""
-
     limits_itself = True
 
     def __init__(

@@ -146,7 +146,9 @@ def describe(spec: SlowStatements, *, snapshot: bool) -> str:
     )
 
 
-def snapshot_from_rows(rows: Sequence[Sequence[Any]], truncated: bool, at: datetime.datetime) -> Snapshot:
+def snapshot_from_rows(
+    rows: Sequence[Sequence[Any]], truncated: bool, at: datetime.datetime
+) -> Snapshot:
     """A snapshot from the rows of ``SNAPSHOT_SQL`` (queryid, calls, total_ms)."""
     return Snapshot(
         at=at.isoformat(),

@@ -69,7 +69,6 @@ class _BadRows(ValueError):
 
 class StatisticsProvider:
     """Runs a count query through ``PostgresProvider`` and tests the counts."""
-
     limits_itself = False
 
     def __init__(

@@ -25,6 +25,7 @@ from postdeploy.reports import documents, store
 __all__ = ["ReportAct"]
 
 
+
 class ReportAct:
     """Builds the deployment report and writes it to the review's ConfigMap."""
 
