@@ -281,7 +281,16 @@ def test_killed_between_unwritten_runs_repeats_no_decision_action_or_event(
     assert error_rate["state"] == "Failed"
     assert error_rate["runs"] <= error_rate["lastSlot"] + 1  # no slot twice
     assert next(p for p in status["phases"] if p["name"] == "immediate")["startedAt"] == started
-    records = status.get("actions") or []
+
+    def settled() -> list[dict[str, Any]] | None:
+        # The review completes first; its final annotation is carried out just after
+        # (Pending, then Done, in the next writes).
+        actions: list[dict[str, Any]] = status_of(kubectl, namespace, "unwritten").get("actions") or []
+        final = any(a.get("id") == "annotate-final" for a in actions)
+        unsettled = any(a.get("state") in ("Pending", "Applying") for a in actions)
+        return actions if final and not unsettled else None
+
+    records = wait_for("the final annotation", settled, 30)
     # One annotation for the failed check, one for the final verdict; each once.
     done = [(a.get("id"), a.get("state")) for a in records]
     assert done == [("annotate-error-rate", "Done"), ("annotate-final", "Done")], json.dumps(
