@@ -426,6 +426,17 @@ async def test_a_moved_latency_boundary_is_counted_afresh_and_kept_again(hold: d
     assert boundaries.index(0.1) > 5
 
 
+def _before_windows_asked(fake: NoisyPrometheus, deployed: float) -> set[float]:
+    """The evaluation times of the before-window range queries ``fake`` was asked (those
+    ending by the deployment)."""
+    return {
+        start + i * step
+        for _, start, end, step in fake.asked
+        if end <= deployed
+        for i in range(round((end - start) / step) + 1)
+    }
+
+
 async def test_a_rate_asks_a_before_window_again_only_until_it_has_settled() -> None:
     """A batch's before-window lies before the deployment: once it ended ``HOLD`` ago its
     counts cannot change, so the batches recounted at every run (the newest, not yet
@@ -442,12 +453,7 @@ async def test_a_rate_asks_a_before_window_again_only_until_it_has_settled() -> 
         ctx = make_context(deployed_at=DEPLOYED, now=now)
         fake.asked.clear()
         kept = await prometheus_compare.measure(spec, ctx, fake, memory, "http://p")
-        asked = {
-            start + i * step
-            for _, start, end, step in fake.asked
-            if end <= deployed  # the before-window queries (events and requests)
-            for i in range(round((end - start) / step) + 1)
-        }
+        asked = _before_windows_asked(fake, deployed)
         if minutes <= 6:
             # Batch 0's before-window ends at the deployment: asked until it settled (and
             # one range query spans the ones between).
@@ -476,12 +482,7 @@ async def test_a_histogram_keeps_its_settled_before_rows_too() -> None:
         ctx = make_context(deployed_at=DEPLOYED, now=now)
         fake.asked.clear()
         kept = await prometheus_compare.measure(spec, ctx, fake, memory, "http://p")
-        asked = {
-            start + i * step
-            for _, start, end, step in fake.asked
-            if end <= deployed
-            for i in range(round((end - start) / step) + 1)
-        }
+        asked = _before_windows_asked(fake, deployed)
         if minutes >= 7:
             assert asked.isdisjoint(seen), sorted(t - deployed for t in asked & seen)
             assert len(asked) == {22: 16}.get(minutes, 0), minutes
