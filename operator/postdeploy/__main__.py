@@ -13,7 +13,7 @@ import os
 import pathlib
 import sys
 
-__all__ = ["GC_THRESHOLD", "main", "without_sync_client"]
+__all__ = ["GC_THRESHOLD", "main", "without_generated_clients"]
 
 # The garbage collector's thresholds for the operator process. With Python's default
 # (700, 10, 10) an operator holding 10,000 active reviews ran a full collection every
@@ -33,23 +33,24 @@ def _not_routine(record: logging.LogRecord) -> bool:
     return not (message.startswith("Handler '") and message.endswith("succeeded."))
 
 
-def without_sync_client() -> None:
-    """Keep the sync ``kubernetes`` client out of the operator process: its imports fail.
+def without_generated_clients() -> None:
+    """Keep the generated Kubernetes clients out of the operator process: their imports fail.
 
-    It is installed for the kubectl plugin (``postdeploy.plugin``), and kopf imports it
-    whenever it is installed: ``import kopf`` takes its model classes for isinstance
-    checks on objects a handler passes it (the operator passes none), and kopf's default
-    registry logs in through it. That whole generated client stays resident for nothing
-    (7 MB more than the operator's other imports, which share much of its dependencies;
-    docs/benchmarks.md "Beside Argo Rollouts"). With it unimportable, kopf does what it
-    does where only kubernetes_asyncio is installed: logs in with
-    ``kubernetes_asyncio.config`` (in-cluster service account first, else kubeconfig),
-    as the engine's own client does (``handlers.lifecycle``). Call before kopf is
-    imported; a no-op if the sync client is already imported (a test runner's process).
+    The sync ``kubernetes`` client is installed for the kubectl plugin
+    (``postdeploy.plugin``), and ``kubernetes_asyncio`` may be installed beside the
+    operator for other reasons; kopf imports either whenever it is importable (``import
+    kopf`` takes their model classes for isinstance checks on objects a handler passes
+    it, and the operator passes none). The operator uses neither: its requests go
+    through ``postdeploy.kit.kube``, and kopf logs in with the same credentials
+    (``handlers.lifecycle.login``). Each generated client stays resident for nothing
+    once imported: kubernetes_asyncio 36 MB, the sync one 7 MB more than the operator's
+    other imports (docs/benchmarks.md "Beside Argo Rollouts"). Call before kopf is
+    imported; a client already imported (a test runner's process) is left alone.
     """
-    if "kubernetes" not in sys.modules:
-        # Python's own switch: a module that is None in sys.modules raises ImportError.
-        sys.modules["kubernetes"] = None  # type: ignore[assignment]
+    for name in ("kubernetes", "kubernetes_asyncio"):
+        if name not in sys.modules:
+            # Python's own switch: a module that is None in sys.modules raises ImportError.
+            sys.modules[name] = None  # type: ignore[assignment]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             print(path)
         return 0
 
-    without_sync_client()
+    without_generated_clients()
     from postdeploy.decisions import confinement
     from postdeploy.engine import settings
 

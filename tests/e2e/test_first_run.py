@@ -30,7 +30,6 @@ IMPORTS = [
     "postdeploy",
     "postdeploy.plugin",
     "kopf",
-    "kubernetes_asyncio",
     "kubernetes",
     "aiohttp",
     "httpx",

@@ -9,7 +9,6 @@ the webhooks' scope and the review webhook's confinement come from that Settings
 from __future__ import annotations
 
 import os
-import pathlib
 import types
 from typing import Any
 
@@ -32,7 +31,7 @@ def started(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     monkeypatch.setattr(kopf, "operator", operator)
     # What it does to this process's sys.modules is tested in test_lazy_imports.py.
-    monkeypatch.setattr(cli, "without_sync_client", lambda: None)
+    monkeypatch.setattr(cli, "without_generated_clients", lambda: None)
     monkeypatch.setattr("postdeploy.kit.logs.configure", lambda fmt, level: None)
     monkeypatch.delenv("POSTDEPLOY_SELECTOR", raising=False)
     monkeypatch.delenv("POSTDEPLOY_NAMESPACES", raising=False)
@@ -43,7 +42,7 @@ def test_the_flags_become_the_settings_in_kopfs_memo(
     started: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kept_out: list[bool] = []
-    monkeypatch.setattr(cli, "without_sync_client", lambda: kept_out.append(True))
+    monkeypatch.setattr(cli, "without_generated_clients", lambda: kept_out.append(True))
     before = dict(os.environ)
     argv = ["run", "-n", "team-a", "-n", "team-b", "--selector", "shard=a,tier!=batch"]
     argv += ["--allow-cross-namespace", "team-a=shared", "--egress-allow", "https://hooks.example/"]
@@ -54,7 +53,7 @@ def test_the_flags_become_the_settings_in_kopfs_memo(
     assert given.cross_namespace == frozenset({("team-a", "shared")})
     assert [str(p) for p in given.egress_allowlist] == ["https://hooks.example/"]
     assert started["namespaces"] == ["team-a", "team-b"]
-    assert kept_out == [True], "the sync kubernetes client is kept out before kopf is imported"
+    assert kept_out == [True], "the generated kubernetes clients are kept out before kopf is imported"
     assert dict(os.environ) == before, "nothing is passed through the environment"
 
 
@@ -107,23 +106,3 @@ def test_the_api_clients_connections_are_a_setting_read_from_the_environment() -
     assert settings.Settings.from_env({"POSTDEPLOY_API_CONNECTIONS": "40"}).api_connections == 40
     assert settings.Settings.from_env({"POSTDEPLOY_API_CONNECTIONS": "0"}).api_connections == 1
 
-
-async def test_the_engines_kubernetes_client_keeps_at_most_that_many_connections(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
-        "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:1', insecure-skip-tls-verify: true}}]\n"
-        "users: [{name: u, user: {token: t}}]\n"
-        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
-    )
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    api = await lifecycle._api_client(5)
-    try:
-        session = api.rest_client.pool_manager
-        assert session.connector.limit == 5
-        assert session.trust_env is False  # and still without per-request netrc/proxy lookups
-    finally:
-        await api.close()

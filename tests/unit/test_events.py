@@ -1,5 +1,5 @@
-"""EventPoster: the Event is created without decoding the answer, and a refused one is
-logged and not counted (a raw answer does not raise by itself)."""
+"""EventPoster: the Event is created by one POST of a plain dict to its namespace's
+events, and a refused one is logged and not counted (never raised)."""
 
 from __future__ import annotations
 
@@ -10,34 +10,7 @@ from typing import Any
 import pytest
 
 from postdeploy.engine import events
-
-
-class _Answer:
-    def __init__(self, status: int) -> None:
-        self.status = status
-        self.released = False
-
-    async def text(self) -> str:
-        return "forbidden: events"
-
-    def release(self) -> None:
-        self.released = True
-
-
-class _Core:
-    calls: list[dict[str, Any]] = []
-    status = 201
-    answers: list[_Answer] = []
-
-    def __init__(self, api: object) -> None:
-        pass
-
-    async def create_namespaced_event(self, namespace: str, body: Any, **kwargs: Any) -> _Answer:
-        _Core.calls.append({"namespace": namespace, "body": body, **kwargs})
-        answer = _Answer(_Core.status)
-        _Core.answers.append(answer)
-        return answer
-
+from postdeploy.kit import kube
 
 REVIEW = {
     "apiVersion": "postdeploy.io/v1alpha1",
@@ -46,30 +19,52 @@ REVIEW = {
 }
 
 
-async def _post(status: int) -> events.EventPoster:
-    _Core.calls, _Core.answers, _Core.status = [], [], status
-    poster = events.EventPoster(api=object())  # type: ignore[arg-type]
+class _Api(kube.Client):
+    """A client whose requests are recorded and answered here, not sent."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(lambda: pytest.fail("no credentials are needed"))
+        self.status = status
+        self.calls: list[dict[str, Any]] = []
+
+    async def request(
+        self,
+        method: str,
+        url_path: str,
+        *,
+        params: kube.Params | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        self.calls.append({"method": method, "path": url_path, "params": params, "body": body})
+        if not 200 <= self.status <= 299:
+            message = 'events is forbidden: User "postdeploy" cannot create resource "events"'
+            raise kube.ApiError(self.status, "Forbidden", message)
+        return dict(body)
+
+
+async def _post(api: _Api) -> events.EventPoster:
+    poster = events.EventPoster(api=api)
     poster.post([REVIEW], "Normal", "PhaseStarted", "phase immediate started")
     await poster.flush()
     return poster
 
 
-def test_an_event_is_created_and_its_answer_released_undecoded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(events.client, "CoreV1Api", _Core)
-    poster = asyncio.run(_post(201))
+def test_an_event_is_created_in_the_objects_namespace() -> None:
+    api = _Api(201)
+    poster = asyncio.run(_post(api))
     assert poster.posted == 1
-    (call,) = _Core.calls
-    assert call["_preload_content"] is False
-    assert call["body"]["reason"] == "PhaseStarted" and call["namespace"] == "shop"
-    assert all(answer.released for answer in _Core.answers)
+    (call,) = api.calls
+    assert call["method"] == "POST" and call["path"] == "/api/v1/namespaces/shop/events"
+    assert isinstance(call["body"], dict)
+    assert call["body"]["reason"] == "PhaseStarted" and call["body"]["metadata"]["namespace"] == "shop"
+    assert call["body"]["involvedObject"]["uid"] == "u"
 
 
-def test_a_refused_event_is_logged_not_counted(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setattr(events.client, "CoreV1Api", _Core)
+def test_a_refused_event_is_logged_not_counted(caplog: pytest.LogCaptureFixture) -> None:
+    api = _Api(403)
     with caplog.at_level(logging.WARNING):
-        poster = asyncio.run(_post(403))
+        poster = asyncio.run(_post(api))
     assert poster.posted == 0
+    assert len(api.calls) == 1
     assert "could not post Event PhaseStarted" in caplog.text and "forbidden" in caplog.text
-    assert all(answer.released for answer in _Core.answers)

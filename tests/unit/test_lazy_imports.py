@@ -1,6 +1,7 @@
 """What the operator loads before it needs it: psycopg only with the first SQL query,
 cryptography only for a webhook certificate it makes, and
-the sync `kubernetes` client (installed for the kubectl plugin) never.
+the generated Kubernetes clients (the sync one installed for the kubectl plugin,
+kubernetes_asyncio wherever it is installed) never.
 
 psycopg with its bundled libpq is about 24 MB of resident memory; an operator whose
 reviews have no SQL checks never needs it (docs/benchmarks.md, "Beside Argo Rollouts").
@@ -33,23 +34,25 @@ def test_the_operator_imports_psycopg_only_for_a_query() -> None:
     assert _run(probe) == "False"
 
 
-def test_the_operator_process_runs_without_the_sync_kubernetes_client() -> None:
-    """``postdeploy run`` makes the sync client unimportable before kopf is imported: kopf
-    then imports none of it, and logs in with kubernetes_asyncio, as the engine does."""
+def test_the_operator_process_runs_without_the_generated_kubernetes_clients() -> None:
+    """``postdeploy run`` makes both generated clients unimportable before kopf is
+    imported: kopf then imports none of them, and logs in with the operator's own login,
+    as the engine does (``postdeploy.kit.kube``)."""
     probe = (
-        "import sys; import postdeploy.__main__ as m; m.without_sync_client(); "
+        "import sys; import postdeploy.__main__ as m; m.without_generated_clients(); "
         "import kopf, postdeploy.handlers, postdeploy.engine.registry, postdeploy.kit.metrics; "
         "from kopf._core.intents import causes; "
         "logins = kopf.get_default_registry()._activities.get_handlers(causes.Activity.AUTHENTICATION); "
-        "loaded = sorted(k for k, v in sys.modules.items() if k.split('.')[0] == 'kubernetes' and v); "
+        "loaded = sorted(k for k, v in sys.modules.items() "
+        "if k.split('.')[0] in ('kubernetes', 'kubernetes_asyncio') and v); "
         "print(loaded, [h.id for h in logins])"
     )
-    assert _run(probe) == "[] ['login_via_async_client']"
+    assert _run(probe) == "[] ['login']"
 
 
-def test_without_the_sync_client_leaves_an_imported_one_alone() -> None:
+def test_without_the_generated_clients_leaves_an_imported_one_alone() -> None:
     probe = (
-        "import sys, kubernetes; import postdeploy.__main__ as m; m.without_sync_client(); "
+        "import sys, kubernetes; import postdeploy.__main__ as m; m.without_generated_clients(); "
         "import kubernetes.client; print(sys.modules['kubernetes'] is kubernetes)"
     )
     assert _run(probe) == "True"

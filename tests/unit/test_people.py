@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime
 import json
-import types
+from typing import Any
 
 from postdeploy.actions import cleanups
 from postdeploy.decisions import slos
@@ -73,17 +73,17 @@ def test_action_items_are_ranked() -> None:
     ]
 
 
-def _rs(revision: int, replicas: int = 0) -> types.SimpleNamespace:
-    return types.SimpleNamespace(
-        metadata=types.SimpleNamespace(annotations={cleanups.REVISION: str(revision)}, name=f"rs-{revision}"),
-        spec=types.SimpleNamespace(replicas=replicas),
-        status=types.SimpleNamespace(replicas=replicas),
-    )
+def _rs(revision: int, replicas: int = 0) -> dict[str, Any]:
+    return {
+        "metadata": {"annotations": {cleanups.REVISION: str(revision)}, "name": f"rs-{revision}"},
+        "spec": {"replicas": replicas},
+        "status": {"replicas": replicas},
+    }
 
 
 def test_replica_set_pruning_keeps_current_rollback_target_and_busy_ones() -> None:
     sets = [_rs(1), _rs(2, replicas=1), _rs(3), _rs(4), _rs(5, replicas=2)]
-    pruned = {rs.metadata.name for rs, _ in cleanups.replica_sets_to_prune(sets, "5", keep=1)}
+    pruned = {rs["metadata"]["name"] for rs, _ in cleanups.replica_sets_to_prune(sets, "5", keep=1)}
     assert pruned == {"rs-1", "rs-3"}  # 5 current, 4 the rollback target, 2 still has a replica
     assert cleanups.replica_sets_to_prune(sets, "5", keep=10) == []
 

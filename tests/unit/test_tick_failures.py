@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from postdeploy.engine import schedulers, settings, ticks
+from postdeploy.kit import kube
 
 NOW = datetime.datetime(2026, 11, 30, 12, 0, tzinfo=datetime.UTC)
 
@@ -32,7 +32,7 @@ class FakeLedger:
 
     async def write(self, status: dict[str, Any], *, urgent: bool = True) -> None:
         if self.fail:
-            raise ApiException(status=422, reason="Unprocessable Entity")
+            raise kube.ApiError(422, "Unprocessable Entity")
         self.writes.append(status)
         self.view = status
 
@@ -139,10 +139,10 @@ async def test_the_first_failure_has_a_traceback_repeats_one_line(caplog: pytest
 
 async def test_an_api_error_backs_off_too_and_a_deleted_review_is_forgotten() -> None:
     world = make_world()
-    world.engine.error = ApiException(status=500, reason="Internal Server Error")
+    world.engine.error = kube.ApiError(500, "Internal Server Error")
     assert await world.step() == 10
     assert "API error 500" in tick_failed(world.ledger)["message"]
-    world.engine.error = ApiException(status=404, reason="Not Found")
+    world.engine.error = kube.ApiError(404, "Not Found")
     await world.scheduler._slots.acquire()
     world.entry.wake_at = None
     await world.scheduler._step(("team-a", "review"), world.entry)

@@ -22,9 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from kubernetes_asyncio import client
-
 from postdeploy.actions import targets
+from postdeploy.kit import kube
 
 __all__ = [
     "ACTIVE", "AT", "BREACH", "CHECK", "KEYS", "REVIEW", "THRESHOLD", "VALUE", "apply", "breach", "final",
@@ -67,7 +66,7 @@ def final(current: Mapping[str, str], *, review: str, verdict: str) -> Changes:
     return {}
 
 
-async def apply(api: client.ApiClient, kind: str, namespace: str, name: str, changes: Changes) -> None:
+async def apply(api: kube.Client, kind: str, namespace: str, name: str, changes: Changes) -> None:
     """Set (or, for None, remove) annotations on the target."""
     if changes:
         body = {"metadata": {"annotations": dict(changes)}}

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubernetes_asyncio import client
-
 from postdeploy.actions import cleanups
 from postdeploy.kit import details as details_
+from postdeploy.kit import kube
 from postdeploy.models.measurements import Measurement, ReviewContext
 from postdeploy.models.people import CleanupCheck
 
@@ -28,7 +27,7 @@ __all__ = ["CleanupAct"]
 class CleanupAct:
     """Deletes what the review left behind, once per review (dry runs every time)."""
 
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: kube.Client) -> None:
         self.api = api
 
     @staticmethod

@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
-
+from postdeploy.kit import kube
 from postdeploy.models.people import CleanupCheck
 
 __all__ = ["Candidate", "apply", "plan", "replica_sets_to_prune"]
@@ -35,6 +33,7 @@ __all__ = ["Candidate", "apply", "plan", "replica_sets_to_prune"]
 REVISION = "deployment.kubernetes.io/revision"
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 CREDENTIAL_KINDS = frozenset({"Secret", "ServiceAccount"})
+Obj = dict[str, Any]
 
 
 @dataclasses.dataclass
@@ -57,33 +56,33 @@ class Candidate:
         }
 
 
-Lister = Callable[..., Awaitable[Any]]
+# Kind -> (apiVersion, resource), for ``kube.path``: the kinds a cleanup may list, read and delete.
+_APIS = {
+    "ConfigMap": ("v1", "configmaps"),
+    "Secret": ("v1", "secrets"),
+    "ServiceAccount": ("v1", "serviceaccounts"),
+    "Service": ("v1", "services"),
+    "Pod": ("v1", "pods"),
+    "Job": ("batch/v1", "jobs"),
+    "Role": ("rbac.authorization.k8s.io/v1", "roles"),
+    "RoleBinding": ("rbac.authorization.k8s.io/v1", "rolebindings"),
+    "ReplicaSet": ("apps/v1", "replicasets"),
+}
 
 
-def _apis(api: client.ApiClient) -> dict[str, tuple[Any, str]]:
-    """Kind -> (API object, method suffix) for list/read/delete_namespaced_<suffix>."""
-    core, batch, rbac = client.CoreV1Api(api), client.BatchV1Api(api), client.RbacAuthorizationV1Api(api)
-    return {
-        "ConfigMap": (core, "config_map"),
-        "Secret": (core, "secret"),
-        "ServiceAccount": (core, "service_account"),
-        "Service": (core, "service"),
-        "Pod": (core, "pod"),
-        "Job": (batch, "job"),
-        "Role": (rbac, "role"),
-        "RoleBinding": (rbac, "role_binding"),
-        "ReplicaSet": (client.AppsV1Api(api), "replica_set"),
-    }
+def _path(kind: str, namespace: str, name: str | None = None) -> str:
+    api_version, plural = _APIS[kind]
+    return kube.path(api_version, plural, namespace, name)
 
 
 def replica_sets_to_prune(
-    replica_sets: Sequence[Any], current_revision: str | None, keep: int
-) -> list[tuple[Any, str]]:
+    replica_sets: Sequence[Obj], current_revision: str | None, keep: int
+) -> list[tuple[Obj, str]]:
     """(ReplicaSet, why) for each one that may go; pure, for the objects a list returned."""
 
-    def revision(rs: Any) -> int:
+    def revision(rs: Obj) -> int:
         try:
-            return int((rs.metadata.annotations or {}).get(REVISION, "0"))
+            return int((rs["metadata"].get("annotations") or {}).get(REVISION, "0"))
         except ValueError:
             return 0
 
@@ -97,32 +96,40 @@ def replica_sets_to_prune(
     for index, rs in enumerate(ordered):
         if index < keep or revision(rs) == current or rs is rollback_target:
             continue
-        if (rs.spec.replicas or 0) > 0 or (rs.status.replicas or 0) > 0:
+        wanted, running = (rs.get("spec") or {}).get("replicas"), (rs.get("status") or {}).get("replicas")
+        if (wanted or 0) > 0 or (running or 0) > 0:
             continue
         prune.append((rs, f"old ReplicaSet (revision {revision(rs)}), beyond the newest {keep}"))
     return prune
 
 
-async def _replica_sets(api: client.ApiClient, namespace: str, deployment: str, keep: int) -> list[Candidate]:
-    apps = client.AppsV1Api(api)
-    target = await apps.read_namespaced_deployment(deployment, namespace)
-    labels = (target.spec.selector.match_labels or {}) if target.spec.selector else {}
+async def _replica_sets(api: kube.Client, namespace: str, deployment: str, keep: int) -> list[Candidate]:
+    target = await api.get(kube.path("apps/v1", "deployments", namespace, deployment))
+    labels = ((target.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
     selector = ",".join(f"{k}={v}" for k, v in labels.items())
-    listed = await apps.list_namespaced_replica_set(namespace, label_selector=selector)
+    listed = await api.get(_path("ReplicaSet", namespace), labelSelector=selector)
+    uid = target["metadata"].get("uid")
     owned = [
         rs
-        for rs in listed.items
-        if any(o.uid == target.metadata.uid for o in (rs.metadata.owner_references or []))
+        for rs in listed.get("items") or []
+        if any(o.get("uid") == uid for o in (rs["metadata"].get("ownerReferences") or []))
     ]
-    current = (target.metadata.annotations or {}).get(REVISION)
+    current = (target["metadata"].get("annotations") or {}).get(REVISION)
     return [
-        Candidate("ReplicaSet", rs.metadata.name, namespace, rs.metadata.uid, why)
+        Candidate("ReplicaSet", rs["metadata"]["name"], namespace, rs["metadata"]["uid"], why)
         for rs, why in replica_sets_to_prune(owned, current, keep)
     ]
 
 
+def _unreachable(error: kube.ApiError) -> None:
+    """Raise the error again when the API server did not answer (status 0): that fails
+    the check's run, and the next run tries again; an answer is a problem or a result."""
+    if error.status == 0:
+        raise error
+
+
 async def plan(
-    api: client.ApiClient,
+    api: kube.Client,
     spec: CleanupCheck,
     namespaces: Sequence[str],
     review: str,
@@ -130,39 +137,40 @@ async def plan(
     target: tuple[str, str, str] | None = None,  # (kind, namespace, name)
 ) -> tuple[list[Candidate], list[str]]:
     """The objects to delete, and the problems met while looking (one line each)."""
-    apis = _apis(api)
     values = [v for v in dict.fromkeys((review, version)) if v and len(v) <= 63 and _LABEL_VALUE.match(v)]
     selector = f"{spec.label} in ({','.join(values)})"
     found: dict[tuple[str, str, str], Candidate] = {}
     problems: list[str] = []
     for namespace in dict.fromkeys(namespaces):
         for kind in dict.fromkeys(spec.kinds):
-            owner, suffix = apis[kind]
             try:
-                listed = await getattr(owner, f"list_namespaced_{suffix}")(namespace, label_selector=selector)
-            except ApiException as error:
+                listed = await api.get(_path(kind, namespace), labelSelector=selector)
+            except kube.ApiError as error:
+                _unreachable(error)
                 problems.append(f"cannot list {kind} in {namespace}: {error.status} {error.reason}")
                 continue
-            for obj in listed.items:
-                label = (obj.metadata.labels or {}).get(spec.label)
+            for obj in listed.get("items") or []:
+                metadata = obj["metadata"]
+                label = (metadata.get("labels") or {}).get(spec.label)
                 why = f"label {spec.label}={label}"
-                found[(kind, namespace, obj.metadata.name)] = Candidate(
-                    kind, obj.metadata.name, namespace, obj.metadata.uid, why
+                found[(kind, namespace, metadata["name"])] = Candidate(
+                    kind, metadata["name"], namespace, metadata["uid"], why
                 )
         for named in spec.names:
             key = (named.kind, namespace, named.name)
             if key in found:
                 continue
-            owner, suffix = apis[named.kind]
             try:
-                obj = await getattr(owner, f"read_namespaced_{suffix}")(named.name, namespace)
-            except ApiException as error:
+                obj = await api.get(_path(named.kind, namespace, named.name))
+            except kube.ApiError as error:
+                _unreachable(error)
                 if error.status != 404:
                     problems.append(
                         f"cannot read {named.kind} {namespace}/{named.name}: {error.status} {error.reason}"
                     )
                 continue
-            found[key] = Candidate(named.kind, named.name, namespace, obj.metadata.uid, "listed by name")
+            uid = obj["metadata"]["uid"]
+            found[key] = Candidate(named.kind, named.name, namespace, uid, "listed by name")
     if spec.keep_replica_sets and target is not None:
         target_kind, namespace, target_name = target
         if target_kind != "Deployment":
@@ -171,30 +179,31 @@ async def plan(
             try:
                 for candidate in await _replica_sets(api, namespace, target_name, spec.keep_replica_sets):
                     found[(candidate.kind, namespace, candidate.name)] = candidate
-            except ApiException as error:
+            except kube.ApiError as error:
+                _unreachable(error)
                 problems.append(
                     f"cannot list the ReplicaSets of {target_name}: {error.status} {error.reason}"
                 )
     return list(found.values()), problems
 
 
-async def apply(api: client.ApiClient, candidates: Sequence[Candidate], dry_run: bool) -> None:
+async def apply(api: kube.Client, candidates: Sequence[Candidate], dry_run: bool) -> None:
     """Delete each candidate (uid precondition), recording the outcome in ``result``."""
-    apis = _apis(api)
     for candidate in candidates:
         if dry_run:
             candidate.result = "would delete"
             continue
-        owner, suffix = apis[candidate.kind]
-        options = client.V1DeleteOptions(
-            preconditions=client.V1Preconditions(uid=candidate.uid), propagation_policy="Background"
-        )
+        options = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "preconditions": {"uid": candidate.uid},
+            "propagationPolicy": "Background",
+        }
         try:
-            await getattr(owner, f"delete_namespaced_{suffix}")(
-                candidate.name, candidate.namespace, body=options
-            )
+            await api.delete(_path(candidate.kind, candidate.namespace, candidate.name), body=options)
             candidate.result = "deleted"
-        except ApiException as error:
+        except kube.ApiError as error:
+            _unreachable(error)
             if error.status == 404:
                 candidate.result = "already gone"
             elif error.status == 409:

@@ -12,10 +12,8 @@ the rollout (``kubectl rollout resume``) once the cause is understood.
 
 from __future__ import annotations
 
-from kubernetes_asyncio import client
-
 from postdeploy.actions import targets
-from postdeploy.kit import exceptions
+from postdeploy.kit import exceptions, kube
 
 __all__ = ["PAUSABLE", "check", "is_paused", "pause"]
 
@@ -35,7 +33,7 @@ def check(obj: targets.Obj) -> None:
         )
 
 
-async def pause(api: client.ApiClient, obj: targets.Obj) -> bool:
+async def pause(api: kube.Client, obj: targets.Obj) -> bool:
     """Pause the target; False when it was paused already. Raises Unpausable."""
     check(obj)
     if is_paused(obj):

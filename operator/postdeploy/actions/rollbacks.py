@@ -44,11 +44,8 @@ import hashlib
 import json
 from typing import Any
 
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
-
 from postdeploy.actions import targets
-from postdeploy.kit import exceptions, workloads
+from postdeploy.kit import exceptions, kube, workloads
 
 __all__ = [
     "DEPLOYMENT_REVISION", "RESTARTED_AT", "ROLLOUT_REVISION", "Plan", "apply", "plan", "previous_release",
@@ -149,16 +146,15 @@ def _pointer(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")
 
 
-async def _replica_sets(api: client.ApiClient, obj: targets.Obj, selector: str) -> list[targets.Obj]:
-    listed = await client.AppsV1Api(api).list_namespaced_replica_set(
-        obj["metadata"]["namespace"], label_selector=selector
-    )
-    items: list[targets.Obj] = [api.sanitize_for_serialization(rs) for rs in listed.items]
+async def _replica_sets(api: kube.Client, obj: targets.Obj, selector: str) -> list[targets.Obj]:
+    namespace = obj["metadata"]["namespace"]
+    listed = await api.get(kube.path("apps/v1", "replicasets", namespace), labelSelector=selector)
+    items: list[targets.Obj] = listed.get("items") or []
     return _owned(items, obj["metadata"]["uid"])
 
 
 async def _plan_deployment(
-    api: client.ApiClient, obj: targets.Obj, source: str | None, unpause: bool
+    api: kube.Client, obj: targets.Obj, source: str | None, unpause: bool
 ) -> Plan:
     metadata, spec = obj["metadata"], obj["spec"]
     owned = await _replica_sets(api, obj, workloads.label_selector(obj))
@@ -221,13 +217,14 @@ def _revision_template(revision: targets.Obj) -> targets.Obj:
     return template
 
 
-async def _plan_controller_revision(api: client.ApiClient, obj: targets.Obj, source: str | None) -> Plan:
+async def _plan_controller_revision(api: kube.Client, obj: targets.Obj, source: str | None) -> Plan:
     metadata, spec = obj["metadata"], obj["spec"]
     kind = obj["kind"]
-    listed = await client.AppsV1Api(api).list_namespaced_controller_revision(
-        metadata["namespace"], label_selector=workloads.label_selector(obj)
+    listed = await api.get(
+        kube.path("apps/v1", "controllerrevisions", metadata["namespace"]),
+        labelSelector=workloads.label_selector(obj),
     )
-    items: list[targets.Obj] = [api.sanitize_for_serialization(r) for r in listed.items]
+    items: list[targets.Obj] = listed.get("items") or []
     owned = sorted(_owned(items, metadata["uid"]), key=lambda r: int(r.get("revision", 0)))
     carried = [r for r in owned if _same(_revision_template(r), spec.get("template"))]
     current = carried[-1] if carried else (owned[-1] if owned else None)
@@ -264,7 +261,7 @@ async def _plan_controller_revision(api: client.ApiClient, obj: targets.Obj, sou
     )
 
 
-async def _plan_rollout(api: client.ApiClient, obj: targets.Obj) -> Plan:
+async def _plan_rollout(api: kube.Client, obj: targets.Obj) -> Plan:
     metadata, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
     stable, current = status.get("stableRS"), status.get("currentPodHash")
     aborted = bool(status.get("abort"))
@@ -292,7 +289,7 @@ async def _plan_rollout(api: client.ApiClient, obj: targets.Obj) -> Plan:
 
 
 async def plan(
-    api: client.ApiClient, obj: targets.Obj, *, source: str | None = None, unpause: bool = False
+    api: kube.Client, obj: targets.Obj, *, source: str | None = None, unpause: bool = False
 ) -> Plan:
     """What rolling ``obj`` back changes. ``source``: the revision chosen earlier.
 
@@ -309,8 +306,8 @@ async def plan(
     raise exceptions.NotRolledBack(f"cannot roll back a {kind}")
 
 
-async def apply(api: client.ApiClient, obj: targets.Obj, planned: Plan) -> None:
-    """Make the planned change. A concurrent change of the target raises ApiException
+async def apply(api: kube.Client, obj: targets.Obj, planned: Plan) -> None:
+    """Make the planned change. A concurrent change of the target raises kube.ApiError
     (409, or 422 for a failed JSON-patch test): plan again from a fresh read."""
     if planned.applied:
         return
@@ -323,7 +320,7 @@ async def apply(api: client.ApiClient, obj: targets.Obj, planned: Plan) -> None:
         await targets.patch(
             api, "Rollout", namespace, name, planned.patch, targets.MERGE_PATCH, subresource="status"
         )
-    except ApiException as error:
+    except kube.ApiError as error:
         if error.status != 404:
             raise
         # A Rollout CRD without the status subresource (older Argo Rollouts): the plugin

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from kubernetes_asyncio import client
-
-from postdeploy.kit import workloads
+from postdeploy.kit import kube, workloads
 
 __all__ = [
     "API_VERSIONS",
@@ -46,7 +44,7 @@ MERGE_PATCH: ContentType = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH: ContentType = "application/strategic-merge-patch+json"
 
 
-async def read(api: client.ApiClient, kind: str, namespace: str, name: str) -> Obj | None:
+async def read(api: kube.Client, kind: str, namespace: str, name: str) -> Obj | None:
     """The target, or None when it does not exist."""
     obj = await workloads.read(api, kind, namespace, name)
     if obj is not None:
@@ -73,7 +71,7 @@ def images(template: Obj | None) -> str | None:
 
 
 async def patch(
-    api: client.ApiClient,
+    api: kube.Client,
     kind: str,
     namespace: str,
     name: str,
@@ -83,31 +81,12 @@ async def patch(
     subresource: Literal["status"] | None = None,
 ) -> Obj:
     """Patch the target (or its status subresource) and return the result as a dict."""
-    # The client's stubs omit _content_type; the generated methods accept it.
-    options: dict[str, Any] = {"_content_type": content_type}
     if kind == "Rollout":
         group, version, plural = workloads.ROLLOUT_GROUP
-        objects = client.CustomObjectsApi(api)
-        if subresource == "status":
-            result = await objects.patch_namespaced_custom_object_status(
-                group, version, namespace, plural, name, body, **options
-            )
-        else:
-            result = await objects.patch_namespaced_custom_object(
-                group, version, namespace, plural, name, body, **options
-            )
-        return dict(result)
+        url_path = kube.path(f"{group}/{version}", plural, namespace, name, subresource)
+        return await api.patch(url_path, body, content_type)
     if subresource is not None:
         raise ValueError(f"{kind}: only a Rollout's status is patched")
-    apps = client.AppsV1Api(api)
-    updated: Any
-    if kind == "Deployment":
-        updated = await apps.patch_namespaced_deployment(name, namespace, body, **options)
-    elif kind == "StatefulSet":
-        updated = await apps.patch_namespaced_stateful_set(name, namespace, body, **options)
-    elif kind == "DaemonSet":
-        updated = await apps.patch_namespaced_daemon_set(name, namespace, body, **options)
-    else:
+    if kind not in workloads.PLURALS:
         raise ValueError(f"unsupported target kind {kind!r}")
-    plain: Obj = api.sanitize_for_serialization(updated)
-    return plain
+    return await api.patch(kube.path("apps/v1", workloads.PLURALS[kind], namespace, name), body, content_type)

@@ -22,13 +22,14 @@ import datetime
 import ipaddress
 import pathlib
 from collections.abc import Sequence
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
+
+from postdeploy.kit import kube
 
 __all__ = ["Bundle", "load", "renewed", "store", "write"]
 
@@ -161,38 +162,39 @@ def write(bundle: Bundle, directory: pathlib.Path) -> tuple[pathlib.Path, pathli
     return paths
 
 
-async def load(api: client.ApiClient, namespace: str, name: str) -> tuple[Bundle | None, str | None]:
+async def load(api: kube.Client, namespace: str, name: str) -> tuple[Bundle | None, str | None]:
     """The bundle in Secret ``namespace/name`` and its resourceVersion; (None, None) if absent."""
-    try:
-        secret = await client.CoreV1Api(api).read_namespaced_secret(name, namespace)
-    except ApiException as error:
-        if error.status == 404:
-            return None, None
-        raise
-    return Bundle.from_data(dict(secret.data or {})), secret.metadata.resource_version
+    secret = await api.read(kube.path("v1", "secrets", namespace, name))
+    if secret is None:
+        return None, None
+    metadata = secret.get("metadata") or {}
+    return Bundle.from_data(dict(secret.get("data") or {})), metadata.get("resourceVersion")
 
 
 async def store(
-    api: client.ApiClient, namespace: str, name: str, bundle: Bundle, resource_version: str | None
+    api: kube.Client, namespace: str, name: str, bundle: Bundle, resource_version: str | None
 ) -> bool:
     """Write the bundle; False when another replica wrote first (409), so re-read."""
-    core = client.CoreV1Api(api)
-    body = client.V1Secret(
-        metadata=client.V1ObjectMeta(
-            name=name,
-            namespace=namespace,
-            resource_version=resource_version,
-            labels={"app.kubernetes.io/part-of": "postdeploy"},
-        ),
-        type="Opaque",
-        data=bundle.data(),
-    )
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "labels": {"app.kubernetes.io/part-of": "postdeploy"},
+    }
+    if resource_version is not None:
+        metadata["resourceVersion"] = resource_version
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata,
+        "type": "Opaque",
+        "data": bundle.data(),
+    }
     try:
         if resource_version is None:
-            await core.create_namespaced_secret(namespace, body)
+            await api.create(kube.path("v1", "secrets", namespace), body)
         else:
-            await core.replace_namespaced_secret(name, namespace, body)
-    except ApiException as error:
+            await api.replace(kube.path("v1", "secrets", namespace, name), body)
+    except kube.ApiError as error:
         if error.status == 409:
             return False
         raise

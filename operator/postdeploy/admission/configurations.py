@@ -31,10 +31,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
-
 from postdeploy.decisions import selectors
+from postdeploy.kit import kube
 from postdeploy.models.crds import GROUP, REVIEWS, SIGNOFFS, TEMPLATES, VERSION
 
 __all__ = ["WEBHOOKS", "apply", "build"]
@@ -127,29 +125,19 @@ def build(
     )
 
 
-async def apply(api: client.ApiClient, mutating: Mapping[str, Any], validating: Mapping[str, Any]) -> None:
+async def apply(api: kube.Client, mutating: Mapping[str, Any], validating: Mapping[str, Any]) -> None:
     """Create both configurations, or patch their webhooks into the existing ones."""
-    registration = client.AdmissionregistrationV1Api(api)
-    calls: tuple[tuple[Mapping[str, Any], Any, Any], ...] = (
-        (
-            mutating,
-            registration.create_mutating_webhook_configuration,
-            registration.patch_mutating_webhook_configuration,
-        ),
-        (
-            validating,
-            registration.create_validating_webhook_configuration,
-            registration.patch_validating_webhook_configuration,
-        ),
-    )
-    for body, create, patch in calls:
+    for body, plural in (
+        (mutating, "mutatingwebhookconfigurations"),
+        (validating, "validatingwebhookconfigurations"),
+    ):
         try:
-            await create(dict(body))
-        except ApiException as error:
+            await api.create(kube.path("admissionregistration.k8s.io/v1", plural), dict(body))
+        except kube.ApiError as error:
             if error.status != 409:
                 raise
-            await patch(
-                body["metadata"]["name"],
+            await api.patch(
+                kube.path("admissionregistration.k8s.io/v1", plural, name=body["metadata"]["name"]),
                 {"webhooks": body["webhooks"]},
-                _content_type="application/merge-patch+json",
+                content_type=kube.MERGE_PATCH,
             )

@@ -29,13 +29,11 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import pydantic
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from postdeploy.admission import rights, signoffs
 from postdeploy.decisions import confinement, templates
-from postdeploy.kit import exceptions
-from postdeploy.models.crds import CLUSTER_TEMPLATES, GROUP, TEMPLATES, VERSION
+from postdeploy.kit import exceptions, kube
+from postdeploy.models.crds import API_VERSION, CLUSTER_TEMPLATES, TEMPLATES
 
 __all__ = [
     "authorize_review",
@@ -47,31 +45,22 @@ __all__ = [
 
 
 async def template_of(
-    api: client.ApiClient, spec: Mapping[str, Any], namespace: str, default_template: str
+    api: kube.Client, spec: Mapping[str, Any], namespace: str, default_template: str
 ) -> dict[str, Any] | None:
     """The spec of the template the review starts from; None when there is none (yet)."""
     ref = spec.get("templateRef")
-    objects = client.CustomObjectsApi(api)
-    try:
-        if ref:
-            if ref.get("kind", "ClusterReviewTemplate") == "ReviewTemplate":
-                obj = await objects.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, TEMPLATES, ref.get("name", "")
-                )
-            else:
-                obj = await objects.get_cluster_custom_object(
-                    GROUP, VERSION, CLUSTER_TEMPLATES, ref.get("name", "")
-                )
-        elif spec.get("useDefaultTemplate", True):
-            obj = await objects.get_cluster_custom_object(
-                GROUP, VERSION, CLUSTER_TEMPLATES, default_template
-            )
+    if ref:
+        if ref.get("kind", "ClusterReviewTemplate") == "ReviewTemplate":
+            url_path = kube.path(API_VERSION, TEMPLATES, namespace, ref.get("name", ""))
         else:
-            return None
-    except ApiException as error:
-        if error.status == 404:
-            return None
-        raise
+            url_path = kube.path(API_VERSION, CLUSTER_TEMPLATES, name=ref.get("name", ""))
+    elif spec.get("useDefaultTemplate", True):
+        url_path = kube.path(API_VERSION, CLUSTER_TEMPLATES, name=default_template)
+    else:
+        return None
+    obj = await api.read(url_path)
+    if obj is None:
+        return None
     return dict(obj.get("spec") or {})
 
 
@@ -79,8 +68,8 @@ def refusal(username: str, missing: Sequence[rights.Access]) -> str:
     return "; ".join(f"{username} may not {access.describe()} ({access.why})" for access in missing)
 
 
-async def _allowed(api: client.ApiClient, userinfo: Mapping[str, Any], access: rights.Access) -> bool:
-    attributes = client.V1ResourceAttributes(
+async def _allowed(api: kube.Client, userinfo: Mapping[str, Any], access: rights.Access) -> bool:
+    attributes = signoffs.resource_attributes(
         verb=access.verb,
         group=access.group,
         resource=access.resource,
@@ -92,12 +81,12 @@ async def _allowed(api: client.ApiClient, userinfo: Mapping[str, Any], access: r
 
 
 async def missing(
-    api: client.ApiClient, userinfo: Mapping[str, Any], accesses: Sequence[rights.Access]
+    api: kube.Client, userinfo: Mapping[str, Any], accesses: Sequence[rights.Access]
 ) -> list[rights.Access]:
     """The accesses the user lacks; raises Refused (500) when the API server cannot say."""
     try:
         answers = await asyncio.gather(*(_allowed(api, userinfo, a) for a in accesses))
-    except ApiException as error:
+    except kube.ApiError as error:
         raise exceptions.Refused(
             f"cannot check the rights of {userinfo.get('username')!r}: {error.status} {error.reason}", 500
         ) from None
@@ -105,7 +94,7 @@ async def missing(
 
 
 async def authorize_review(
-    api: client.ApiClient,
+    api: kube.Client,
     body: Mapping[str, Any],
     userinfo: Mapping[str, Any],
     default_template: str,
@@ -121,7 +110,7 @@ async def authorize_review(
     spec = dict(body.get("spec") or {})
     try:
         template = await template_of(api, spec, namespace, default_template)
-    except ApiException as error:
+    except kube.ApiError as error:
         raise exceptions.Refused(
             f"cannot read the review's template: {error.status} {error.reason}", 500
         ) from None
@@ -140,7 +129,7 @@ async def authorize_review(
 
 
 async def authorize_template(
-    api: client.ApiClient, body: Mapping[str, Any], userinfo: Mapping[str, Any]
+    api: kube.Client, body: Mapping[str, Any], userinfo: Mapping[str, Any]
 ) -> list[rights.Access]:
     """Raise Refused unless the editor of a ReviewTemplate may do what its checks do."""
     namespace = str((body.get("metadata") or {}).get("namespace") or "")

@@ -43,10 +43,10 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import kopf
-from kubernetes_asyncio import client
 
 from postdeploy.admission import configurations
 from postdeploy.decisions import selectors
+from postdeploy.kit import kube
 
 if TYPE_CHECKING:
     from postdeploy.admission import certificates
@@ -106,7 +106,7 @@ class WebhookSettings:
 class ManagedWebhookServer:
     """kopf's webhook server, with a certificate it renews and configurations it keeps current."""
 
-    def __init__(self, settings: WebhookSettings, api: Callable[[], client.ApiClient]) -> None:
+    def __init__(self, settings: WebhookSettings, api: Callable[[], kube.Client]) -> None:
         self.settings = settings
         self.api = api
         self.directory = pathlib.Path(tempfile.mkdtemp(prefix="postdeploy-webhook-"))
@@ -202,7 +202,7 @@ class ManagedWebhookServer:
                     await renewing
 
 
-def server_for(settings: WebhookSettings, api: Callable[[], client.ApiClient]) -> ManagedWebhookServer | None:
+def server_for(settings: WebhookSettings, api: Callable[[], kube.Client]) -> ManagedWebhookServer | None:
     """The webhook server for ``settings``; None when the webhook is off."""
     if settings.mode == "off":
         return None

@@ -26,14 +26,11 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
-
-from postdeploy.kit import exceptions
-from postdeploy.models.crds import GROUP, REVIEWS, VERSION
+from postdeploy.kit import exceptions, kube
+from postdeploy.models.crds import API_VERSION, GROUP, REVIEWS
 from postdeploy.models.people import DEFAULT_ROLES
 
-__all__ = ["authorize", "required_roles", "stamp", "subject_access"]
+__all__ = ["authorize", "required_roles", "resource_attributes", "stamp", "subject_access"]
 
 VERB, RESOURCE = "sign", "signoffs"
 
@@ -53,48 +50,53 @@ def roles_of(review: Mapping[str, Any]) -> Sequence[str]:
     return list(roles) if roles else list(DEFAULT_ROLES)
 
 
-async def required_roles(api: client.ApiClient, namespace: str, review: str) -> Sequence[str] | None:
+async def required_roles(api: kube.Client, namespace: str, review: str) -> Sequence[str] | None:
     """The roles the review asks for; None when there is no such review."""
-    try:
-        body = await client.CustomObjectsApi(api).get_namespaced_custom_object(
-            GROUP, VERSION, namespace, REVIEWS, review
-        )
-    except ApiException as error:
-        if error.status == 404:
-            return None
-        raise
+    body = await api.read(kube.path(API_VERSION, REVIEWS, namespace, review))
+    if body is None:
+        return None
     return roles_of(body)
 
 
+def resource_attributes(**attributes: str | None) -> dict[str, str]:
+    """A SubjectAccessReview's ``resourceAttributes`` (namespace, verb, group, resource,
+    subresource, name): those given, without the ones that are None."""
+    return {key: value for key, value in attributes.items() if value is not None}
+
+
 async def subject_access(
-    api: client.ApiClient, userinfo: Mapping[str, Any], attributes: client.V1ResourceAttributes
+    api: kube.Client, userinfo: Mapping[str, Any], attributes: Mapping[str, str]
 ) -> tuple[bool, str]:
     """Whether the API server lets the user of an AdmissionReview's ``userInfo`` do
-    what ``attributes`` say (a SubjectAccessReview), and its reason."""
-    review = client.V1SubjectAccessReview(
-        spec=client.V1SubjectAccessReviewSpec(
-            user=userinfo.get("username"),
-            uid=userinfo.get("uid"),
-            groups=list(userinfo.get("groups") or []),
-            extra={k: list(v) for k, v in (userinfo.get("extra") or {}).items()},
-            resource_attributes=attributes,
-        )
-    )
-    result = await client.AuthorizationV1Api(api).create_subject_access_review(review)
-    return bool(result.status.allowed), str(result.status.reason or "")
+    what ``attributes`` (``resourceAttributes``) say (a SubjectAccessReview), and its reason."""
+    spec: dict[str, Any] = {
+        "user": userinfo.get("username"),
+        "uid": userinfo.get("uid"),
+        "groups": list(userinfo.get("groups") or []),
+        "extra": {k: list(v) for k, v in (userinfo.get("extra") or {}).items()},
+        "resourceAttributes": dict(attributes),
+    }
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {key: value for key, value in spec.items() if value is not None},
+    }
+    result = await api.create(kube.path("authorization.k8s.io/v1", "subjectaccessreviews"), review)
+    status = result.get("status") or {}
+    return bool(status.get("allowed")), str(status.get("reason") or "")
 
 
 async def may_sign(
-    api: client.ApiClient, userinfo: Mapping[str, Any], namespace: str, role: str
+    api: kube.Client, userinfo: Mapping[str, Any], namespace: str, role: str
 ) -> tuple[bool, str]:
-    attributes = client.V1ResourceAttributes(
+    attributes = resource_attributes(
         group=GROUP, resource=RESOURCE, verb=VERB, name=role, namespace=namespace
     )
     return await subject_access(api, userinfo, attributes)
 
 
 async def authorize(
-    api: client.ApiClient, spec: Mapping[str, Any], userinfo: Mapping[str, Any], namespace: str
+    api: kube.Client, spec: Mapping[str, Any], userinfo: Mapping[str, Any], namespace: str
 ) -> None:
     """Raise ``Refused`` unless this user may make this sign-off."""
     username = str(userinfo.get("username", ""))
@@ -108,7 +110,7 @@ async def authorize(
     review, role = str(spec.get("review", "")), str(spec.get("role", ""))
     try:
         roles = await required_roles(api, namespace, review)
-    except ApiException as error:
+    except kube.ApiError as error:
         raise exceptions.Refused(
             f"cannot read review {namespace}/{review}: {error.status} {error.reason}", 500
         ) from None
@@ -120,7 +122,7 @@ async def authorize(
         )
     try:
         allowed, reason = await may_sign(api, userinfo, namespace, role)
-    except ApiException as error:
+    except kube.ApiError as error:
         raise exceptions.Refused(
             f"cannot check {username}'s rights: {error.status} {error.reason}", 500
         ) from None

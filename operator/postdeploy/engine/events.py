@@ -17,8 +17,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
+from postdeploy.kit import kube
 
 __all__ = ["EventPoster"]
 
@@ -27,7 +26,7 @@ COMPONENT = "postdeploy"
 
 
 class EventPoster:
-    def __init__(self, api: client.ApiClient, concurrency: int = 8) -> None:
+    def __init__(self, api: kube.Client, concurrency: int = 8) -> None:
         self.api = api
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -66,19 +65,9 @@ class EventPoster:
         }
         async with self._slots:
             try:
-                # The answer is not turned into a V1Event: that parsed its timestamps with
-                # dateutil and was a tenth of the operator's CPU while it posted the
-                # Events of 2,000 starting reviews (bench/argo.py's profile).
-                response: Any = await client.CoreV1Api(self.api).create_namespaced_event(
-                    namespace, body, _preload_content=False
-                )
-                try:
-                    if not 200 <= response.status <= 299:
-                        raise ApiException(status=response.status, reason=(await response.text())[:300])
-                finally:
-                    response.release()
+                await self.api.create(kube.path("v1", "events", namespace), body)
                 self.posted += 1
-            except (ApiException, OSError, TimeoutError) as error:
+            except (kube.ApiError, OSError, TimeoutError) as error:
                 logger.warning(
                     "could not post Event %s on %s/%s: %s", reason, namespace, metadata.get("name"), error
                 )

@@ -37,14 +37,13 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import pydantic
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from postdeploy.actions import annotations as breach_annotations
 from postdeploy.actions import notifications, pauses, rollbacks, targets
 from postdeploy.decisions import confinement
 from postdeploy.engine import failpoints
 from postdeploy.engine.ledgers import Ledger
-from postdeploy.kit import exceptions
+from postdeploy.kit import exceptions, kube
 from postdeploy.models import crds
 from postdeploy.models.reviews import (
     COMPLETED,
@@ -230,7 +229,7 @@ class Executor:
                 await self._finish(review, self._current(review, record.id), refusal.state, refusal.reason)
                 return
             except Exception as error:
-                if isinstance(error, ApiException) and error.status in (401, 403):
+                if isinstance(error, kube.ApiError) and error.status in (401, 403):
                     reason = f"the API server refused: {error.status} {error.reason}"
                     await self._finish(review, record, ActionState.FAILED, reason)
                     return
@@ -391,7 +390,7 @@ class Executor:
                 await rollbacks.apply(api, obj, plan)
                 failpoints.hit("rollback-patched")
                 break
-            except ApiException as error:
+            except kube.ApiError as error:
                 if error.status not in (409, 422):
                     raise
                 obj = await self._read(api, review)  # changed meanwhile: look again

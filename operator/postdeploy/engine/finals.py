@@ -33,14 +33,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from postdeploy.decisions import slos as slo_decisions
 from postdeploy.decisions import templates, templating, verdicts
 from postdeploy.engine.settings import Settings
-from postdeploy.kit import durations, times, workloads
-from postdeploy.models.crds import GROUP, SIGNOFFS, VERSION
+from postdeploy.kit import durations, kube, times, workloads
+from postdeploy.models.crds import API_VERSION, SIGNOFFS
 from postdeploy.models.measurements import ReviewContext, Target
 from postdeploy.models.people import FinalReview, Impact, SignoffPolicy, SignoffRecord, SloTargets
 from postdeploy.models.reviews import ReviewStatus
@@ -74,7 +72,7 @@ def signoff_policy(review: templates.ResolvedReview) -> SignoffPolicy:
 
 
 class FinalReviews:
-    def __init__(self, api: client.ApiClient, http: httpx.AsyncClient, settings: Settings) -> None:
+    def __init__(self, api: kube.Client, http: httpx.AsyncClient, settings: Settings) -> None:
         self.api = api
         self.http = http
         self.settings = settings
@@ -90,7 +88,7 @@ class FinalReviews:
     ) -> datetime.datetime | None:
         try:
             workload = await workloads.read(self.api, target.kind, target.namespace, target.name)
-        except ApiException:
+        except kube.ApiError:
             workload = None
         for condition in ((workload or {}).get("status") or {}).get("conditions") or []:
             if condition.get("type") == "Progressing" and condition.get("reason") == "NewReplicaSetAvailable":
@@ -161,9 +159,7 @@ class FinalReviews:
         return [], None, ""
 
     async def _signoffs(self, namespace: str, name: str) -> dict[str, SignoffRecord]:
-        listed = await client.CustomObjectsApi(self.api).list_namespaced_custom_object(
-            GROUP, VERSION, namespace, SIGNOFFS
-        )
+        listed = await self.api.get(kube.path(API_VERSION, SIGNOFFS, namespace))
         found: dict[str, SignoffRecord] = {}
         for item in sorted(listed.get("items", []), key=lambda i: str((i.get("spec") or {}).get("signedAt"))):
             spec = item.get("spec") or {}
@@ -248,7 +244,7 @@ class FinalReviews:
         policy = signoff_policy(review)
         try:
             signed = await self._signoffs(namespace, name)
-        except ApiException as error:
+        except kube.ApiError as error:
             if error.status not in (403, 404):
                 raise
             signed = {}  # no ReviewSignoff CRD, or not allowed to list: nobody signed
@@ -352,7 +348,7 @@ class FinalReviews:
             charts = documents.history_charts(status.checks)
         try:
             await store.write(self.api, current, documents.build(current, charts, now))
-        except ApiException as error:
+        except kube.ApiError as error:
             logger.warning(
                 "cannot write the report of %s: %s %s", metadata.get("name"), error.status, error.reason
             )

@@ -25,13 +25,10 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
-
 from postdeploy.actions import targets
 from postdeploy.decisions import templates
-from postdeploy.kit import exceptions, logs, workloads
-from postdeploy.models.crds import CLUSTER_TEMPLATES, GROUP, TEMPLATES, VERSION
+from postdeploy.kit import exceptions, kube, logs, workloads
+from postdeploy.models.crds import API_VERSION, CLUSTER_TEMPLATES, TEMPLATES
 
 __all__ = ["ClusterInputs", "Inputs", "secrets_for", "template_of"]
 
@@ -52,7 +49,7 @@ class Inputs(Protocol):
 
 
 class ClusterInputs:
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: kube.Client) -> None:
         self.api = api
         self._templates: dict[tuple[str, str, str], tuple[float, Obj | None]] = {}
 
@@ -62,31 +59,23 @@ class ClusterInputs:
         cached = self._templates.get(key)
         if cached and time.monotonic() - cached[0] < _TEMPLATE_TTL:
             return cached[1]
-        objects = client.CustomObjectsApi(self.api)
-        try:
-            if kind == "ClusterReviewTemplate":
-                obj = await objects.get_cluster_custom_object(GROUP, VERSION, CLUSTER_TEMPLATES, name)
-            else:
-                obj = await objects.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, TEMPLATES, name
-                )
-            spec: Obj | None = dict(obj.get("spec") or {})
-        except ApiException as error:
-            if error.status != 404:
-                raise
-            spec = None
+        if kind == "ClusterReviewTemplate":
+            obj = await self.api.read(kube.path(API_VERSION, CLUSTER_TEMPLATES, name=name))
+        else:
+            obj = await self.api.read(kube.path(API_VERSION, TEMPLATES, namespace, name))
+        spec: Obj | None = dict(obj.get("spec") or {}) if obj is not None else None
         self._templates[key] = (time.monotonic(), spec)
         return spec
 
     async def secret(self, namespace: str, name: str, key: str) -> str:
         """A Secret's value; raises LookupError naming what is missing."""
         try:
-            secret = await client.CoreV1Api(self.api).read_namespaced_secret(name, namespace)
-        except ApiException as error:
+            secret = await self.api.get(kube.path("v1", "secrets", namespace, name))
+        except kube.ApiError as error:
             if error.status == 404:
                 raise LookupError(f"Secret {namespace}/{name} not found") from None
             raise LookupError(f"Secret {namespace}/{name}: {error.status} {error.reason}") from None
-        data = secret.data or {}
+        data = secret.get("data") or {}
         if key not in data:
             raise LookupError(f"Secret {namespace}/{name} has no key {key!r}")
         value = base64.b64decode(data[key]).decode()

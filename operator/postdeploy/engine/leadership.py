@@ -19,12 +19,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
+from postdeploy.kit import kube, times
 
 __all__ = ["Leadership"]
 
 logger = logging.getLogger(__name__)
+_LEASES = "coordination.k8s.io/v1"
 
 
 def _now() -> datetime.datetime:
@@ -38,7 +38,7 @@ def _micro(moment: datetime.datetime) -> str:
 class Leadership:
     def __init__(
         self,
-        api: client.ApiClient,
+        api: kube.Client,
         namespace: str,
         name: str,
         identity: str,
@@ -66,7 +66,7 @@ class Leadership:
                 try:
                     if await self._try():
                         self._renewed_at = time.monotonic()
-                except (ApiException, OSError, TimeoutError) as error:
+                except (kube.ApiError, OSError, TimeoutError) as error:
                     logger.warning("leader election: %s", error)
                 except Exception:  # never let the election die silently: keep trying
                     logger.exception("leader election failed; retrying")
@@ -89,13 +89,12 @@ class Leadership:
 
     async def _write(self, body: Any, *, create: bool) -> bool:
         """Create or replace the Lease; False when another replica got there first."""
-        leases = client.CoordinationV1Api(self.api)
         try:
             if create:
-                await leases.create_namespaced_lease(self.namespace, body)
+                await self.api.create(kube.path(_LEASES, "leases", self.namespace), body)
             else:
-                await leases.replace_namespaced_lease(self.name, self.namespace, body)
-        except ApiException as conflict:
+                await self.api.replace(kube.path(_LEASES, "leases", self.namespace, self.name), body)
+        except kube.ApiError as conflict:
             if conflict.status == 409:
                 return False
             raise
@@ -108,42 +107,36 @@ class Leadership:
             "leaseDurationSeconds": int(self.duration),
             "renewTime": _micro(now),
         }
-        try:
-            lease: Any = await client.CoordinationV1Api(self.api).read_namespaced_lease(
-                self.name, self.namespace
-            )
-        except ApiException as error:
-            if error.status != 404:
-                raise
+        lease = await self.api.read(kube.path(_LEASES, "leases", self.namespace, self.name))
+        if lease is None:
             first = {**spec, "acquireTime": _micro(now), "leaseTransitions": 0}
             return await self._write(self._lease(first), create=True)
-        current = lease.spec
-        holder = current.holder_identity
-        renewed = current.renew_time
+        current = lease.get("spec") or {}
+        holder = current.get("holderIdentity")
+        renewed = times.parse_or_none(current.get("renewTime"))
         expired = renewed is None or (now - renewed).total_seconds() > (
-            current.lease_duration_seconds or self.duration
+            current.get("leaseDurationSeconds") or self.duration
         )
         if holder != self.identity and holder and not expired:
             return False
         ours = holder == self.identity
-        spec["acquireTime"] = _micro(current.acquire_time) if ours and current.acquire_time else _micro(now)
-        spec["leaseTransitions"] = (current.lease_transitions or 0) + (0 if ours else 1)
-        return await self._write(self._lease(spec, lease.metadata.resource_version), create=False)
+        acquired = times.parse_or_none(current.get("acquireTime"))
+        spec["acquireTime"] = _micro(acquired) if ours and acquired else _micro(now)
+        spec["leaseTransitions"] = (current.get("leaseTransitions") or 0) + (0 if ours else 1)
+        return await self._write(self._lease(spec, lease["metadata"].get("resourceVersion")), create=False)
 
     async def _release(self) -> None:
         """Give the Lease up on a clean stop, so a standby need not wait for it to expire."""
         try:
-            lease: Any = await client.CoordinationV1Api(self.api).read_namespaced_lease(
-                self.name, self.namespace
-            )
-            if lease.spec.holder_identity != self.identity:
+            lease = await self.api.get(kube.path(_LEASES, "leases", self.namespace, self.name))
+            if (lease.get("spec") or {}).get("holderIdentity") != self.identity:
                 return
             spec = {
                 "holderIdentity": "",
                 "leaseDurationSeconds": int(self.duration),
                 "renewTime": _micro(_now()),
             }
-            if await self._write(self._lease(spec, lease.metadata.resource_version), create=False):
+            if await self._write(self._lease(spec, lease["metadata"].get("resourceVersion")), create=False):
                 self._renewed_at = None
-        except (ApiException, OSError, TimeoutError) as error:
+        except (kube.ApiError, OSError, TimeoutError) as error:
             logger.warning("could not release the Lease: %s", error)

@@ -30,10 +30,9 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
-from postdeploy.models.crds import GROUP, REVIEWS, VERSION
+from postdeploy.kit import kube
+from postdeploy.models.crds import API_VERSION, REVIEWS
 from postdeploy.models.reviews import Delivery
 
 __all__ = ["Ledger", "keep_deliveries"]
@@ -66,7 +65,7 @@ def _encode(status: Status) -> bytes:
 class Ledger:
     def __init__(
         self,
-        api: client.ApiClient,
+        api: kube.Client,
         namespace: str,
         name: str,
         status: Status,
@@ -157,24 +156,10 @@ class Ledger:
 
     async def _patch(self, status: Status) -> None:
         self.writes += 1
-        response = await client.CustomObjectsApi(self.api).patch_namespaced_custom_object_status(
-            GROUP,
-            VERSION,
-            self.namespace,
-            REVIEWS,
-            self.name,
+        # A JSON merge patch: custom resources take no strategic merge patch. The answer
+        # is the whole review, which the watch brings anyway: not kept.
+        await self.api.patch(
+            kube.path(API_VERSION, REVIEWS, self.namespace, self.name, "status"),
             {"status": status},
-            # Custom resources take no strategic merge patch, which the client would
-            # otherwise pick for a dict; the stubs omit _content_type.
-            _content_type="application/merge-patch+json",  # type: ignore[call-arg]
-            # The answer is the whole review, which the watch brings anyway: not decoded.
-            _preload_content=False,
+            kube.MERGE_PATCH,
         )
-        try:
-            body = await response.read()
-        finally:
-            response.release()
-        if not 200 <= response.status <= 299:
-            error = ApiException(status=response.status, reason=response.reason)
-            error.body = body.decode(errors="replace")
-            raise error

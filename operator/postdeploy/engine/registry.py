@@ -33,11 +33,10 @@ import time
 from typing import Any, Protocol, TypeVar
 
 import httpx
-from kubernetes_asyncio import client
 
 from postdeploy.actions import cleanup_checks
 from postdeploy.engine.settings import Settings
-from postdeploy.kit import metrics
+from postdeploy.kit import kube, metrics
 from postdeploy.models.checks import Check
 from postdeploy.models.measurements import Measurement, MeasurementState, ReviewContext
 from postdeploy.providers import alertmanager, http, job, kubernetes, manual, postgres, prometheus, statistics
@@ -58,7 +57,7 @@ class Act(Protocol[SpecT]):
 
 
 class Providers:
-    def __init__(self, api: client.ApiClient, http_client: httpx.AsyncClient, settings: Settings) -> None:
+    def __init__(self, api: kube.Client, http_client: httpx.AsyncClient, settings: Settings) -> None:
         self.settings = settings
         self.http = http_client  # shared with the final review (postdeploy.engine.finals)
         self._postgres = postgres.PostgresProvider(default_dsn=settings.postgres_dsn)

@@ -36,12 +36,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from kubernetes_asyncio.client.exceptions import ApiException
-
 from postdeploy.actions import notifications
 from postdeploy.decisions import verdicts
 from postdeploy.engine import executions, ledgers, ticks
-from postdeploy.kit import logs, metrics
+from postdeploy.kit import kube, logs, metrics
 from postdeploy.models import crds
 from postdeploy.models.reviews import COMPLETED, INVALID, ReviewStatus
 
@@ -239,7 +237,7 @@ class Scheduler:
             if entry.failures:
                 entry.failures = 0
                 await self._report_recovery(key, entry)
-        except ApiException as error:
+        except kube.ApiError as error:
             if error.status == 404:
                 self.forget(*key)
                 return

@@ -39,9 +39,10 @@ class Settings:
     # Connections the operator's Kubernetes client keeps open to the API server (its
     # reads, status writes and Events; kopf's watches have their own). Each TLS
     # connection takes about 0.4 MB (asyncio's read buffer, OpenSSL's state), and the
-    # memory stays with the process after it closes: with kubernetes_asyncio's 100, the
-    # first ticks of 100 reviews opened 78 and left the operator about 20 MB larger
-    # (docs/benchmarks.md, "Beside Argo Rollouts"). Requests beyond it wait for one.
+    # memory stays with the process after it closes: with a pool of 100 (the bound of the
+    # client the operator used before ``kit.kube``), the first ticks of 100 reviews opened
+    # 78 and left the operator about 20 MB larger (docs/benchmarks.md, "Beside Argo
+    # Rollouts"). Requests beyond it wait for one.
     api_connections: int = 16
     # Measurements kept per check in status (the report's charts read them); caps a
     # review's size, and so every status write, however long the review runs.

@@ -30,9 +30,6 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
-
 from postdeploy.actions import decide, gitops
 from postdeploy.decisions import checks as check_decisions
 from postdeploy.decisions import confinement, templates, verdicts
@@ -41,7 +38,7 @@ from postdeploy.engine import failpoints, finals, reruns
 from postdeploy.engine.inputs import ClusterInputs, Inputs, secrets_for, template_of
 from postdeploy.engine.registry import Providers
 from postdeploy.engine.settings import Settings
-from postdeploy.kit import exceptions, metrics, times, workloads
+from postdeploy.kit import exceptions, kube, metrics, times, workloads
 from postdeploy.models.measurements import Measurement, ReviewContext, Target
 from postdeploy.models.reviews import (
     COMPLETED,
@@ -141,7 +138,7 @@ class _Setting:
 class Engine:
     def __init__(
         self,
-        api: client.ApiClient,
+        api: kube.Client,
         providers: Providers,
         settings: Settings,
         clock: Callable[[], datetime.datetime] = utcnow,
@@ -203,7 +200,7 @@ class Engine:
             review = self._resolver.resolve(template, raw_spec)
         except exceptions.InvalidSpec as problem:
             return self._invalid(previous, str(problem), now, generation)
-        except ApiException as error:
+        except kube.ApiError as error:
             message = f"cannot read the template: {error.status} {error.reason}"
             return self._held(previous, "TemplateUnavailable", message, now, generation)
 
@@ -224,7 +221,7 @@ class Engine:
         if version is None or deployed_at is None:
             try:
                 workload = await self.inputs.workload(target.kind, target.namespace, target.name)
-            except ApiException as error:
+            except kube.ApiError as error:
                 message = f"cannot read {status.target}: {error.status} {error.reason}"
                 return self._held(previous, "TargetUnavailable", message, now, generation)
             if workload is None:
@@ -354,7 +351,7 @@ class Engine:
             return True
         try:
             obj = await self.inputs.target_object(target.kind, target.namespace, target.name)
-        except ApiException:
+        except kube.ApiError:
             return False  # GitOps ownership unknown: decide on a later tick
         owner = gitops.owner(obj.get("metadata") or {}) if obj is not None else None
         policy = decide.Policy.from_spec(review.spec.rollback)

@@ -1,28 +1,26 @@
-"""Start-up and clean-up: build the shared clients once, close them at the end.
+"""Log-in, start-up and clean-up: build the shared clients once, close them at the end.
 
-The Kubernetes client follows the operator's own credentials (in-cluster service
-account, or ``KUBECONFIG`` when run outside the cluster).
+kopf's watches and the engine's Kubernetes client (``postdeploy.kit.kube``) log in with
+the same credentials (``kit.kube.login``: the in-cluster service account, or
+``KUBECONFIG`` when run outside the cluster).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import aiohttp
 import httpx
 import kopf
-from kubernetes_asyncio import client, config
 
 from postdeploy.actions import notifications
 from postdeploy.decisions import selectors
 from postdeploy.engine import events, executions, leadership, registry, schedulers, settings, ticks
-from postdeploy.kit import metrics
+from postdeploy.kit import kube, metrics
 
-__all__ = ["cleanup", "configured", "startup"]
+__all__ = ["cleanup", "configured", "login", "startup"]
 
 
 def configured(memo: kopf.Memo) -> settings.Settings:
@@ -32,34 +30,10 @@ def configured(memo: kopf.Memo) -> settings.Settings:
     return given if given is not None else settings.Settings.from_env()
 
 
-async def _api_client(connections: int) -> client.ApiClient:
-    """The engine's Kubernetes client, at most ``connections`` connections to the API
-    server (``Settings.api_connections``; kubernetes_asyncio's own bound is 100)."""
-    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-    else:
-        await config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
-    configuration = client.Configuration.get_default_copy()
-    configuration.connection_pool_maxsize = connections
-    api = client.ApiClient(configuration)
-    _without_environment_lookups(api)
-    return api
-
-
-def _without_environment_lookups(api: client.ApiClient) -> None:
-    """The same connection pool, in a session that does not read ~/.netrc and the proxy
-    variables on every request.
-
-    kubernetes_asyncio opens its aiohttp session with ``trust_env=True``, and aiohttp
-    then looks both up in a worker thread for each request: a tenth of the operator's
-    CPU at 2,000 reviews (docs/benchmarks.md). A proxy for the API server still works
-    as kubeconfig's ``proxy-url``, which the client passes with every request.
-    """
-    rest = api.rest_client
-    session: aiohttp.ClientSession = rest.pool_manager
-    connector = session.connector
-    session.detach()  # closes the session, not the pool
-    rest.pool_manager = aiohttp.ClientSession(connector=connector, trust_env=False, read_bufsize=2**21)
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """kopf's credentials for its watches: the engine's own (``kube.login``)."""
+    return kube.login()
 
 
 def _leadership_changed(scheduler: schedulers.Scheduler) -> Callable[[bool], None]:
@@ -100,7 +74,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any,
     settings.persistence.finalizer = "postdeploy.io/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="postdeploy.io")
     settings.persistence.diffbase_storage = NoDiffBase()
-    api = await _api_client(configuration.api_connections)
+    api = kube.Client(kube.login, connections=configuration.api_connections)
     http_client = httpx.AsyncClient(timeout=httpx.Timeout(configuration.measure_timeout_seconds))
     providers = registry.Providers(api, http_client, configuration)
     memo.api = api

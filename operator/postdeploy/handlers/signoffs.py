@@ -20,13 +20,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from postdeploy.admission import servers, signoffs
 from postdeploy.handlers import lifecycle
-from postdeploy.kit import exceptions
-from postdeploy.models.crds import GROUP, REVIEWS, SIGNOFFS, VERSION
+from postdeploy.kit import exceptions, kube
+from postdeploy.models.crds import API_VERSION, GROUP, REVIEWS, SIGNOFFS, VERSION
 
 __all__ = ["authorize_signer", "signoff_changed", "stamp_signer", "webhook_startup"]
 
@@ -78,16 +76,12 @@ async def signoff_changed(
         return  # the initial listing: a review's first tick reads its sign-offs anyway
     stamp = f"{type}:{body.metadata.name}:{body.metadata.get('resourceVersion', '')}"
     try:
-        await client.CustomObjectsApi(memo.api).patch_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            namespace,
-            REVIEWS,
-            spec["review"],
+        await memo.api.patch(
+            kube.path(API_VERSION, REVIEWS, namespace, spec["review"]),
             {"metadata": {"annotations": {SEEN_ANNOTATION: stamp}}},
-            _content_type="application/merge-patch+json",  # type: ignore[call-arg]
+            kube.MERGE_PATCH,
         )
-    except ApiException as error:
+    except kube.ApiError as error:
         if error.status != 404:
             raise
 

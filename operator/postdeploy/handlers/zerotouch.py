@@ -27,12 +27,10 @@ import re
 from typing import Any
 
 import kopf
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from postdeploy.handlers import lifecycle
-from postdeploy.kit import workloads
-from postdeploy.models.crds import API_VERSION, GROUP, REVIEWS, VERSION
+from postdeploy.kit import kube, workloads
+from postdeploy.models.crds import API_VERSION, REVIEWS
 
 __all__ = [
     "ANNOTATION",
@@ -118,7 +116,7 @@ async def _on_workload(kind: str, body: kopf.Body, memo: kopf.Memo, logger: Any)
     seen: set[str] = memo.setdefault("zero_touch_seen", set())
     if name in seen:
         return
-    api: client.ApiClient = memo.api
+    api: kube.Client = memo.api
     rolled_out = await workloads.rollout_time(api, workload)
     now = datetime.datetime.now(datetime.UTC)
     max_age = datetime.timedelta(seconds=lifecycle.configured(memo).zerotouch_max_age_seconds)
@@ -127,11 +125,9 @@ async def _on_workload(kind: str, body: kopf.Body, memo: kopf.Memo, logger: Any)
         return
     manifest = review_for(workload, kind, template, version)
     try:
-        await client.CustomObjectsApi(api).create_namespaced_custom_object(
-            GROUP, VERSION, body.metadata.namespace or "", REVIEWS, manifest
-        )
+        await api.create(kube.path(API_VERSION, REVIEWS, body.metadata.namespace or ""), manifest)
         logger.info("created review %s for %s %s", name, kind, version)
-    except ApiException as error:
+    except kube.ApiError as error:
         if error.status != 409:
             raise
     seen.add(name)

@@ -8,20 +8,15 @@ wire form (camelCase), as ``kubectl get -o json`` shows them.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
-
-from postdeploy.kit import times
+from postdeploy.kit import kube, times
 
 __all__ = [
+    "PLURALS",
     "ROLLOUT_GROUP",
     "label_selector",
     "pods",
-    "raw",
     "read",
     "replica_counts",
     "rollout_state",
@@ -31,53 +26,20 @@ __all__ = [
 
 ROLLOUT_GROUP = ("argoproj.io", "v1alpha1", "rollouts")
 Obj = dict[str, Any]
+# The apps/v1 kinds and their resources (an Argo Rollout is ROLLOUT_GROUP).
+PLURALS = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
 
 
-async def raw(call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Obj:
-    """Call a client method and return the JSON body as a dict.
-
-    Skips the client's model classes: deserialising into them and back costs several
-    times the request itself, and every caller here wants the wire form anyway.
-    Raises ApiException for non-2xx answers, as the typed call would.
-    """
-    response = await call(*args, _preload_content=False, **kwargs)
-    try:
-        body = await response.read()
-    finally:
-        response.release()
-    if not 200 <= response.status <= 299:
-        raise ApiException(status=response.status, reason=response.reason)
-    result: Obj = orjson.loads(body)
-    return result
-
-
-async def read(api: client.ApiClient, kind: str, namespace: str, name: str) -> Obj | None:
+async def read(api: kube.Client, kind: str, namespace: str, name: str) -> Obj | None:
     """The workload, or None when it does not exist."""
-    apps = client.AppsV1Api(api)
-    calls: dict[str, Callable[..., Awaitable[Any]]] = {
-        "Deployment": apps.read_namespaced_deployment,
-        "StatefulSet": apps.read_namespaced_stateful_set,
-        "DaemonSet": apps.read_namespaced_daemon_set,
-    }
-    try:
-        if kind in calls:
-            obj = await raw(calls[kind], name, namespace)
+    if kind in PLURALS:
+        obj = await api.read(kube.path("apps/v1", PLURALS[kind], namespace, name))
+        if obj is not None:
             obj.setdefault("kind", kind)
-            return obj
-        if kind == "Rollout":
-            group, version, plural = ROLLOUT_GROUP
-            return await raw(
-                client.CustomObjectsApi(api).get_namespaced_custom_object,
-                group,
-                version,
-                namespace,
-                plural,
-                name,
-            )
-    except ApiException as error:
-        if error.status == 404:
-            return None
-        raise
+        return obj
+    if kind == "Rollout":
+        group, version, plural = ROLLOUT_GROUP
+        return await api.read(kube.path(f"{group}/{version}", plural, namespace, name))
     raise ValueError(f"unsupported target kind {kind!r}")
 
 
@@ -100,11 +62,9 @@ def label_selector(workload: Obj) -> str:
     return ",".join(parts)
 
 
-async def pods(api: client.ApiClient, workload: Obj) -> list[Obj]:
+async def pods(api: kube.Client, workload: Obj) -> list[Obj]:
     namespace = workload["metadata"]["namespace"]
-    result = await raw(
-        client.CoreV1Api(api).list_namespaced_pod, namespace, label_selector=label_selector(workload)
-    )
+    result = await api.get(kube.path("v1", "pods", namespace), labelSelector=label_selector(workload))
     items: list[Obj] = result.get("items") or []
     return items
 
@@ -189,35 +149,33 @@ def version_of(workload: Obj) -> str | None:
     return name.split(":", 1)[1] if ":" in name else "latest"
 
 
-async def rollout_time(api: client.ApiClient, workload: Obj) -> datetime.datetime | None:
+async def rollout_time(api: kube.Client, workload: Obj) -> datetime.datetime | None:
     """When the current revision was rolled out: its ReplicaSet's (or revision's) creation."""
     kind = workload.get("kind")
     metadata = workload["metadata"]
     namespace = metadata["namespace"]
     if kind == "Deployment":
         revision = (metadata.get("annotations") or {}).get("deployment.kubernetes.io/revision")
-        replica_sets = await client.AppsV1Api(api).list_namespaced_replica_set(
-            namespace, label_selector=label_selector(workload)
+        replica_sets = await api.get(
+            kube.path("apps/v1", "replicasets", namespace), labelSelector=label_selector(workload)
         )
-        for replica_set in replica_sets.items:
-            owners = replica_set.metadata.owner_references or []
-            if not any(o.uid == metadata.get("uid") for o in owners):
+        for replica_set in replica_sets.get("items") or []:
+            owners = replica_set["metadata"].get("ownerReferences") or []
+            if not any(o.get("uid") == metadata.get("uid") for o in owners):
                 continue
-            annotations = replica_set.metadata.annotations or {}
+            annotations = replica_set["metadata"].get("annotations") or {}
             if revision and annotations.get("deployment.kubernetes.io/revision") == revision:
-                created: datetime.datetime = replica_set.metadata.creation_timestamp
-                return created
+                return times.parse_or_none(replica_set["metadata"].get("creationTimestamp"))
     elif kind in ("StatefulSet", "DaemonSet"):
         revision_name = workload.get("status", {}).get("updateRevision")
-        revisions = await client.AppsV1Api(api).list_namespaced_controller_revision(
-            namespace, label_selector=label_selector(workload)
+        listed = await api.get(
+            kube.path("apps/v1", "controllerrevisions", namespace), labelSelector=label_selector(workload)
         )
-        for item in revisions.items:
-            if revision_name and item.metadata.name == revision_name:
-                stamp: datetime.datetime = item.metadata.creation_timestamp
-                return stamp
-        if kind == "DaemonSet" and revisions.items:
-            newest = max(revisions.items, key=lambda r: r.revision)
-            newest_stamp: datetime.datetime = newest.metadata.creation_timestamp
-            return newest_stamp
+        revisions: list[Obj] = listed.get("items") or []
+        for item in revisions:
+            if revision_name and item["metadata"].get("name") == revision_name:
+                return times.parse_or_none(item["metadata"].get("creationTimestamp"))
+        if kind == "DaemonSet" and revisions:
+            newest = max(revisions, key=lambda r: r["revision"])
+            return times.parse_or_none(newest["metadata"].get("creationTimestamp"))
     return times.parse_or_none(metadata.get("creationTimestamp"))

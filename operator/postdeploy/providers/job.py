@@ -16,10 +16,7 @@ import copy
 import hashlib
 from typing import Any
 
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
-
-from postdeploy.kit import durations
+from postdeploy.kit import durations, kube, times
 from postdeploy.models.checks import Baseline, JobCheck
 from postdeploy.models.crds import API_VERSION
 from postdeploy.models.measurements import Measurement, ReviewContext
@@ -37,7 +34,7 @@ def job_name(review: str, check: str, uid: str) -> str:
 class JobProvider:
     limits_itself = False
 
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: kube.Client) -> None:
         self.api = api
 
     def _manifest(self, spec: JobCheck, ctx: ReviewContext, name: str) -> dict[str, Any]:
@@ -87,15 +84,18 @@ class JobProvider:
     async def _log_tail(self, namespace: str, name: str, lines: int) -> str:
         if lines == 0:
             return ""
-        core = client.CoreV1Api(self.api)
         try:
-            pods = await core.list_namespaced_pod(namespace, label_selector=f"job-name={name}")
-            if not pods.items:
+            pods = await self.api.get(kube.path("v1", "pods", namespace), labelSelector=f"job-name={name}")
+            items = pods.get("items") or []
+            if not items:
                 return ""
-            newest = max(pods.items, key=lambda p: p.metadata.creation_timestamp)
-            log: str = await core.read_namespaced_pod_log(newest.metadata.name, namespace, tail_lines=lines)
+            newest = max(items, key=lambda p: times.parse(p["metadata"]["creationTimestamp"]))
+            log_path = kube.path("v1", "pods", namespace, newest["metadata"]["name"], "log")
+            log = await self.api.text(log_path, tailLines=lines)
             return log[-4000:]
-        except ApiException as error:
+        except kube.ApiError as error:
+            if error.status == 0:  # unreachable: ``measure`` reports it as for any request
+                raise
             return f"(log unavailable: {error.status} {error.reason})"
 
     async def measure(
@@ -105,22 +105,19 @@ class JobProvider:
         name = str(ctx.memo.get("job") or job_name(ctx.review_name, ctx.check_name, ctx.review_uid))
         namespace = ctx.review_namespace
         query = f"Job {namespace}/{name}"
-        batch = client.BatchV1Api(self.api)
         memo = {"job": name}
         try:
-            try:
-                job = await batch.read_namespaced_job(name, namespace)
-            except ApiException as error:
-                if error.status != 404:
-                    raise
+            job = await self.api.read(kube.path("batch/v1", "jobs", namespace, name))
+            if job is None:
                 if ctx.memo.get("job"):
                     return Measurement.error(
                         f"Job {name} disappeared before it finished", query=query, memo=memo
                     )
-                manifest = self._manifest(spec, ctx, name)  # a dict serialises as the model would
-                await batch.create_namespaced_job(namespace, manifest)  # type: ignore[arg-type]
+                manifest = self._manifest(spec, ctx, name)
+                await self.api.create(kube.path("batch/v1", "jobs", namespace), manifest)
                 return Measurement.pending(f"Job {name} created", query=query, memo=memo)
-            conditions = {c.type: c for c in (job.status.conditions or []) if c.status == "True"}
+            status = job.get("status") or {}
+            conditions = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
             if "Complete" in conditions or "SuccessCriteriaMet" in conditions:
                 tail = await self._log_tail(namespace, name, spec.log_lines)
                 return Measurement.ok(
@@ -128,7 +125,7 @@ class JobProvider:
                 )
             if "Failed" in conditions:
                 tail = await self._log_tail(namespace, name, spec.log_lines)
-                reason = conditions["Failed"].reason or "Failed"
+                reason = conditions["Failed"].get("reason") or "Failed"
                 return Measurement.ok(
                     0.0,
                     message=f"Job {name} failed ({reason})",
@@ -136,9 +133,12 @@ class JobProvider:
                     memo=memo,
                     details={"log": tail},
                 )
-            active = job.status.active or 0
+            active = status.get("active") or 0
             return Measurement.pending(f"Job {name} running ({active} active pod(s))", query=query, memo=memo)
-        except ApiException as error:
+        except kube.ApiError as error:
+            if error.status == 0:  # not answered
+                message = f"Kubernetes API unreachable: {error.message}"
+                return Measurement.error(message, query=query, memo=memo)
             return Measurement.error(f"Kubernetes API: {error.status} {error.reason}", query=query, memo=memo)
         except (OSError, TimeoutError) as error:
             return Measurement.error(f"Kubernetes API unreachable: {error}", query=query, memo=memo)

@@ -16,10 +16,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
-
-from postdeploy.kit import times, workloads
+from postdeploy.kit import kube, times, workloads
 from postdeploy.models.checks import Baseline, KubernetesCheck, KubernetesMeasure
 from postdeploy.models.measurements import Measurement, ReviewContext
 from postdeploy.providers import coalescing
@@ -53,7 +50,7 @@ class KubernetesProvider:
     limits_itself = True
 
     def __init__(
-        self, api: client.ApiClient, coalesce_seconds: float = 1.0, concurrency: int | None = None
+        self, api: kube.Client, coalesce_seconds: float = 1.0, concurrency: int | None = None
     ) -> None:
         self.api = api
         # The five workload checks of a review's tick, and reviews of the same target
@@ -96,7 +93,9 @@ class KubernetesProvider:
                     f"target {target.kind} {target.namespace}/{target.name} not found", query=query
                 )
             measurement = await self._measures[spec.measure](workload, ctx)
-        except ApiException as error:
+        except kube.ApiError as error:
+            if error.status == 0:  # not answered
+                return Measurement.error(f"Kubernetes API unreachable: {error.message}", query=query)
             return Measurement.error(f"Kubernetes API: {error.status} {error.reason}", query=query)
         except (OSError, TimeoutError) as error:
             return Measurement.error(f"Kubernetes API unreachable: {error}", query=query)
@@ -162,19 +161,17 @@ class KubernetesProvider:
         return await self._waiting(workload, _PULL_ERRORS, "failing to pull their image")
 
     async def _unhealthy_workloads(self, workload: Obj, ctx: ReviewContext) -> Measurement:
-        apps = client.AppsV1Api(self.api)
         namespace = ctx.target.namespace
         unhealthy: list[str] = []
-        listings: list[tuple[str, Any]] = [
-            ("Deployment", await apps.list_namespaced_deployment(namespace)),
-            ("StatefulSet", await apps.list_namespaced_stateful_set(namespace)),
-            ("DaemonSet", await apps.list_namespaced_daemon_set(namespace)),
+        listings: list[tuple[str, Obj]] = [
+            ("Deployment", await self.api.get(kube.path("apps/v1", "deployments", namespace))),
+            ("StatefulSet", await self.api.get(kube.path("apps/v1", "statefulsets", namespace))),
+            ("DaemonSet", await self.api.get(kube.path("apps/v1", "daemonsets", namespace))),
         ]
         total = 0
         for kind, listing in listings:
-            for item in listing.items:
+            for obj in listing.get("items") or []:
                 total += 1
-                obj = self.api.sanitize_for_serialization(item)
                 obj["kind"] = kind
                 desired, ready, available = workloads.replica_counts(obj)
                 if available < desired or ready < desired:
@@ -185,11 +182,9 @@ class KubernetesProvider:
         return Measurement.ok(float(len(unhealthy)), message=message, details={"unhealthy": unhealthy[:20]})
 
     async def _hpa_healthy(self, workload: Obj, ctx: ReviewContext) -> Measurement:
-        listing = await client.AutoscalingV2Api(self.api).list_namespaced_horizontal_pod_autoscaler(
-            ctx.target.namespace
-        )
-        for item in listing.items:
-            hpa = self.api.sanitize_for_serialization(item)
+        namespace = ctx.target.namespace
+        listing = await self.api.get(kube.path("autoscaling/v2", "horizontalpodautoscalers", namespace))
+        for hpa in listing.get("items") or []:
             ref = hpa.get("spec", {}).get("scaleTargetRef", {})
             if ref.get("kind") != ctx.target.kind or ref.get("name") != ctx.target.name:
                 continue
@@ -225,11 +220,10 @@ class KubernetesProvider:
     async def _node_pressure(self, workload: Obj, ctx: ReviewContext) -> Measurement:
         nodes = {pod.get("spec", {}).get("nodeName") for pod in await self._pods(workload)}
         nodes.discard(None)
-        core = client.CoreV1Api(self.api)
         under_pressure: list[str] = []
         for name in sorted(n for n in nodes if n):
             # Every review on the node asks within the same second: one read serves them.
-            read = functools.partial(workloads.raw, core.read_node, name)
+            read = functools.partial(self.api.get, kube.path("v1", "nodes", name=name))
             node: Obj = await self._reads.run(("node", name), read)
             for condition in node.get("status", {}).get("conditions") or []:
                 if condition.get("type") in _PRESSURE and condition.get("status") == "True":

@@ -8,10 +8,10 @@ queries) and answered with ``data.result``.
 Why not prometheus-api-client: it is synchronous (requests), so every query took a
 thread; at 2,000 reviews that was a fifth of the operator's samples in thread
 hand-over and held the event loop back on the GIL (docs/benchmarks.md). aiohttp is
-already installed as the transport of kubernetes_asyncio and is the cheapest
-asyncio HTTP client per request. Every failure becomes ``QueryFailed`` with a
-message safe to show: the URL's credentials are redacted and no body is echoed
-beyond Prometheus's own error text.
+already installed as the transport of the operator's own Kubernetes client
+(``postdeploy.kit.kube``) and is the cheapest asyncio HTTP client per request. Every
+failure becomes ``QueryFailed`` with a message safe to show: the URL's credentials are
+redacted and no body is echoed beyond Prometheus's own error text.
 """
 
 from __future__ import annotations

@@ -13,11 +13,9 @@ sign-offs.
 from __future__ import annotations
 
 import httpx
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
-from postdeploy.kit import durations
-from postdeploy.models.crds import GROUP, REVIEWS, VERSION
+from postdeploy.kit import durations, kube
+from postdeploy.models.crds import API_VERSION, REVIEWS
 from postdeploy.models.measurements import Measurement, ReviewContext
 from postdeploy.models.people import ReportCheck
 from postdeploy.reports import documents, store
@@ -29,17 +27,14 @@ __all__ = ["ReportAct"]
 class ReportAct:
     """Builds the deployment report and writes it to the review's ConfigMap."""
 
-    def __init__(self, api: client.ApiClient, http: httpx.AsyncClient, prometheus_url: str | None) -> None:
+    def __init__(self, api: kube.Client, http: httpx.AsyncClient, prometheus_url: str | None) -> None:
         self.api = api
         self.http = http
         self.prometheus_url = prometheus_url
 
     async def act(self, spec: ReportCheck, ctx: ReviewContext) -> Measurement:
-        objects = client.CustomObjectsApi(self.api)
         try:
-            body = await objects.get_namespaced_custom_object(
-                GROUP, VERSION, ctx.review_namespace, REVIEWS, ctx.review_name
-            )
+            body = await self.api.get(kube.path(API_VERSION, REVIEWS, ctx.review_namespace, ctx.review_name))
             url = ((body.get("spec") or {}).get("providers") or {}).get(
                 "prometheusUrl"
             ) or self.prometheus_url
@@ -57,7 +52,7 @@ class ReportAct:
             )
             report = documents.build(body, charts, ctx.now)
             name = await store.write(self.api, body, report)
-        except ApiException as error:
+        except kube.ApiError as error:
             return Measurement.error(f"Kubernetes API: {error.status} {error.reason}")
         drawn = sum(1 for c in charts if c.points)
         return Measurement.ok(

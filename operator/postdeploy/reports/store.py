@@ -23,10 +23,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from postdeploy.decisions import templating
+from postdeploy.kit import kube
 from postdeploy.models.crds import API_VERSION
 from postdeploy.models.people import ChartSpec
 from postdeploy.reports import documents, markdown, pages
@@ -161,7 +160,7 @@ def render_all(report: documents.Report) -> dict[str, str]:
     }
 
 
-async def write(api: client.ApiClient, review: Mapping[str, Any], report: documents.Report) -> str:
+async def write(api: kube.Client, review: Mapping[str, Any], report: documents.Report) -> str:
     """Create or replace the report ConfigMap; returns its name."""
     metadata = review.get("metadata") or {}
     name = configmap_name(str(metadata.get("name")))
@@ -189,11 +188,14 @@ async def write(api: client.ApiClient, review: Mapping[str, Any], report: docume
         },
         "data": render_all(report),
     }
-    core = client.CoreV1Api(api)
     try:
-        await core.create_namespaced_config_map(namespace, body)  # type: ignore[arg-type]
-    except ApiException as error:
+        await api.create(kube.path("v1", "configmaps", namespace), body)
+    except kube.ApiError as error:
         if error.status != 409:
             raise
-        await core.patch_namespaced_config_map(name, namespace, {"data": body["data"]})
+        await api.patch(
+            kube.path("v1", "configmaps", namespace, name),
+            {"data": body["data"]},
+            content_type=kube.STRATEGIC_MERGE_PATCH,
+        )
     return name
