@@ -241,7 +241,8 @@ class Scheduler:
             if error.status == 404:
                 self.forget(*key)
                 return
-            next_at = await self._failed(key, entry, f"API error {error.status} {error.reason}")
+            # "API error 409 Conflict: <the API server's message>"; status 0: not reached.
+            next_at = await self._failed(key, entry, f"API error {error.status} {error.reason}: {error.message}")
         except Exception as error:
             next_at = await self._failed(key, entry, f"{type(error).__name__}: {error}", trace=True)
         finally:

@@ -19,7 +19,9 @@
 Every message is safe to show: it may reach status, Events or a terminal, so it never
 holds a password, token or DSN. The failpoint a test arms
 (``postdeploy.engine.failpoints.Injected``) is deliberately outside the tree: it stands
-for a bug, which is no decision of postdeploy's.
+for a bug, which is no decision of postdeploy's. So is ``postdeploy.kit.kube.ApiError``,
+the API server's answer outside 2xx (or no answer): the transport's report, which each
+caller turns into its own outcome (a held review, a refused request, an Error).
 """
 
 from __future__ import annotations
