@@ -242,7 +242,8 @@ class Scheduler:
                 self.forget(*key)
                 return
             # "API error 409 Conflict: <the API server's message>"; status 0: not reached.
-            next_at = await self._failed(key, entry, f"API error {error.status} {error.reason}: {error.message}")
+            failure = f"API error {error.status} {error.reason}: {error.message}"
+            next_at = await self._failed(key, entry, failure)
         except Exception as error:
             next_at = await self._failed(key, entry, f"{type(error).__name__}: {error}", trace=True)
         finally:
