@@ -248,3 +248,31 @@ def test_login_reads_relative_files_beside_the_kubeconfig(
     info = kube.login()
     assert info.token == "from-file"
     assert info.ca_path == str(tmp_path / "ca.crt")
+
+
+@pytest.mark.parametrize(
+    ("host", "server"),
+    [("10.96.0.1", "https://10.96.0.1:6443"), ("fd00::1", "https://[fd00::1]:6443")],
+)
+def test_in_a_cluster_the_service_account_logs_in_to_the_address_in_the_environment(
+    monkeypatch: pytest.MonkeyPatch, host: str, server: str
+) -> None:
+    """kopf reads the token and CA (fixed paths a test cannot write); the server is the
+    kubernetes Service's address from the pod's environment, as client-go takes it."""
+    read = kopf.ConnectionInfo(
+        server="https://kubernetes.default.svc", token="sa-token", ca_path="/sa/ca.crt"
+    )
+    monkeypatch.setattr(kopf, "login_with_service_account", lambda settings: read)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "6443")
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    info = kube.login()
+    assert (info.server, info.token, info.ca_path) == (server, "sa-token", "/sa/ca.crt")
+
+
+def test_in_a_cluster_without_a_token_the_login_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kopf, "login_with_service_account", lambda settings: None)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    with pytest.raises(kopf.LoginError, match="no service account token"):
+        kube.login()
