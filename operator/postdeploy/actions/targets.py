@@ -34,14 +34,9 @@ API_VERSIONS = {
     "DaemonSet": "apps/v1",
     "Rollout": "argoproj.io/v1alpha1",
 }
-ContentType = Literal[
-    "application/json-patch+json",
-    "application/merge-patch+json",
-    "application/strategic-merge-patch+json",
-]
-JSON_PATCH: ContentType = "application/json-patch+json"
-MERGE_PATCH: ContentType = "application/merge-patch+json"
-STRATEGIC_MERGE_PATCH: ContentType = "application/strategic-merge-patch+json"
+# The patch content types, defined once by the client that sends them.
+ContentType = kube.ContentType
+JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH = kube.JSON_PATCH, kube.MERGE_PATCH, kube.STRATEGIC_MERGE_PATCH
 
 
 async def read(api: kube.Client, kind: str, namespace: str, name: str) -> Obj | None:

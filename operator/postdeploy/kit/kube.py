@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import datetime
 import json
 import os
 import subprocess
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import kopf
@@ -36,6 +37,7 @@ __all__ = [
     "STRATEGIC_MERGE_PATCH",
     "ApiError",
     "Client",
+    "ContentType",
     "login",
     "path",
 ]
@@ -43,9 +45,14 @@ __all__ = [
 Obj = dict[str, Any]
 Params = Mapping[str, str | int | bool | None]
 
-MERGE_PATCH = "application/merge-patch+json"
-STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
-JSON_PATCH = "application/json-patch+json"
+ContentType = Literal[
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+]
+MERGE_PATCH: ContentType = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH: ContentType = "application/strategic-merge-patch+json"
+JSON_PATCH: ContentType = "application/json-patch+json"
 
 # A request that the API server has not answered in a minute is an error of its own
 # (aiohttp's default would wait five): a tick then fails and is retried, instead of
@@ -105,13 +112,13 @@ def login() -> kopf.ConnectionInfo:
         host = f"[{host}]" if ":" in host else host
         # The service's address from the environment, as client-go does: a pod on the
         # host network may not resolve kubernetes.default.svc.
-        return _replace(info, server=f"https://{host}:{port}")
+        return dataclasses.replace(info, server=f"https://{host}:{port}")
     info = kopf.login_with_kubeconfig(settings=settings)
     if info is None:
         raise kopf.LoginError("no KUBECONFIG, no ~/.kube/config and not in a cluster")
     directory, user = _kubeconfig_user()
     # Relative file names are relative to the kubeconfig's directory, as kubectl reads them.
-    files = {
+    files: dict[str, Any] = {
         name: os.path.join(directory, os.fsdecode(value))
         for name in ("ca_path", "certificate_path", "private_key_path")
         if (value := getattr(info, name)) and not os.path.isabs(os.fsdecode(value))
@@ -119,16 +126,10 @@ def login() -> kopf.ConnectionInfo:
     if user.get("tokenFile") and not info.token:
         with open(os.path.join(directory, user["tokenFile"]), encoding="utf-8") as file:
             files["token"] = file.read().strip()
-    info = _replace(info, **files) if files else info
+    info = dataclasses.replace(info, **files) if files else info
     if user.get("exec") and not info.token:
         return _exec_credentials(info, user["exec"])
     return info
-
-
-def _replace(info: kopf.ConnectionInfo, **changes: Any) -> kopf.ConnectionInfo:
-    fields = {name: getattr(info, name) for name in info.__dataclass_fields__}
-    fields.update(changes)
-    return kopf.ConnectionInfo(**fields)
 
 
 def _kubeconfig_user() -> tuple[str, Obj]:
@@ -198,7 +199,7 @@ def _exec_credentials(info: kopf.ConnectionInfo, spec: Mapping[str, Any]) -> kop
         changes["certificate_path"] = changes["private_key_path"] = None
         changes["certificate_data"] = base64.b64encode(status["clientCertificateData"].encode()).decode()
         changes["private_key_data"] = base64.b64encode(status["clientKeyData"].encode()).decode()
-    return _replace(info, **changes)
+    return dataclasses.replace(info, **changes)
 
 
 class Client:
