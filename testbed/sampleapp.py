@@ -24,6 +24,9 @@ A control API on a second port steers it:
 Settings (see :class:`Settings`): ``rps`` (requests per second over all pods, 80 %
 ``GET /api/cart``, 20 % ``POST /api/checkout``), ``error_rate`` (share of requests
 answered 500 (70 %) or 503 (30 %)), ``latency_seconds`` (median latency) and
+``error_spread`` (``"random"``: each request fails with probability ``error_rate``, the
+default; ``"even"``: the failures are spread evenly, exactly ``error_rate`` of every run
+of requests to within one, for a test that must not depend on chance),
 ``latency_jitter`` (log-normal sigma, p95 ≈ median x e^(1.645 sigma)),
 ``memory_bytes`` (working set per pod now), ``memory_growth_bytes_per_s`` (linear
 growth from the moment it is set), ``memory_limit_bytes``, ``memory_request_bytes``,
@@ -78,6 +81,7 @@ __all__ = [
 
 MIB = 1024 * 1024
 TICK_SECONDS = 0.2
+SPREADS = ("random", "even")  # error_spread: failures drawn at random, or spread evenly
 DEFAULT_PODS: tuple[str, ...] = ("checkout-0", "checkout-1")
 ROUTES: tuple[tuple[str, str, float], ...] = (
     ("GET", "/api/cart", 0.8),
@@ -92,6 +96,7 @@ class Settings:
 
     rps: float = 20.0
     error_rate: float = 0.0
+    error_spread: str = "random"
     latency_seconds: float = 0.05
     latency_jitter: float = 0.35
     memory_bytes: float = 200.0 * MIB
@@ -124,6 +129,11 @@ class Settings:
                         raise ValueError(f"error_types.{name} must be within [0, 1]")
                     types[str(name)] = p
                 clean[key] = types
+                continue
+            if key == "error_spread":
+                if value not in SPREADS:
+                    raise ValueError(f"error_spread must be one of {', '.join(SPREADS)}")
+                clean[key] = value
                 continue
             number = _number(key, value)
             if key == "error_rate" and not 0.0 <= number <= 1.0:
@@ -175,6 +185,7 @@ class SampleApp:
         self._memory_base = self._settings.memory_bytes
         self._memory_since = time.monotonic()
         self._carry = dict.fromkeys(self.pods, 0.0)
+        self._error_carry = 0.0  # error_spread "even": the failures owed so far
         self._thread: threading.Thread | None = None
         self._metrics_server: WSGIServer | None = None
         self._control_server: ThreadingHTTPServer | None = None
@@ -300,10 +311,8 @@ class SampleApp:
                     if r < cumulative:
                         method, handler = m, h
                         break
-                if rng.random() < current.error_rate:
-                    code = "500" if rng.random() < 0.7 else "503"
-                else:
-                    code = "200"
+                failed = self._fails(current, rng)
+                code = ("500" if rng.random() < 0.7 else "503") if failed else "200"
                 self.requests.labels(*base, method, handler, code).inc()
                 self.latency.labels(*base, method, handler).observe(
                     rng.lognormvariate(mu, current.latency_jitter)
@@ -314,6 +323,15 @@ class SampleApp:
             pod_rps = current.rps / len(self.pods)
             self.cpu.labels(*base).inc(seconds * (0.02 + 0.002 * pod_rps))
         self._publish_resources(time.monotonic())
+
+    def _fails(self, current: Settings, rng: random.Random) -> bool:
+        if current.error_spread == "random":
+            return rng.random() < current.error_rate
+        self._error_carry += current.error_rate
+        if self._error_carry < 1.0 - 1e-9:
+            return False
+        self._error_carry -= 1.0
+        return True
 
     def _run(self) -> None:
         last = time.monotonic()

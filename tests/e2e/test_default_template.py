@@ -115,7 +115,7 @@ def sample(observability: dict[str, Any]) -> Iterator[Callable[..., None]]:
     def steer(**changes: Any) -> None:
         sampleapp.steer(url, changes)
 
-    steer(error_rate=0.0, rps=20.0, latency_seconds=0.05, error_types={})
+    steer(error_rate=0.0, error_spread="random", rps=20.0, latency_seconds=0.05, error_types={})
     steady = time.monotonic() + 12  # the pre-deploy baselines' 10 s windows hold only this
     scraped = 'count_over_time(up{job="checkout"}[20s]) >= 15'  # a fresh bed scrapes from 0
     prometheus = observability["env"]["PROMETHEUS_URL"]
@@ -123,6 +123,7 @@ def sample(observability: dict[str, Any]) -> Iterator[Callable[..., None]]:
     yield steer
     keys = (
         "error_rate",
+        "error_spread",
         "rps",
         "latency_seconds",
         "error_types",
