@@ -62,7 +62,9 @@ class Providers:
         self.http = http_client  # shared with the final review (postdeploy.engine.finals)
         self._postgres = postgres.PostgresProvider(default_dsn=settings.postgres_dsn)
         self._providers: dict[str, Provider[Any]] = {
-            "kubernetes": kubernetes.KubernetesProvider(api, concurrency=settings.concurrency_per_provider),
+            "kubernetes": kubernetes.KubernetesProvider(
+                api, concurrency=settings.concurrency_per_provider, max_objects=settings.mirror_objects
+            ),
             "prometheus": prometheus.PrometheusProvider(
                 settings.prometheus_url, concurrency=settings.concurrency_per_provider
             ),

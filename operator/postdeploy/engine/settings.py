@@ -44,6 +44,11 @@ class Settings:
     # 78 and left the operator about 20 MB larger (docs/benchmarks.md, "Beside Argo
     # Rollouts"). Requests beyond it wait for one.
     api_connections: int = 16
+    # The kubernetes provider keeps the collections it reads (a namespace's workloads,
+    # pods, HPAs) by list and watch (``postdeploy.kit.mirrors``); this is the most
+    # objects one such collection may hold before it is read directly instead
+    # (``POSTDEPLOY_MIRROR_OBJECTS``; 0: every read goes to the API server).
+    mirror_objects: int = 5000
     # Measurements kept per check in status (the report's charts read them); caps a
     # review's size, and so every status write, however long the review runs.
     history_limit: int = 12
@@ -112,6 +117,7 @@ class Settings:
             measure_timeout_seconds=float(env.get("POSTDEPLOY_MEASURE_TIMEOUT", "30")),
             concurrency_per_provider=int(env.get("POSTDEPLOY_CONCURRENCY", "16")),
             api_connections=max(1, int(env.get("POSTDEPLOY_API_CONNECTIONS", "16"))),
+            mirror_objects=max(0, int(env.get("POSTDEPLOY_MIRROR_OBJECTS", "5000"))),
             max_sleep_seconds=float(env.get("POSTDEPLOY_MAX_SLEEP", "300")),
             status_refresh_seconds=float(env.get("POSTDEPLOY_STATUS_REFRESH", "300")),
             concurrent_reviews=int(env.get("POSTDEPLOY_CONCURRENT_REVIEWS", "256")),

@@ -9,8 +9,11 @@ models cost memory whether used or not (kubernetes_asyncio's 1,536 model modules
 credentials come from kopf's login functions (``login``); the transport is aiohttp, the
 library kopf's own API client and the Prometheus provider use.
 
-What it does not do: watches (kopf watches the reviews), YAML, typed objects, retries
-(a caller that retries says so). An answer outside 2xx raises ``ApiError`` with the
+``Client.watch`` streams a collection's watch events (``postdeploy.kit.mirrors`` keeps
+namespaces' workloads and pods with it; kopf watches the reviews itself), over
+connections of their own, so a long watch never holds one of the ``connections`` that
+reads and writes wait for. What it does not do: YAML, typed objects, retries (a caller
+that retries says so). An answer outside 2xx raises ``ApiError`` with the
 status code, the reason and the API server's message; a 401 logs in again once and
 repeats the request (a service account's token file is rotated by the kubelet).
 """
@@ -23,8 +26,9 @@ import dataclasses
 import datetime
 import json
 import os
+import ssl
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Literal
 
 import aiohttp
@@ -58,6 +62,9 @@ JSON_PATCH: ContentType = "application/json-patch+json"
 # (aiohttp's default would wait five): a tick then fails and is retried, instead of
 # holding a review's run for minutes.
 TIMEOUT_SECONDS = 60.0
+# A watch the API server has sent nothing on for this long (not even the end of its
+# ``timeoutSeconds``) is taken as broken: a hung server is found within this time.
+WATCH_READ_SECONDS = 90.0
 
 _SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 
@@ -219,6 +226,8 @@ class Client:
         self._headers: dict[str, str] = {}
         self._expiry: datetime.datetime | None = None
         self._proxy: str | None = None
+        self._ssl: ssl.SSLContext | None = None
+        self._watch_session: aiohttp.ClientSession | None = None
         self._lock = asyncio.Lock()
 
     async def _connect(self, stale: aiohttp.ClientSession | None = None) -> aiohttp.ClientSession:
@@ -226,7 +235,8 @@ class Client:
             if self._session is not None and self._session is not stale and not self._expired():
                 return self._session
             info = await asyncio.to_thread(self._credentials)
-            connector = aiohttp.TCPConnector(limit=self._connections, ssl=info.as_ssl_context())
+            self._ssl = info.as_ssl_context()
+            connector = aiohttp.TCPConnector(limit=self._connections, ssl=self._ssl)
             old, self._session = (
                 self._session,
                 aiohttp.ClientSession(
@@ -247,6 +257,9 @@ class Client:
             self._expiry = expiry
             if old is not None:
                 await old.close()
+            if self._watch_session is not None:  # watches go on with the new credentials
+                await self._watch_session.close()
+                self._watch_session = None
             return self._session
 
     def _expired(self) -> bool:
@@ -339,10 +352,54 @@ class Client:
     async def delete(self, url_path: str, body: Any = None, **params: str | int | bool | None) -> Obj:
         return await self.request("DELETE", url_path, params=params, body=body)
 
+    async def watch(self, url_path: str, **params: str | int | bool | None) -> AsyncIterator[Obj]:
+        """The watch events of a collection (``{"type": ..., "object": ...}``, in the
+        order the API server sends them) until it ends the watch: ``timeoutSeconds``
+        passed, or the connection broke (``ApiError(0, ...)``), or nothing came for
+        ``WATCH_READ_SECONDS``. ``ApiError`` outside 2xx; an expired ``resourceVersion``
+        is an ``ERROR`` event whose object is a Status with code 410."""
+        query = {k: _query_value(v) for k, v in {**params, "watch": True}.items() if v is not None}
+        for attempt in (1, 2):
+            if self._session is None or self._expired():
+                await self._connect()
+            session = await self._watching()
+            try:
+                async with session.get(
+                    self._server + url_path, params=query, headers=self._headers, proxy=self._proxy
+                ) as response:
+                    if response.status == 401 and attempt == 1:
+                        await self._connect(stale=self._session)
+                        continue
+                    if not 200 <= response.status <= 299:
+                        raise _error(response.status, response.reason or "", await response.read())
+                    async for line in response.content:
+                        if line.strip():
+                            event: Obj = orjson.loads(line)
+                            yield event
+                    return
+            except (aiohttp.ClientError, TimeoutError) as error:
+                raise ApiError(0, type(error).__name__, str(error)) from None
+            except ValueError as error:  # a line that is not JSON, or longer than the buffer
+                raise ApiError(0, "bad watch stream", str(error)) from None
+
+    async def _watching(self) -> aiohttp.ClientSession:
+        """The session of the watches: connections of their own, no total timeout."""
+        if self._watch_session is None or self._watch_session.closed:
+            self._watch_session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ssl=self._ssl if self._ssl is not None else True),
+                trust_env=False,
+                read_bufsize=2**21,
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=WATCH_READ_SECONDS),
+            )
+        return self._watch_session
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._watch_session is not None:
+            await self._watch_session.close()
+            self._watch_session = None
 
 
 def _query_value(value: str | int | bool) -> str:

@@ -15,7 +15,9 @@ from postdeploy.kit import kube, times
 __all__ = [
     "PLURALS",
     "ROLLOUT_GROUP",
+    "collection",
     "label_selector",
+    "matches",
     "pods",
     "read",
     "replica_counts",
@@ -30,17 +32,22 @@ Obj = dict[str, Any]
 PLURALS = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
 
 
-async def read(api: kube.Client, kind: str, namespace: str, name: str) -> Obj | None:
-    """The workload, or None when it does not exist."""
+def collection(kind: str, namespace: str, name: str | None = None) -> str:
+    """The API path of a namespace's workloads of ``kind`` (of one, with ``name``)."""
     if kind in PLURALS:
-        obj = await api.read(kube.path("apps/v1", PLURALS[kind], namespace, name))
-        if obj is not None:
-            obj.setdefault("kind", kind)
-        return obj
+        return kube.path("apps/v1", PLURALS[kind], namespace, name)
     if kind == "Rollout":
         group, version, plural = ROLLOUT_GROUP
-        return await api.read(kube.path(f"{group}/{version}", plural, namespace, name))
+        return kube.path(f"{group}/{version}", plural, namespace, name)
     raise ValueError(f"unsupported target kind {kind!r}")
+
+
+async def read(api: kube.Client, kind: str, namespace: str, name: str) -> Obj | None:
+    """The workload, or None when it does not exist."""
+    obj = await api.read(collection(kind, namespace, name))
+    if obj is not None:
+        obj.setdefault("kind", kind)
+    return obj
 
 
 def label_selector(workload: Obj) -> str:
@@ -60,6 +67,30 @@ def label_selector(workload: Obj) -> str:
     if not parts:
         raise ValueError("the workload has an empty pod selector")
     return ",".join(parts)
+
+
+def matches(workload: Obj, labels: dict[str, str] | None) -> bool:
+    """Whether a pod with ``labels`` is selected by the workload's pod selector (the
+    selector ``label_selector`` writes for the API server, applied here)."""
+    selector = workload.get("spec", {}).get("selector") or {}
+    labels = labels or {}
+    expressions = selector.get("matchExpressions") or []
+    match_labels = selector.get("matchLabels") or {}
+    if not match_labels and not expressions:
+        raise ValueError("the workload has an empty pod selector")
+    if any(labels.get(k) != v for k, v in match_labels.items()):
+        return False
+    for expression in expressions:
+        key, operator, values = expression["key"], expression["operator"], expression.get("values") or []
+        if operator == "In" and labels.get(key) not in values:
+            return False
+        if operator == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+        if operator == "DoesNotExist" and key in labels:
+            return False
+    return True
 
 
 async def pods(api: kube.Client, workload: Obj) -> list[Obj]:

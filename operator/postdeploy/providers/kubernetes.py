@@ -7,6 +7,11 @@ in the namespace, the target's HPA health (not applicable, hence Skipped, for a
 target that no HPA scales) and node pressure. The API server being
 unreachable or refusing is an Error measurement; a missing target is an Error
 that says so.
+
+The target, its pods, the namespace's workloads and HPAs are read from the
+namespace's mirrors (``postdeploy.kit.mirrors``: one list and a watch per collection,
+shared by every review in the namespace) while those are live, else from the API
+server, as a mirror's first read does; so is every read when ``max_objects`` is 0.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from postdeploy.kit import kube, times, workloads
+from postdeploy.kit import kube, mirrors, times, workloads
 from postdeploy.models.checks import Baseline, KubernetesCheck, KubernetesMeasure
 from postdeploy.models.measurements import Measurement, ReviewContext
 from postdeploy.providers import coalescing
@@ -26,6 +31,7 @@ __all__ = ["KubernetesProvider"]
 Obj = dict[str, Any]
 _PULL_ERRORS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName"})
 _PRESSURE = ("MemoryPressure", "DiskPressure", "PIDPressure")
+_HPA = "HorizontalPodAutoscaler"
 
 
 def _created(obj: Obj) -> datetime.datetime:
@@ -50,9 +56,15 @@ class KubernetesProvider:
     limits_itself = True
 
     def __init__(
-        self, api: kube.Client, coalesce_seconds: float = 1.0, concurrency: int | None = None
+        self,
+        api: kube.Client,
+        coalesce_seconds: float = 1.0,
+        concurrency: int | None = None,
+        max_objects: int = 5000,
     ) -> None:
         self.api = api
+        # ``max_objects``: the most objects one mirrored collection may hold; 0: none kept.
+        self.mirrors = mirrors.Mirrors(api, max_objects=max_objects)
         # The five workload checks of a review's tick, and reviews of the same target
         # within a second, share one read of the workload and one list of its pods.
         # ``concurrency`` bounds the reads the API server gets at once.
@@ -71,11 +83,39 @@ class KubernetesProvider:
             KubernetesMeasure.NODE_PRESSURE: self._node_pressure,
         }
 
+    async def close(self) -> None:
+        await self.mirrors.close()
+
     async def _pods(self, workload: Obj) -> list[Obj]:
-        metadata = workload["metadata"]
-        key = ("pods", metadata["namespace"], workloads.label_selector(workload))
+        namespace = workload["metadata"]["namespace"]
+        mirrored = self.mirrors.collection(kube.path("v1", "pods", namespace), "Pod")
+        if mirrored is not None:
+            # In name order, as the API server lists them.
+            selected = [
+                p for p in mirrored.values() if workloads.matches(workload, p["metadata"].get("labels"))
+            ]
+            return sorted(selected, key=lambda p: str(p["metadata"]["name"]))
+        key = ("pods", namespace, workloads.label_selector(workload))
         pods: list[Obj] = await self._reads.run(key, lambda: workloads.pods(self.api, workload))
         return pods
+
+    async def _workload(self, kind: str, namespace: str, name: str) -> Obj | None:
+        mirrored = self.mirrors.collection(workloads.collection(kind, namespace), kind)
+        if mirrored is not None:
+            return mirrored.get(name)
+        workload: Obj | None = await self._reads.run(
+            ("workload", kind, namespace, name), lambda: workloads.read(self.api, kind, namespace, name)
+        )
+        return workload
+
+    async def _list(self, api_version: str, plural: str, namespace: str, kind: str) -> list[Obj]:
+        """A namespace's objects of one resource (each with ``kind``), in name order."""
+        path = kube.path(api_version, plural, namespace)
+        mirrored = self.mirrors.collection(path, kind)
+        if mirrored is not None:
+            return sorted(mirrored.values(), key=lambda o: str(o["metadata"]["name"]))
+        listing = await self.api.get(path)
+        return [{**item, "kind": kind} for item in listing.get("items") or []]
 
     async def measure(
         self, spec: KubernetesCheck, ctx: ReviewContext, baseline: Baseline | None = None
@@ -84,10 +124,7 @@ class KubernetesProvider:
         target = ctx.target
         query = f"{spec.measure.value} of {target.kind}/{target.namespace}/{target.name}"
         try:
-            workload = await self._reads.run(
-                ("workload", target.kind, target.namespace, target.name),
-                lambda: workloads.read(self.api, target.kind, target.namespace, target.name),
-            )
+            workload = await self._workload(target.kind, target.namespace, target.name)
             if workload is None:
                 return Measurement.error(
                     f"target {target.kind} {target.namespace}/{target.name} not found", query=query
@@ -163,16 +200,10 @@ class KubernetesProvider:
     async def _unhealthy_workloads(self, workload: Obj, ctx: ReviewContext) -> Measurement:
         namespace = ctx.target.namespace
         unhealthy: list[str] = []
-        listings: list[tuple[str, Obj]] = [
-            ("Deployment", await self.api.get(kube.path("apps/v1", "deployments", namespace))),
-            ("StatefulSet", await self.api.get(kube.path("apps/v1", "statefulsets", namespace))),
-            ("DaemonSet", await self.api.get(kube.path("apps/v1", "daemonsets", namespace))),
-        ]
         total = 0
-        for kind, listing in listings:
-            for obj in listing.get("items") or []:
+        for kind, plural in workloads.PLURALS.items():
+            for obj in await self._list("apps/v1", plural, namespace, kind):
                 total += 1
-                obj["kind"] = kind
                 desired, ready, available = workloads.replica_counts(obj)
                 if available < desired or ready < desired:
                     unhealthy.append(f"{kind}/{obj['metadata']['name']} {available}/{desired} available")
@@ -183,8 +214,8 @@ class KubernetesProvider:
 
     async def _hpa_healthy(self, workload: Obj, ctx: ReviewContext) -> Measurement:
         namespace = ctx.target.namespace
-        listing = await self.api.get(kube.path("autoscaling/v2", "horizontalpodautoscalers", namespace))
-        for hpa in listing.get("items") or []:
+        hpas = await self._list("autoscaling/v2", "horizontalpodautoscalers", namespace, _HPA)
+        for hpa in hpas:
             ref = hpa.get("spec", {}).get("scaleTargetRef", {})
             if ref.get("kind") != ctx.target.kind or ref.get("name") != ctx.target.name:
                 continue
