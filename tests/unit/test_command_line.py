@@ -106,3 +106,9 @@ def test_the_api_clients_connections_are_a_setting_read_from_the_environment() -
     assert settings.Settings.from_env({"POSTDEPLOY_API_CONNECTIONS": "40"}).api_connections == 40
     assert settings.Settings.from_env({"POSTDEPLOY_API_CONNECTIONS": "0"}).api_connections == 1
 
+
+
+def test_the_mirrors_bound_is_a_setting_read_from_the_environment() -> None:
+    assert settings.Settings.from_env({}).mirror_objects == 5000
+    assert settings.Settings.from_env({"POSTDEPLOY_MIRROR_OBJECTS": "0"}).mirror_objects == 0
+    assert settings.Settings.from_env({"POSTDEPLOY_MIRROR_OBJECTS": "-3"}).mirror_objects == 0
