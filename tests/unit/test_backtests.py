@@ -51,6 +51,7 @@ from postdeploy.decisions import templates
 from postdeploy.models.measurements import MeasurementState, Target
 from postdeploy.plugin import backtest_pages as backtest_pages
 from postdeploy.providers.prometheus_api import PrometheusApi
+from tests.promql import PART, parts
 
 HOUR = 3600
 T0 = datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC)
@@ -92,6 +93,12 @@ class SyntheticPrometheus(PrometheusApi):
     async def query_range(self, url: str, query: str, start: float, end: float, step: float) -> Any:
         self.asked.append(("range", query))
         times = [start + i * step for i in range(int((end - start) // step) + 1)]
+        together = parts(query)
+        if together is not None:  # a rate comparison's events and requests in one query
+            return [
+                {"metric": {"job": "shop", PART: part}, "values": [[t, str(_value(asked, t))] for t in times]}
+                for part, asked in zip(("events", "total"), together, strict=True)
+            ]
         if _value(query, start) is None:
             return []
         return [{"metric": {"job": "shop"}, "values": [[t, str(_value(query, t))] for t in times]}]

@@ -35,12 +35,22 @@ from postdeploy.models.measurements import MeasurementState
 from postdeploy.providers import prometheus_compare
 from postdeploy.providers.prometheus import PrometheusProvider
 from tests.contexts import NOW, make_context
+from tests.promql import PART, parts
 
 DEPLOYED = NOW - datetime.timedelta(minutes=31)
 EVENTS = 'sum(increase(http_requests_total{job="shop", code=~"5.."}[{{window}}]))'
 TOTAL = 'sum(increase(http_requests_total{job="shop"}[{{window}}]))'
 BUCKETS = 'sum by (le) (increase(http_request_duration_seconds_bucket{job="shop"}[{{window}}]))'
 FAIL_WHEN = conditions.parse("ratioLower > 1 + minEffect and pValue < alpha")
+
+
+def test_together_asks_both_counts_labelled_apart() -> None:
+    query = prometheus_compare.together("sum(a) or vector(0)", "sum(b)")
+    assert parts(query) == ("sum(a) or vector(0)", "sum(b)")
+    assert query == (
+        'label_replace((sum(a) or vector(0)), "postdeploy_part", "events", "", "") '
+        'or label_replace((sum(b)), "postdeploy_part", "total", "", "")'
+    )
 
 
 class FakePrometheus:
@@ -64,6 +74,16 @@ class FakePrometheus:
         self.asked.append((query, start, end, step))
         if self.fail:
             raise exceptions.QueryFailed("Prometheus at http://127.0.0.1:9 is unreachable")
+        together = parts(query)
+        if together is not None:  # a rate's events and requests in one query
+            answers = []
+            for part, asked in zip(("events", "total"), together, strict=True):
+                for series in await self.answer(asked, start, end, step):
+                    answers.append({**series, "metric": {**series["metric"], PART: part}})
+            return answers
+        return await self.answer(query, start, end, step)
+
+    async def answer(self, query: str, start: float, end: float, step: float) -> Any:
         window = float(re.search(r"\[(\d+)s\]", query).group(1))  # type: ignore[union-attr]
         times = [start + i * step for i in range(round((end - start) / step) + 1)]
         if "bucket" in query:
@@ -227,8 +247,8 @@ class NoisyPrometheus(FakePrometheus):
         rng = random.Random(f"{round(at)}/{round(window)}/{'5..' in query}")
         return max(0.0, round(mean + rng.gauss(0.0, math.sqrt(mean + 1.0))))
 
-    async def __call__(self, query: str, start: float, end: float, step: float) -> Any:
-        result = await super().__call__(query, start, end, step)
+    async def answer(self, query: str, start: float, end: float, step: float) -> Any:
+        result = await super().answer(query, start, end, step)
         if "bucket" in query and self.extra_le_after is not None and end > self.extra_le_after:
             times = [start + i * step for i in range(round((end - start) / step) + 1)]
             window = float(re.search(r"\[(\d+)s\]", query).group(1))  # type: ignore[union-attr]
@@ -454,6 +474,9 @@ async def test_a_rate_asks_a_before_window_again_only_until_it_has_settled() -> 
         fake.asked.clear()
         kept = await prometheus_compare.measure(spec, ctx, fake, memory, "http://p")
         asked = _before_windows_asked(fake, deployed)
+        # Events and requests in one range query a window: two queries, one without a before-window.
+        assert len(fake.asked) == (2 if asked else 1), fake.asked
+        assert all(parts(query) for query, *_ in fake.asked)
         if minutes <= 6:
             # Batch 0's before-window ends at the deployment: asked until it settled (and
             # one range query spans the ones between).
