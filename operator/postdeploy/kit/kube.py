@@ -28,7 +28,7 @@ import json
 import os
 import ssl
 import subprocess
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any, Literal
 
 import aiohttp
@@ -352,7 +352,7 @@ class Client:
     async def delete(self, url_path: str, body: Any = None, **params: str | int | bool | None) -> Obj:
         return await self.request("DELETE", url_path, params=params, body=body)
 
-    async def watch(self, url_path: str, **params: str | int | bool | None) -> AsyncIterator[Obj]:
+    async def watch(self, url_path: str, **params: str | int | bool | None) -> AsyncGenerator[Obj, None]:
         """The watch events of a collection (``{"type": ..., "object": ...}``, in the
         order the API server sends them) until it ends the watch: ``timeoutSeconds``
         passed, or the connection broke (``ApiError(0, ...)``), or nothing came for

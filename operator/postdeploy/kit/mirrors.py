@@ -44,7 +44,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from postdeploy.kit import kube
@@ -132,6 +132,12 @@ class Mirror:
         events = self.api.watch(
             self.path, resourceVersion=version, allowWatchBookmarks=True, timeoutSeconds=WATCH_SECONDS
         )
+        async with contextlib.aclosing(events):  # the connection released however this ends
+            version = await self._apply(events, version)
+        self.live = True
+        return version
+
+    async def _apply(self, events: AsyncIterator[Obj], version: str) -> str:
         async for event in events:
             kind, obj = event.get("type"), event.get("object") or {}
             if kind == "ERROR":
@@ -148,7 +154,6 @@ class Mirror:
                 self.objects[metadata["name"]] = _kept(obj, self.kind)
                 if len(self.objects) > self.max_objects:
                     raise Refused(f"more than {self.max_objects} objects")
-        self.live = True
         return version
 
 
