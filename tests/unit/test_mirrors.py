@@ -272,3 +272,28 @@ def test_a_pod_selector_matches_as_the_api_server_selects() -> None:
         assert not workloads.matches(workload, bad), bad
     with pytest.raises(ValueError, match="empty pod selector"):
         workloads.matches({"spec": {"selector": {}}}, good)
+
+
+async def test_a_derived_value_is_kept_until_the_collection_changes(
+    served: tuple[FakeCollection, kube.Client],
+) -> None:
+    fake, client = served
+    fake.put(fake.pod("web-1", {"app": "web"}))
+    fake.put(fake.pod("api-1", {"app": "api"}))
+    kept = mirrors.Mirrors(client)
+    derived: list[str] = []
+
+    def web(objects: Any) -> list[str]:
+        derived.append("web")
+        return sorted(n for n, o in objects.items() if o["metadata"]["labels"].get("app") == "web")
+
+    assert kept.derived(PODS, "Pod", "app=web", web) is None  # not live yet: the caller reads
+    await until("the watch", lambda: fake.watchers)
+    assert kept.derived(PODS, "Pod", "app=web", web) == ["web-1"]
+    assert kept.derived(PODS, "Pod", "app=web", web) == ["web-1"]
+    assert derived == ["web"]  # once for both reads
+    fake.put(fake.pod("web-2", {"app": "web"}), "ADDED")
+    await until("web-2", lambda: "web-2" in (kept.collection(PODS, "Pod") or {}))
+    assert kept.derived(PODS, "Pod", "app=web", web) == ["web-1", "web-2"]
+    assert derived == ["web", "web"]
+    await kept.close()

@@ -11,7 +11,8 @@ server sends each change once, to one watch, whatever the number of reviews read
 
 ``Mirrors.collection(path, kind)`` is the one way to read: the collection's objects by
 name when its mirror is *live*, else None, and the caller reads from the API server as
-before. A mirror is live from its first list until its watch breaks; it is not live:
+before; ``Mirrors.derived`` the same for a value computed from them (a target's pods,
+out of its namespace's), kept until the collection next changes. A mirror is live from its first list until its watch breaks; it is not live:
 
 - before its first list has answered (the first read of a collection starts its
   mirror and reads from the API server itself);
@@ -44,8 +45,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping
+from typing import Any, TypeVar
 
 from postdeploy.kit import kube
 
@@ -58,6 +59,8 @@ WATCH_SECONDS = 55  # the API server ends each watch after this long; it is resu
 REFUSED_SECONDS = 600.0  # a collection that cannot be mirrored is read directly this long
 _RETRY_SECONDS = (1.0, 60.0)  # a broken watch is retried after 1 s, doubling up to 60 s
 _LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+_DERIVED_LIMIT = 1024  # derived values kept per mirror (selectors of its namespace's targets)
+T = TypeVar("T")
 
 
 class Refused(Exception):
@@ -91,6 +94,8 @@ class Mirror:
         self.lists = 0  # lists asked (the first, and one after each expired watch)
         self.watches = 0  # watches opened
         self.events = 0  # ADDED, MODIFIED and DELETED events applied
+        self.changes = 0  # lists and events applied: what was derived before is stale
+        self._derived: dict[Hashable, tuple[int, Any]] = {}
 
     async def run(self) -> None:
         """List, then watch until cancelled; raises Refused when it cannot be kept."""
@@ -122,6 +127,7 @@ class Mirror:
         if len(items) > self.max_objects or (listing.get("metadata") or {}).get("continue"):
             raise Refused(f"more than {self.max_objects} objects")
         self.objects = {item["metadata"]["name"]: _kept(item, self.kind) for item in items}
+        self.changes += 1
         self.live = True
         return str(listing["metadata"]["resourceVersion"])
 
@@ -148,6 +154,7 @@ class Mirror:
             if kind == "BOOKMARK":
                 continue
             self.events += 1
+            self.changes += 1
             if kind == "DELETED":
                 self.objects.pop(str(metadata.get("name")), None)
             elif kind in ("ADDED", "MODIFIED"):
@@ -155,6 +162,20 @@ class Mirror:
                 if len(self.objects) > self.max_objects:
                     raise Refused(f"more than {self.max_objects} objects")
         return version
+
+
+    def derived(self, key: Hashable, derive: Callable[[Mapping[str, Obj]], T]) -> T:
+        """``derive(objects)``, kept under ``key`` until the collection changes (the
+        pods of one selector, read by every review of the target and several checks)."""
+        kept = self._derived.get(key)
+        if kept is not None and kept[0] == self.changes:
+            value: T = kept[1]
+            return value
+        if len(self._derived) >= _DERIVED_LIMIT:
+            self._derived.clear()
+        value = derive(self.objects)
+        self._derived[key] = (self.changes, value)
+        return value
 
 
 class Mirrors:
@@ -197,6 +218,15 @@ class Mirrors:
         mirror = entry[0]
         mirror.used = now
         return mirror.objects if mirror.live else None
+
+    def derived(
+        self, path: str, kind: str, key: Hashable, derive: Callable[[Mapping[str, Obj]], T]
+    ) -> T | None:
+        """``derive`` of the collection while its mirror is live (kept until the
+        collection changes: ``Mirror.derived``); else None, as ``collection``."""
+        if self.collection(path, kind) is None:
+            return None
+        return self._mirrors[path][0].derived(key, derive)
 
     async def _keep(self, mirror: Mirror) -> None:
         try:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from postdeploy.kit import kube, mirrors, times, workloads
@@ -88,14 +88,16 @@ class KubernetesProvider:
 
     async def _pods(self, workload: Obj) -> list[Obj]:
         namespace = workload["metadata"]["namespace"]
-        mirrored = self.mirrors.collection(kube.path("v1", "pods", namespace), "Pod")
+        selector = workloads.label_selector(workload)
+
+        def select(objects: Mapping[str, Obj]) -> list[Obj]:
+            chosen = [p for p in objects.values() if workloads.matches(workload, p["metadata"].get("labels"))]
+            return sorted(chosen, key=lambda p: str(p["metadata"]["name"]))  # as the API server lists
+
+        mirrored = self.mirrors.derived(kube.path("v1", "pods", namespace), "Pod", selector, select)
         if mirrored is not None:
-            # In name order, as the API server lists them.
-            selected = [
-                p for p in mirrored.values() if workloads.matches(workload, p["metadata"].get("labels"))
-            ]
-            return sorted(selected, key=lambda p: str(p["metadata"]["name"]))
-        key = ("pods", namespace, workloads.label_selector(workload))
+            return mirrored
+        key = ("pods", namespace, selector)
         pods: list[Obj] = await self._reads.run(key, lambda: workloads.pods(self.api, workload))
         return pods
 
