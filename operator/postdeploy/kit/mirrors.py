@@ -12,7 +12,8 @@ server sends each change once, to one watch, whatever the number of reviews read
 ``Mirrors.collection(path, kind)`` is the one way to read: the collection's objects by
 name when its mirror is *live*, else None, and the caller reads from the API server as
 before; ``Mirrors.derived`` the same for a value computed from them (a target's pods,
-out of its namespace's), kept until the collection next changes. A mirror is live from its first list until its watch breaks; it is not live:
+out of its namespace's), kept until the collection next changes. A mirror is live
+from its first list until its watch breaks; it is not live:
 
 - before its first list has answered (the first read of a collection starts its
   mirror and reads from the API server itself);

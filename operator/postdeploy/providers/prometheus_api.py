@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,6 +33,7 @@ __all__ = ["PrometheusApi"]
 
 _RETRY_STATUSES = frozenset({502, 503, 504})
 _RETRY_DELAY = 0.2
+_FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
 class PrometheusApi:
@@ -85,7 +87,9 @@ class PrometheusApi:
     async def _post(self, url: str, path: str, data: Mapping[str, str]) -> Any:
         where = details_.redact_url(url)
         try:
-            async with self._client().post(f"{url}{path}", data=data) as response:
+            # The form encoded here: aiohttp's FormData for a dict costs more per request.
+            form = urllib.parse.urlencode(data).encode()
+            async with self._client().post(f"{url}{path}", data=form, headers=_FORM) as response:
                 body = await response.read()
                 status = response.status
         except TimeoutError:
