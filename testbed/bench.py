@@ -118,11 +118,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds all cores spent not idle since boot (/proc/stat)."""
+def machine_busy_seconds() -> tuple[float, float]:
+    """CPU seconds all cores spent running something since boot, and seconds the
+    hypervisor gave to other machines while this one had work (steal), from /proc/stat."""
     values = [int(v) for v in pathlib.Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    # user nice system idle iowait irq softirq steal
+    busy = sum(values[:3]) + sum(values[5:7])
+    steal = values[7] if len(values) > 7 else 0
+    return busy / os.sysconf("SC_CLK_TCK"), steal / os.sysconf("SC_CLK_TCK")
 
 
 class BedCpu:
@@ -134,11 +137,13 @@ class BedCpu:
 
     def begin(self) -> None:
         self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
-        self._start["machine"] = machine_busy_seconds()
+        self._start["machine"], self._start["steal"] = machine_busy_seconds()
 
     def cores(self, elapsed: float) -> dict[str, float]:
         used = {name: (cpu_seconds(pid) - self._start[name]) / elapsed for name, pid in self.pids.items()}
-        used["machine"] = (machine_busy_seconds() - self._start["machine"]) / elapsed
+        busy, steal = machine_busy_seconds()
+        used["machine"] = (busy - self._start["machine"]) / elapsed
+        used["steal"] = (steal - self._start["steal"]) / elapsed
         return {name: round(value, 2) for name, value in used.items() if value == value}
 
 
@@ -788,6 +793,9 @@ def run(
                     recording = profiles.Recording(operator.process.pid, min(60.0, window), output)
                 time.sleep(window)
                 elapsed = time.monotonic() - started
+                # At once: listing the reviews for their lags below costs the API server
+                # (and the machine) seconds of CPU that are not the window's.
+                bed = bed_cpu.cores(elapsed)
                 if recording is not None:
                     _log(profiles.summary(recording.wait()))
                 after_cpu, after_q, after_w = (
@@ -795,10 +803,10 @@ def run(
                     counters.prometheus_queries(),
                     counters.api_writes(),
                 )
+                after_runs = operator.check_runs()
                 after_reads = counters.api_reads()
                 sent = _queries_sent(query_log, log_offset, EVALUATION_STEP)
                 items = _reviews(api)
-                after_runs = operator.check_runs()
                 lags = _lags(items, interval, since)
                 sizes = _status_sizes(items)
                 checks_run = max(1.0, after_runs - before_runs)
@@ -824,13 +832,13 @@ def run(
                             if count > before_reads.get(resource, 0.0)
                         },
                         "checks_per_min": checks_run / elapsed * 60,
-                        "apiserver_cores": bed_cpu.cores(elapsed).get("kube-apiserver", float("nan")),
+                        "apiserver_cores": bed.get("kube-apiserver", float("nan")),
                         "status_kb_max": sizes[-1] / 1024 if sizes else float("nan"),
                         "load": pathlib.Path("/proc/loadavg").read_text().split()[:3],
                         # Cores used by the test bed's processes meanwhile, and by the
                         # whole machine (of os.cpu_count()): whether the operator had
                         # the CPU it needed.
-                        "bed_cores": bed_cpu.cores(elapsed),
+                        "bed_cores": bed,
                         "outcomes": _outcomes(items),
                         # Every query Prometheus served in the window, and how many of
                         # them repeated one already asked for the same evaluation time.
@@ -947,11 +955,11 @@ def _measure_steady(
         recording = profiles.Recording(operator.process.pid, min(60.0, window), output)
     time.sleep(window)
     elapsed = time.monotonic() - begun
+    bed = bed_cpu.cores(elapsed)  # before anything else costs the bed CPU
     if recording is not None:
         _log(profiles.summary(recording.wait()))
     after_cpu, after_w, after_runs = operator.cpu_seconds(), counters.api_writes(), operator.check_runs()
     after_delays, after_gc = operator.run_delays(), operator.gc_pauses()
-    bed = bed_cpu.cores(elapsed)
     rss = operator.rss_mb()
     items = _reviews(api)
     lags = _steady_lags(items, timing, since)
@@ -1049,11 +1057,12 @@ def table(results: list[dict[str, Any]], window: float) -> str:
         if r.get("bed_cores"):
             used = dict(r["bed_cores"])
             machine = used.pop("machine", float("nan"))
+            steal = used.pop("steal", float("nan"))
             ranked = sorted(used.items(), key=lambda item: -item[1])
             others = ", ".join(f"{name} {cores:.2f}" for name, cores in ranked)
             lines.append(
-                f"- {r['n']:,} {r['kind']}: machine {machine:.2f} of {r['machine_cores']} cores busy; "
-                f"operator {r['cores']:.2f}; test bed: {others}"
+                f"- {r['n']:,} {r['kind']}: machine {machine:.2f} of {r['machine_cores']} cores busy "
+                f"(and {steal:.2f} stolen by the hypervisor); operator {r['cores']:.2f}; test bed: {others}"
             )
         if "queries_logged" in r:
             lines.append(
