@@ -56,7 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -70,6 +70,7 @@ from testbed import bed, fleet, kube, observability, profiles
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NAMESPACE = "bench"
+SHARD_LABEL = "postdeploy-bench-shard"  # --shards: which operator process handles a review
 ERROR_RATE = (
     'sum(rate(http_requests_total{namespace="{{namespace}}",job="{{target}}",code=~"5.."}[5m]))'
     ' / sum(rate(http_requests_total{namespace="{{namespace}}",job="{{target}}"}[5m]))'
@@ -151,7 +152,13 @@ class Operator:
     """``python -m postdeploy run -n bench`` as a process of its own, its metrics on a free
     port; ``module`` runs another entry point with the same arguments (``bench.memprobe``)."""
 
-    def __init__(self, env: Mapping[str, str], log: pathlib.Path, module: str = "postdeploy") -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log: pathlib.Path,
+        module: str = "postdeploy",
+        args: Sequence[str] = (),
+    ) -> None:
         from testbed.ports import free_port
 
         self.metrics_port = free_port()
@@ -168,6 +175,7 @@ class Operator:
                 str(self.metrics_port),
                 "--metrics-address",
                 "127.0.0.1",
+                *args,
             ],
             env=dict(env),
             stdout=self.handle,
@@ -238,6 +246,37 @@ class Operator:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
         self.handle.close()
+
+
+class Shards:
+    """Several operator processes, each handling the reviews of one shard label
+    (``postdeploy run --selector postdeploy-bench-shard=sK``), measured as one: CPU,
+    runs, memory and histograms summed (peak RSS: the sum of each process's peak)."""
+
+    def __init__(self, env: Mapping[str, str], workdir: pathlib.Path, name: str, count: int) -> None:
+        self.operators = [
+            Operator(env, workdir / f"{name}-shard{k}.log", args=("--selector", f"{SHARD_LABEL}=s{k}"))
+            for k in range(count)
+        ]
+        self.process = self.operators[0].process  # what --profile samples: the first shard
+
+    def cpu_seconds(self) -> float:
+        return sum(o.cpu_seconds() for o in self.operators)
+
+    def check_runs(self) -> float:
+        return sum(o.check_runs() for o in self.operators)
+
+    def peak_rss_mb(self) -> float:
+        return sum(o.peak_rss_mb() for o in self.operators)
+
+    def stop(self) -> None:
+        for operator in self.operators:
+            operator.stop()
+
+
+def _sharded(row: Mapping[str, Any]) -> str:
+    shards = int(row.get("shards", 1))
+    return f" ({shards} operator shards)" if shards > 1 else ""
 
 
 def bucket_quantile(before: Mapping[float, float], after: Mapping[float, float], q: float) -> float:
@@ -552,9 +591,11 @@ def _create_reviews(
     completed: bool = False,
     spread: float = 0.0,
     template: str = "bench-phase1",
+    shards: int = 1,
 ) -> None:
     """Create ``count`` reviews; their deployment times spread evenly over ``spread``
-    seconds before ``deployed_at``, as releases of a real organisation are."""
+    seconds before ``deployed_at``, as releases of a real organisation are; with
+    ``shards`` > 1 each labelled ``SHARD_LABEL=sK`` round robin."""
     objects = k8s.CustomObjectsApi(api)
 
     def create(index: int) -> None:
@@ -562,7 +603,11 @@ def _create_reviews(
         body = {
             "apiVersion": API_VERSION,
             "kind": "PostDeploymentReview",
-            "metadata": {"name": name, "namespace": NAMESPACE},
+            "metadata": {
+                "name": name,
+                "namespace": NAMESPACE,
+                **({"labels": {SHARD_LABEL: f"s{index % shards}"}} if shards > 1 else {}),
+            },
             "spec": {
                 "target": {"name": targets[index % len(targets)]},
                 "version": "1.0.0",
@@ -715,6 +760,7 @@ def run(
     steady: list[int] | None = None,
     settle: float = 60.0,
     warmup: float | None = None,
+    shards: int = 1,
 ) -> list[dict[str, Any]]:
     steady = steady or []
     results: list[dict[str, Any]] = []
@@ -767,8 +813,12 @@ def run(
         for size in sizes:
             _log(f"N={size}: creating reviews")
             deployed_at = datetime.datetime.now(datetime.UTC)
-            _create_reviews(api, f"r{size}", size, targets, deployed_at, spread=interval)
-            operator = Operator(operator_env, workdir / f"operator-{size}.log")
+            _create_reviews(api, f"r{size}", size, targets, deployed_at, spread=interval, shards=shards)
+            operator: Operator | Shards = (
+                Shards(operator_env, workdir, f"operator-{size}", shards)
+                if shards > 1
+                else Operator(operator_env, workdir / f"operator-{size}.log")
+            )
             try:
                 waited = interval * 1.5 + size / 200 if warmup is None else warmup
                 _log(f"N={size}: warming up {waited:.0f}s")
@@ -815,6 +865,7 @@ def run(
                         "kind": "active",
                         "n": size,
                         "warmup_s": waited,
+                        "shards": shards,
                         "checks_per_review": len(checks),
                         "lag_p50": _percentile(lags, 50),
                         "lag_p99": _percentile(lags, 99),
@@ -1015,7 +1066,8 @@ def table(results: list[dict[str, Any]], window: float) -> str:
     for r in results:
         if r["kind"] == "active":
             lines.append(
-                f"| {r['n']:,} active | {r['checks_per_min']:.0f} | {r['lag_p50']:.2f} | {r['lag_p99']:.2f} "
+                f"| {r['n']:,} active{_sharded(r)} | {r['checks_per_min']:.0f} "
+                f"| {r['lag_p50']:.2f} | {r['lag_p99']:.2f} "
                 f"| {r['cpu_per_1000_checks']:.2f} | {r['cores']:.2f} | {r['apiserver_cores']:.2f} "
                 f"| {r['peak_rss_mb']:.0f} | {r['prometheus_queries_per_min']:.0f} ({r['distinct_queries']}) "
                 f"| {r['api_writes_per_min']:.0f} | {r['status_kb_max']:.1f} |"
@@ -1105,6 +1157,13 @@ def main(argv: list[str] | None = None) -> int:
         help="all-immediate rows: seconds from creating the reviews to the window "
         "(default 1.5 intervals + 1 s per 200 reviews: the window holds the first ticks' tail)",
     )
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=1,
+        help="all-immediate rows: operator processes, each handling the reviews of one "
+        f"{SHARD_LABEL} label (postdeploy run --selector); figures summed",
+    )
     parser.add_argument("--interval", type=float, default=60.0, help="check interval, seconds")
     parser.add_argument("--deployments", type=int, default=100)
     parser.add_argument("--markdown", type=pathlib.Path, default=None)
@@ -1129,6 +1188,7 @@ def main(argv: list[str] | None = None) -> int:
             steady,
             args.settle,
             args.warmup,
+            max(1, args.shards),
         )
     text = table(results, args.window)
     print(text)
