@@ -18,6 +18,11 @@ as a separate process, lets it warm up, and measures over a fixed window:
 
 Then it creates 10,000 reviews already Completed, and measures the operator's idle
 CPU with only those. Prints one table; ``--markdown FILE`` also writes it there.
+The test bed's and the machine's cores are read when the window ends (the hypervisor's
+steal apart). ``--warmup SECONDS`` sets the all-immediate rows' warm-up (default 1.5
+intervals + 1 s per 200 reviews), ``--shards N`` runs those rows on N operator
+processes, each handling the reviews labelled ``postdeploy-bench-shard=sK``
+(``postdeploy run --selector``), their figures summed.
 
 ``--steady N,...`` (default 5,000 and 10,000; ``--steady ""`` for none) adds the
 steady-stream mix (issue 16): N reviews of the built-in
