@@ -658,14 +658,23 @@ def _delete_reviews(env: Mapping[str, str], api: k8s.ApiClient | None = None) ->
 def list_objects(
     api: k8s.ApiClient, group: str, version: str, plural: str, namespace: str
 ) -> list[dict[str, Any]]:
-    """Every custom object of ``plural`` in ``namespace``, 500 to a page."""
+    """Every custom object of ``plural`` in ``namespace``, 500 to a page. A page the
+    loaded API server answers 504 (its watch cache behind the continue token's
+    resourceVersion: "Too large resource version") is asked again, up to 10 times."""
     objects = k8s.CustomObjectsApi(api)
     items: list[dict[str, Any]] = []
     token = None
     while True:
-        page: Any = objects.list_namespaced_custom_object(
-            group, version, namespace, plural, limit=500, _continue=token
-        )
+        for attempt in range(10):
+            try:
+                page: Any = objects.list_namespaced_custom_object(
+                    group, version, namespace, plural, limit=500, _continue=token
+                )
+                break
+            except k8s.exceptions.ApiException as error:
+                if error.status != 504 or attempt == 9:
+                    raise
+                time.sleep(1)
         items += page["items"]
         token = page["metadata"].get("continue")
         if not token:
