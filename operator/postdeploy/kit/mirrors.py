@@ -164,7 +164,6 @@ class Mirror:
                     raise Refused(f"more than {self.max_objects} objects")
         return version
 
-
     def derived(self, key: Hashable, derive: Callable[[Mapping[str, Obj]], T]) -> T:
         """``derive(objects)``, kept under ``key`` until the collection changes (the
         pods of one selector, read by every review of the target and several checks)."""
