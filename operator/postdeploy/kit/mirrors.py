@@ -1,7 +1,7 @@
 """Collections of a namespace (its Deployments, its pods...) as the API server last
 said, kept up to date by one list and a watch.
 
-The kubernetes provider reads a review's target and lists its pods at every tick: at
+The kubernetes provider read a review's target and listed its pods at every tick: at
 2,000 reviews in their immediate phase that was about 2,000 GETs and 2,000 LISTs a
 minute for the API server to serve, and as many answers for the operator to decode
 (docs/benchmarks.md, "Scale"). A ``Mirror`` instead lists one collection once (a

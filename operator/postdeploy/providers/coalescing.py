@@ -1,8 +1,9 @@
 """Identical reads share one request: in flight together, or within a short TTL.
 
 Used by providers whose reads repeat across checks and reviews in the same moment
-(the kubernetes provider reads a workload once for its five checks of a tick, and
-once for all reviews of the same target in that second; the prometheus provider
+(the kubernetes provider, while its namespace's mirror is not live, reads a workload
+once for the checks of a tick and once for all reviews of the same target in that
+second, and a node once for all its pods' reviews; the prometheus provider
 sends an identical query at the same evaluation second once). Failures are shared
 with the callers that were waiting on them but never cached.
 

@@ -65,8 +65,9 @@ class KubernetesProvider:
         self.api = api
         # ``max_objects``: the most objects one mirrored collection may hold; 0: none kept.
         self.mirrors = mirrors.Mirrors(api, max_objects=max_objects)
-        # The five workload checks of a review's tick, and reviews of the same target
-        # within a second, share one read of the workload and one list of its pods.
+        # Reads sent to the API server (while a mirror is not live, the nodes always):
+        # the workload checks of a review's tick, and reviews of the same target within
+        # a second, share one read of the workload and one list of its pods.
         # ``concurrency`` bounds the reads the API server gets at once.
         self._reads: coalescing.Coalescer[Any] = coalescing.Coalescer(
             coalesce_seconds, concurrency=concurrency
