@@ -154,6 +154,29 @@ async def test_a_401_logs_in_again_once_and_repeats_the_request(server: tuple[st
     assert [s["authorization"] for s in seen] == ["Bearer old", "Bearer new", "Bearer new"]
 
 
+async def test_after_a_401_a_write_and_a_watch_are_asked_again_with_the_new_login(
+    server: tuple[str, Seen],
+) -> None:
+    url, seen = server
+    tokens = iter(["old", "new", "old", "new"])
+    api = kube.Client(lambda: kopf.ConnectionInfo(server=url, token=next(tokens)))
+    try:
+        await api.patch(kube.path("v1", "pods", "team", "web"), {"a": 1})
+        await api.close()  # the next request logs in again: "old", then "new" after the 401
+        events = [event async for event in api.watch(kube.path("v1", "pods", "team"), timeoutSeconds=5)]
+    finally:
+        await api.close()
+    assert [(s["method"], s["authorization"]) for s in seen] == [
+        ("PATCH", "Bearer old"),
+        ("PATCH", "Bearer new"),
+        ("GET", "Bearer old"),
+        ("GET", "Bearer new"),
+    ]
+    assert seen[1]["content_type"] == kube.MERGE_PATCH and seen[1]["body"] == {"a": 1}
+    assert seen[3]["query"] == {"timeoutSeconds": "5", "watch": "true"}
+    assert [event["kind"] for event in events] == ["Echo"]
+
+
 async def test_a_second_401_is_an_error_not_a_loop(server: tuple[str, Seen]) -> None:
     url, seen = server
     api = kube.Client(lambda: kopf.ConnectionInfo(server=url, token="old"))

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import datetime
 import json
 import os
 import ssl
 import subprocess
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any, Literal
 
 import aiohttp
@@ -293,33 +294,53 @@ class Client:
         """The body of the API server's answer; ``ApiError`` outside 2xx."""
         query = {k: _query_value(v) for k, v in (params or {}).items() if v is not None}
         data = None if body is None else orjson.dumps(body)
-        session = (
-            self._session if self._session is not None and not self._expired() else await self._connect()
-        )
+        extra = {} if data is None else {"Content-Type": content_type}
+        if accept is not None:
+            extra["Accept"] = accept
+        async with self._opened(method, url_path, query, data, extra) as response:
+            payload = await response.read()
+            status, reason = response.status, response.reason or ""
+        if not 200 <= status <= 299:
+            raise _error(status, reason, payload)
+        return payload
+
+    @contextlib.asynccontextmanager
+    async def _opened(
+        self,
+        method: str,
+        url_path: str,
+        query: Mapping[str, str],
+        data: bytes | None,
+        extra_headers: Mapping[str, str] | None = None,
+        *,
+        watch: bool = False,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """One answer of the API server, open for its body, over the request session
+        (``watch``: the watches' own), with the login's headers and ``extra_headers``.
+        A 401 logs in again and asks once more, with the new login's headers; a
+        connection that breaks or times out, while asking or while the caller reads,
+        is ``ApiError(0, ...)``."""
+        session = self._session
+        if session is None or self._expired():
+            session = await self._connect()
         for attempt in (1, 2):
-            headers = self._headers if data is None else {**self._headers, "Content-Type": content_type}
-            if accept is not None:
-                headers = {**headers, "Accept": accept}
             try:
-                async with session.request(
+                sender = await self._watching() if watch else session
+                async with sender.request(
                     method,
                     self._server + url_path,
                     params=query,
                     data=data,
-                    headers=headers,
+                    headers={**self._headers, **extra_headers} if extra_headers else self._headers,
                     proxy=self._proxy,
                 ) as response:
-                    payload = await response.read()
-                    status, reason = response.status, response.reason or ""
+                    if response.status == 401 and attempt == 1:
+                        session = await self._connect(stale=session)
+                        continue
+                    yield response
+                    return
             except (aiohttp.ClientError, TimeoutError) as error:
                 raise ApiError(0, type(error).__name__, str(error)) from None
-            if status == 401 and attempt == 1:
-                session = await self._connect(stale=session)
-                continue
-            break
-        if not 200 <= status <= 299:
-            raise _error(status, reason, payload)
-        return payload
 
     async def get(self, url_path: str, **params: str | int | bool | None) -> Obj:
         return await self.request("GET", url_path, params=params)
@@ -359,26 +380,14 @@ class Client:
         ``WATCH_READ_SECONDS``. ``ApiError`` outside 2xx; an expired ``resourceVersion``
         is an ``ERROR`` event whose object is a Status with code 410."""
         query = {k: _query_value(v) for k, v in {**params, "watch": True}.items() if v is not None}
-        for attempt in (1, 2):
-            if self._session is None or self._expired():
-                await self._connect()
-            session = await self._watching()
+        async with self._opened("GET", url_path, query, None, watch=True) as response:
+            if not 200 <= response.status <= 299:
+                raise _error(response.status, response.reason or "", await response.read())
             try:
-                async with session.get(
-                    self._server + url_path, params=query, headers=self._headers, proxy=self._proxy
-                ) as response:
-                    if response.status == 401 and attempt == 1:
-                        await self._connect(stale=self._session)
-                        continue
-                    if not 200 <= response.status <= 299:
-                        raise _error(response.status, response.reason or "", await response.read())
-                    async for line in response.content:
-                        if line.strip():
-                            event: Obj = orjson.loads(line)
-                            yield event
-                    return
-            except (aiohttp.ClientError, TimeoutError) as error:
-                raise ApiError(0, type(error).__name__, str(error)) from None
+                async for line in response.content:
+                    if line.strip():
+                        event: Obj = orjson.loads(line)
+                        yield event
             except ValueError as error:  # a line that is not JSON, or longer than the buffer
                 raise ApiError(0, "bad watch stream", str(error)) from None
 
