@@ -50,39 +50,43 @@ async def read(api: kube.Client, kind: str, namespace: str, name: str) -> Obj | 
     return obj
 
 
+def _requirements(workload: Obj) -> list[tuple[str, str, list[str]]]:
+    """The workload's pod selector as (key, operator, values) requirements, matchLabels
+    first (operator "="), in the order ``label_selector`` writes them."""
+    selector = workload.get("spec", {}).get("selector") or {}
+    requirements = [(k, "=", [v]) for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expression in selector.get("matchExpressions") or []:
+        requirements.append((expression["key"], expression["operator"], expression.get("values") or []))
+    if not requirements:
+        raise ValueError("the workload has an empty pod selector")
+    return requirements
+
+
 def label_selector(workload: Obj) -> str:
     """The workload's pod selector as a label-selector string."""
-    selector = workload.get("spec", {}).get("selector") or {}
-    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
-    for expression in selector.get("matchExpressions") or []:
-        key, operator, values = expression["key"], expression["operator"], expression.get("values") or []
-        if operator == "In":
-            parts.append(f"{key} in ({','.join(values)})")
-        elif operator == "NotIn":
-            parts.append(f"{key} notin ({','.join(values)})")
-        elif operator == "Exists":
-            parts.append(key)
-        elif operator == "DoesNotExist":
-            parts.append(f"!{key}")
-    if not parts:
-        raise ValueError("the workload has an empty pod selector")
-    return ",".join(parts)
+    written = {
+        "=": "{key}={values}",
+        "In": "{key} in ({values})",
+        "NotIn": "{key} notin ({values})",
+        "Exists": "{key}",
+        "DoesNotExist": "!{key}",
+    }
+    selector = ",".join(
+        written[operator].format(key=key, values=",".join(values))
+        for key, operator, values in _requirements(workload)
+        if operator in written
+    )
+    if not selector:
+        raise ValueError("the workload's pod selector has no operator this operator knows")
+    return selector
 
 
 def matches(workload: Obj, labels: dict[str, str] | None) -> bool:
     """Whether a pod with ``labels`` is selected by the workload's pod selector (the
     selector ``label_selector`` writes for the API server, applied here)."""
-    selector = workload.get("spec", {}).get("selector") or {}
     labels = labels or {}
-    expressions = selector.get("matchExpressions") or []
-    match_labels = selector.get("matchLabels") or {}
-    if not match_labels and not expressions:
-        raise ValueError("the workload has an empty pod selector")
-    if any(labels.get(k) != v for k, v in match_labels.items()):
-        return False
-    for expression in expressions:
-        key, operator, values = expression["key"], expression["operator"], expression.get("values") or []
-        if operator == "In" and labels.get(key) not in values:
+    for key, operator, values in _requirements(workload):
+        if operator in ("=", "In") and labels.get(key) not in values:
             return False
         if operator == "NotIn" and key in labels and labels[key] in values:
             return False
