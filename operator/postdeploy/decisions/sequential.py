@@ -326,7 +326,7 @@ class _Likelihood:
         batches); else None."""
         if len(self._k) >= _MEMO_MIN_BATCHES:
             return None
-        return _Rows(self._events, self._k, self._a, (), ())
+        return _Rows(self._events, self._k, self._a)
 
 
 class _Overlay:
@@ -354,10 +354,9 @@ class _Overlay:
         self._base.prune()
 
     def rows(self) -> _Rows | None:
-        base = self._base.rows()
-        if base is None:
+        if len(self._base) >= _MEMO_MIN_BATCHES:
             return None
-        return _Rows(self._events, base.k, base.a, self._k, self._a)
+        return _Rows(self._events, self._base._k, self._base._a, self._k, self._a)
 
     def at_point(self, n: int) -> float:
         penalty = self._penalty.get(n)
@@ -379,16 +378,44 @@ def _penalty(k: Sequence[float], a: Sequence[float], rho: float) -> float:
     return math.fsum(_terms(k, a, rho))
 
 
-@dataclasses.dataclass(frozen=True)
 class _Rows:
     """A likelihood's batches as :func:`_row_mixture` reads them: the events after the
-    deployment (X), the kept batches' k and a, and those a look puts on top."""
+    deployment (X), and the batches' k and a - the kept ones and those a look puts on
+    top - in one numpy array each, made once per bound search."""
 
-    events: float
-    k: Sequence[float]
-    a: Sequence[float]
-    extra_k: Sequence[float]
-    extra_a: Sequence[float]
+    def __init__(
+        self,
+        events: float,
+        k: Sequence[float],
+        a: Sequence[float],
+        extra_k: Sequence[float] = (),
+        extra_a: Sequence[float] = (),
+    ) -> None:
+        import numpy
+
+        self._numpy = numpy
+        self.events = events
+        self.k = numpy.concatenate((numpy.asarray(k, dtype=float), numpy.asarray(extra_k, dtype=float)))
+        self.a = numpy.concatenate((numpy.asarray(a, dtype=float), numpy.asarray(extra_a, dtype=float)))
+
+    def mixture(self, n0: int, strides: Any, weights: Any) -> float:
+        """:func:`_row_mixture` with the row's constants (:func:`_row_constants`) given."""
+        numpy = self._numpy
+        v = (strides + n0) * _LATTICE  # as n * _LATTICE for each lattice point n
+        log_l = self.events * v - numpy.log1p(numpy.multiply.outer(numpy.exp(v), self.a)) @ self.k
+        terms = weights + (log_l[1:] - log_l[0])
+        top = float(terms.max())
+        if top == -math.inf:
+            return -math.inf
+        if float(terms.min()) < top - 50.0:
+            # The loop's rule: the first term that falls and is 50 below the largest
+            # before it ends the sum (no term is that far below any: nothing to cut).
+            tops = numpy.maximum.accumulate(terms)
+            stops = numpy.flatnonzero((terms[1:] < terms[:-1]) & (terms[1:] < tops[:-1] - 50.0))
+            if len(stops):
+                terms = terms[: stops[0] + 1]
+                top = float(terms.max())
+        return top + math.log(float(numpy.exp(terms - top).sum()))
 
 
 def _log_mixture_at_point(
@@ -430,31 +457,13 @@ def _row_mixture(rows: _Rows, n0: int, log_weights: Sequence[float], sign: int) 
     point by point in Python that was most of a look's cost (1.4-1.7 ms a look, about
     a third of the operator's CPU with 2,000 young reviews). The sums are numpy's, not
     ``fsum``: the same to their rounding, so a bisection step could differ from the
-    point-by-point one only on a tie with the threshold to ~1e-15.
+    point-by-point one only on a tie with the threshold to ~1e-15. A row is some 15
+    numpy calls on arrays of ~100 x batches numbers: with few batches the calls' own
+    cost is most of it, so a bound search makes the arrays once (:class:`_Rows`).
 
     numpy is imported here, at the first young comparison, not with the module: an
     operator whose reviews compare nothing does not carry its ~10 MB."""
-    import numpy
-
-    strides, weights = _row_constants(tuple(log_weights), sign)
-    v = (strides + n0) * _LATTICE  # as n * _LATTICE for each lattice point n
-    rhos = numpy.exp(v)
-    penalty = numpy.log1p(numpy.multiply.outer(rhos, numpy.asarray(rows.a))) @ numpy.asarray(rows.k)
-    if rows.extra_k:
-        penalty += numpy.log1p(numpy.multiply.outer(rhos, numpy.asarray(rows.extra_a))) @ numpy.asarray(
-            rows.extra_k
-        )
-    log_l = rows.events * v - penalty
-    terms = weights + (log_l[1:] - log_l[0])
-    tops = numpy.maximum.accumulate(terms)
-    # The loop's rule: the first term that falls and is 50 below the largest before it
-    # ends the sum.
-    stops = numpy.flatnonzero((terms[1:] < terms[:-1]) & (terms[1:] < tops[:-1] - 50.0))
-    kept = terms[: stops[0] + 1] if len(stops) else terms
-    top = float(kept.max())
-    if top == -math.inf:
-        return -math.inf
-    return top + math.log(float(numpy.exp(kept - top).sum()))
+    return rows.mixture(n0, *_row_constants(tuple(log_weights), sign))
 
 
 def _mixture(base: float, values: Sequence[float], log_weights: Sequence[float]) -> float:
@@ -537,6 +546,7 @@ def _bound(
     limit = math.ceil(_LOG_LIMIT / GRID_STEP)
     values: dict[int, float] = {}  # log L at the lattice points this search asked
     rows = likelihood.rows()
+    strides, weights = _row_constants(log_weights, sign) if rows is not None else (None, None)
 
     def at_point(n: int) -> float:
         value = values.get(n)
@@ -547,7 +557,7 @@ def _bound(
     def mixture(n0: int) -> float:
         if rows is None:
             return _log_mixture_at_point(at_point, n0, log_weights, sign)
-        return _row_mixture(rows, n0, log_weights, sign)
+        return rows.mixture(n0, strides, weights)
 
     def rejected(index: float) -> bool:
         # index is a multiple of 1/16 of a grid step: a lattice point, exactly.
