@@ -23,12 +23,13 @@ import datetime
 import math
 import random
 import re
+import threading
 from typing import Any
 
 import pydantic
 import pytest
 
-from postdeploy.decisions import conditions
+from postdeploy.decisions import conditions, sequential
 from postdeploy.kit import exceptions
 from postdeploy.models.checks import PrometheusCheck
 from postdeploy.models.measurements import MeasurementState
@@ -524,3 +525,27 @@ def test_a_packed_before_row_unpacks_to_the_same_buckets() -> None:
         prometheus_compare._parse_le(le): v for le, v in slot.items()
     }
     assert prometheus_compare._packed({"0.1": 1.0, "fast": 2.0}) is None
+
+
+async def test_a_young_test_is_looked_at_on_the_loop_a_long_one_in_a_thread() -> None:
+    """Below ``INLINE_BATCHES`` batches a look runs on the event loop's thread (a
+    millisecond or so); a test of more - days of batches counted afresh - runs in a
+    worker thread, so the loop goes on meanwhile."""
+    threads: list[int] = []
+
+    def add(accumulator: sequential.RateAccumulator, part: slice) -> None:
+        threads.append(threading.get_ident())
+
+    def look(accumulator: sequential.RateAccumulator, part: slice) -> str:
+        threads.append(threading.get_ident())
+        return f"{part.start}:{part.stop}"
+
+    accumulator = sequential.RateAccumulator(alpha=0.005)
+    young = prometheus_compare.INLINE_BATCHES - 1
+    looked = await prometheus_compare._looked(accumulator, add, look, young - 5, young)
+    assert looked == f"{young - 5}:{young}"
+    assert threads == [threading.get_ident()] * 2
+    threads.clear()
+    accumulator.batches = 4000
+    assert await prometheus_compare._looked(accumulator, add, look, 1, 6) == "1:6"
+    assert len(set(threads)) == 1 and threads[0] != threading.get_ident()
