@@ -12,10 +12,14 @@ over the snapshot's older Pending, so a tick never makes a sent message look uns
 Not every status is written at once (docs/engine.md, "When the status is written"):
 a write the engine marks as not urgent (``urgent=False``: only re-measurements
 changed — values, samples, run counts) is kept as the ledger's newest status and
-written with the next urgent write, or by ``flush`` once the last write is
-``refresh_seconds`` old. ``view`` and ``status`` show the newest status, written or
-not, so the next tick continues from it; a restarted operator continues from the
-last written one and measures again what was not written.
+written with the next urgent write, or by ``flush`` at the ledger's next refresh
+time: a grid of ``refresh_seconds`` steps, offset per review by a hash of its
+namespace and name, so the first refresh time after a write is at most
+``refresh_seconds`` later, and reviews whose writes fell together (thousands created
+at once, or an operator restarting) refresh at times spread over the whole step
+instead of all together again, step after step. ``view`` and ``status`` show the
+newest status, written or not, so the next tick continues from it; a restarted
+operator continues from the last written one and measures again what was not written.
 
 The status is held as compact JSON bytes, not as parsed objects: an idle review costs
 its status's size in memory (a few kB), and ``view`` decodes a fresh copy.
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -81,6 +86,10 @@ class Ledger:
         self._blob = _encode(status)
         self._unwritten = False  # the newest status is not yet written
         self._written_at = clock()
+        # Where the review's refresh grid starts within a step: the same for a review in
+        # every process, spread evenly over reviews.
+        digest = hashlib.blake2b(f"{namespace}/{name}".encode(), digest_size=8).digest()
+        self._offset = int.from_bytes(digest) / 2**64 * refresh_seconds
         self._lock = asyncio.Lock()
         self.writes = 0  # patches sent (the benchmark counts them)
 
@@ -105,7 +114,15 @@ class Ledger:
 
     def flush_at(self) -> float | None:
         """When (``clock``) the unwritten status is due to be written; None when all is written."""
-        return self._written_at + self.refresh_seconds if self._unwritten else None
+        return self._refresh_at() if self._unwritten else None
+
+    def _refresh_at(self) -> float:
+        """The first point of this ledger's refresh grid after the last write: at most
+        ``refresh_seconds`` after it."""
+        step = self.refresh_seconds
+        if step <= 0:
+            return self._written_at
+        return self._written_at + step - (self._written_at - self._offset) % step
 
     def adopt(self, status: Status) -> None:
         """Take a status someone else wrote (the leader, while this replica stands by)."""
@@ -113,15 +130,15 @@ class Ledger:
         self._unwritten = False
 
     async def write(self, status: Status, *, urgent: bool = True) -> None:
-        """Make ``status`` the newest; write it now when urgent or when the last write is
-        ``refresh_seconds`` old, else keep it for a later write (see the module docstring)."""
+        """Make ``status`` the newest; write it now when urgent or when the ledger's
+        refresh time has come, else keep it for a later write (see the module docstring)."""
         async with self._lock:
             current = self.status
             merged = keep_deliveries(status, current)
             if merged == current and not (urgent and self._unwritten):
                 return
             blob = _encode(merged)
-            if not urgent and self.clock() - self._written_at < self.refresh_seconds:
+            if not urgent and self.clock() < self._refresh_at():
                 self._blob, self._unwritten = blob, True
                 return
             await self._patch(merged)
@@ -132,7 +149,7 @@ class Ledger:
         async with self._lock:
             if not self._unwritten:
                 return False
-            if not force and self.clock() - self._written_at < self.refresh_seconds:
+            if not force and self.clock() < self._refresh_at():
                 return False
             await self._patch(self.status)
             self._unwritten, self._written_at = False, self.clock()
