@@ -140,7 +140,7 @@ async def test_the_ledger_keeps_what_does_not_matter_and_writes_it_when_due() ->
     assert len(ledger.patched) == 1
     assert ledger.unwritten and ledger.view == remeasured  # the next tick continues from it
     due = ledger.flush_at()
-    assert due is not None and 1000.0 < due <= 1300.0  # the ledger's refresh time
+    assert due is not None and 1150.0 <= due < 1450.0  # the ledger's refresh time
     assert not await ledger.flush()  # not yet due
     now[0] = due
     assert await ledger.flush()
@@ -149,7 +149,7 @@ async def test_the_ledger_keeps_what_does_not_matter_and_writes_it_when_due() ->
     await ledger.write(_changed(value=0.025, runs=5, lastSlot=4), urgent=False)
     assert ledger.flush_at() == pytest.approx(due + 300.0)
     # A non-urgent change after the refresh time is written at once.
-    now[0] += 400
+    now[0] += 500
     await ledger.write(_changed(value=0.03, runs=6, lastSlot=5), urgent=False)
     assert len(ledger.patched) == 3
     # An urgent one always, carrying what was kept before it.
@@ -162,17 +162,17 @@ async def test_the_ledger_keeps_what_does_not_matter_and_writes_it_when_due() ->
 async def test_reviews_written_together_refresh_spread_over_the_step() -> None:
     """Thousands of reviews written in the same moment (created at once, or an operator
     restarting) do not refresh all together ever after: each ledger's refresh times lie
-    on its own grid, offset by its name, so their first refreshes spread over the step,
-    each at most one step after the write."""
+    on its own grid, offset by its name, so their first refreshes spread over a step,
+    each 0.5 to 1.5 steps after the write."""
     now = [5000.0]
     dues = []
     for index in range(2000):
         ledger = ledgers.Ledger(None, "shop", f"r{index}", {}, refresh_seconds=300.0, clock=lambda: now[0])  # type: ignore[arg-type]
         ledger._unwritten = True
         due = ledger.flush_at()
-        assert due is not None and 5000.0 < due <= 5300.0
+        assert due is not None and 5150.0 <= due < 5450.0
         dues.append(due)
-    per_tenth = [sum(1 for d in dues if 5000.0 + 30 * i < d <= 5000.0 + 30 * (i + 1)) for i in range(10)]
+    per_tenth = [sum(1 for d in dues if 5150.0 + 30 * i <= d < 5150.0 + 30 * (i + 1)) for i in range(10)]
     assert min(per_tenth) >= 150 and max(per_tenth) <= 250, per_tenth
     # The same review refreshes at the same point of the step in every process.
     again = ledgers.Ledger(None, "shop", "r7", {}, refresh_seconds=300.0, clock=lambda: now[0])  # type: ignore[arg-type]

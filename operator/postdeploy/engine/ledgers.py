@@ -13,11 +13,12 @@ Not every status is written at once (docs/engine.md, "When the status is written
 a write the engine marks as not urgent (``urgent=False``: only re-measurements
 changed — values, samples, run counts) is kept as the ledger's newest status and
 written with the next urgent write, or by ``flush`` at the ledger's next refresh
-time: a grid of ``refresh_seconds`` steps, offset per review by a hash of its
-namespace and name, so the first refresh time after a write is at most
-``refresh_seconds`` later, and reviews whose writes fell together (thousands created
-at once, or an operator restarting) refresh at times spread over the whole step
-instead of all together again, step after step. ``view`` and ``status`` show the
+time: the first point, at least half a step after the last write, of a grid of
+``refresh_seconds`` steps offset per review by a hash of its namespace and name. So
+a review that keeps passing is written once a step; a refresh comes 0.5 to 1.5
+steps after a write; and reviews whose writes fell together (thousands created at
+once, or an operator restarting) refresh at times spread over a whole step instead
+of all together again, step after step. ``view`` and ``status`` show the
 newest status, written or not, so the next tick continues from it; a restarted
 operator continues from the last written one and measures again what was not written.
 
@@ -117,12 +118,14 @@ class Ledger:
         return self._refresh_at() if self._unwritten else None
 
     def _refresh_at(self) -> float:
-        """The first point of this ledger's refresh grid after the last write: at most
-        ``refresh_seconds`` after it."""
+        """The first point of this ledger's refresh grid at least half a step after the
+        last write: between 0.5 and 1.5 ``refresh_seconds`` after it, and exactly one
+        step after a write at a refresh time."""
         step = self.refresh_seconds
         if step <= 0:
             return self._written_at
-        return self._written_at + step - (self._written_at - self._offset) % step
+        earliest = self._written_at + step / 2
+        return earliest + (self._offset - earliest) % step
 
     def adopt(self, status: Status) -> None:
         """Take a status someone else wrote (the leader, while this replica stands by)."""

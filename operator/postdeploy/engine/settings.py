@@ -66,8 +66,9 @@ class Settings:
     concurrent_reviews: int = 256
     # How long a review with nothing due may sleep before re-reading its inputs.
     max_sleep_seconds: float = 300.0
-    # Longest a status that changed only in re-measurements waits before it is written
-    # (docs/engine.md, "When the status is written").
+    # The step of a review's refresh grid: a status that changed only in re-measurements
+    # is written at the first grid point half a step or more after the last write, so
+    # after 0.5-1.5 steps (docs/engine.md, "When the status is written").
     status_refresh_seconds: float = 300.0
     # Webhook deliveries: attempts per message and receiver, the first retry's delay
     # (doubling after each failure, up to the maximum), and one request's timeout.
