@@ -653,9 +653,10 @@ _Accumulator = TypeVar("_Accumulator", sequential.RateAccumulator, sequential.Hi
 
 
 # A test of fewer batches than this is looked at on the event loop: a look then costs
-# about a millisecond, and at most ~10 ms counted afresh (``bench.judge_looks``' young
-# test; 127 batches from nothing), while handing it to a worker thread costs 65-115
-# microseconds of CPU and the loop's wait for the GIL back. Larger tests - counted
+# about a millisecond (``bench.judge_looks``' young test), 8-9 ms when all 127 batches
+# are counted afresh (``compare_rates`` / ``compare_histograms`` on a loaded machine),
+# while handing it to a worker thread costs 65-115 microseconds of CPU and the loop's
+# wait for the GIL back. Larger tests - counted
 # afresh over days of batches after a restart - go to a thread, so the loop goes on.
 INLINE_BATCHES = 128
 
