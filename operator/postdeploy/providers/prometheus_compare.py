@@ -656,8 +656,8 @@ _Accumulator = TypeVar("_Accumulator", sequential.RateAccumulator, sequential.Hi
 # about a millisecond (``bench.judge_looks``' young test), 8-9 ms when all 127 batches
 # are counted afresh (``compare_rates`` / ``compare_histograms`` on a loaded machine),
 # while handing it to a worker thread costs 65-115 microseconds of CPU and the loop's
-# wait for the GIL back. Larger tests - counted
-# afresh over days of batches after a restart - go to a thread, so the loop goes on.
+# wait for the GIL back. Larger tests - counted afresh over days of batches after a
+# restart - go to a thread, so the loop goes on.
 INLINE_BATCHES = 128
 
 
@@ -668,24 +668,17 @@ async def _looked(
     cut: int,
     count: int,
 ) -> Any:
-    """:func:`_look`, on the event loop for a young test, else in a worker thread."""
-    if accumulator.batches + count < INLINE_BATCHES:
-        return _look(accumulator, add, look, cut, count)
-    return await asyncio.to_thread(_look, accumulator, add, look, cut, count)
-
-
-def _look(
-    accumulator: _Accumulator,
-    add: Callable[[_Accumulator, slice], None],
-    look: Callable[[_Accumulator, slice], Any],
-    cut: int,
-    count: int,
-) -> Any:
     """Adds batches ``[:cut]`` of the ones asked to ``accumulator`` and looks at
     ``[cut:]`` on top of it without adding them: one bisection, no copy of the kept
-    test."""
-    add(accumulator, slice(0, cut))
-    return look(accumulator, slice(cut, count))
+    test. On the event loop for a young test, else in a worker thread."""
+
+    def add_and_look() -> Any:
+        add(accumulator, slice(0, cut))
+        return look(accumulator, slice(cut, count))
+
+    if accumulator.batches + count < INLINE_BATCHES:
+        return add_and_look()
+    return await asyncio.to_thread(add_and_look)
 
 
 def _bounds(*slot_lists: list[dict[str, float]]) -> frozenset[float]:
