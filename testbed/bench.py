@@ -20,7 +20,9 @@ Then it creates 10,000 reviews already Completed, and measures the operator's id
 CPU with only those. Prints one table; ``--markdown FILE`` also writes it there.
 The test bed's and the machine's cores are read when the window ends (the hypervisor's
 steal apart). ``--warmup SECONDS`` sets the all-immediate rows' warm-up (default 1.5
-intervals + 1 s per 200 reviews), ``--shards N`` runs those rows on N operator
+intervals + 1 s per 200 reviews; the JSON line's ``warmup`` has one row per minute of it:
+checks run, run delays, API writes and cores, how long the start took to settle),
+``--shards N`` runs those rows on N operator
 processes, each handling the reviews labelled ``postdeploy-bench-shard=sK``
 (``postdeploy run --selector``), their figures summed.
 
@@ -271,6 +273,13 @@ class Shards:
     def check_runs(self) -> float:
         return sum(o.check_runs() for o in self.operators)
 
+    def run_delays(self) -> dict[float, float]:
+        summed: dict[float, float] = {}
+        for operator in self.operators:
+            for bound, count in operator.run_delays().items():
+                summed[bound] = summed.get(bound, 0.0) + count
+        return summed
+
     def peak_rss_mb(self) -> float:
         return sum(o.peak_rss_mb() for o in self.operators)
 
@@ -360,6 +369,46 @@ class Counters:
                 resource = labels.get("resource", "") or "?"
                 reads[resource] = reads.get(resource, 0.0) + float(found.group(2))
         return reads
+
+
+def warm_up(
+    operator: Operator | Shards, counters: Counters, bed_cpu: BedCpu, seconds: float, step: float = 60.0
+) -> list[dict[str, Any]]:
+    """Wait ``seconds`` after starting the operator, and say how it went, ``step`` by
+    ``step``: the checks run, their run delays (bucket bounds from the operator's
+    histogram), the API server's writes and the cores used, one row per step (the
+    time it takes to settle after many reviews start at once)."""
+    rows: list[dict[str, Any]] = []
+    started = time.monotonic()
+    while (left := seconds - (time.monotonic() - started)) > 0:
+        runs, delays, writes, cpu = (
+            operator.check_runs(),
+            operator.run_delays(),
+            counters.api_writes(),
+            operator.cpu_seconds(),
+        )
+        bed_cpu.begin()
+        begun = time.monotonic()
+        time.sleep(min(step, left))
+        elapsed = time.monotonic() - begun
+        cores = bed_cpu.cores(elapsed)
+        after_delays = operator.run_delays()
+        rows.append(
+            {
+                "at_s": round(time.monotonic() - started),
+                "checks_per_min": round((operator.check_runs() - runs) / elapsed * 60),
+                "run_delay_p50": bucket_quantile(delays, after_delays, 50),
+                "run_delay_p99": bucket_quantile(delays, after_delays, 99),
+                "runs_later_than_2s": round(share_above(delays, after_delays, 2.0), 3),
+                "api_writes_per_min": round((counters.api_writes() - writes) / elapsed * 60),
+                "operator_cores": round((operator.cpu_seconds() - cpu) / elapsed, 2),
+                "apiserver_cores": cores.get("kube-apiserver", float("nan")),
+                "prometheus_cores": cores.get("prometheus", float("nan")),
+                "machine_cores": cores.get("machine", float("nan")),
+            }
+        )
+        _log(f"warm-up: {json.dumps(rows[-1])}")
+    return rows
 
 
 def _template(checks: list[dict[str, Any]], parameters: dict[str, str], interval: str) -> dict[str, Any]:
@@ -836,7 +885,7 @@ def run(
             try:
                 waited = interval * 1.5 + size / 200 if warmup is None else warmup
                 _log(f"N={size}: warming up {waited:.0f}s")
-                time.sleep(waited)
+                timeline = warm_up(operator, counters, bed_cpu, waited)
                 before_cpu, before_q, before_w = (
                     operator.cpu_seconds(),
                     counters.prometheus_queries(),
@@ -879,6 +928,7 @@ def run(
                         "kind": "active",
                         "n": size,
                         "warmup_s": waited,
+                        "warmup": timeline,
                         "shards": shards,
                         "checks_per_review": len(checks),
                         "lag_p50": _percentile(lags, 50),

@@ -164,3 +164,49 @@ def test_pauses_above_a_bound_are_counted_between_two_readings() -> None:
     assert bench._count_above(before, after, 0.5) == 4
     assert bench._count_above(before, after, 1.0) == 3
     assert math.isnan(bench._count_above(before, after, 2.0))
+
+
+class _Growing:
+    """Stands in for the operator, the API-server counters and the bed's CPU reader:
+    every reading adds a fixed amount, so each warm-up row's rates are known."""
+
+    def __init__(self) -> None:
+        self.readings = 0
+
+    def _next(self) -> int:
+        self.readings += 1
+        return self.readings
+
+    def check_runs(self) -> float:
+        return 100.0 * self._next()
+
+    def cpu_seconds(self) -> float:
+        return 0.0
+
+    def run_delays(self) -> dict[float, float]:
+        n = self._next()
+        return {0.5: 90.0 * n, 2.0: 99.0 * n, float("inf"): 100.0 * n}  # 1 in 100 later than 2 s
+
+    def api_writes(self) -> float:
+        return 0.0
+
+    def begin(self) -> None:
+        pass
+
+    def cores(self, elapsed: float) -> dict[str, float]:
+        return {"kube-apiserver": 0.25, "machine": 1.5}
+
+
+def test_the_warm_up_is_reported_step_by_step() -> None:
+    fake = _Growing()
+    rows = bench.warm_up(fake, fake, fake, seconds=0.25, step=0.1)  # type: ignore[arg-type]
+    assert len(rows) == 3  # 0.1 + 0.1 + the 0.05 left
+    for row in rows:
+        assert row["checks_per_min"] > 0
+        assert row["run_delay_p50"] == 0.5
+        assert row["run_delay_p99"] == 2.0
+        assert row["runs_later_than_2s"] == pytest.approx(0.01)
+        assert row["apiserver_cores"] == 0.25
+        assert row["machine_cores"] == 1.5
+        assert math.isnan(row["prometheus_cores"])
+    assert [row["at_s"] for row in rows] == [0, 0, 0]  # whole seconds since the start
