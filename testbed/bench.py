@@ -378,11 +378,15 @@ def warm_up(
     ``step``: the checks run, their run delays (bucket bounds from the operator's
     histogram), the API server's writes and the cores used, one row per step (the
     time it takes to settle after many reviews start at once)."""
+    def runs() -> float:
+        count = operator.check_runs()
+        return 0.0 if math.isnan(count) else count  # no metrics yet: the operator is starting
+
     rows: list[dict[str, Any]] = []
     started = time.monotonic()
     while (left := seconds - (time.monotonic() - started)) > 0:
-        runs, delays, writes, cpu = (
-            operator.check_runs(),
+        before, delays, writes, cpu = (
+            runs(),
             operator.run_delays(),
             counters.api_writes(),
             operator.cpu_seconds(),
@@ -396,7 +400,7 @@ def warm_up(
         rows.append(
             {
                 "at_s": round(time.monotonic() - started),
-                "checks_per_min": round((operator.check_runs() - runs) / elapsed * 60),
+                "checks_per_min": round((runs() - before) / elapsed * 60),
                 "run_delay_p50": bucket_quantile(delays, after_delays, 50),
                 "run_delay_p99": bucket_quantile(delays, after_delays, 99),
                 "runs_later_than_2s": round(share_above(delays, after_delays, 2.0), 3),

@@ -210,3 +210,17 @@ def test_the_warm_up_is_reported_step_by_step() -> None:
         assert row["machine_cores"] == 1.5
         assert math.isnan(row["prometheus_cores"])
     assert [row["at_s"] for row in rows] == [0, 0, 0]  # whole seconds since the start
+
+
+def test_a_warm_up_step_before_the_operator_answers_counts_no_runs() -> None:
+    class Starting(_Growing):
+        def check_runs(self) -> float:
+            return math.nan if self._next() == 1 else 50.0
+
+        def run_delays(self) -> dict[float, float]:
+            return {}
+
+    fake = Starting()
+    rows = bench.warm_up(fake, fake, fake, seconds=0.1, step=0.1)  # type: ignore[arg-type]
+    assert rows[0]["checks_per_min"] > 0  # 0 before, 50 after
+    assert math.isnan(rows[0]["run_delay_p99"])
