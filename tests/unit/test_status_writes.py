@@ -73,7 +73,7 @@ def test_a_new_measurement_alone_does_not_matter() -> None:
     [
         {"state": "Failed"},
         {"lastResult": "Error"},
-        {"lastResult": "Inconclusive"},
+        {"lastResult": "Failed"},
         {"errors": 1, "consecutiveErrors": 1},
         {"failures": 1},
         {"memo": {"job": "check-1"}},
@@ -81,6 +81,19 @@ def test_a_new_measurement_alone_does_not_matter() -> None:
 )
 def test_a_checks_state_decision_or_memo_matters(fields: dict[str, Any]) -> None:
     assert ticks.matters(_status(), _changed(**fields))
+
+
+def test_a_run_inconclusive_after_a_passing_one_or_back_does_not_matter() -> None:
+    inconclusive = _changed(lastResult="Inconclusive", inconclusives=1, message="not enough traffic yet")
+    assert not ticks.matters(_status(), inconclusive)
+    assert not ticks.matters(inconclusive, _status())
+    assert not ticks.matters(_status(), _changed(lastResult="Skipped"))
+
+
+def test_the_first_run_after_a_failed_or_errored_one_matters() -> None:
+    for alarming in ("Failed", "Error"):
+        assert ticks.matters(_changed(lastResult=alarming), _changed(lastResult="Inconclusive"))
+        assert ticks.matters(_changed(lastResult=alarming), _status())
 
 
 @pytest.mark.parametrize(
@@ -117,6 +130,19 @@ async def test_passing_runs_are_not_urgent_failed_and_errored_runs_are() -> None
     world.providers.answers["error-rate"] = Measurement.ok(0.5)
     failed = await world.at(185).tick(review())  # the phase ended: finished in the same tick
     assert failed.urgent
+
+
+async def test_a_run_without_enough_data_after_passing_ones_is_not_urgent() -> None:
+    world = World().at(5)
+    await world.tick(review())
+    world.providers.answers["error-rate"] = Measurement.no_data("not enough traffic yet")
+    quiet = await world.at(65).tick(review())
+    assert quiet.status is not None and check(quiet.status, "error-rate")["lastResult"] == "Inconclusive"
+    assert not quiet.urgent and not quiet.events
+    del world.providers.answers["error-rate"]
+    passing = await world.at(125).tick(review())
+    assert passing.status is not None and check(passing.status, "error-rate")["lastResult"] == "Passed"
+    assert not passing.urgent
 
 
 class RecordingLedger(ledgers.Ledger):

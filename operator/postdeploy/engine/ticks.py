@@ -81,9 +81,10 @@ class TickResult:
 
 # Per check, what a restart may lose and measure again: the last value and what is
 # derived from it, and the counts of runs that decide nothing. Every other field (state,
-# last result, failures, errors and the consecutive counts, memo) and every field
-# outside ``checks`` (phase, verdict, conditions, phases, actions, notifications, the
-# final review) is one that a reader or a restart needs (docs/engine.md).
+# failures, errors and the consecutive counts, memo, and the last result when it is or
+# was Failed or Error: see ``_lasting``) and every field outside ``checks`` (phase,
+# verdict, conditions, phases, actions, notifications, the final review) is one that a
+# reader or a restart needs (docs/engine.md).
 REMEASURED = frozenset(
     {
         "value",
@@ -100,8 +101,19 @@ REMEASURED = frozenset(
 )
 
 
+# Run results a reader must see at once, and the first result after one of them.
+_ALARMING = frozenset({"Failed", "Error"})
+
+
 def _lasting(check: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in check.items() if k not in REMEASURED}
+    """What of a check's status must be written when it changes. A last result that
+    moves among Passed, Inconclusive and Skipped is a re-measurement (the next run
+    measures it again, and a phase's last slot is re-run after a restart before the
+    phase finishes); one that turns Failed or Error, or stops being so, is not."""
+    lasting = {k: v for k, v in check.items() if k not in REMEASURED}
+    if lasting.get("lastResult") not in _ALARMING:
+        lasting.pop("lastResult", None)
+    return lasting
 
 
 def matters(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
