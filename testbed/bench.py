@@ -382,30 +382,29 @@ def warm_up(
         count = operator.check_runs()
         return 0.0 if math.isnan(count) else count  # no metrics yet: the operator is starting
 
+    def read() -> tuple[float, dict[float, float], float, float]:
+        return runs(), operator.run_delays(), counters.api_writes(), operator.cpu_seconds()
+
     rows: list[dict[str, Any]] = []
     started = time.monotonic()
+    before = read()  # each step's closing readings open the next one
     while (left := seconds - (time.monotonic() - started)) > 0:
-        before, delays, writes, cpu = (
-            runs(),
-            operator.run_delays(),
-            counters.api_writes(),
-            operator.cpu_seconds(),
-        )
         bed_cpu.begin()
         begun = time.monotonic()
         time.sleep(min(step, left))
         elapsed = time.monotonic() - begun
         cores = bed_cpu.cores(elapsed)
-        after_delays = operator.run_delays()
+        runs_before, delays, writes, cpu = before
+        before = runs_after, after_delays, writes_after, cpu_after = read()
         rows.append(
             {
                 "at_s": round(time.monotonic() - started),
-                "checks_per_min": round((runs() - before) / elapsed * 60),
+                "checks_per_min": round((runs_after - runs_before) / elapsed * 60),
                 "run_delay_p50": bucket_quantile(delays, after_delays, 50),
                 "run_delay_p99": bucket_quantile(delays, after_delays, 99),
                 "runs_later_than_2s": round(share_above(delays, after_delays, 2.0), 3),
-                "api_writes_per_min": round((counters.api_writes() - writes) / elapsed * 60),
-                "operator_cores": round((operator.cpu_seconds() - cpu) / elapsed, 2),
+                "api_writes_per_min": round((writes_after - writes) / elapsed * 60),
+                "operator_cores": round((cpu_after - cpu) / elapsed, 2),
                 "apiserver_cores": cores.get("kube-apiserver", float("nan")),
                 "prometheus_cores": cores.get("prometheus", float("nan")),
                 "machine_cores": cores.get("machine", float("nan")),
