@@ -15,6 +15,9 @@ as a separate process, lets it warm up, and measures over a fixed window:
   and the number of distinct queries the checks resolve to;
 - API-server writes per minute on reviews and events (``apiserver_request_total``),
   the API server's cores, and the largest status.
+- Prometheus's own work in the window (the JSON line's ``prometheus_own_work``): rule-
+  group iterations run and missed, and the mean milliseconds of a rule group's and of
+  a query's evaluation, whether the checks' queries crowd out its alert rules.
 
 Then it creates 10,000 reviews already Completed, and measures the operator's idle
 CPU with only those. Prints one table; ``--markdown FILE`` also writes it there.
@@ -321,15 +324,29 @@ def _count_above(before: Mapping[float, float], after: Mapping[float, float], bo
 
 def _metric_sum(text: str, name: str, match: Mapping[str, Iterable[str]]) -> float:
     total = 0.0
-    pattern = re.compile(rf"^{re.escape(name)}\{{(.*)\}} ([0-9.e+-]+)$")
+    pattern = re.compile(rf"^{re.escape(name)}(?:\{{(.*)\}})? ([0-9.e+-]+)$")
     for line in text.splitlines():
         found = pattern.match(line)
         if not found:
             continue
-        labels: dict[str, str] = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', found.group(1)))
+        labels: dict[str, str] = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', found.group(1) or ""))
         if all(labels.get(key, "") in set(allowed) for key, allowed in match.items()):
             total += float(found.group(2))
     return total
+
+
+def prometheus_own_work(text: str) -> dict[str, float]:
+    """Prometheus's counters of its rule evaluations and query engine in its metrics
+    ``text``: whether the checks' queries crowd out the rules it evaluates every second."""
+    inner = {"slice": {"inner_eval"}}
+    return {
+        "rule_iterations": _metric_sum(text, "prometheus_rule_group_iterations_total", {}),
+        "rule_iterations_missed": _metric_sum(text, "prometheus_rule_group_iterations_missed_total", {}),
+        "rule_group_seconds": _metric_sum(text, "prometheus_rule_group_duration_seconds_sum", {}),
+        "rule_groups_run": _metric_sum(text, "prometheus_rule_group_duration_seconds_count", {}),
+        "query_seconds": _metric_sum(text, "prometheus_engine_query_duration_seconds_sum", inner),
+        "queries_run": _metric_sum(text, "prometheus_engine_query_duration_seconds_count", inner),
+    }
 
 
 class Counters:
@@ -343,6 +360,10 @@ class Counters:
         text = httpx.get(f"{self.prometheus_url}/metrics", timeout=10).text
         handlers = {"/api/v1/query", "/api/v1/query_range"}
         return _metric_sum(text, "prometheus_http_requests_total", {"handler": handlers})
+
+    def prometheus_own_work(self) -> dict[str, float]:
+        """Prometheus's own counters of its rule evaluations and query engine so far."""
+        return prometheus_own_work(httpx.get(f"{self.prometheus_url}/metrics", timeout=10).text)
 
     def api_writes(self) -> float:
         text = _kubectl(self.env, "get", "--raw", "/metrics")
@@ -369,6 +390,23 @@ class Counters:
                 resource = labels.get("resource", "") or "?"
                 reads[resource] = reads.get(resource, 0.0) + float(found.group(2))
         return reads
+
+
+def prometheus_work(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+    """Between two readings of ``Counters.prometheus_own_work``: rule-group iterations
+    run and missed, and the mean milliseconds of a rule group's evaluation and of a
+    query's evaluation."""
+    delta = {key: after[key] - before[key] for key in after}
+
+    def mean_ms(seconds: str, count: str) -> float:
+        return round(delta[seconds] / delta[count] * 1000, 2) if delta[count] > 0 else float("nan")
+
+    return {
+        "rule_iterations": delta["rule_iterations"],
+        "rule_iterations_missed": delta["rule_iterations_missed"],
+        "rule_group_ms": mean_ms("rule_group_seconds", "rule_groups_run"),
+        "query_ms": mean_ms("query_seconds", "queries_run"),
+    }
 
 
 def warm_up(
@@ -898,6 +936,7 @@ def run(
                 # operator's own metric, lags from the runs written in the window.
                 before_runs = operator.check_runs()
                 before_reads = counters.api_reads()
+                before_own = counters.prometheus_own_work()
                 since = datetime.datetime.now(datetime.UTC)
                 bed_cpu.begin()
                 log_offset = query_log.stat().st_size if query_log.exists() else 0
@@ -921,6 +960,7 @@ def run(
                 )
                 after_runs = operator.check_runs()
                 after_reads = counters.api_reads()
+                own = prometheus_work(before_own, counters.prometheus_own_work())
                 sent = _queries_sent(query_log, log_offset, EVALUATION_STEP)
                 items = _reviews(api)
                 lags = _lags(items, interval, since)
@@ -950,6 +990,7 @@ def run(
                             if count > before_reads.get(resource, 0.0)
                         },
                         "checks_per_min": checks_run / elapsed * 60,
+                        "prometheus_own_work": own,
                         "apiserver_cores": bed.get("kube-apiserver", float("nan")),
                         "status_kb_max": sizes[-1] / 1024 if sizes else float("nan"),
                         "load": pathlib.Path("/proc/loadavg").read_text().split()[:3],

@@ -224,3 +224,33 @@ def test_a_warm_up_step_before_the_operator_answers_counts_no_runs() -> None:
     rows = bench.warm_up(fake, fake, fake, seconds=0.1, step=0.1)  # type: ignore[arg-type]
     assert rows[0]["checks_per_min"] > 0  # 0 before, 50 after
     assert math.isnan(rows[0]["run_delay_p99"])
+
+
+def _prometheus_metrics(iterations: int, missed: int, group_s: float, query_s: float, queries: int) -> str:
+    group = 'rule_group="/bed/rules.yml;checkout"'
+    return (
+        "# TYPE prometheus_rule_group_iterations_total counter\n"
+        f"prometheus_rule_group_iterations_total{{{group}}} {iterations}\n"
+        f"prometheus_rule_group_iterations_missed_total{{{group}}} {missed}\n"
+        'prometheus_rule_group_duration_seconds{quantile="0.5"} 0.001\n'
+        f"prometheus_rule_group_duration_seconds_sum {group_s}\n"
+        f"prometheus_rule_group_duration_seconds_count {iterations}\n"
+        f'prometheus_engine_query_duration_seconds_sum{{slice="inner_eval"}} {query_s}\n'
+        f'prometheus_engine_query_duration_seconds_count{{slice="inner_eval"}} {queries}\n'
+        'prometheus_engine_query_duration_seconds_sum{slice="queue_time"} 99\n'
+        'prometheus_engine_query_duration_seconds_count{slice="queue_time"} 99\n'
+    )
+
+
+def test_prometheus_own_work_is_read_from_its_metrics_with_and_without_labels() -> None:
+    before = bench.prometheus_own_work(_prometheus_metrics(100, 0, 0.2, 1.0, 500))
+    after = bench.prometheus_own_work(_prometheus_metrics(160, 3, 0.5, 4.0, 1500))
+    assert before["queries_run"] == 500  # the queue-time slice is not counted
+    work = bench.prometheus_work(before, after)
+    assert work == {
+        "rule_iterations": 60,
+        "rule_iterations_missed": 3,
+        "rule_group_ms": 5.0,  # 0.3 s over 60 evaluations
+        "query_ms": 3.0,  # 3 s over 1,000 queries
+    }
+    assert math.isnan(bench.prometheus_work(before, before)["query_ms"])
