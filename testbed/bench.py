@@ -15,6 +15,8 @@ as a separate process, lets it warm up, and measures over a fixed window:
   and the number of distinct queries the checks resolve to;
 - API-server writes per minute on reviews and events (``apiserver_request_total``),
   the API server's cores, and the largest status.
+- the machine's speed (the JSON line's ``young_look_ms``): the CPU of a young
+  comparison's look, ``bench.judge_looks``' young test, measured before the bed starts;
 - Prometheus's own work in the window (the JSON line's ``prometheus_own_work``): rule-
   group iterations run and missed, and the mean milliseconds of a rule group's and of
   a query's evaluation, whether the checks' queries crowd out its alert rules.
@@ -853,6 +855,16 @@ def _distinct_queries(items: list[dict[str, Any]]) -> int:
     )
 
 
+def machine_speed() -> float:
+    """Milliseconds of CPU a young comparison's look takes here (``bench.judge_looks``'
+    young test, before the test bed starts): how fast this machine runs the operator's
+    own code, so that rows measured on different machines can be set side by side
+    (docs/benchmarks.md, "The runs of 2026-12-02, 12:09-13:20 UTC")."""
+    from bench import judge_looks
+
+    return round(judge_looks.young_looks() * 1000, 3)
+
+
 def run(
     sizes: list[int],
     completed: int,
@@ -868,6 +880,8 @@ def run(
 ) -> list[dict[str, Any]]:
     steady = steady or []
     results: list[dict[str, Any]] = []
+    speed = machine_speed()
+    _log(f"machine speed: a young comparison's look takes {speed} ms of CPU (bench.judge_looks)")
     kube_state = kube.start(workdir / "kube")
     obs_state: dict[str, Any] | None = None
     # Live series for every Deployment, so the PromQL checks get real answers.
@@ -990,6 +1004,7 @@ def run(
                             if count > before_reads.get(resource, 0.0)
                         },
                         "checks_per_min": checks_run / elapsed * 60,
+                        "young_look_ms": speed,
                         "prometheus_own_work": own,
                         "apiserver_cores": bed.get("kube-apiserver", float("nan")),
                         "status_kb_max": sizes[-1] / 1024 if sizes else float("nan"),
@@ -1026,6 +1041,7 @@ def run(
                         operator, api, counters, bed_cpu, size, window, timing, steady_name, profile, settle
                     )
                 )
+                results[-1]["young_look_ms"] = speed
                 _log(f"steady N={size}: {json.dumps(results[-1])}")
             finally:
                 operator.stop()
