@@ -859,7 +859,7 @@ def machine_speed() -> float:
     """Milliseconds of CPU a young comparison's look takes here (``bench.judge_looks``'
     young test, before the test bed starts): how fast this machine runs the operator's
     own code, so that rows measured on different machines can be set side by side
-    (docs/benchmarks.md, "The runs of 2026-12-02, 12:09-13:20 UTC")."""
+    (docs/benchmarks.md, "The runs of 2026-12-02, 12:09-13:13 UTC")."""
     from bench import judge_looks
 
     return round(judge_looks.young_looks() * 1000, 3)
