@@ -16,7 +16,8 @@ as a separate process, lets it warm up, and measures over a fixed window:
 - API-server writes per minute on reviews and events (``apiserver_request_total``),
   the API server's cores, and the largest status.
 - the machine's speed (the JSON line's ``young_look_ms``): the CPU of a young
-  comparison's look, ``bench.judge_looks``' young test, measured before the bed starts;
+  comparison's look, ``bench.judge_looks``' young test, measured before the bed starts
+  (the log also names the versions of the libraries the operator's hot path runs on);
 - Prometheus's own work in the window (the JSON line's ``prometheus_own_work``): rule-
   group iterations run and missed, and the mean milliseconds of a rule group's and of
   a query's evaluation, whether the checks' queries crowd out its alert rules.
@@ -58,6 +59,7 @@ import argparse
 import concurrent.futures
 import contextlib
 import datetime
+import importlib.metadata
 import json
 import math
 import os
@@ -855,6 +857,22 @@ def _distinct_queries(items: list[dict[str, Any]]) -> int:
     )
 
 
+# The libraries the operator's hot path runs on: which versions a row was measured
+# with (a fresh install resolves the newest the pyproject allows).
+HOT_PACKAGES = ("kopf", "aiohttp", "pydantic", "pydantic-core", "orjson", "numpy", "prometheus-client")
+
+
+def packages() -> str:
+    """``name version`` of each of ``HOT_PACKAGES``, and the Python version."""
+    versions = [f"python {sys.version.split()[0]}"]
+    for name in HOT_PACKAGES:
+        try:
+            versions.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{name} -")
+    return ", ".join(versions)
+
+
 def machine_speed() -> float:
     """Milliseconds of CPU a young comparison's look takes here (``bench.judge_looks``'
     young test, before the test bed starts): how fast this machine runs the operator's
@@ -882,6 +900,7 @@ def run(
     results: list[dict[str, Any]] = []
     speed = machine_speed()
     _log(f"machine speed: a young comparison's look takes {speed} ms of CPU (bench.judge_looks)")
+    _log(f"the operator's packages: {packages()}")
     kube_state = kube.start(workdir / "kube")
     obs_state: dict[str, Any] | None = None
     # Live series for every Deployment, so the PromQL checks get real answers.

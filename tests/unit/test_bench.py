@@ -254,3 +254,10 @@ def test_prometheus_own_work_is_read_from_its_metrics_with_and_without_labels() 
         "query_ms": 3.0,  # 3 s over 1,000 queries
     }
     assert math.isnan(bench.prometheus_work(before, before)["query_ms"])
+
+
+def test_the_hot_path_packages_are_named_as_installed() -> None:
+    named = bench.packages().split(", ")
+    assert named[0].startswith("python 3.")
+    assert [entry.split()[0] for entry in named[1:]] == list(bench.HOT_PACKAGES)
+    assert all(entry.split()[1] != "-" for entry in named)  # every name is a distribution here
