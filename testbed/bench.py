@@ -14,7 +14,7 @@ as a separate process, lets it warm up, and measures over a fixed window:
 - Prometheus queries per minute (Prometheus's own ``prometheus_http_requests_total``)
   and the number of distinct queries the checks resolve to;
 - API-server writes per minute on reviews and events (``apiserver_request_total``),
-  the API server's cores, and the largest status.
+  the API server's cores, and the largest status;
 - the machine's speed (the JSON line's ``young_look_ms``): the CPU of a young
   comparison's look, ``bench.judge_looks``' young test, measured before the bed starts
   (the log also names the versions of the libraries the operator's hot path runs on);
