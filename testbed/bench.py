@@ -16,7 +16,8 @@ as a separate process, lets it warm up, and measures over a fixed window:
 - API-server writes per minute on reviews and events (``apiserver_request_total``),
   the API server's cores, and the largest status;
 - the machine's speed (the JSON line's ``young_look_ms``): the CPU of a young
-  comparison's look, ``bench.judge_looks``' young test, measured before the bed starts
+  comparison's look, ``bench.judge_looks``' young test, the fastest of 20 runs before
+  the bed starts
   (the log also names the versions of the libraries the operator's hot path runs on);
 - Prometheus's own work in the window (the JSON line's ``prometheus_own_work``): rule-
   group iterations run and missed, and the mean milliseconds of a rule group's and of
@@ -873,14 +874,16 @@ def packages() -> str:
     return ", ".join(versions)
 
 
-def machine_speed() -> float:
+def machine_speed(tries: int = 20) -> float:
     """Milliseconds of CPU a young comparison's look takes here (``bench.judge_looks``'
-    young test, before the test bed starts): how fast this machine runs the operator's
-    own code, so that rows measured on different machines can be set side by side
-    (docs/benchmarks.md, "The runs of 2026-12-02, 12:09-13:13 UTC")."""
+    young test, before the test bed starts), the fastest of ``tries`` runs: how fast
+    this machine runs the operator's own code, so that rows measured on different
+    machines can be set side by side (docs/benchmarks.md, "The runs of 2026-12-02,
+    12:09-13:13 UTC"). The fastest, not the median: on a quiet machine here the median
+    of 5 runs read 1.2-2.2 ms within minutes, the fastest of 20 1.04-1.11 ms."""
     from bench import judge_looks
 
-    return round(judge_looks.young_looks() * 1000, 3)
+    return round(min(judge_looks.young_looks(repeat=1) for _ in range(tries)) * 1000, 3)
 
 
 def run(
