@@ -880,7 +880,8 @@ def machine_speed(tries: int = 20) -> float:
     this machine runs the operator's own code, so that rows measured on different
     machines can be set side by side (docs/benchmarks.md, "The runs of 2026-12-02,
     12:09-13:13 UTC"). The fastest, not the median: on a quiet machine here the median
-    of 5 runs read 1.2-2.2 ms within minutes, the fastest of 20 1.04-1.11 ms."""
+    of 5 runs read 1.2-2.2 ms within minutes, the fastest of 20 1.04-1.11 ms in four
+    tries (and 1.6 ms a minute later: the machine's speed itself wanders)."""
     from bench import judge_looks
 
     return round(min(judge_looks.young_looks(repeat=1) for _ in range(tries)) * 1000, 3)
