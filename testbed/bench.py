@@ -879,7 +879,7 @@ def machine_speed(tries: int = 20) -> float:
     young test, before the test bed starts), the fastest of ``tries`` runs: how fast
     this machine runs the operator's own code, so that rows measured on different
     machines can be set side by side (docs/benchmarks.md, "The runs of 2026-12-02,
-    12:09-13:13 UTC"). The fastest, not the median: on a quiet machine here the median
+    12:09-13:57 UTC"). The fastest, not the median: on a quiet machine here the median
     of 5 runs read 1.2-2.2 ms within minutes, the fastest of 20 1.04-1.11 ms in four
     tries (and 1.6 ms a minute later: the machine's speed itself wanders)."""
     from bench import judge_looks
