@@ -17,8 +17,8 @@ as a separate process, lets it warm up, and measures over a fixed window:
   the API server's cores, and the largest status;
 - the machine's speed (the JSON line's ``young_look_ms``): the CPU of a young
   comparison's look, ``bench.judge_looks``' young test, the fastest of 20 runs before
-  the bed starts
-  (the log also names the versions of the libraries the operator's hot path runs on);
+  the bed starts (the log also names the versions of the libraries the operator's hot
+  path runs on);
 - Prometheus's own work in the window (the JSON line's ``prometheus_own_work``): rule-
   group iterations run and missed, and the mean milliseconds of a rule group's and of
   a query's evaluation, whether the checks' queries crowd out its alert rules.
@@ -340,11 +340,14 @@ def _metric_sum(text: str, name: str, match: Mapping[str, Iterable[str]]) -> flo
     return total
 
 
-def prometheus_own_work(text: str) -> dict[str, float]:
-    """Prometheus's counters of its rule evaluations and query engine in its metrics
-    ``text``: whether the checks' queries crowd out the rules it evaluates every second."""
+def prometheus_counters(text: str) -> dict[str, float]:
+    """From Prometheus's metrics ``text``: the queries it served over HTTP, and its
+    counters of rule evaluations and of its query engine (whether the checks' queries
+    crowd out the rules it evaluates every second)."""
     inner = {"slice": {"inner_eval"}}
+    handlers = {"handler": {"/api/v1/query", "/api/v1/query_range"}}
     return {
+        "queries": _metric_sum(text, "prometheus_http_requests_total", handlers),
         "rule_iterations": _metric_sum(text, "prometheus_rule_group_iterations_total", {}),
         "rule_iterations_missed": _metric_sum(text, "prometheus_rule_group_iterations_missed_total", {}),
         "rule_group_seconds": _metric_sum(text, "prometheus_rule_group_duration_seconds_sum", {}),
@@ -361,14 +364,9 @@ class Counters:
         self.env = env
         self.prometheus_url = prometheus_url
 
-    def prometheus_queries(self) -> float:
-        text = httpx.get(f"{self.prometheus_url}/metrics", timeout=10).text
-        handlers = {"/api/v1/query", "/api/v1/query_range"}
-        return _metric_sum(text, "prometheus_http_requests_total", {"handler": handlers})
-
-    def prometheus_own_work(self) -> dict[str, float]:
-        """Prometheus's own counters of its rule evaluations and query engine so far."""
-        return prometheus_own_work(httpx.get(f"{self.prometheus_url}/metrics", timeout=10).text)
+    def prometheus(self) -> dict[str, float]:
+        """``prometheus_counters`` so far, from one scrape of Prometheus's metrics."""
+        return prometheus_counters(httpx.get(f"{self.prometheus_url}/metrics", timeout=10).text)
 
     def api_writes(self) -> float:
         text = _kubectl(self.env, "get", "--raw", "/metrics")
@@ -397,8 +395,8 @@ class Counters:
         return reads
 
 
-def prometheus_work(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
-    """Between two readings of ``Counters.prometheus_own_work``: rule-group iterations
+def prometheus_work_between(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+    """Between two readings of ``Counters.prometheus``: rule-group iterations
     run and missed, and the mean milliseconds of a rule group's evaluation and of a
     query's evaluation."""
     delta = {key: after[key] - before[key] for key in after}
@@ -878,10 +876,9 @@ def machine_speed(tries: int = 20) -> float:
     """Milliseconds of CPU a young comparison's look takes here (``bench.judge_looks``'
     young test, before the test bed starts), the fastest of ``tries`` runs: how fast
     this machine runs the operator's own code, so that rows measured on different
-    machines can be set side by side (docs/benchmarks.md, "The runs of 2026-12-02,
-    12:09-13:57 UTC"). The fastest, not the median: on a quiet machine here the median
-    of 5 runs read 1.2-2.2 ms within minutes, the fastest of 20 1.04-1.11 ms in four
-    tries (and 1.6 ms a minute later: the machine's speed itself wanders)."""
+    machines can be set side by side. The fastest, not the median: the median wanders
+    with whatever else the machine does (docs/benchmarks.md, "The runs of 2026-12-02,
+    12:09-13:57 UTC")."""
     from bench import judge_looks
 
     return round(min(judge_looks.young_looks(repeat=1) for _ in range(tries)) * 1000, 3)
@@ -964,16 +961,15 @@ def run(
                 waited = interval * 1.5 + size / 200 if warmup is None else warmup
                 _log(f"N={size}: warming up {waited:.0f}s")
                 timeline = warm_up(operator, counters, bed_cpu, waited)
-                before_cpu, before_q, before_w = (
+                before_cpu, before_prometheus, before_w = (
                     operator.cpu_seconds(),
-                    counters.prometheus_queries(),
+                    counters.prometheus(),
                     counters.api_writes(),
                 )
                 # Statuses are written lazily (docs/engine.md): runs are counted by the
                 # operator's own metric, lags from the runs written in the window.
                 before_runs = operator.check_runs()
                 before_reads = counters.api_reads()
-                before_own = counters.prometheus_own_work()
                 since = datetime.datetime.now(datetime.UTC)
                 bed_cpu.begin()
                 log_offset = query_log.stat().st_size if query_log.exists() else 0
@@ -990,19 +986,19 @@ def run(
                 bed = bed_cpu.cores(elapsed)
                 if recording is not None:
                     _log(profiles.summary(recording.wait()))
-                after_cpu, after_q, after_w = (
+                after_cpu, after_prometheus, after_w = (
                     operator.cpu_seconds(),
-                    counters.prometheus_queries(),
+                    counters.prometheus(),
                     counters.api_writes(),
                 )
                 after_runs = operator.check_runs()
                 after_reads = counters.api_reads()
-                own = prometheus_work(before_own, counters.prometheus_own_work())
                 sent = _queries_sent(query_log, log_offset, EVALUATION_STEP)
                 items = _reviews(api)
                 lags = _lags(items, interval, since)
                 sizes = _status_sizes(items)
                 checks_run = max(1.0, after_runs - before_runs)
+                queries_served = after_prometheus["queries"] - before_prometheus["queries"]
                 results.append(
                     {
                         "kind": "active",
@@ -1016,7 +1012,7 @@ def run(
                         "cpu_per_1000_checks": (after_cpu - before_cpu) / checks_run * 1000,
                         "cores": (after_cpu - before_cpu) / elapsed,
                         "peak_rss_mb": operator.peak_rss_mb(),
-                        "prometheus_queries_per_min": (after_q - before_q) / elapsed * 60,
+                        "prometheus_queries_per_min": queries_served / elapsed * 60,
                         "distinct_queries": _distinct_queries(items),
                         "api_writes_per_min": (after_w - before_w) / elapsed * 60,
                         # GET and LIST requests per minute per resource (the
@@ -1028,7 +1024,7 @@ def run(
                         },
                         "checks_per_min": checks_run / elapsed * 60,
                         "young_look_ms": speed,
-                        "prometheus_own_work": own,
+                        "prometheus_own_work": prometheus_work_between(before_prometheus, after_prometheus),
                         "apiserver_cores": bed.get("kube-apiserver", float("nan")),
                         "status_kb_max": sizes[-1] / 1024 if sizes else float("nan"),
                         "load": pathlib.Path("/proc/loadavg").read_text().split()[:3],

@@ -243,17 +243,17 @@ def _prometheus_metrics(iterations: int, missed: int, group_s: float, query_s: f
 
 
 def test_prometheus_own_work_is_read_from_its_metrics_with_and_without_labels() -> None:
-    before = bench.prometheus_own_work(_prometheus_metrics(100, 0, 0.2, 1.0, 500))
-    after = bench.prometheus_own_work(_prometheus_metrics(160, 3, 0.5, 4.0, 1500))
+    before = bench.prometheus_counters(_prometheus_metrics(100, 0, 0.2, 1.0, 500))
+    after = bench.prometheus_counters(_prometheus_metrics(160, 3, 0.5, 4.0, 1500))
     assert before["queries_run"] == 500  # the queue-time slice is not counted
-    work = bench.prometheus_work(before, after)
+    work = bench.prometheus_work_between(before, after)
     assert work == {
         "rule_iterations": 60,
         "rule_iterations_missed": 3,
         "rule_group_ms": 5.0,  # 0.3 s over 60 evaluations
         "query_ms": 3.0,  # 3 s over 1,000 queries
     }
-    assert math.isnan(bench.prometheus_work(before, before)["query_ms"])
+    assert math.isnan(bench.prometheus_work_between(before, before)["query_ms"])
 
 
 def test_the_hot_path_packages_are_named_as_installed() -> None:
