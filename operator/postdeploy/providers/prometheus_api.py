@@ -33,7 +33,13 @@ __all__ = ["PrometheusApi"]
 
 _RETRY_STATUSES = frozenset({502, 503, 504})
 _RETRY_DELAY = 0.2
-_FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+# Answers are asked uncompressed. aiohttp offers gzip by default and Prometheus takes
+# it, which on loopback cost Prometheus about 1.1 ms of CPU per query (an instant query
+# 1.6-1.8 ms gzipped, 0.6-0.7 ms plain; a one-hour range 2.3-2.4 against 1.2) and the
+# operator about 0.2 ms to inflate (0.58-0.70 against 0.41-0.49 ms): runs of 2,000
+# queries, 16 in flight, on the 2-core bench machine. A check's answer is a few series,
+# a few kB; a Prometheus across a slow link sends its rare large answers slower.
+_FORM = {"Content-Type": "application/x-www-form-urlencoded", "Accept-Encoding": "identity"}
 
 
 class PrometheusApi:
