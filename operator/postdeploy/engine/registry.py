@@ -14,7 +14,10 @@ checks on the tables below:
 
 ``measure`` never raises: a provider or act that raises anyway, or exceeds the
 measurement timeout, yields an Error measurement that names it; a concurrency limit
-per provider keeps one data source from being flooded.
+per provider keeps one data source from being flooded. The timeout counts neither the
+wait for that limit nor a self-limiting provider's wait for its request slots
+(``kit.deadlines``): an operator behind its schedule queues, it does not blame the
+data source.
 
 The providers whose reads are shared between checks and reviews (kubernetes,
 prometheus, alertmanager) declare ``limits_itself`` and apply that limit themselves, to
@@ -36,7 +39,7 @@ import httpx
 
 from postdeploy.actions import cleanup_checks
 from postdeploy.engine.settings import Settings
-from postdeploy.kit import kube, metrics
+from postdeploy.kit import deadlines, kube, metrics
 from postdeploy.models.checks import Check
 from postdeploy.models.measurements import Measurement, MeasurementState, ReviewContext
 from postdeploy.providers import alertmanager, http, job, kubernetes, manual, postgres, prometheus, statistics
@@ -96,7 +99,8 @@ class Providers:
             limit = contextlib.nullcontext() if limits_itself else self._limits[name]
             async with limit:
                 self.calls[name] += 1
-                async with asyncio.timeout(self.settings.measure_timeout_seconds):
+                # Less the time its requests wait for the process's own slots (kit.deadlines).
+                async with deadlines.measuring(self.settings.measure_timeout_seconds):
                     if provider is not None:
                         result = await provider.measure(spec, ctx, baseline=check.baseline)
                     else:

@@ -9,7 +9,9 @@ with the callers that were waiting on them but never cached.
 
 ``concurrency`` bounds the requests actually made at once (the data source's load);
 callers answered by a request in flight or a remembered answer never wait for a
-slot, so sharing is never held up behind unrelated requests.
+slot, so sharing is never held up behind unrelated requests. The wait for a slot - a
+request's own, or that of the request a caller shares - does not count against the
+measurement's deadline (``kit.deadlines``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
+
+from postdeploy.kit import deadlines
 
 __all__ = ["Coalescer"]
 
@@ -37,7 +41,8 @@ class Coalescer(Generic[T]):
         self.clock = clock
         self.limit = limit
         self._done: dict[Hashable, tuple[float, T]] = {}
-        self._flying: dict[Hashable, asyncio.Future[T]] = {}
+        # A request in flight: its answer, and whether it holds a slot (or needs none).
+        self._flying: dict[Hashable, tuple[asyncio.Future[T], asyncio.Event]] = {}
         self.requests = 0  # requests actually made
         self.shared = 0  # calls answered by another call's request
 
@@ -50,17 +55,32 @@ class Coalescer(Generic[T]):
         flying = self._flying.get(key)
         if flying is not None:
             self.shared += 1
-            return await asyncio.shield(flying)
+            shared, sent = flying
+            if not sent.is_set():
+                async with deadlines.queued():
+                    await sent.wait()
+            return await asyncio.shield(shared)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._flying[key] = future
+        sent = asyncio.Event()
+        self._flying[key] = (future, sent)
         self.requests += 1
         try:
             if self._slots is None:
+                sent.set()
                 result = await factory()
             else:
-                async with self._slots:
+                if self._slots.locked():
+                    async with deadlines.queued():
+                        await self._slots.acquire()
+                else:
+                    await self._slots.acquire()
+                sent.set()
+                try:
                     result = await factory()
+                finally:
+                    self._slots.release()
         except BaseException as error:
+            sent.set()  # also when cancelled while queued: the callers sharing it see why
             future.set_exception(error)
             future.exception()  # retrieved: no "never retrieved" warning when nobody waits
             raise
