@@ -4,13 +4,14 @@ here by a small aiohttp server on loopback that answers like Prometheus's query 
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from postdeploy.providers.prometheus_api import PrometheusApi
+from postdeploy.providers.prometheus_api import PrometheusApi, _form
 
 
 @pytest.fixture
@@ -53,3 +54,10 @@ async def test_queries_ask_for_uncompressed_answers(server: tuple[str, list[dict
     assert seen[0]["form"] == {"query": "up", "time": "1000.000", "timeout": "5s"}
     ranged_form = {"query": "up", "start": "940.000", "end": "1000.000", "step": "60", "timeout": "5s"}
     assert seen[1]["form"] == ranged_form
+
+
+def test_the_form_is_urlencoded() -> None:
+    for query in ['sum(rate(x{a="b", c=~"5.."}[5m])) + 1', "a & b = c", "métrique{é=\"ü\"}", ""]:
+        data = {"query": query, "start": "1.000", "step": "1e+06", "timeout": "10s"}
+        assert _form(data) == urllib.parse.urlencode(data).encode()
+        assert _form(data) == _form(data)  # the second time from the cache
