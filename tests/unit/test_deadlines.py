@@ -28,12 +28,12 @@ from tests.contexts import make_context
 
 async def test_queued_time_does_not_count_and_the_rest_does() -> None:
     async with deadlines.measuring(0.2):
-        async with deadlines.queued():
+        with deadlines.queued():
             await asyncio.sleep(0.4)
         await asyncio.sleep(0.1)
     with pytest.raises(TimeoutError):
         async with deadlines.measuring(0.2):
-            async with deadlines.queued():
+            with deadlines.queued():
                 await asyncio.sleep(0.1)
             await asyncio.sleep(0.15)  # 0.15 of 0.2 left: the queue returned none of it
             await asyncio.sleep(0.15)
@@ -41,7 +41,7 @@ async def test_queued_time_does_not_count_and_the_rest_does() -> None:
 
 async def test_the_deadline_stops_while_any_request_waits() -> None:
     async def request(wait: float, work: float) -> None:
-        async with deadlines.queued():
+        with deadlines.queued():
             await asyncio.sleep(wait)
         await asyncio.sleep(work)
 
@@ -55,7 +55,7 @@ async def test_a_queue_outliving_its_measurement_is_harmless() -> None:
     release = asyncio.Event()
 
     async def left_behind() -> None:
-        async with deadlines.queued():
+        with deadlines.queued():
             await release.wait()
 
     async with deadlines.measuring(5):
@@ -63,7 +63,7 @@ async def test_a_queue_outliving_its_measurement_is_harmless() -> None:
         await asyncio.sleep(0)
     release.set()
     await task  # resumes a finished timeout: must neither raise nor re-arm it
-    async with deadlines.queued():  # outside any measurement: a plain wait
+    with deadlines.queued():  # outside any measurement: a plain wait
         await asyncio.sleep(0)
 
 

@@ -57,7 +57,7 @@ class Coalescer(Generic[T]):
             self.shared += 1
             shared, sent = flying
             if not sent.is_set():
-                async with deadlines.queued():
+                with deadlines.queued():
                     await sent.wait()
             return await asyncio.shield(shared)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -70,7 +70,7 @@ class Coalescer(Generic[T]):
                 result = await factory()
             else:
                 if self._slots.locked():
-                    async with deadlines.queued():
+                    with deadlines.queued():
                         await self._slots.acquire()
                 else:
                     await self._slots.acquire()
