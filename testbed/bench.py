@@ -858,7 +858,9 @@ def _distinct_queries(items: list[dict[str, Any]]) -> int:
 
 # The libraries the operator's hot path runs on: which versions a row was measured
 # with (a fresh install resolves the newest the pyproject allows).
-HOT_PACKAGES = ("kopf", "aiohttp", "pydantic", "pydantic-core", "orjson", "numpy", "prometheus-client")
+HOT_PACKAGES = (
+    "kopf", "aiohttp", "uvloop", "pydantic", "pydantic-core", "orjson", "numpy", "prometheus-client"
+)
 
 
 def packages() -> str:

@@ -12,8 +12,9 @@ import logging
 import os
 import pathlib
 import sys
+from collections.abc import Callable, Mapping
 
-__all__ = ["GC_THRESHOLD", "main", "without_generated_clients"]
+__all__ = ["GC_THRESHOLD", "event_loop_factory", "main", "without_generated_clients"]
 
 # The garbage collector's thresholds for the operator process. With Python's default
 # (700, 10, 10) an operator holding 10,000 active reviews ran a full collection every
@@ -25,6 +26,23 @@ __all__ = ["GC_THRESHOLD", "main", "without_generated_clients"]
 # collection every 15-25 s taking 0.15-0.2 s, one full collection in 5 minutes,
 # operator 0.38 -> 0.33 core and RSS 681 -> 568 MB.
 GC_THRESHOLD = (50_000, 10, 10)
+
+
+def event_loop_factory(env: Mapping[str, str] = os.environ) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The operator's event loop: uvloop's (libuv, in C), asyncio's own with
+    ``POSTDEPLOY_EVENT_LOOP=asyncio`` or where uvloop is not installed (None: asyncio's
+    default). The operator spends most of its CPU sending and reading requests from one
+    loop; with uvloop an aiohttp query to Prometheus cost 13 % less CPU (421 against 487
+    us, the medians of five runs of 2,000 queries each, alternated, on the 2-core bench
+    machine), and kopf offers the same loop as its ``uvloop`` extra."""
+    if env.get("POSTDEPLOY_EVENT_LOOP", "uvloop") == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def _not_routine(record: logging.LogRecord) -> bool:
@@ -143,17 +161,20 @@ def main(argv: list[str] | None = None) -> int:
         metrics.serve(args.metrics_port, args.metrics_address)
         metrics.watch_gc_pauses()
     gc.set_threshold(*GC_THRESHOLD)
-    asyncio.run(
-        kopf.operator(
-            clusterwide=not args.namespace,
-            namespaces=args.namespace,
-            # HA is a Lease election in the engine (POSTDEPLOY_LEADER_LEASE): every
-            # replica watches, only the leader ticks. kopf's peering would pause standbys.
-            standalone=True,
-            liveness_endpoint=args.liveness,
-            memo=kopf.Memo(settings=configuration),
+    factory = event_loop_factory()
+    logging.getLogger(__name__).info("event loop: %s", "uvloop" if factory is not None else "asyncio")
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(
+            kopf.operator(
+                clusterwide=not args.namespace,
+                namespaces=args.namespace,
+                # HA is a Lease election in the engine (POSTDEPLOY_LEADER_LEASE): every
+                # replica watches, only the leader ticks. kopf's peering would pause standbys.
+                standalone=True,
+                liveness_endpoint=args.liveness,
+                memo=kopf.Memo(settings=configuration),
+            )
         )
-    )
     return 0
 
 

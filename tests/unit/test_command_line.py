@@ -8,6 +8,7 @@ the webhooks' scope and the review webhook's confinement come from that Settings
 
 from __future__ import annotations
 
+import asyncio
 import os
 import types
 from typing import Any
@@ -55,6 +56,24 @@ def test_the_flags_become_the_settings_in_kopfs_memo(
     assert started["namespaces"] == ["team-a", "team-b"]
     assert kept_out == [True], "the generated kubernetes clients are kept out before kopf is imported"
     assert dict(os.environ) == before, "nothing is passed through the environment"
+
+
+@pytest.mark.parametrize(("setting", "loop_module"), [(None, "uvloop"), ("asyncio", "asyncio")])
+def test_the_operator_runs_on_uvloop_unless_told_otherwise(
+    started: dict[str, Any], monkeypatch: pytest.MonkeyPatch, setting: str | None, loop_module: str
+) -> None:
+    loops: list[str] = []
+
+    async def operator(**kwargs: Any) -> None:
+        loops.append(type(asyncio.get_running_loop()).__module__.split(".")[0])
+
+    monkeypatch.setattr(kopf, "operator", operator)
+    if setting is None:
+        monkeypatch.delenv("POSTDEPLOY_EVENT_LOOP", raising=False)
+    else:
+        monkeypatch.setenv("POSTDEPLOY_EVENT_LOOP", setting)
+    assert cli.main(["run"]) == 0
+    assert loops == [loop_module]
 
 
 def test_the_selector_defaults_to_the_environment_variable(
