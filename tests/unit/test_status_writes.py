@@ -185,6 +185,24 @@ async def test_the_ledger_keeps_what_does_not_matter_and_writes_it_when_due() ->
     assert len(ledger.patched) == 4 and ledger.patched[-1]["checks"][0]["value"] == 0.04
 
 
+async def test_the_same_status_is_not_written_twice_and_settled_deliveries_stay() -> None:
+    def delivered(state: str, phase: str = "immediate") -> dict[str, Any]:
+        deliveries = [{"receiver": "r", "state": state}]
+        return {"phase": phase, "notifications": [{"id": "m", "deliveries": deliveries}]}
+
+    ledger = RecordingLedger({}, [1000.0])
+    await ledger.write(_status())
+    await ledger.write(_status())
+    assert len(ledger.patched) == 1
+    await ledger.write(delivered("Delivered"))
+    # A tick computed from a snapshot taken before the delivery settled.
+    await ledger.write(delivered("Pending", phase="extended"))
+    assert len(ledger.patched) == 3
+    assert ledger.patched[-1] == delivered("Delivered", phase="extended") == ledger.view
+    await ledger.write(delivered("Pending", phase="extended"))  # the same again: nothing new
+    assert len(ledger.patched) == 3
+
+
 async def test_reviews_written_together_refresh_spread_over_the_step() -> None:
     """Thousands of reviews written in the same moment (created at once, or an operator
     restarting) do not refresh all together ever after: each ledger's refresh times lie

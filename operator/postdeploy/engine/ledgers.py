@@ -136,11 +136,12 @@ class Ledger:
         """Make ``status`` the newest; write it now when urgent or when the ledger's
         refresh time has come, else keep it for a later write (see the module docstring)."""
         async with self._lock:
-            current = self.status
-            merged = keep_deliveries(status, current)
-            if merged == current and not (urgent and self._unwritten):
-                return
+            # Only a status with notifications can carry a delivery older than the
+            # newest (``keep_deliveries``); others are compared as bytes, undecoded.
+            merged = keep_deliveries(status, self.status) if status.get("notifications") else status
             blob = _encode(merged)
+            if blob == self._blob and not (urgent and self._unwritten):
+                return
             if not urgent and self.clock() < self._refresh_at():
                 self._blob, self._unwritten = blob, True
                 return
