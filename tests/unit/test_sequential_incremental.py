@@ -359,7 +359,16 @@ def test_a_search_from_a_hint_anywhere_finds_the_same_bound() -> None:
             if index is None:
                 assert plain in (0.0, math.inf) or abs(math.log(plain)) >= sequential._LOG_LIMIT
                 continue
-            for hint in (index, index + 1, index - 1, index + 9, index - 40, 0, limit - 1, -limit, limit + 3):
+            assert plain == math.exp(sequential._LATTICE * index)  # the bound's lattice point
+            fine = sequential._LATTICE_PER_STEP
+            edge = limit * fine
+            for hint in (
+                *(index + d for d in (0, 1, -1, 2, -3, 9, -9, 40, -40, 16 * 9, -16 * 40, 5000, -5000)),
+                0,
+                edge - fine,
+                -edge,
+                edge + 3,
+            ):
                 assert sequential._bound(likelihood, 0, 1.0, 0.005, sign, hint) == (plain, index), hint
 
 
