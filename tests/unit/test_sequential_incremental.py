@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import random
 import tracemalloc
+from collections.abc import Callable
 
 import pytest
 
@@ -434,3 +435,33 @@ def test_a_memo_point_costs_no_more_bytes_than_size_counts() -> None:
             tracemalloc.stop()
         assert likelihood.memo_size == points
         assert grown <= 8 * sequential._MEMO_POINT_NUMBERS * points, (points, grown / points)
+
+
+def test_a_search_from_a_near_hint_asks_few_mixtures() -> None:
+    """From the bound's own lattice point a search asks 2 mixtures (the point and its
+    neighbour beyond); from a few points off, at most 5 (the line through two values
+    lands next to the bound). The values are those asked through ``_crossing``."""
+    _, log_weights = sequential._mixing_grid(1.0)
+    threshold = math.log(1.0 / 0.005)
+    reach = (math.ceil(sequential._LOG_LIMIT / sequential.GRID_STEP) - 1) * sequential._LATTICE_PER_STEP
+    asked: list[int] = []
+
+    def values(likelihood: sequential._Likelihood, sign: int) -> Callable[[int], float]:
+        def value(n: int) -> float:
+            asked.append(n)
+            return likelihood.log_mixture_at_point(n, log_weights, sign) - threshold
+
+        return value
+
+    for likelihood in _likelihoods():
+        for sign in (1, -1):
+            _, index = sequential._bound(likelihood, 0, 1.0, 0.005, sign)
+            if index is None or abs(index) + 16 > reach:
+                continue
+            asked.clear()
+            assert sequential._crossing(values(likelihood, sign), index, sign, reach) == index
+            assert len(asked) == 2
+            for off in (3, -3, 8, -8):
+                asked.clear()
+                assert sequential._crossing(values(likelihood, sign), index + off, sign, reach) == index
+                assert len(asked) <= 5, (off, asked)
