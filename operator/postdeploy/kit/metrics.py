@@ -35,11 +35,13 @@ from __future__ import annotations
 
 import bisect
 import collections
+import functools
 import gc
 import threading
 import time
 from collections.abc import Iterator
 from importlib import metadata
+from typing import Any
 
 import prometheus_client
 from prometheus_client import core, registry
@@ -234,10 +236,19 @@ def record_review_completed(verdict: str) -> None:
     _COMPLETED.labels(verdict=verdict).inc()
 
 
+@functools.cache
+def _check_series(provider: str, state: str) -> tuple[Any, Any]:
+    """The labelled children ``record_check`` counts every run in, looked up once per
+    label pair (``labels()`` parses its arguments at every call: 1.8 % of the
+    operator's samples with 2,000 reviews). Providers and states are a few names each."""
+    return _CHECK_RUNS.labels(provider=provider, state=state), _CHECK_DURATION.labels(provider=provider)
+
+
 def record_check(provider: str, state: str, seconds: float, *, provider_error: bool = False) -> None:
     """One measurement: its provider, the check state it led to, its duration."""
-    _CHECK_RUNS.labels(provider=provider, state=state).inc()
-    _CHECK_DURATION.labels(provider=provider).observe(seconds)
+    runs, duration = _check_series(provider, state)
+    runs.inc()
+    duration.observe(seconds)
     if provider_error:
         _PROVIDER_ERRORS.labels(provider=provider).inc()
 
