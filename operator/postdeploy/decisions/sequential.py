@@ -94,7 +94,7 @@ GRID_WIDTH = 5.0  # the mixing grid reaches prior_scale * GRID_WIDTH
 _REFINEMENTS = 4  # bisections of the last grid step: bounds to 1/16 of GRID_STEP
 _LOG_LIMIT = math.log(1e6)  # confidence bounds beyond 1e6 or below 1e-6 are reported as such
 _LATTICE_PER_STEP: int = 1 << _REFINEMENTS
-_LATTICE: float = GRID_STEP / _LATTICE_PER_STEP  # the bisections' points in log(rho)
+_LATTICE: float = GRID_STEP / _LATTICE_PER_STEP  # the bound searches' points in log(rho)
 _MEMO_LOOKS = 16  # a likelihood keeps the points asked in this many last looks...
 _MEMO_POINTS = 4096  # ...at most this many
 # What a memo point costs in 8-byte numbers (the unit of ``size``): an entry in two dicts,
@@ -224,14 +224,14 @@ def _logsumexp(values: Sequence[float]) -> float:
 class _Likelihood:
     """log L(rho) - up to a constant - summed over batches, at rho = exp(v).
 
-    log L(rho) = X log(rho) - sum_i k_i log(1 + rho a_i). The bisections of
+    log L(rho) = X log(rho) - sum_i k_i log(1 + rho a_i). The bound searches of
     :func:`_bound` ask it only on a lattice, v = n * ``_LATTICE``, where the sums are
     memoised by n. Batches can be added (``extend``): each memoised sum then adds the
     new batches' terms, so looking again after a few more batches costs the memo's
     size times the new batches, plus one pass over all batches per lattice point not
     asked before. ``prune`` (after each look) drops the points not asked in the last
     ``_MEMO_LOOKS`` looks and keeps at most ``_MEMO_POINTS``, least recently asked
-    first out: bounds move little from one look to the next, so their bisections ask
+    first out: bounds move little from one look to the next, so their bound searches ask
     mostly the same points. Below ``_MEMO_MIN_BATCHES`` batches nothing is memoised: a
     young test's wide bounds ask about a thousand points a look, each a dict entry of
     about 150 bytes, where its mixtures summed a row at a time in numpy
@@ -334,7 +334,7 @@ class _Overlay:
     leaving it as it was: the base's memoised sums (which the overlay asks, and so
     memoises and marks as asked, for the base's batches alone) plus the extra
     batches' terms. So a look at "the kept batches and the newest ones" costs one
-    bisection, with no copy of the kept test. ``prune`` prunes the base."""
+    bound search, with no copy of the kept test. ``prune`` prunes the base."""
 
     def __init__(self, base: _Likelihood, batches: Sequence[_Batch]) -> None:
         self._base = base
@@ -453,10 +453,10 @@ def _row_mixture(rows: _Rows, n0: int, log_weights: Sequence[float], sign: int) 
     """:func:`_log_mixture_at_point` for a likelihood that memoises nothing, with numpy:
     log L at the whole row (v0 and each grid offset from it) in one pass over the
     batches, the same terms, cut where the loop stops, summed by ``logsumexp``. A young
-    test's bisection asks about a hundred new points a mixture, over a few batches;
+    test's bound search asks about a hundred new points a mixture, over a few batches;
     point by point in Python that was most of a look's cost (1.4-1.7 ms a look, about
     a third of the operator's CPU with 2,000 young reviews). The sums are numpy's, not
-    ``fsum``: the same to their rounding, so a bisection step could differ from the
+    ``fsum``: the same to their rounding, so a bound search step could differ from the
     point-by-point one only on a tie with the threshold to ~1e-15. A row is some 15
     numpy calls on arrays of ~100 x batches numbers: with few batches the calls' own
     cost is most of it, so a bound search makes the arrays once (:class:`_Rows`).
@@ -704,12 +704,12 @@ class RateAccumulator:
 
     Keeps the running sums of the p-value path (one per grid point), the summed
     counts, and the informative batches' (x, k, n/b) - three numbers each, which the
-    confidence bounds need (they are found by bisection over rho0, which no fixed set
-    of sums can answer) - plus the memo of the last looks' bisections. ``size`` is
+    confidence bounds need (they are found by bound search over rho0, which no fixed set
+    of sums can answer) - plus the memo of the last looks' bound searches. ``size`` is
     what it keeps, in 8-byte numbers, for a caller bounding its memory. A result
     after any sequence of ``add`` calls equals ``compare_rates`` of all the batches
     added: ``p_value`` and ``first_crossing`` exactly, the bounds up to the rounding
-    of sums added in other chunks (a bisection step could differ only on a tie with
+    of sums added in other chunks (a bound search step could differ only on a tie with
     the threshold to 1e-15)."""
 
     def __init__(self, *, alpha: float, min_effect: float = 0.0, prior_scale: float = 1.0) -> None:
@@ -726,7 +726,7 @@ class RateAccumulator:
 
     @property
     def size(self) -> int:
-        """What is kept, in 8-byte numbers: 3 per informative batch, and the bisections'
+        """What is kept, in 8-byte numbers: 3 per informative batch, and the bound searches'
         memo (``_MEMO_POINT_NUMBERS`` a point: its bytes, not its one float)."""
         return 3 * len(self._likelihood) + _MEMO_POINT_NUMBERS * self._likelihood.memo_size
 
@@ -759,7 +759,7 @@ class RateAccumulator:
         """The result as if ``batches`` were added, without adding them: for a caller
         whose newest batches may still change (late scrapes). It equals ``add`` then
         ``result`` on a copy (the p-value exactly, the bounds to the rounding of their
-        sums), with one bisection on top of the kept memo instead of a copy of it.
+        sums), with one bound search on top of the kept memo instead of a copy of it.
         Marks the memo's points as asked, like a look at the kept batches."""
         if not batches:
             return self.result()

@@ -39,7 +39,7 @@ queries, deployedAt, grid and ``compare`` block) and adds them to the kept test
 equals the test recomputed over all batches. A batch is kept only once it ended
 ``HOLD`` ago: the newer ones, whose last scrapes could still land (a slow scrape, a
 late remote write), are asked and counted afresh at every run and looked at on top
-of the kept test (``look``: one bisection, no copy of the test), never added to it;
+of the kept test (``look``: one bound search, no copy of the test), never added to it;
 so a late scrape corrects the count of its batch as a full recount would. Their
 before-windows lie before the deployment: they are asked again only until they
 ended ``HOLD`` ago, then kept with the state until their batch is (a rate's two counts;
@@ -268,7 +268,7 @@ class Comparisons:
     them starts afresh.
 
     Bounded: the states together keep at most ``max_kept`` 8-byte numbers (each
-    state's ``size``: three a batch with events and the bisections' memo at its bytes'
+    state's ``size``: three a batch with events and the bound searches' memo at its bytes'
     worth; a histogram drops
     its bucket rows once added, ``keep_rows=False``); beyond it the least recently
     used are dropped, and their next run recomputes from Prometheus. ``added`` /
@@ -669,7 +669,7 @@ async def _looked(
     count: int,
 ) -> Any:
     """Adds batches ``[:cut]`` of the ones asked to ``accumulator`` and looks at
-    ``[cut:]`` on top of it without adding them: one bisection, no copy of the kept
+    ``[cut:]`` on top of it without adding them: one bound search, no copy of the kept
     test. On the event loop for a young test, else in a worker thread."""
 
     def add_and_look() -> Any:
