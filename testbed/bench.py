@@ -907,7 +907,7 @@ def run(
     speed = machine_speed()
     _log(f"machine speed: a young comparison's look takes {speed} ms of CPU (bench.judge_looks)")
     _log(f"the operator's packages: {packages()}")
-    kube_state = kube.start(workdir / "kube")
+    kube_state = kube.start(workdir / "kube", profiling=profile is not None)
     obs_state: dict[str, Any] | None = None
     # Live series for every Deployment, so the PromQL checks get real answers.
     services = fleet.Fleet(NAMESPACE, [f"svc-{i:03d}" for i in range(deployments)])
@@ -980,10 +980,14 @@ def run(
                 log_offset = query_log.stat().st_size if query_log.exists() else 0
                 started = time.monotonic()
                 recording = None
+                api_recording = None
                 if profile is not None:
                     profile.mkdir(parents=True, exist_ok=True)
                     output = profile / f"operator-{size}.txt"
                     recording = profiles.Recording(operator.process.pid, min(60.0, window), output)
+                    api_recording = profiles.ApiServerRecording(
+                        kube_state, min(60.0, window), profile / f"apiserver-{size}.pprof"
+                    )
                 time.sleep(window)
                 elapsed = time.monotonic() - started
                 # At once: listing the reviews for their lags below costs the API server
@@ -991,6 +995,10 @@ def run(
                 bed = bed_cpu.cores(elapsed)
                 if recording is not None:
                     _log(profiles.summary(recording.wait()))
+                if api_recording is not None:
+                    pprof = api_recording.wait()
+                    missing = f"no kube-apiserver profile: {api_recording.error}"
+                    _log(profiles.go_top(pprof) if pprof else missing)
                 after_cpu, after_prometheus, after_w = (
                     operator.cpu_seconds(),
                     counters.prometheus(),

@@ -415,6 +415,21 @@ class _Api:
             raise TestbedError(f"POST {path} -> {code}: {out}")
 
 
+def pprof_cpu(state: Mapping[str, Any], seconds: float, output: Path) -> Path:
+    """kube-apiserver's CPU profile over the next ``seconds`` (Go's pprof format), as
+    the admin; the server must have been started with ``profiling``."""
+    pki = Path(state["workdir"]) / "pki"
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx)
+    )
+    url = f"{state['server']}/debug/pprof/profile?seconds={round(seconds)}"
+    with opener.open(url, timeout=seconds + 30) as resp:
+        output.write_bytes(resp.read())
+    return output
+
+
 def _decode(raw: bytes) -> Any:
     try:
         return json.loads(raw)
@@ -498,8 +513,9 @@ def _node_ready(api: _Api, name: str) -> bool:
     )
 
 
-def start(workdir: Path, *, nodes: int = 2) -> dict[str, Any]:
-    """Start etcd, the control plane and kwok under WORKDIR; return the state dict."""
+def start(workdir: Path, *, nodes: int = 2, profiling: bool = False) -> dict[str, Any]:
+    """Start etcd, the control plane and kwok under WORKDIR; return the state dict.
+    With ``profiling`` kube-apiserver serves /debug/pprof (``pprof_cpu``)."""
     t0 = time.monotonic()
     deadline = t0 + _STARTUP_TIMEOUT
     bins = binaries()
@@ -601,7 +617,7 @@ def start(workdir: Path, *, nodes: int = 2) -> dict[str, Any]:
                 f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
                 f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
                 "--allow-privileged=true",
-                "--profiling=false",
+                f"--profiling={'true' if profiling else 'false'}",
             ],
         )
         api = _Api(server, pki, "admin")

@@ -7,6 +7,11 @@ is imported into the operator). The raw format is one line per distinct stack,
 ``function (file:line)``. ``summary`` turns that into the figures quoted in
 ``docs/benchmarks.md``: the share of samples per top-level package seen anywhere on
 the stack (inclusive) and the functions where the samples were taken (self).
+
+The same option has kube-apiserver started with ``--profiling`` and records its CPU
+profile over the window (``ApiServerRecording``: Go's pprof format, read with ``go
+tool pprof``; ``go_top`` prints its top functions when Go is installed): what the API
+server spends on the operator's status writes.
 """
 
 from __future__ import annotations
@@ -16,8 +21,13 @@ import pathlib
 import re
 import shutil
 import subprocess
+import threading
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["Recording", "summary"]
+from testbed import kube
+
+__all__ = ["ApiServerRecording", "Recording", "go_top", "summary"]
 
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
@@ -53,6 +63,44 @@ class Recording:
     def wait(self) -> pathlib.Path:
         self.process.wait(timeout=120)
         return self.output
+
+
+class ApiServerRecording:
+    """kube-apiserver's CPU profile over ``seconds``, fetched in a thread;
+    ``wait`` returns the output path (None when the fetch failed, said in ``error``)."""
+
+    def __init__(self, kube_state: Mapping[str, Any], seconds: float, output: pathlib.Path) -> None:
+        self.output = output
+        self.error = ""
+        self._thread = threading.Thread(target=self._fetch, args=(kube_state, seconds), daemon=True)
+        self._thread.start()
+
+    def _fetch(self, kube_state: Mapping[str, Any], seconds: float) -> None:
+        try:
+            kube.pprof_cpu(kube_state, seconds, self.output)
+        except OSError as error:  # urllib's errors are OSErrors
+            self.error = f"{type(error).__name__}: {error}"
+
+    def wait(self) -> pathlib.Path | None:
+        self._thread.join(timeout=180)
+        return None if self.error or not self.output.exists() else self.output
+
+
+def go_top(path: pathlib.Path, lines: int = 25) -> str:
+    """``go tool pprof -top`` of a Go CPU profile, its first ``lines`` lines (the
+    profile names its functions itself); a sentence instead when Go is not installed."""
+    installed = pathlib.Path("/usr/local/go/bin/go")  # the Go the test bed builds with
+    go = shutil.which("go") or (str(installed) if installed.exists() else None)
+    if go is None:
+        return f"{path.name}: go is not installed; read it with `go tool pprof -top {path}`"
+    done = subprocess.run(
+        [go, "tool", "pprof", "-top", f"-nodecount={lines}", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return f"{path.name}:\n{done.stdout.strip() or done.stderr.strip()}"
 
 
 def _package(file: str) -> str:
