@@ -883,7 +883,7 @@ def machine_speed(tries: int = 20) -> float:
     12:09-13:57 UTC"). It runs the operator's code of the day, so a cheaper look makes
     it smaller too: from 68baebe (bounds searched along the lattice) it reads about 0.69
     times what the code before read on the same machine (docs/benchmarks.md, "The runs
-    of 2026-12-02, 14:58-16:00 UTC")."""
+    of 2026-12-02, 14:58-17:06 UTC")."""
     from bench import judge_looks
 
     return round(min(judge_looks.young_looks(repeat=1) for _ in range(tries)) * 1000, 3)
