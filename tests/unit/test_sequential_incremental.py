@@ -465,3 +465,14 @@ def test_a_search_from_a_near_hint_asks_few_mixtures() -> None:
                 asked.clear()
                 assert sequential._crossing(values(likelihood, sign), index + off, sign, reach) == index
                 assert len(asked) <= 5, (off, asked)
+
+
+def test_a_search_survives_a_line_beyond_any_float() -> None:
+    """Values so large that the line through two of them crosses 0 beyond any float
+    (9e307 * 64 overflows): the search halves instead of failing."""
+
+    def value(n: int) -> float:
+        return 1e308 if n < 40 else (9e307 if n < 90 else -1.0)
+
+    assert sequential._crossing(value, 50, 1, 10_000) == 89
+    assert sequential._crossing(value, 120, 1, 10_000) == 89

@@ -641,7 +641,8 @@ def _crossing(value: Callable[[int], float], hint: int, sign: int, reach: int) -
         va, vb = at(a), at(b)
         if not (math.isfinite(va) and math.isfinite(vb)) or va == vb:
             return None
-        return a + va * (b - a) / (va - vb)
+        crossing = a + va * (b - a) / (va - vb)
+        return crossing if math.isfinite(crossing) else None  # values a hair apart
 
     x = sign * hint
     try:
