@@ -23,6 +23,7 @@ from postdeploy.kit import deadlines
 from postdeploy.models.checks import Check
 from postdeploy.models.measurements import MeasurementState
 from postdeploy.providers.coalescing import Coalescer
+from tests import loopback
 from tests.contexts import make_context
 
 
@@ -96,14 +97,8 @@ async def slow_prometheus() -> AsyncIterator[str]:
         result = {"resultType": "vector", "result": [{"metric": {}, "value": [1.0, "1"]}]}
         return web.json_response({"status": "success", "data": result})
 
-    app = web.Application()
-    app.router.add_route("POST", "/{tail:.*}", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+    async with loopback.serve(answer) as url:
+        yield url
 
 
 async def test_checks_queued_behind_the_providers_slot_are_not_errors(slow_prometheus: str) -> None:

@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from postdeploy.kit import kube
+from tests import loopback
 
 Seen = list[dict[str, Any]]
 
@@ -53,15 +54,8 @@ async def server() -> AsyncIterator[tuple[str, Seen]]:
             return web.json_response(status, status=409)
         return web.json_response({"kind": "Echo", "path": request.path, "query": dict(request.query)})
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}", seen
-    await runner.cleanup()
+    async with loopback.serve(answer) as url:
+        yield url, seen
 
 
 def test_paths_of_core_and_grouped_resources() -> None:

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from postdeploy.providers.prometheus_api import PrometheusApi, _form
+from tests import loopback
 
 
 @pytest.fixture
@@ -27,15 +28,8 @@ async def server() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
         response.enable_compression()
         return response
 
-    app = web.Application()
-    app.router.add_route("POST", "/{tail:.*}", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}", seen
-    await runner.cleanup()
+    async with loopback.serve(answer) as url:
+        yield url, seen
 
 
 async def test_queries_ask_for_uncompressed_answers(server: tuple[str, list[dict[str, Any]]]) -> None:
