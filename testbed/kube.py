@@ -409,6 +409,12 @@ class _Api:
         except urllib.error.HTTPError as err:
             return int(err.code), _decode(err.read())
 
+    def read(self, path: str, timeout: float = 10) -> bytes:
+        """The raw body of a GET (raises ``urllib.error.HTTPError`` on an error status)."""
+        with self._opener.open(self.server + path, timeout=timeout) as resp:
+            body: bytes = resp.read()
+        return body
+
     def create(self, path: str, body: dict[str, Any]) -> None:
         code, out = self.request("POST", path, body)
         if code not in (200, 201, 409):
@@ -418,15 +424,8 @@ class _Api:
 def pprof_cpu(state: Mapping[str, Any], seconds: float, output: Path) -> Path:
     """kube-apiserver's CPU profile over the next ``seconds`` (Go's pprof format), as
     the admin; the server must have been started with ``profiling``."""
-    pki = Path(state["workdir"]) / "pki"
-    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
-    ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
-    opener = urllib.request.build_opener(
-        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx)
-    )
-    url = f"{state['server']}/debug/pprof/profile?seconds={round(seconds)}"
-    with opener.open(url, timeout=seconds + 30) as resp:
-        output.write_bytes(resp.read())
+    api = _Api(state["server"], Path(state["workdir"]) / "pki", "admin")
+    output.write_bytes(api.read(f"/debug/pprof/profile?seconds={round(seconds)}", timeout=seconds + 30))
     return output
 
 
