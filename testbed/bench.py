@@ -31,7 +31,10 @@ intervals + 1 s per 200 reviews; the JSON line's ``warmup`` has one row per minu
 checks run, run delays, API writes and cores, how long the start took to settle),
 ``--shards N`` runs those rows on N operator
 processes, each handling the reviews labelled ``postdeploy-bench-shard=sK``
-(``postdeploy run --selector``), their figures summed.
+(``postdeploy run --selector``), their figures summed. ``--pin`` gives the operator
+processes CPU 0 to themselves and runs the bench and the test bed on the other CPUs, as
+an operator with a core of its own beside a control plane on other machines; each row
+says so.
 
 ``--steady N,...`` (default 5,000 and 10,000; ``--steady ""`` for none) adds the
 steady-stream mix (issue 16): N reviews of the built-in
@@ -173,6 +176,7 @@ class Operator:
         log: pathlib.Path,
         module: str = "postdeploy",
         args: Sequence[str] = (),
+        cpus: set[int] | None = None,
     ) -> None:
         from testbed.ports import free_port
 
@@ -197,6 +201,10 @@ class Operator:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        if cpus:
+            # Before Python has started a thread; the threads it starts inherit the set.
+            for task in pathlib.Path(f"/proc/{self.process.pid}/task").iterdir():
+                os.sched_setaffinity(int(task.name), cpus)
         self.ticks = os.sysconf("SC_CLK_TCK")
 
     def cpu_seconds(self) -> float:
@@ -268,9 +276,13 @@ class Shards:
     (``postdeploy run --selector postdeploy-bench-shard=sK``), measured as one: CPU,
     runs, memory and histograms summed (peak RSS: the sum of each process's peak)."""
 
-    def __init__(self, env: Mapping[str, str], workdir: pathlib.Path, name: str, count: int) -> None:
+    def __init__(
+        self, env: Mapping[str, str], workdir: pathlib.Path, name: str, count: int, cpus: set[int] | None
+    ) -> None:
         self.operators = [
-            Operator(env, workdir / f"{name}-shard{k}.log", args=("--selector", f"{SHARD_LABEL}=s{k}"))
+            Operator(
+                env, workdir / f"{name}-shard{k}.log", args=("--selector", f"{SHARD_LABEL}=s{k}"), cpus=cpus
+            )
             for k in range(count)
         ]
         self.process = self.operators[0].process  # what --profile samples: the first shard
@@ -901,8 +913,14 @@ def run(
     settle: float = 60.0,
     warmup: float | None = None,
     shards: int = 1,
+    pinned: set[int] | None = None,
 ) -> list[dict[str, Any]]:
+    """The rows; ``pinned``: the CPUs the operator processes run on (the bench, the test
+    bed and everything they start run on the others; set before the bed starts)."""
     steady = steady or []
+    if pinned:
+        os.sched_setaffinity(0, set(os.sched_getaffinity(0)) - pinned)
+        _log(f"operator on CPUs {sorted(pinned)}, bench and test bed on {sorted(os.sched_getaffinity(0))}")
     results: list[dict[str, Any]] = []
     speed = machine_speed()
     _log(f"machine speed: a young comparison's look takes {speed} ms of CPU (bench.judge_looks)")
@@ -958,9 +976,9 @@ def run(
             deployed_at = datetime.datetime.now(datetime.UTC)
             _create_reviews(api, f"r{size}", size, targets, deployed_at, spread=interval, shards=shards)
             operator: Operator | Shards = (
-                Shards(operator_env, workdir, f"operator-{size}", shards)
+                Shards(operator_env, workdir, f"operator-{size}", shards, pinned)
                 if shards > 1
-                else Operator(operator_env, workdir / f"operator-{size}.log")
+                else Operator(operator_env, workdir / f"operator-{size}.log", cpus=pinned)
             )
             try:
                 waited = interval * 1.5 + size / 200 if warmup is None else warmup
@@ -1066,7 +1084,7 @@ def run(
         for size in steady:
             _log(f"steady N={size}: creating reviews spread over {STEADY_HOURS:g}h")
             _create_steady(api, f"s{size}", size, targets, steady_template)
-            operator = Operator(operator_env, workdir / f"operator-steady-{size}.log")
+            operator = Operator(operator_env, workdir / f"operator-steady-{size}.log", cpus=pinned)
             try:
                 results.append(
                     _measure_steady(
@@ -1084,7 +1102,7 @@ def run(
             _create_reviews(
                 api, "done", completed, targets, datetime.datetime.now(datetime.UTC), completed=True
             )
-            operator = Operator(operator_env, workdir / "operator-idle.log")
+            operator = Operator(operator_env, workdir / "operator-idle.log", cpus=pinned)
             try:
                 # kopf lists them all and the scheduler files each as finished; measure after
                 # the operator has settled (no write for 15 s, or 10 minutes at most).
@@ -1120,6 +1138,8 @@ def run(
             observability.stop(obs_state)
         services.stop()
         kube.stop(kube_state)
+    for row in results:
+        row["operator_cpus"] = sorted(pinned) if pinned else None
     return results
 
 
@@ -1268,9 +1288,12 @@ def table(results: list[dict[str, Any]], window: float) -> str:
             steal = used.pop("steal", float("nan"))
             ranked = sorted(used.items(), key=lambda item: -item[1])
             others = ", ".join(f"{name} {cores:.2f}" for name, cores in ranked)
+            cpus = r.get("operator_cpus")
+            alone = f" on CPU {', '.join(map(str, cpus))} alone" if cpus else ""
             lines.append(
                 f"- {r['n']:,} {r['kind']}: machine {machine:.2f} of {r['machine_cores']} cores busy "
-                f"(and {steal:.2f} stolen by the hypervisor); operator {r['cores']:.2f}; test bed: {others}"
+                f"(and {steal:.2f} stolen by the hypervisor); operator {r['cores']:.2f}{alone}; "
+                f"test bed: {others}"
             )
         if "queries_logged" in r:
             lines.append(
@@ -1320,6 +1343,13 @@ def main(argv: list[str] | None = None) -> int:
         help="all-immediate rows: operator processes, each handling the reviews of one "
         f"{SHARD_LABEL} label (postdeploy run --selector); figures summed",
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the operator on CPU 0 alone, the bench and the test bed on the "
+        "other CPUs (as an operator with a core of its own, e.g. a Guaranteed pod under the "
+        "static CPU manager, beside a control plane on other machines)",
+    )
     parser.add_argument("--interval", type=float, default=60.0, help="check interval, seconds")
     parser.add_argument("--deployments", type=int, default=100)
     parser.add_argument("--markdown", type=pathlib.Path, default=None)
@@ -1332,6 +1362,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     steady = [int(s) for s in args.steady.split(",") if s]
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        parser.error("--pin needs two CPUs or more")
     with tempfile.TemporaryDirectory(prefix="postdeploy-bench-") as tmp:
         results = run(
             sizes,
@@ -1345,6 +1377,7 @@ def main(argv: list[str] | None = None) -> int:
             args.settle,
             args.warmup,
             max(1, args.shards),
+            {0} if args.pin else None,
         )
     text = table(results, args.window)
     print(text)
