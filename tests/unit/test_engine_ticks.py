@@ -356,3 +356,38 @@ async def test_reviews_of_one_template_share_its_resolved_phases(monkeypatch: py
     assert len(calls) == 1 and len(first) == 1
     await world.at(185).tick(review(on_failure="annotate"))  # another check: resolved anew
     assert len(calls) == 2 and len(first) == 2
+
+
+async def test_a_tick_never_changes_the_status_it_compares_with(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``previous`` is a shallow copy of the status the tick changes: every list and model
+    the tick replaces must be a new one, or the Events and the urgency would compare the
+    new status with itself. Over runs, a failure that decides actions, a rerun, a
+    finished phase, a refused and a held tick, it dumps the same after the tick as before."""
+    taken: list[tuple[Any, dict[str, Any]]] = []
+    original = ticks._before
+
+    def recording(status: Any) -> Any:
+        before = original(status)
+        taken.append((before, before.dump()))
+        return before
+
+    monkeypatch.setattr(ticks, "_before", recording)
+    world = World()
+    spec = review(on_failure="rollback")
+    await world.at(5).tick(spec)
+    world.providers.answers["error-rate"] = Measurement.ok(0.2)
+    failed = await world.at(65).tick(spec)
+    assert "CheckFailed" in [e.reason for e in failed.events]
+    assert "rollback" in [a["action"] for a in world.status["actions"]]
+    world.providers.answers["restarts"] = Measurement.error("connection refused")
+    await world.at(125).tick({**spec, "target": {"name": "app", "namespace": "elsewhere"}})
+    await world.at(126).tick(spec)
+    world.inputs.templates.clear()
+    await world.at(185).tick(spec)
+    for action in world.status["actions"]:
+        action.update(state="Done", fromRevision="2", toRevision="1")
+    await world.at(190).tick(spec)
+    assert world.status["phase"] == "Completed"
+    assert len(taken) >= 5
+    for before, dumped in taken:
+        assert before.dump() == dumped
