@@ -36,6 +36,7 @@ and ``lastSlot``, and ``lastRun`` in whole seconds: nothing reads them any more
 from __future__ import annotations
 
 import datetime
+import functools
 import math
 from typing import Any
 
@@ -67,9 +68,17 @@ def initial(check: ResolvedCheck) -> CheckStatus:
     )
 
 
+# A tick runs all its due checks at one ``now``: their times are worded once (a few).
+@functools.lru_cache(maxsize=8)
 def stamp(moment: datetime.datetime) -> str:
     """A sample's time as history records it: whole seconds, UTC, ``Z``."""
     return moment.astimezone(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@functools.lru_cache(maxsize=8)
+def _run_time_text(moment: datetime.datetime) -> str:
+    """``lastRun``: full precision (the scale bench measures lag from it), UTC with ``Z``."""
+    return moment.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _sample_value(value: float | None) -> float | None:
@@ -153,8 +162,7 @@ def record(
     # Shallow: every field below is replaced, never changed in place.
     status = previous.model_copy()
     status.last_slot = slot
-    # Full precision (the scale bench measures lag from it), UTC written with Z.
-    status.last_run = now.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
+    status.last_run = _run_time_text(now)
     status.query = measurement.query or status.query
     if measurement.memo is not None:
         status.memo = dict(measurement.memo) or None
@@ -208,7 +216,8 @@ def record(
     elif result == "Passed":
         status.consecutive_failures = 0
     status.last_result = result
-    sample = Sample(t=stamp(now), v=_sample_value(_finite(measurement.value)), s=result)
+    # Built unvalidated: a string, a float or None, and a result, all made here.
+    sample = Sample.model_construct(t=stamp(now), v=_sample_value(_finite(measurement.value)), s=result)
     status.history = append_sample(status.history, sample, max(1, history_limit))
 
     if status.failures > spec.failure_limit:
