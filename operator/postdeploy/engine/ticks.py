@@ -268,8 +268,10 @@ class Engine:
             if plan.phase is None:
                 break
             phase = plan.phase
+            # Every check of the batch sees the memos as they were before it ran.
+            memos = {name: s.memo for name, s in by_name.items() if s.memo}
             results = await asyncio.gather(
-                *(self._run(d, phase, setting, now, by_name, annotations, body) for d in plan.due)
+                *(self._run(d, phase, setting, now, by_name, memos, annotations, body) for d in plan.due)
             )
             for check_status in results:
                 by_name[check_status.name] = check_status
@@ -389,6 +391,7 @@ class Engine:
         setting: _Setting,
         now: datetime.datetime,
         by_name: Mapping[str, CheckStatus],
+        memos: Mapping[str, Mapping[str, Any]],
         annotations: Mapping[str, str],
         body: Mapping[str, Any],
     ) -> CheckStatus:
@@ -422,7 +425,7 @@ class Engine:
                 secrets=secrets,
                 parameters=review.spec.parameters,
                 annotations=annotations,
-                memos={name: s.memo for name, s in by_name.items() if s.memo},
+                memos=memos,
             )
             measurement = await self.providers.measure(check.spec, ctx)
         status, _ = check_decisions.record(
