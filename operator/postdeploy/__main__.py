@@ -14,7 +14,7 @@ import pathlib
 import sys
 from collections.abc import Callable, Mapping
 
-__all__ = ["GC_THRESHOLD", "event_loop_factory", "main", "without_generated_clients"]
+__all__ = ["GC_THRESHOLD", "event_loop_factory", "gc_threshold", "main", "without_generated_clients"]
 
 # The garbage collector's thresholds for the operator process. With Python's default
 # (700, 10, 10) an operator holding 10,000 active reviews ran a full collection every
@@ -26,6 +26,22 @@ __all__ = ["GC_THRESHOLD", "event_loop_factory", "main", "without_generated_clie
 # collection every 15-25 s taking 0.15-0.2 s, one full collection in 5 minutes,
 # operator 0.38 -> 0.33 core and RSS 681 -> 568 MB.
 GC_THRESHOLD = (50_000, 10, 10)
+
+
+def gc_threshold(env: Mapping[str, str] = os.environ) -> tuple[int, int, int]:
+    """``GC_THRESHOLD``, or ``POSTDEPLOY_GC_THRESHOLD`` ("N" for the youngest generation,
+    "N,M,K" for all three): an operator of many reviews in their first hour may collect
+    less often (docs/benchmarks.md). A value that is not positive whole numbers is an error."""
+    text = env.get("POSTDEPLOY_GC_THRESHOLD", "").strip()
+    if not text:
+        return GC_THRESHOLD
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) not in (1, 3) or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise ValueError(f"POSTDEPLOY_GC_THRESHOLD must be N or N,M,K (positive whole numbers), got {text!r}")
+    young = int(parts[0])
+    if len(parts) == 1:
+        return young, GC_THRESHOLD[1], GC_THRESHOLD[2]
+    return young, int(parts[1]), int(parts[2])
 
 
 def event_loop_factory(env: Mapping[str, str] = os.environ) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -160,7 +176,11 @@ def main(argv: list[str] | None = None) -> int:
 
         metrics.serve(args.metrics_port, args.metrics_address)
         metrics.watch_gc_pauses()
-    gc.set_threshold(*GC_THRESHOLD)
+    try:
+        thresholds = gc_threshold()
+    except ValueError as error:
+        parser.error(str(error))
+    gc.set_threshold(*thresholds)
     factory = event_loop_factory()
     logging.getLogger(__name__).info("event loop: %s", "uvloop" if factory is not None else "asyncio")
     with asyncio.Runner(loop_factory=factory) as runner:

@@ -131,3 +131,22 @@ def test_the_mirrors_bound_is_a_setting_read_from_the_environment() -> None:
     assert settings.Settings.from_env({}).mirror_objects == 5000
     assert settings.Settings.from_env({"POSTDEPLOY_MIRROR_OBJECTS": "0"}).mirror_objects == 0
     assert settings.Settings.from_env({"POSTDEPLOY_MIRROR_OBJECTS": "-3"}).mirror_objects == 0
+
+
+def test_the_collector_thresholds_come_from_the_environment_or_the_default() -> None:
+    assert cli.gc_threshold({}) == cli.GC_THRESHOLD
+    assert cli.gc_threshold({"POSTDEPLOY_GC_THRESHOLD": "200000"}) == (200_000, *cli.GC_THRESHOLD[1:])
+    assert cli.gc_threshold({"POSTDEPLOY_GC_THRESHOLD": " 100000, 20,5 "}) == (100_000, 20, 5)
+    for bad in ("0", "-5", "1,2", "a,b,c", "1.5", "1,2,3,4"):
+        with pytest.raises(ValueError, match="POSTDEPLOY_GC_THRESHOLD"):
+            cli.gc_threshold({"POSTDEPLOY_GC_THRESHOLD": bad})
+
+
+def test_a_bad_collector_threshold_is_a_usage_error(
+    started: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("POSTDEPLOY_GC_THRESHOLD", "many")
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["run"])
+    assert exit_.value.code == 2
+    assert "POSTDEPLOY_GC_THRESHOLD" in capsys.readouterr().err
