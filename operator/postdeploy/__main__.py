@@ -21,17 +21,20 @@ __all__ = ["GC_THRESHOLD", "event_loop_factory", "gc_threshold", "main", "withou
 # 3-13 s, each 0.4-0.8 s with the event loop stopped: every check run allocates
 # short-lived containers (parsed answers, statuses), and those alive across an await
 # at a young collection were promoted until a full one. Collecting the youngest
-# generation every 50,000 allocations instead of 700 lets them die young; measured on
-# the scale bench's steady 10,000 row (docs/benchmarks.md): a middle-generation
-# collection every 15-25 s taking 0.15-0.2 s, one full collection in 5 minutes,
-# operator 0.38 -> 0.33 core and RSS 681 -> 568 MB.
-GC_THRESHOLD = (50_000, 10, 10)
+# generation every 50,000 allocations instead of 700 let them die young (the steady
+# 10,000 row: operator 0.38 -> 0.33 core, RSS 681 -> 568 MB). At 4,000 reviews in their
+# first hour (52,000 runs a minute) 50,000 still meant a young collection every 2.8 s
+# taking 0.12 s, 5 % of the operator's time by the pause clock; every 200,000 (2026-12-02,
+# docs/benchmarks.md) the operator ran all 52,000 at 0.77 core where it had run 33,070 at
+# 0.82, worked off the start in 3 minutes instead of 15, at the same peak RSS (386 MB).
+# ``POSTDEPLOY_GC_THRESHOLD`` overrides it.
+GC_THRESHOLD = (200_000, 10, 10)
 
 
 def gc_threshold(env: Mapping[str, str] = os.environ) -> tuple[int, int, int]:
     """``GC_THRESHOLD``, or ``POSTDEPLOY_GC_THRESHOLD`` ("N" for the youngest generation,
-    "N,M,K" for all three): an operator of many reviews in their first hour may collect
-    less often (docs/benchmarks.md). A value that is not positive whole numbers is an error."""
+    "N,M,K" for all three), to trade the collector's pauses against memory (docs/benchmarks.md).
+    A value that is not positive whole numbers is an error."""
     text = env.get("POSTDEPLOY_GC_THRESHOLD", "").strip()
     if not text:
         return GC_THRESHOLD
