@@ -573,8 +573,8 @@ def _before(status: ReviewStatus) -> ReviewStatus:
     whether anything changed): a shallow copy. It stays as it was because a tick only
     ever replaces fields - of the status, its checks, conditions, phases and actions -
     and never changes a list or model it read in place (tests/unit/test_engine_ticks.py
-    holds it over ticks that run, fail, act and complete). A second validation of the
-    input instead cost 2 % of the operator's CPU at 4,000 reviews (docs/benchmarks.md)."""
+    holds it over ticks that run, fail, act and complete). Validating the input a second
+    time instead took 2-4 % of the operator's samples at 4,000 reviews (docs/benchmarks.md)."""
     return status.model_copy()
 
 
