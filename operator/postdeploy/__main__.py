@@ -24,9 +24,10 @@ __all__ = ["GC_THRESHOLD", "event_loop_factory", "gc_threshold", "main", "withou
 # generation every 50,000 allocations instead of 700 let them die young (the steady
 # 10,000 row: operator 0.38 -> 0.33 core, RSS 681 -> 568 MB). At 4,000 reviews in their
 # first hour (52,000 runs a minute) 50,000 still meant a young collection every 2.8 s
-# taking 0.12 s, 5 % of the operator's time by the pause clock; every 200,000 (2026-12-02,
-# docs/benchmarks.md) the operator ran all 52,000 at 0.77 core where it had run 33,070 at
-# 0.82, worked off the start in 3 minutes instead of 15, at the same peak RSS (386 MB).
+# taking 0.12 s, 5 % of the operator's time by the pause clock. Every 200,000 (2026-12-02,
+# docs/benchmarks.md), on a core of its own, the same code worked off the start in 4
+# minutes instead of 15; sharing the cores with the test bed, with that day's cheaper
+# ticks too, it ran all 52,000 at 0.77 core (33,070 at 0.82 before both), peak RSS 386 MB.
 # ``POSTDEPLOY_GC_THRESHOLD`` overrides it.
 GC_THRESHOLD = (200_000, 10, 10)
 
