@@ -8,7 +8,11 @@ eight-check stand-in with the same providers) running every 60 s, starts postdep
 as a separate process, lets it warm up, and measures over a fixed window:
 
 - check-schedule lag: for each check's latest run written in the window, run time
-  minus slot time (p50, p99);
+  minus slot time (p50, p99), and for every run in the window, from the operator's
+  ``postdeploy_run_delay_seconds`` histogram (p50 and p99 as bucket upper bounds, and
+  the share of runs later than 2 s);
+- the garbage collections in the window per generation (``postdeploy_gc_pause_seconds``)
+  and those that stopped the operator over 0.5 s and 1 s;
 - operator CPU seconds per 1,000 checks run (``/proc/<pid>/stat`` utime+stime);
 - operator peak RSS (``VmHWM``);
 - Prometheus queries per minute (Prometheus's own ``prometheus_http_requests_total``)
@@ -50,11 +54,8 @@ phases; it writes each review once on start-up and is measured after it has. Eac
 shows beside the operator's cores the API server's and the writes per review and
 minute, and the size of the reviews' status (p50, max); checks run are counted by the
 operator's own ``postdeploy_check_runs`` metric (statuses are written lazily, so their
-run counts lag), and lag is taken from each check's last written run in the window
-and, for every run in it, from the operator's ``postdeploy_run_delay_seconds``
-histogram (p50 and p99 as bucket upper bounds, and the share of runs later than 2 s);
-the JSON line also counts the garbage collections in the window per generation
-(``postdeploy_gc_pause_seconds``) and those that stopped the operator over 0.5 s and 1 s.
+run counts lag), and lag is taken as in the all-immediate rows: from each check's last
+written run in the window, and from the operator's histogram for every run in it.
 """
 
 from __future__ import annotations
@@ -300,6 +301,15 @@ class Shards:
                 summed[bound] = summed.get(bound, 0.0) + count
         return summed
 
+    def gc_pauses(self) -> dict[str, dict[float, float]]:
+        summed: dict[str, dict[float, float]] = {}
+        for operator in self.operators:
+            for generation, counts in operator.gc_pauses().items():
+                into = summed.setdefault(generation, {})
+                for bound, count in counts.items():
+                    into[bound] = into.get(bound, 0.0) + count
+        return summed
+
     def peak_rss_mb(self) -> float:
         return sum(o.peak_rss_mb() for o in self.operators)
 
@@ -337,6 +347,22 @@ def _count_above(before: Mapping[float, float], after: Mapping[float, float], bo
         return float("nan")
     total = after.get(math.inf, 0.0) - before.get(math.inf, 0.0)
     return total - (after[bound] - before.get(bound, 0.0))
+
+
+def gc_pauses_between(
+    before: Mapping[str, Mapping[float, float]], after: Mapping[str, Mapping[float, float]]
+) -> dict[str, dict[str, float]]:
+    """Between two readings of the operator's ``postdeploy_gc_pause_seconds`` histogram
+    (per generation, cumulative counts by upper bound): the collections of each
+    generation, and how many stopped the operator longer than 0.5 s and 1 s."""
+    return {
+        generation: {
+            "count": counts.get(math.inf, 0.0) - before.get(generation, {}).get(math.inf, 0.0),
+            "over_0.5s": _count_above(before.get(generation, {}), counts, 0.5),
+            "over_1s": _count_above(before.get(generation, {}), counts, 1.0),
+        }
+        for generation, counts in sorted(after.items())
+    }
 
 
 def _metric_sum(text: str, name: str, match: Mapping[str, Iterable[str]]) -> float:
@@ -992,6 +1018,7 @@ def run(
                 # Statuses are written lazily (docs/engine.md): runs are counted by the
                 # operator's own metric, lags from the runs written in the window.
                 before_runs = operator.check_runs()
+                before_delays, before_gc = operator.run_delays(), operator.gc_pauses()
                 before_reads = counters.api_reads()
                 since = datetime.datetime.now(datetime.UTC)
                 bed_cpu.begin()
@@ -1023,6 +1050,7 @@ def run(
                     counters.api_writes(),
                 )
                 after_runs = operator.check_runs()
+                after_delays, after_gc = operator.run_delays(), operator.gc_pauses()
                 after_reads = counters.api_reads()
                 sent = _queries_sent(query_log, log_offset, EVALUATION_STEP)
                 items = _reviews(api)
@@ -1040,6 +1068,12 @@ def run(
                         "checks_per_review": len(checks),
                         "lag_p50": _percentile(lags, 50),
                         "lag_p99": _percentile(lags, 99),
+                        # Every run in the window, from the operator's histogram (bucket
+                        # upper bounds), and the garbage collections that paused it.
+                        "run_delay_p50": bucket_quantile(before_delays, after_delays, 50),
+                        "run_delay_p99": bucket_quantile(before_delays, after_delays, 99),
+                        "runs_later_than_2s": share_above(before_delays, after_delays, 2.0),
+                        "gc_pauses": gc_pauses_between(before_gc, after_gc),
                         "cpu_per_1000_checks": (after_cpu - before_cpu) / checks_run * 1000,
                         "cores": (after_cpu - before_cpu) / elapsed,
                         "peak_rss_mb": operator.peak_rss_mb(),
@@ -1208,14 +1242,7 @@ def _measure_steady(
         "runs_later_than_2s": share_above(before_delays, after_delays, 2.0),
         # Garbage collections in the window per generation: count, and how many
         # stopped the operator longer than 0.5 s and 1 s (bucket bounds).
-        "gc_pauses": {
-            generation: {
-                "count": counts.get(math.inf, 0.0) - before_gc.get(generation, {}).get(math.inf, 0.0),
-                "over_0.5s": _count_above(before_gc.get(generation, {}), counts, 0.5),
-                "over_1s": _count_above(before_gc.get(generation, {}), counts, 1.0),
-            }
-            for generation, counts in after_gc.items()
-        },
+        "gc_pauses": gc_pauses_between(before_gc, after_gc),
         "cores": (after_cpu - before_cpu) / elapsed,
         "apiserver_cores": bed.get("kube-apiserver", float("nan")),
         "rss_mb": rss,
@@ -1295,6 +1322,15 @@ def table(results: list[dict[str, Any]], window: float) -> str:
                 f"(and {steal:.2f} stolen by the hypervisor); operator {r['cores']:.2f}{alone}; "
                 f"test bed: {others}"
             )
+        if r["kind"] == "active" and "run_delay_p99" in r:
+            lines.append(
+                f"- {r['n']:,} active, every run in the window (the operator's run-delay histogram, "
+                f"bucket bounds): p50 {r['run_delay_p50']:g} s, p99 {r['run_delay_p99']:g} s, "
+                f"{100 * r['runs_later_than_2s']:.2f} % later than 2 s"
+            )
+        if r.get("gc_pauses"):
+            collections = _collections(r["gc_pauses"])
+            lines.append(f"- {r['n']:,} {r['kind']}: collections in the window: {collections}")
         if "queries_logged" in r:
             lines.append(
                 f"- {r['n']:,} active: Prometheus's query log holds {r['queries_logged']} queries "
@@ -1308,6 +1344,18 @@ def table(results: list[dict[str, Any]], window: float) -> str:
         if r.get("load"):
             lines.append(f"- {r['n']:,} {r['kind']}: load average {' '.join(r['load'])} after the window")
     return "\n".join(lines)
+
+
+GENERATIONS = {"0": "young", "1": "middle", "2": "full"}
+
+
+def _collections(pauses: Mapping[str, Mapping[str, float]]) -> str:
+    """``gc_pauses_between``'s counts in words: "young 41 (0 over 0.5 s, 0 over 1 s), ..."."""
+    return ", ".join(
+        f"{GENERATIONS.get(generation, generation)} {counts['count']:.0f} "
+        f"({counts['over_0.5s']:.0f} over 0.5 s, {counts['over_1s']:.0f} over 1 s)"
+        for generation, counts in sorted(pauses.items())
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -166,6 +166,55 @@ def test_pauses_above_a_bound_are_counted_between_two_readings() -> None:
     assert math.isnan(bench._count_above(before, after, 2.0))
 
 
+def test_collections_are_counted_per_generation_between_two_readings() -> None:
+    inf = float("inf")
+    before = {"0": {0.5: 10.0, 1.0: 10.0, inf: 10.0}, "1": {0.5: 2.0, 1.0: 2.0, inf: 2.0}}
+    after = {
+        "0": {0.5: 40.0, 1.0: 41.0, inf: 41.0},  # 31 new, 1 in (0.5, 1]
+        "1": {0.5: 3.0, 1.0: 3.0, inf: 5.0},  # 3 new, 2 above 1 s
+        "2": {0.5: 0.0, 1.0: 0.0, inf: 1.0},  # first seen after the window opened
+    }
+    pauses = bench.gc_pauses_between(before, after)
+    assert pauses == {
+        "0": {"count": 31.0, "over_0.5s": 1.0, "over_1s": 0.0},
+        "1": {"count": 3.0, "over_0.5s": 2.0, "over_1s": 2.0},
+        "2": {"count": 1.0, "over_0.5s": 1.0, "over_1s": 1.0},
+    }
+    assert bench._collections(pauses) == (
+        "young 31 (1 over 0.5 s, 0 over 1 s), middle 3 (2 over 0.5 s, 2 over 1 s), "
+        "full 1 (1 over 0.5 s, 1 over 1 s)"
+    )
+
+
+def test_an_all_immediate_row_says_how_late_every_run_was_and_what_paused_it() -> None:
+    row = {
+        "kind": "active",
+        "n": 4000,
+        "checks_per_min": 52000.0,
+        "lag_p50": 0.08,
+        "lag_p99": 0.61,
+        "run_delay_p50": 0.1,
+        "run_delay_p99": 0.5,
+        "runs_later_than_2s": 0.0012,
+        "gc_pauses": {"0": {"count": 5.0, "over_0.5s": 0.0, "over_1s": 0.0}},
+        "cpu_per_1000_checks": 0.81,
+        "cores": 0.71,
+        "apiserver_cores": 0.36,
+        "peak_rss_mb": 383.0,
+        "prometheus_queries_per_min": 27429.0,
+        "distinct_queries": 500,
+        "api_writes_per_min": 810.0,
+        "status_kb_max": 11.2,
+        "warmup_s": 1200.0,
+    }
+    text = bench.table([row], 120.0)
+    cells = "52000 | 0.08 | 0.61 | 0.81 | 0.71 | 0.36 | 383 | 27429 (500) | 810 | 11.2"
+    assert f"| 4,000 active | {cells} |" in text
+    every_run = "every run in the window (the operator's run-delay histogram, bucket bounds)"
+    assert f"- 4,000 active, {every_run}: p50 0.1 s, p99 0.5 s, 0.12 % later than 2 s" in text
+    assert "- 4,000 active: collections in the window: young 5 (0 over 0.5 s, 0 over 1 s)" in text
+
+
 class _Growing:
     """Stands in for the operator, the API-server counters and the bed's CPU reader:
     every reading adds a fixed amount, so each warm-up row's rates are known."""
