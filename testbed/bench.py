@@ -1016,7 +1016,8 @@ def run(
                     counters.api_writes(),
                 )
                 # Statuses are written lazily (docs/engine.md): runs are counted by the
-                # operator's own metric, lags from the runs written in the window.
+                # operator's own metric, lags from the runs written in the window and,
+                # for every run, from the operator's run-delay histogram.
                 before_runs = operator.check_runs()
                 before_delays, before_gc = operator.run_delays(), operator.gc_pauses()
                 before_reads = counters.api_reads()
