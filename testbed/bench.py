@@ -295,20 +295,12 @@ class Shards:
         return sum(o.check_runs() for o in self.operators)
 
     def run_delays(self) -> dict[float, float]:
-        summed: dict[float, float] = {}
-        for operator in self.operators:
-            for bound, count in operator.run_delays().items():
-                summed[bound] = summed.get(bound, 0.0) + count
-        return summed
+        return _summed([o.run_delays() for o in self.operators])
 
     def gc_pauses(self) -> dict[str, dict[float, float]]:
-        summed: dict[str, dict[float, float]] = {}
-        for operator in self.operators:
-            for generation, counts in operator.gc_pauses().items():
-                into = summed.setdefault(generation, {})
-                for bound, count in counts.items():
-                    into[bound] = into.get(bound, 0.0) + count
-        return summed
+        readings = [o.gc_pauses() for o in self.operators]
+        generations = sorted({generation for reading in readings for generation in reading})
+        return {g: _summed([reading.get(g, {}) for reading in readings]) for g in generations}
 
     def peak_rss_mb(self) -> float:
         return sum(o.peak_rss_mb() for o in self.operators)
@@ -316,6 +308,15 @@ class Shards:
     def stop(self) -> None:
         for operator in self.operators:
             operator.stop()
+
+
+def _summed(histograms: Iterable[Mapping[float, float]]) -> dict[float, float]:
+    """Cumulative bucket counts of several processes' histograms, bound by bound."""
+    summed: dict[float, float] = {}
+    for histogram in histograms:
+        for bound, count in histogram.items():
+            summed[bound] = summed.get(bound, 0.0) + count
+    return summed
 
 
 def _sharded(row: Mapping[str, Any]) -> str:
