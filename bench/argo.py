@@ -417,22 +417,23 @@ def measure_scale(
         else ("postdeploymentreviews", PD_GROUP, PD_VERSION)
     )
 
-    def measurements() -> tuple[float, list[dict[str, Any]]]:
-        """Measurements so far: Argo's counts in each AnalysisRun's status; postdeploy's
-        own ``postdeploy_check_runs`` metric (it writes statuses lazily, so the run
-        counts in status lag behind)."""
+    def measurements() -> tuple[float, dict[float, float], list[dict[str, Any]]]:
+        """Measurements so far and postdeploy's run delays: Argo's counts in each
+        AnalysisRun's status (no delays); postdeploy's own ``postdeploy_check_runs``
+        metric (it writes statuses lazily, so the run counts in status lag behind) and
+        its ``postdeploy_run_delay_seconds`` histogram, from one scrape."""
         items = bench.list_objects(bed.api, group, version, plural, NAMESPACE)
         if isinstance(process, bench.Operator):
-            return process.check_runs(), items
-        return float(argo_measurements(items)), items
+            reading = process.reading()
+            return reading.runs, reading.delays, items
+        return float(argo_measurements(items)), {}, items
 
     try:
         warmup = interval * 1.5 + size / 200
         _log(f"{tool} N={size}: warming up {warmup:.0f}s")
         time.sleep(warmup)
         before_metrics = bed.metrics()
-        before_count, _ = measurements()
-        before_delays = process.run_delays() if isinstance(process, bench.Operator) else {}
+        before_count, before_delays, _ = measurements()
         before_cpu = process.cpu_seconds()
         before_api_cpu = bench.cpu_seconds(bed.apiserver_pid)
         bed_cpu = bench.BedCpu({**bed.kube_state["pids"], **bed.obs_state["pids"]})
@@ -453,8 +454,7 @@ def measure_scale(
         after_api_cpu = bench.cpu_seconds(bed.apiserver_pid)
         after_metrics = bed.metrics()
         sent = bench._queries_sent(bed.query_log, log_offset, 15.0)
-        after_count, items = measurements()
-        after_delays = process.run_delays() if isinstance(process, bench.Operator) else {}
+        after_count, after_delays, items = measurements()
         rss_now = memory_mb(process.process.pid, "VmRSS")
         peak_rss = memory_mb(process.process.pid, "VmHWM")
         bed_cores = bed_cpu.cores(elapsed)

@@ -63,6 +63,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime
 import importlib.metadata
 import json
@@ -167,6 +168,37 @@ class BedCpu:
         return {name: round(value, 2) for name, value in used.items() if value == value}
 
 
+@dataclasses.dataclass(frozen=True)
+class Reading:
+    """One scrape of an operator's /metrics, the parts compared between readings:
+    ``runs`` (the ``postdeploy_check_runs`` counter; NaN when it did not answer),
+    ``delays`` (the ``postdeploy_run_delay_seconds`` histogram: cumulative run counts
+    by upper bound, seconds after each run's run time) and ``gc`` (the
+    ``postdeploy_gc_pause_seconds`` histogram per generation: cumulative counts by
+    upper bound)."""
+
+    runs: float
+    delays: dict[float, float]
+    gc: dict[str, dict[float, float]]
+
+    @classmethod
+    def parse(cls, text: str | None) -> Reading:
+        if text is None:
+            return cls(runs=float("nan"), delays={}, gc={})
+        delays = re.findall(r'^postdeploy_run_delay_seconds_bucket\{le="([^"]+)"\} ([0-9.e+-]+)$', text, re.M)
+        pauses = re.findall(
+            r'^postdeploy_gc_pause_seconds_bucket\{generation="(\d)",le="([^"]+)"\} ([0-9.e+-]+)$', text, re.M
+        )
+        gc: dict[str, dict[float, float]] = {}
+        for generation, le, count in pauses:
+            gc.setdefault(generation, {})[float(le)] = float(count)
+        return cls(
+            runs=_metric_sum(text, "postdeploy_check_runs_total", {}),
+            delays={float(le): float(count) for le, count in delays},
+            gc=gc,
+        )
+
+
 class Operator:
     """``python -m postdeploy run -n bench`` as a process of its own, its metrics on a free
     port; ``module`` runs another entry point with the same arguments (``bench.memprobe``)."""
@@ -218,31 +250,13 @@ class Operator:
         except httpx.HTTPError:
             return None
 
+    def reading(self) -> Reading:
+        """The operator's counters that the benchmark compares, from one scrape."""
+        return Reading.parse(self._scrape())
+
     def check_runs(self) -> float:
         """Measurements taken so far (the operator's ``postdeploy_check_runs`` counter)."""
-        text = self._scrape()
-        return float("nan") if text is None else _metric_sum(text, "postdeploy_check_runs_total", {})
-
-    def run_delays(self) -> dict[float, float]:
-        """The operator's ``postdeploy_run_delay_seconds`` histogram: cumulative run
-        counts by upper bound (seconds after each run's run time)."""
-        found = re.findall(
-            r'^postdeploy_run_delay_seconds_bucket\{le="([^"]+)"\} ([0-9.e+-]+)$', self._scrape() or "", re.M
-        )
-        return {float(le): float(count) for le, count in found}
-
-    def gc_pauses(self) -> dict[str, dict[float, float]]:
-        """The operator's ``postdeploy_gc_pause_seconds`` histogram per generation:
-        cumulative counts by upper bound."""
-        found = re.findall(
-            r'^postdeploy_gc_pause_seconds_bucket\{generation="(\d)",le="([^"]+)"\} ([0-9.e+-]+)$',
-            self._scrape() or "",
-            re.M,
-        )
-        pauses: dict[str, dict[float, float]] = {}
-        for generation, le, count in found:
-            pauses.setdefault(generation, {})[float(le)] = float(count)
-        return pauses
+        return self.reading().runs
 
     def reviews_seen(self) -> float:
         """Reviews whose status the operator has written at least once."""
@@ -291,16 +305,14 @@ class Shards:
     def cpu_seconds(self) -> float:
         return sum(o.cpu_seconds() for o in self.operators)
 
-    def check_runs(self) -> float:
-        return sum(o.check_runs() for o in self.operators)
-
-    def run_delays(self) -> dict[float, float]:
-        return _summed([o.run_delays() for o in self.operators])
-
-    def gc_pauses(self) -> dict[str, dict[float, float]]:
-        readings = [o.gc_pauses() for o in self.operators]
-        generations = sorted({generation for reading in readings for generation in reading})
-        return {g: _summed([reading.get(g, {}) for reading in readings]) for g in generations}
+    def reading(self) -> Reading:
+        readings = [o.reading() for o in self.operators]
+        generations = sorted({generation for reading in readings for generation in reading.gc})
+        return Reading(
+            runs=sum(reading.runs for reading in readings),
+            delays=_summed([reading.delays for reading in readings]),
+            gc={g: _summed([reading.gc.get(g, {}) for reading in readings]) for g in generations},
+        )
 
     def peak_rss_mb(self) -> float:
         return sum(o.peak_rss_mb() for o in self.operators)
@@ -458,12 +470,10 @@ def warm_up(
     ``step``: the checks run, their run delays (bucket bounds from the operator's
     histogram), the API server's writes and the cores used, one row per step (the
     time it takes to settle after many reviews start at once)."""
-    def runs() -> float:
-        count = operator.check_runs()
-        return 0.0 if math.isnan(count) else count  # no metrics yet: the operator is starting
-
     def read() -> tuple[float, dict[float, float], float, float]:
-        return runs(), operator.run_delays(), counters.api_writes(), operator.cpu_seconds()
+        reading = operator.reading()
+        runs = 0.0 if math.isnan(reading.runs) else reading.runs  # no metrics yet: the operator is starting
+        return runs, reading.delays, counters.api_writes(), operator.cpu_seconds()
 
     rows: list[dict[str, Any]] = []
     started = time.monotonic()
@@ -1019,8 +1029,7 @@ def run(
                 # Statuses are written lazily (docs/engine.md): runs are counted by the
                 # operator's own metric, lags from the runs written in the window and,
                 # for every run, from the operator's run-delay histogram.
-                before_runs = operator.check_runs()
-                before_delays, before_gc = operator.run_delays(), operator.gc_pauses()
+                before = operator.reading()
                 before_reads = counters.api_reads()
                 since = datetime.datetime.now(datetime.UTC)
                 bed_cpu.begin()
@@ -1051,14 +1060,13 @@ def run(
                     counters.prometheus(),
                     counters.api_writes(),
                 )
-                after_runs = operator.check_runs()
-                after_delays, after_gc = operator.run_delays(), operator.gc_pauses()
+                after = operator.reading()
                 after_reads = counters.api_reads()
                 sent = _queries_sent(query_log, log_offset, EVALUATION_STEP)
                 items = _reviews(api)
                 lags = _lags(items, interval, since)
                 sizes = _status_sizes(items)
-                checks_run = max(1.0, after_runs - before_runs)
+                checks_run = max(1.0, after.runs - before.runs)
                 queries_served = after_prometheus["queries"] - before_prometheus["queries"]
                 results.append(
                     {
@@ -1072,10 +1080,10 @@ def run(
                         "lag_p99": _percentile(lags, 99),
                         # Every run in the window, from the operator's histogram (bucket
                         # upper bounds), and the garbage collections that paused it.
-                        "run_delay_p50": bucket_quantile(before_delays, after_delays, 50),
-                        "run_delay_p99": bucket_quantile(before_delays, after_delays, 99),
-                        "runs_later_than_2s": share_above(before_delays, after_delays, 2.0),
-                        "gc_pauses": gc_pauses_between(before_gc, after_gc),
+                        "run_delay_p50": bucket_quantile(before.delays, after.delays, 50),
+                        "run_delay_p99": bucket_quantile(before.delays, after.delays, 99),
+                        "runs_later_than_2s": share_above(before.delays, after.delays, 2.0),
+                        "gc_pauses": gc_pauses_between(before.gc, after.gc),
                         "cpu_per_1000_checks": (after_cpu - before_cpu) / checks_run * 1000,
                         "cores": (after_cpu - before_cpu) / elapsed,
                         "peak_rss_mb": operator.peak_rss_mb(),
@@ -1207,8 +1215,7 @@ def _measure_steady(
     _log(f"steady N={size}: {seen:.0f} reviews ticked after {catch_up:.0f}s; settling {settle:.0f}s")
     time.sleep(settle)
     since = datetime.datetime.now(datetime.UTC)
-    before_cpu, before_w, before_runs = operator.cpu_seconds(), counters.api_writes(), operator.check_runs()
-    before_delays, before_gc = operator.run_delays(), operator.gc_pauses()
+    before_cpu, before_w, before = operator.cpu_seconds(), counters.api_writes(), operator.reading()
     bed_cpu.begin()
     begun = time.monotonic()
     recording = None
@@ -1221,8 +1228,7 @@ def _measure_steady(
     bed = bed_cpu.cores(elapsed)  # before anything else costs the bed CPU
     if recording is not None:
         _log(profiles.summary(recording.wait()))
-    after_cpu, after_w, after_runs = operator.cpu_seconds(), counters.api_writes(), operator.check_runs()
-    after_delays, after_gc = operator.run_delays(), operator.gc_pauses()
+    after_cpu, after_w, after = operator.cpu_seconds(), counters.api_writes(), operator.reading()
     rss = operator.rss_mb()
     items = _reviews(api)
     lags = _steady_lags(items, timing, since)
@@ -1234,17 +1240,17 @@ def _measure_steady(
         "template": template_name,
         "catch_up_s": round(catch_up),
         "settle_s": round(settle),
-        "checks_per_min": (after_runs - before_runs) / elapsed * 60,
+        "checks_per_min": (after.runs - before.runs) / elapsed * 60,
         "lag_p50": _percentile(lags, 50),
         "lag_p99": _percentile(lags, 99),
         "lags": len(lags),
         # Every run in the window, from the operator's histogram (bucket upper bounds).
-        "run_delay_p50": bucket_quantile(before_delays, after_delays, 50),
-        "run_delay_p99": bucket_quantile(before_delays, after_delays, 99),
-        "runs_later_than_2s": share_above(before_delays, after_delays, 2.0),
+        "run_delay_p50": bucket_quantile(before.delays, after.delays, 50),
+        "run_delay_p99": bucket_quantile(before.delays, after.delays, 99),
+        "runs_later_than_2s": share_above(before.delays, after.delays, 2.0),
         # Garbage collections in the window per generation: count, and how many
         # stopped the operator longer than 0.5 s and 1 s (bucket bounds).
-        "gc_pauses": gc_pauses_between(before_gc, after_gc),
+        "gc_pauses": gc_pauses_between(before.gc, after.gc),
         "cores": (after_cpu - before_cpu) / elapsed,
         "apiserver_cores": bed.get("kube-apiserver", float("nan")),
         "rss_mb": rss,

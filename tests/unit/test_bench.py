@@ -166,6 +166,43 @@ def test_pauses_above_a_bound_are_counted_between_two_readings() -> None:
     assert math.isnan(bench._count_above(before, after, 2.0))
 
 
+def _operator_metrics(runs: int, late: int, young: int) -> str:
+    inf = "+Inf"
+    return (
+        "# TYPE postdeploy_check_runs_total counter\n"
+        f'postdeploy_check_runs_total{{provider="prometheus",state="Passed"}} {runs - 1}\n'
+        'postdeploy_check_runs_total{provider="http",state="Error"} 1.0\n'
+        f'postdeploy_run_delay_seconds_bucket{{le="2.0"}} {runs - late}\n'
+        f'postdeploy_run_delay_seconds_bucket{{le="{inf}"}} {runs}\n'
+        f'postdeploy_gc_pause_seconds_bucket{{generation="0",le="0.5"}} {young}\n'
+        f'postdeploy_gc_pause_seconds_bucket{{generation="0",le="{inf}"}} {young}\n'
+    )
+
+
+def test_one_scrape_gives_runs_delays_and_collections_and_shards_add_up() -> None:
+    inf = float("inf")
+    reading = bench.Reading.parse(_operator_metrics(runs=100, late=3, young=7))
+    assert reading == bench.Reading(
+        runs=100.0, delays={2.0: 97.0, inf: 100.0}, gc={"0": {0.5: 7.0, inf: 7.0}}
+    )
+    silent = bench.Reading.parse(None)  # the operator did not answer
+    assert math.isnan(silent.runs) and silent.delays == {} and silent.gc == {}
+
+    class Scraped:
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+        def reading(self) -> bench.Reading:
+            return bench.Reading.parse(self.text)
+
+    shards = object.__new__(bench.Shards)  # two processes' readings, not their processes
+    shards.operators = [Scraped(_operator_metrics(100, 3, 7)), Scraped(_operator_metrics(50, 1, 2))]  # type: ignore[list-item]
+    summed = shards.reading()
+    assert summed.runs == 150.0
+    assert summed.delays == {2.0: 146.0, inf: 150.0}
+    assert summed.gc == {"0": {0.5: 9.0, inf: 9.0}}
+
+
 def test_collections_are_counted_per_generation_between_two_readings() -> None:
     inf = float("inf")
     before = {"0": {0.5: 10.0, 1.0: 10.0, inf: 10.0}, "1": {0.5: 2.0, 1.0: 2.0, inf: 2.0}}
@@ -226,15 +263,13 @@ class _Growing:
         self.readings += 1
         return self.readings
 
-    def check_runs(self) -> float:
-        return 100.0 * self._next()
+    def reading(self) -> bench.Reading:
+        n = self._next()
+        delays = {0.5: 90.0 * n, 2.0: 99.0 * n, float("inf"): 100.0 * n}  # 1 in 100 later than 2 s
+        return bench.Reading(runs=100.0 * n, delays=delays, gc={})
 
     def cpu_seconds(self) -> float:
         return 0.0
-
-    def run_delays(self) -> dict[float, float]:
-        n = self._next()
-        return {0.5: 90.0 * n, 2.0: 99.0 * n, float("inf"): 100.0 * n}  # 1 in 100 later than 2 s
 
     def api_writes(self) -> float:
         return 0.0
@@ -263,11 +298,8 @@ def test_the_warm_up_is_reported_step_by_step() -> None:
 
 def test_a_warm_up_step_before_the_operator_answers_counts_no_runs() -> None:
     class Starting(_Growing):
-        def check_runs(self) -> float:
-            return math.nan if self._next() == 1 else 50.0
-
-        def run_delays(self) -> dict[float, float]:
-            return {}
+        def reading(self) -> bench.Reading:
+            return bench.Reading.parse(None if self._next() == 1 else "postdeploy_check_runs_total 50\n")
 
     fake = Starting()
     rows = bench.warm_up(fake, fake, fake, seconds=0.1, step=0.1)  # type: ignore[arg-type]
