@@ -420,30 +420,36 @@ class Counters:
         return prometheus_counters(httpx.get(f"{self.prometheus_url}/metrics", timeout=10).text)
 
     def api_writes(self) -> float:
-        text = _kubectl(self.env, "get", "--raw", "/metrics")
-        return _metric_sum(
-            text,
-            "apiserver_request_total",
-            {
-                "verb": {"POST", "PATCH", "PUT", "DELETE", "APPLY"},
-                "resource": {REVIEWS, "events"},
-            },
-        )
+        """Writes on reviews and events served by the API server so far."""
+        return _api_writes(_kubectl(self.env, "get", "--raw", "/metrics"))
 
-    def api_reads(self) -> dict[str, float]:
-        """GET and LIST requests served by the API server so far, per resource."""
+    def api_requests(self) -> tuple[float, dict[str, float]]:
+        """``api_writes`` and the GET and LIST requests served so far per resource, from
+        one fetch of the API server's metrics."""
         text = _kubectl(self.env, "get", "--raw", "/metrics")
-        reads: dict[str, float] = {}
-        pattern = re.compile(r"^apiserver_request_total\{(.*)\} ([0-9.e+-]+)$")
-        for line in text.splitlines():
-            found = pattern.match(line)
-            if not found:
-                continue
-            labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', found.group(1)))
-            if labels.get("verb") in {"GET", "LIST"}:
-                resource = labels.get("resource", "") or "?"
-                reads[resource] = reads.get(resource, 0.0) + float(found.group(2))
-        return reads
+        return _api_writes(text), _api_reads(text)
+
+
+def _api_writes(text: str) -> float:
+    """POST, PATCH, PUT, DELETE and APPLY requests on reviews and events in the API
+    server's metrics ``text``."""
+    match = {"verb": {"POST", "PATCH", "PUT", "DELETE", "APPLY"}, "resource": {REVIEWS, "events"}}
+    return _metric_sum(text, "apiserver_request_total", match)
+
+
+def _api_reads(text: str) -> dict[str, float]:
+    """GET and LIST requests per resource in the API server's metrics ``text``."""
+    reads: dict[str, float] = {}
+    pattern = re.compile(r"^apiserver_request_total\{(.*)\} ([0-9.e+-]+)$")
+    for line in text.splitlines():
+        found = pattern.match(line)
+        if not found:
+            continue
+        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', found.group(1)))
+        if labels.get("verb") in {"GET", "LIST"}:
+            resource = labels.get("resource", "") or "?"
+            reads[resource] = reads.get(resource, 0.0) + float(found.group(2))
+    return reads
 
 
 def prometheus_work_between(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
@@ -1021,16 +1027,12 @@ def run(
                 waited = interval * 1.5 + size / 200 if warmup is None else warmup
                 _log(f"N={size}: warming up {waited:.0f}s")
                 timeline = warm_up(operator, counters, bed_cpu, waited)
-                before_cpu, before_prometheus, before_w = (
-                    operator.cpu_seconds(),
-                    counters.prometheus(),
-                    counters.api_writes(),
-                )
+                before_cpu, before_prometheus = operator.cpu_seconds(), counters.prometheus()
+                before_w, before_reads = counters.api_requests()
                 # Statuses are written lazily (docs/engine.md): runs are counted by the
                 # operator's own metric, lags from the runs written in the window and,
                 # for every run, from the operator's run-delay histogram.
                 before = operator.reading()
-                before_reads = counters.api_reads()
                 since = datetime.datetime.now(datetime.UTC)
                 bed_cpu.begin()
                 log_offset = query_log.stat().st_size if query_log.exists() else 0
@@ -1055,13 +1057,9 @@ def run(
                     pprof = api_recording.wait()
                     missing = f"no kube-apiserver profile: {api_recording.error}"
                     _log(profiles.go_top(pprof) if pprof else missing)
-                after_cpu, after_prometheus, after_w = (
-                    operator.cpu_seconds(),
-                    counters.prometheus(),
-                    counters.api_writes(),
-                )
+                after_cpu, after_prometheus = operator.cpu_seconds(), counters.prometheus()
+                after_w, after_reads = counters.api_requests()
                 after = operator.reading()
-                after_reads = counters.api_reads()
                 sent = _queries_sent(query_log, log_offset, EVALUATION_STEP)
                 items = _reviews(api)
                 lags = _lags(items, interval, since)

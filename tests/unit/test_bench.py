@@ -18,6 +18,7 @@ import re
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from postdeploy.models.crds import REVIEWS
 from testbed import bench, fleet
 
 T0 = datetime.datetime(2026, 11, 26, 12, 0, 0, tzinfo=datetime.UTC)
@@ -342,3 +343,17 @@ def test_the_hot_path_packages_are_named_as_installed() -> None:
     assert named[0].startswith("python 3.")
     assert [entry.split()[0] for entry in named[1:]] == list(bench.HOT_PACKAGES)
     assert all(entry.split()[1] != "-" for entry in named)  # every name is a distribution here
+
+
+def test_api_server_writes_and_reads_come_from_one_metrics_text() -> None:
+    text = (
+        "# TYPE apiserver_request_total counter\n"
+        f'apiserver_request_total{{code="200",resource="{REVIEWS}",verb="PATCH"}} 40\n'
+        'apiserver_request_total{code="201",resource="events",verb="POST"} 5\n'
+        'apiserver_request_total{code="201",resource="configmaps",verb="POST"} 7\n'  # not ours: no write
+        f'apiserver_request_total{{code="200",resource="{REVIEWS}",verb="LIST"}} 3\n'
+        'apiserver_request_total{code="200",resource="pods",verb="GET"} 2\n'
+        'apiserver_request_total{code="200",resource="",verb="GET"} 1\n'
+    )
+    assert bench._api_writes(text) == 45.0
+    assert bench._api_reads(text) == {REVIEWS: 3.0, "pods": 2.0, "?": 1.0}
