@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -96,6 +97,17 @@ class Kubectl:
             )
         )["items"]
         return list(items)
+
+
+# An API server's refusal in an operator's log. A time stamp's milliseconds
+# ("08:32:11,403") are not a status code: a stamp is left out before looking.
+REFUSAL = re.compile(r"\b403\b|forbidden|not enough permissions", re.IGNORECASE)
+STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")
+
+
+def refusals(log: str) -> list[str]:
+    """The lines of an operator's ``log`` that say the API server refused it."""
+    return [line for line in log.splitlines() if REFUSAL.search(STAMP.sub("", line))]
 
 
 def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60.0, every: float = 0.5) -> Any:

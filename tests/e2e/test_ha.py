@@ -20,7 +20,6 @@ import collections
 import datetime
 import json
 import pathlib
-import re
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -29,14 +28,13 @@ import httpx
 
 from testbed.ports import free_port
 from tests.e2e import test_reviews
-from tests.e2e.harness import ROOT, Kubectl, OperatorProcess, wait_for
+from tests.e2e.harness import ROOT, Kubectl, OperatorProcess, refusals, wait_for
 from tests.e2e.installs import Release
 
 pytest_plugins = ["tests.e2e.conftest_install"]
 
 LEASE_SECONDS = "6"  # the chart's 15 s, shortened: the takeover time
 # (not the ",403" of a log line's milliseconds)
-REFUSAL = re.compile(r"(?<![,.:])\b403\b|forbidden|not enough permissions", re.IGNORECASE)
 steer = test_reviews.steer
 
 
@@ -144,5 +142,5 @@ def test_chart_ha_install_survives_the_loss_of_its_leader(
     assert not {k: n for k, n in counts.items() if n > 1}
     assert all(e.get("count", 1) == 1 for e in events)
     for process in (first, second):
-        refused = [line for line in process.output().splitlines() if REFUSAL.search(line)]
+        refused = refusals(process.output())
         assert not refused, "\n".join(refused)

@@ -19,18 +19,16 @@ permissions"):
 from __future__ import annotations
 
 import pathlib
-import re
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests.e2e import test_reviews, test_templates
-from tests.e2e.harness import Kubectl, OperatorProcess
+from tests.e2e.harness import Kubectl, OperatorProcess, refusals
 from tests.e2e.installs import Release, whoami
 
 pytest_plugins = ["tests.e2e.conftest_install"]
 
-REFUSAL = re.compile(r"\b403\b|forbidden|not enough permissions", re.IGNORECASE)
 # The sample app's steering, shared with the scenarios replayed here.
 steer = test_reviews.steer
 
@@ -63,7 +61,7 @@ def operators(
     for process in started:
         log = process.output()
         assert "postdeploy started" in log, log
-        refused = [line for line in log.splitlines() if REFUSAL.search(line)]
+        refused = refusals(log)
         assert not refused, "\n".join(refused)
 
 
