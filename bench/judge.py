@@ -35,6 +35,7 @@ Usage::
 
     python -m bench.judge [--quick] [--releases 1000] [--other-releases 200]
                           [--levels 0.1,1,5,20,100,1000] [--workers 2] [--markdown FILE]
+                          [--rules today,new] [--checks throughput,...]
 """
 
 from __future__ import annotations
@@ -115,10 +116,12 @@ class Simulator(Protocol):
 class WindowRatio:
     """An instant PromQL query over ``rate(...[window])`` with an optional baseline.
 
-    ``kind`` is ``errors`` (sum of 5xx rates / sum of request rates) or ``quantile``
-    (``histogram_quantile(q, sum by (le) (rate(..._bucket[window])))``). The baseline is
+    ``kind`` is ``errors`` (sum of 5xx rates / sum of request rates), ``quantile``
+    (``histogram_quantile(q, sum by (le) (rate(..._bucket[window])))``) or ``requests``
+    (``sum(rate(http_requests_total[window]))``: requests per second). The baseline is
     the same query at the deployment (``preDeploy``) or ``offset`` earlier, as the
-    Prometheus provider does. No requests in the window is NaN: NoData.
+    Prometheus provider does. No requests in the window is NaN (NoData) for a share or
+    a quantile, and 0 requests per second for ``requests`` (the counters exist).
     """
 
     kind: str
@@ -139,6 +142,8 @@ class WindowRatio:
 
     def _value(self, stream: streams.Stream, minute: int) -> float:
         counts = stream.counts(minute - self.window, minute)
+        if self.kind == "requests":
+            return counts.requests / (self.window * 60)
         if counts.requests == 0:
             return math.nan
         if self.kind == "errors":
@@ -158,6 +163,11 @@ class WindowRatio:
 
 
 _WINDOW = re.compile(r"\[(\d+[smhdw])\]")
+# All requests per second, as the built-in throughput check asks: the sum of the rates
+# of ``http_requests_total`` under the selector, which has no ``code`` matcher.
+_REQUEST_RATE = re.compile(
+    r"\s*sum\s*\(\s*rate\s*\(\s*http_requests_total\s*\{(.*?)\}\s*\[\w+\]\s*\)\s*\)\s*"
+)
 
 
 def _rendered(query: str, parameters: Mapping[str, str]) -> str:
@@ -174,8 +184,10 @@ def simulator_for(
     Known: comparisons (``prometheus.compare``) of the 5xx share of
     ``http_requests_total`` or of ``http_request_duration_seconds_bucket``
     (``bench.judge_compare``), and instant queries of the 5xx share of ``http_requests_total`` and of
-    ``histogram_quantile`` over ``http_request_duration_seconds_bucket``, each over
-    one ``rate()`` window, with a ``preDeploy`` or ``offset`` baseline or none.
+    ``histogram_quantile`` over ``http_request_duration_seconds_bucket``, and of all
+    requests per second (``sum(rate(http_requests_total{...}[w]))`` without a ``code``
+    matcher), each over one ``rate()`` window, with a ``preDeploy`` or ``offset``
+    baseline or none.
     """
     spec = check.spec.prometheus
     if spec is not None and spec.compare is not None:
@@ -200,6 +212,9 @@ def simulator_for(
         return WindowRatio("quantile", int(window), float(quantile.group(1)), baseline_at)
     if "http_requests_total" in query and 'code=~"5.."' in query and "histogram_quantile" not in query:
         return WindowRatio("errors", int(window), baseline_at=baseline_at)
+    every = _REQUEST_RATE.fullmatch(query)
+    if every and "code" not in every.group(1):
+        return WindowRatio("requests", int(window), baseline_at=baseline_at)
     return None
 
 
@@ -484,6 +499,12 @@ def _level(rps: float) -> str:
     return f"{rps:,g} rps"
 
 
+def _by_check(tally: Tally) -> str:
+    """Which checks failed the releases judged Failed: "throughput 157, error-rate 2"."""
+    ranked = sorted(tally.checks.items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(f"{name} {count}" for name, count in ranked) or "-"
+
+
 def tables(
     rules: Sequence[Rule], levels: Sequence[float], results: Mapping[tuple[int, int], list[Tally]]
 ) -> str:
@@ -491,8 +512,9 @@ def tables(
     all_scenarios = scenarios()
     first_phase = {rule.name: int(rule.review.phases[0].end / MINUTE) for rule in rules}
     lines = ["### Healthy releases judged Failed (95 % Clopper-Pearson interval)", ""]
-    lines.append("| traffic (daily mean) | scenario | releases | " + " | ".join(r.name for r in rules) + " |")
-    lines.append("|---|---|---|" + "---|" * len(rules))
+    names = " | ".join(f"{r.name} | {r.name}: failed by" for r in rules)
+    lines.append(f"| traffic (daily mean) | scenario | releases | {names} |")
+    lines.append("|---|---|---|" + "---|---|" * len(rules))
     for s_index, scenario in enumerate(all_scenarios):
         if scenario.kind != "healthy":
             continue
@@ -500,7 +522,7 @@ def tables(
             tallies = results.get((l_index, s_index))
             if not tallies:
                 continue
-            cells = [_rate_cell(len(t.failed), t.releases) for t in tallies]
+            cells = [f"{_rate_cell(len(t.failed), t.releases)} | {_by_check(t)}" for t in tallies]
             lines.append(
                 f"| {_level(rps)} | {scenario.name} | {tallies[0].releases} | " + " | ".join(cells) + " |"
             )
@@ -509,11 +531,11 @@ def tables(
     for rule in rules:
         header += (
             f" {rule.name}: within {DETECT_WITHIN} min | in the first phase | in the review | median time"
-            " | 95 % caught by |"
+            " | 95 % caught by | failed by |"
         )
     header += f" oracle at {DETECT_WITHIN} min, known baseline | 2-sample at {DETECT_WITHIN} min |"
     lines.append(header)
-    lines.append("|---|---|---|" + "---|" * (5 * len(rules) + 2))
+    lines.append("|---|---|---|" + "---|" * (6 * len(rules) + 2))
     for s_index, scenario in enumerate(all_scenarios):
         if scenario.kind == "healthy":
             continue
@@ -528,7 +550,7 @@ def tables(
                 phase_one = sum(1 for m in tally.failed if m < first_phase[rule.name])
                 row += (
                     f" {_percent(within / n)} | {_percent(phase_one / n)} | {_percent(len(tally.failed) / n)}"
-                    f" | {_median(tally.failed)} | {_caught_by(tally.failed, n)} |"
+                    f" | {_median(tally.failed)} | {_caught_by(tally.failed, n)} | {_by_check(tally)} |"
                 )
             row += (
                 f" {_percent(tallies[0].oracle_known / n)} | {_percent(tallies[0].oracle_two_sample / n)} |"
@@ -583,6 +605,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="processes (2 cores, shared)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 60 healthy, 30 others")
     parser.add_argument("--rules", default="today,new", help="today, new or both (comma-separated)")
+    parser.add_argument("--checks", default="", help="simulate only these checks of the new default")
     parser.add_argument(
         "--exact", action="store_true", help="run every comparison run exactly (very slow; a spot check)"
     )
@@ -600,7 +623,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         legacy = legacy_manifest()
         rules.append(load_rule(f"today ({LEGACY_COMMIT})", legacy, only=("error-rate", "latency-p95")))
     if "new" in wanted:
-        rules.append(load_rule("new default", defaults.manifest()))
+        only = [name for name in args.checks.split(",") if name] or None
+        rules.append(load_rule("new default", defaults.manifest(), only=only))
     for rule in rules:
         for simulator in rule.simulators.values():
             if isinstance(simulator, judge_compare.CompareSimulator):

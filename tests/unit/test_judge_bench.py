@@ -5,9 +5,10 @@ bucket, no observations), the daily traffic cycle (its mean and its trough), the
 streams (window counts are sums of the minutes drawn, the 5xx share and latency
 switch at the deployment, bucket counts add up to the requests), the latency mixture
 (p95 raised by the asked factor with the mean unchanged, closed form and sampled),
-what a simulated check measures (window, baseline, no data), a release judged
-through the real decision code (failureLimit honoured, the failing minute), and the
-Clopper-Pearson interval; for comparison checks (``bench.judge_compare``): the numpy
+what a simulated check measures (window, baseline, no data; the request rate of
+the throughput check against a week earlier), a release judged through the real
+decision code (failureLimit honoured, the failing minute), the Clopper-Pearson
+interval and which checks failed the releases; for comparison checks (``bench.judge_compare``): the numpy
 p-value path against ``decisions.sequential``'s, which ``failWhen`` lets runs be
 skipped, the provider's batch grid, and the same outcome with and without skipping.
 """
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 
 from bench import judge, judge_compare, judge_streams
+from postdeploy import defaults
 from postdeploy.decisions import sequential
 
 BOUNDS = (0.1, 0.25, 0.5)
@@ -224,6 +226,66 @@ class TestSimulatedCheck:
         assert set(rule.simulators) == {"error-rate"} and rule.skipped == ()
 
 
+def _throughput_template(failure_limit: int) -> dict[str, object]:
+    query = "sum(rate(http_requests_total{ {{selector}} }[{{rateWindow}}]))"
+    return {
+        "spec": {
+            "parameters": {"selector": 'namespace="{{namespace}}", job="{{target}}"', "rateWindow": "2m"},
+            "phases": [
+                {
+                    "name": "immediate",
+                    "start": "0s",
+                    "end": "10m",
+                    "interval": "1m",
+                    "checks": [
+                        {
+                            "name": "throughput",
+                            "prometheus": {"query": query},
+                            "baseline": {"offset": "3m", "tolerance": 0.3},
+                            "failWhen": "abs(value - baseline) > baseline * tolerance",
+                            "failureLimit": failure_limit,
+                        }
+                    ],
+                }
+            ],
+        }
+    }
+
+
+class TestRequestRate:
+    def test_measures_requests_per_second_against_the_same_window_an_offset_earlier(self) -> None:
+        rule = judge.load_rule("t", _throughput_template(0))
+        simulator = rule.simulators["throughput"]
+        # minutes -5..4: 60 requests a minute before the deployment, 30 after, none at minute 3.
+        stream = _stream([60] * 5 + [30, 30, 30, 0, 30], [0] * 10, start=-5)
+        measurement = simulator.measure(stream, 2, {})  # [0, 2) against [-3, -1)
+        assert measurement.value == pytest.approx(60 / 120)
+        assert measurement.baseline == pytest.approx(120 / 120)
+        quiet = simulator.measure(stream, 4, {})  # [2, 4): 30 + 0 requests, not NoData
+        assert quiet.value == pytest.approx(30 / 120) and quiet.state.value == "OK"
+        assert rule.skipped == ()
+
+    def test_a_third_failed_run_fails_the_check(self) -> None:
+        rule = judge.load_rule("t", _throughput_template(2))
+        stream = _stream([60] * 5 + [30] * 12, [0] * 17, start=-5)
+        # Runs at minutes 2, 3, 4 see 30/min against 60/min three minutes earlier.
+        assert judge.judge_release(rule, stream) == judge.Outcome(4, "throughput")
+
+    def test_the_built_in_throughput_check_is_simulated_against_a_week_earlier(self) -> None:
+        rule = judge.load_rule("new", defaults.manifest(), only=("throughput",))
+        simulator = rule.simulators["throughput"]
+        assert isinstance(simulator, judge.WindowRatio) and simulator.kind == "requests"
+        assert simulator.window == 5 and simulator.baseline_at is not None
+        assert simulator.baseline_at(60) == 60 - 7 * 24 * 60
+
+    def test_a_rate_with_a_code_matcher_is_not_all_requests(self) -> None:
+        manifest = _throughput_template(0)
+        phase = manifest["spec"]["phases"][0]  # type: ignore[index]
+        query = 'sum(rate(http_requests_total{ {{selector}}, code="200" }[2m]))'
+        phase["checks"][0]["prometheus"]["query"] = query
+        assert judge.load_rule("t", manifest).skipped == ("throughput",)
+
+
 class TestJudgeRelease:
     def test_fails_on_the_run_past_the_failure_limit(self) -> None:
         rule = judge.load_rule("t", _template("value > 0.3", 2))
@@ -345,6 +407,13 @@ class TestComparisonChecks:
 
 
 class TestReporting:
+    def test_failed_releases_are_attributed_to_their_checks(self) -> None:
+        tally = judge.Tally()
+        for check in ("throughput", "error-rate", "throughput", None):
+            tally.add(judge.Outcome(None if check is None else 5, check))
+        assert judge._by_check(tally) == "throughput 2, error-rate 1"
+        assert judge._by_check(judge.Tally()) == "-"
+
     def test_minute_by_which_95_percent_were_caught(self) -> None:
         assert judge._caught_by(list(range(1, 20)), 20) == "19 min"  # 19 of 20 = 95 %
         assert judge._caught_by([5] * 18, 20) == "-"  # only 90 % ever caught
