@@ -25,17 +25,19 @@ minutes and within the first phase, the median time to the failing run and the
 minute by which 95 % of the releases were caught. A
 healthy release keeps its true 5xx share (0.2 %, and 1 %) and its latency; the
 regressions multiply the 5xx share (x1.5, x2, x5) or raise p95 latency with the mean
-unchanged (``judge_streams.mixture_for_p95``). As a reference for what any test can
-do, each regression also gets two fixed-sample, single-look tests at 10 minutes: an
-*oracle* that knows the true pre-deployment share exactly (exact binomial test), and
-a two-sample test against the 10 minutes before the deployment (conditional binomial
-test), both one-sided at ``--alpha``.
+unchanged (``judge_streams.mixture_for_p95``), or halve the request rate (the
+``throughput`` check's regression). As a reference for what any test can do, each
+regression also gets two fixed-sample, single-look tests at 10 minutes: an *oracle*
+that knows the true pre-deployment share exactly (exact binomial test), and a
+two-sample test against the 10 minutes before the deployment (conditional binomial
+test), both one-sided at ``--alpha``; for the request rate, its known Poisson mean
+and the same 10 minutes a week earlier.
 
 Usage::
 
     python -m bench.judge [--quick] [--releases 1000] [--other-releases 200]
                           [--levels 0.1,1,5,20,100,1000] [--workers 2] [--markdown FILE]
-                          [--rules today,new] [--checks throughput,...]
+                          [--rules today,new] [--checks throughput,...] [--kinds healthy,traffic]
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ LEVELS = (0.1, 1.0, 5.0, 20.0, 100.0, 1000.0)
 BASE_SHARE = 0.002
 DETECT_WITHIN = 10  # minutes, the issue's target
 MINUTE = datetime.timedelta(minutes=1)
+WEEK = 7 * 24 * 60  # minutes
 EPOCH = datetime.datetime(2026, 1, 5, tzinfo=datetime.UTC)  # a Monday, 00:00 UTC
 BASE_LATENCY = streams.Latency(median=0.1, sigma=0.5)
 BASE_P95 = BASE_LATENCY.quantile(0.95)
@@ -342,10 +345,11 @@ def judge_release(rule: Rule, stream: streams.Stream) -> Outcome:
 @dataclasses.dataclass(frozen=True)
 class Scenario:
     name: str
-    kind: str  # healthy, errors, latency
+    kind: str  # healthy, errors, latency, traffic
     share_before: float = BASE_SHARE
     share_after: float = BASE_SHARE
     latency_after: streams.Latency = BASE_LATENCY
+    traffic_after: float = 1.0  # the request rate from the deployment on, times the cycle's
 
 
 @functools.cache
@@ -359,6 +363,7 @@ def scenarios() -> tuple[Scenario, ...]:
         Scenario("p95 +25 %", "latency", latency_after=streams.mixture_for_p95(BASE_LATENCY, 0.25)),
         Scenario("p95 +50 %", "latency", latency_after=streams.mixture_for_p95(BASE_LATENCY, 0.5)),
         Scenario("p95 +100 %", "latency", latency_after=streams.mixture_for_p95(BASE_LATENCY, 1.0)),
+        Scenario("requests -50 %", "traffic", traffic_after=0.5),
     )
 
 
@@ -377,10 +382,22 @@ def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> tu
 
 
 def oracle_detects(
-    scenario: Scenario, stream: streams.Stream, alpha: float, within: int
+    scenario: Scenario, stream: streams.Stream, alpha: float, within: int, traffic: streams.Traffic
 ) -> tuple[bool, bool]:
-    """Single-look fixed-sample tests at ``within`` minutes: (known baseline, 2-sample)."""
+    """Single-look fixed-sample tests at ``within`` minutes: (known baseline, 2-sample).
+
+    For a change of traffic: the requests since the deployment against their known
+    Poisson mean, and against the same minutes a week earlier (conditional binomial
+    test, half each under no change), both for a fall."""
     after = stream.counts(0, within)
+    if scenario.kind == "traffic":
+        of_day = (stream.deploy_minute_of_day + np.arange(within)) % streams.MINUTES_PER_DAY
+        expected = float(traffic.per_minute(of_day.astype(np.float64)).sum())
+        week = stream.counts(-WEEK, -WEEK + within)
+        p_known = float(scipy_stats.poisson.cdf(after.requests, expected))
+        together = after.requests + week.requests
+        p_two = float(scipy_stats.binom.cdf(after.requests, together, 0.5)) if together else 1.0
+        return p_known < alpha, p_two < alpha
     before = stream.counts(-within, 0)
     if scenario.kind == "latency":
         # Requests above the first bucket bound at or above the healthy p95.
@@ -439,7 +456,9 @@ def _run_task(task: Task) -> tuple[Task, list[Tally]]:
     scenario = scenarios()[task.scenario_index]
     traffic = streams.Traffic(task.rps, task.night_share)
     spans = [span for rule in _RULES for span in rule.spans()]
-    if scenario.kind != "healthy":
+    if scenario.kind == "traffic":
+        spans += [(-WEEK, -WEEK + DETECT_WITHIN), (0, DETECT_WITHIN)]
+    elif scenario.kind != "healthy":
         spans += [(-DETECT_WITHIN, DETECT_WITHIN)]
     tallies = [Tally() for _ in _RULES]
     oracle = Tally()
@@ -454,11 +473,12 @@ def _run_task(task: Task) -> tuple[Task, list[Tally]]:
             share_after=scenario.share_after,
             latency_before=BASE_LATENCY,
             latency_after=scenario.latency_after,
+            traffic_after=scenario.traffic_after,
         )
         for rule, tally in zip(_RULES, tallies, strict=True):
             tally.add(judge_release(rule, stream))
         if scenario.kind != "healthy":
-            known, two = oracle_detects(scenario, stream, task.alpha, DETECT_WITHIN)
+            known, two = oracle_detects(scenario, stream, task.alpha, DETECT_WITHIN, traffic)
             oracle.oracle_known += known
             oracle.oracle_two_sample += two
     tallies[0].oracle_known, tallies[0].oracle_two_sample = oracle.oracle_known, oracle.oracle_two_sample
@@ -607,6 +627,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rules", default="today,new", help="today, new or both (comma-separated)")
     parser.add_argument("--checks", default="", help="simulate only these checks of the new default")
     parser.add_argument(
+        "--kinds", default="", help="only scenarios of these kinds: healthy, errors, latency, traffic"
+    )
+    parser.add_argument(
         "--exact", action="store_true", help="run every comparison run exactly (very slow; a spot check)"
     )
     parser.add_argument("--markdown", type=pathlib.Path, help="also write the tables to this file")
@@ -614,6 +637,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.releases, args.other_releases = 60, 30
     levels = [float(x) for x in args.levels.split(",")]
+    kinds = {kind for kind in args.kinds.split(",") if kind}
+    if kinds - {"healthy", "errors", "latency", "traffic"}:
+        parser.error(f"--kinds: unknown {sorted(kinds - {'healthy', 'errors', 'latency', 'traffic'})}")
 
     rules = []
     wanted = set(args.rules.split(","))
@@ -633,7 +659,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     tasks: list[Task] = []
     chunk = 50
     for l_index, rps in enumerate(levels):
-        for s_index in range(len(scenarios())):
+        for s_index, scenario in enumerate(scenarios()):
+            if kinds and scenario.kind not in kinds:
+                continue
             total = args.releases if s_index == 0 else args.other_releases
             for first in range(0, total, chunk):
                 count = min(chunk, total - first)

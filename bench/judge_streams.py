@@ -8,6 +8,8 @@ A stream is one service around one deployment, minute by minute:
 - **requests** per minute are Poisson with a daily cycle: the rate is lowest at 04:00
   (``night_share`` of the peak) and highest at 16:00, a raised cosine in between;
   ``rps`` is the *daily mean*, so the peak is ``rps / ((1 + night_share) / 2)``;
+- from the deployment on, the request rate may be a multiple of the cycle's
+  (``traffic_after``: a release that loses or gains traffic);
 - **errors** are a binomial thinning of the requests with the true 5xx share (one
   share before the deployment, possibly another after it);
 - **latency**: each request's latency is drawn from a ``Latency`` distribution and
@@ -310,12 +312,14 @@ def draw_stream(
     latency_before: Latency,
     latency_after: Latency,
     bounds: Sequence[float] = DEFAULT_BOUNDS,
+    traffic_after: float = 1.0,
 ) -> Stream:
     """Draw the minutes of ``spans`` (see ``plan_segments``); minute 0 is the deployment.
 
-    A block of several minutes is drawn as one Poisson count with the summed mean of
-    its minutes, thinned and split into buckets as one: the same distribution as the
-    sum of its minutes drawn one by one.
+    From the deployment on the request rate is ``traffic_after`` times the daily
+    cycle's. A block of several minutes is drawn as one Poisson count with the summed
+    mean of its minutes, thinned and split into buckets as one: the same distribution
+    as the sum of its minutes drawn one by one.
     """
     shares = {False: _shares(latency_before, tuple(bounds)), True: _shares(latency_after, tuple(bounds))}
     segments = []
@@ -323,8 +327,8 @@ def draw_stream(
         minutes = np.arange(start, end)
         of_day = ((deploy_minute_of_day + minutes) % MINUTES_PER_DAY).astype(np.float64)
         means = traffic.per_minute(of_day).reshape(-1, resolution).sum(axis=1)
-        requests = rng.poisson(means).astype(np.int64)
         after = minutes[::resolution] >= 0  # a block never straddles minute 0
+        requests = rng.poisson(np.where(after, means * traffic_after, means)).astype(np.int64)
         errors = rng.binomial(requests, np.where(after, share_after, share_before)).astype(np.int64)
         buckets = np.empty((len(requests), len(bounds) + 1), dtype=np.int64)
         for is_after in (False, True):

@@ -104,6 +104,22 @@ class TestStreams:
         assert int(after.buckets[-1]) == after.requests  # all in +Inf
         assert stream.spans() == [(-30, 30)]  # touching spans are drawn as one
 
+    def test_the_request_rate_may_change_at_the_deployment(self) -> None:
+        stream = judge_streams.draw_stream(
+            np.random.default_rng(5),
+            judge_streams.Traffic(100.0, night_share=1.0),  # no daily cycle
+            0,
+            [(-60, 0), (0, 60)],
+            share_before=0.002,
+            share_after=0.002,
+            latency_before=judge_streams.Latency(),
+            latency_after=judge_streams.Latency(),
+            traffic_after=0.5,
+        )
+        before, after = stream.counts(-60, 0), stream.counts(0, 60)
+        assert before.requests / 3600 == pytest.approx(100.0, rel=0.01)
+        assert after.requests / 3600 == pytest.approx(50.0, rel=0.01)
+
     def test_segments_are_as_coarse_as_the_windows_allow(self) -> None:
         # Six-minute before-windows over [-60, 0), minute windows over [-5, 30).
         plan = judge_streams.plan_segments([(-60, 0, 6), (-5, 30), (0, 30, 1)])
@@ -284,6 +300,27 @@ class TestRequestRate:
         query = 'sum(rate(http_requests_total{ {{selector}}, code="200" }[2m]))'
         phase["checks"][0]["prometheus"]["query"] = query
         assert judge.load_rule("t", manifest).skipped == ("throughput",)
+
+
+class TestReferenceTests:
+    @pytest.mark.parametrize(("after", "detected"), [(0.5, (True, True)), (1.0, (False, False))])
+    def test_a_traffic_fall_against_its_known_mean_and_a_week_earlier(
+        self, after: float, detected: tuple[bool, bool]
+    ) -> None:
+        traffic = judge_streams.Traffic(20.0)
+        scenario = judge.Scenario("requests", "traffic", traffic_after=after)
+        stream = judge_streams.draw_stream(
+            np.random.default_rng(11),
+            traffic,
+            600,
+            [(-judge.WEEK, -judge.WEEK + 10), (0, 10)],
+            share_before=0.002,
+            share_after=0.002,
+            latency_before=judge_streams.Latency(),
+            latency_after=judge_streams.Latency(),
+            traffic_after=after,
+        )
+        assert judge.oracle_detects(scenario, stream, 0.01, 10, traffic) == detected
 
 
 class TestJudgeRelease:
