@@ -14,9 +14,9 @@ Two rules side by side:
   ``git show``): its ``error-rate`` and ``latency-p95`` checks, instant ``rate()``
   queries over ``rateWindow`` against the same query at ``deployedAt``;
 - **the new default** - the template in the working tree
-  (``operator/postdeploy/defaults/checklist.yaml``): every check whose query the
-  benchmark knows how to answer (see ``simulator_for``); the others are listed as not
-  simulated.
+  (``operator/postdeploy/defaults/checklist.yaml``), or the one ``--template`` names:
+  every check whose query the benchmark knows how to answer (see ``simulator_for``);
+  the others are listed as not simulated.
 
 For each traffic level (daily mean requests per second) and scenario it draws
 releases at random minutes of the day and reports, per rule: the share of releases
@@ -38,6 +38,7 @@ Usage::
     python -m bench.judge [--quick] [--releases 1000] [--other-releases 200]
                           [--levels 0.1,1,5,20,100,1000] [--workers 2] [--markdown FILE]
                           [--rules today,new] [--checks throughput,...] [--kinds healthy,traffic]
+                          [--template FILE]
 """
 
 from __future__ import annotations
@@ -120,11 +121,12 @@ class WindowRatio:
     """An instant PromQL query over ``rate(...[window])`` with an optional baseline.
 
     ``kind`` is ``errors`` (sum of 5xx rates / sum of request rates), ``quantile``
-    (``histogram_quantile(q, sum by (le) (rate(..._bucket[window])))``) or ``requests``
-    (``sum(rate(http_requests_total[window]))``: requests per second). The baseline is
+    (``histogram_quantile(q, sum by (le) (rate(..._bucket[window])))``), ``requests``
+    (``sum(rate(http_requests_total[window]))``: requests per second) or
+    ``request-count`` (``sum(increase(...))``: requests in the window). The baseline is
     the same query at the deployment (``preDeploy``) or ``offset`` earlier, as the
     Prometheus provider does. No requests in the window is NaN (NoData) for a share or
-    a quantile, and 0 requests per second for ``requests`` (the counters exist).
+    a quantile, and 0 for the request kinds (the counters exist).
     """
 
     kind: str
@@ -147,6 +149,8 @@ class WindowRatio:
         counts = stream.counts(minute - self.window, minute)
         if self.kind == "requests":
             return counts.requests / (self.window * 60)
+        if self.kind == "request-count":
+            return float(counts.requests)
         if counts.requests == 0:
             return math.nan
         if self.kind == "errors":
@@ -166,10 +170,10 @@ class WindowRatio:
 
 
 _WINDOW = re.compile(r"\[(\d+[smhdw])\]")
-# All requests per second, as the built-in throughput check asks: the sum of the rates
-# of ``http_requests_total`` under the selector, which has no ``code`` matcher.
-_REQUEST_RATE = re.compile(
-    r"\s*sum\s*\(\s*rate\s*\(\s*http_requests_total\s*\{(.*?)\}\s*\[\w+\]\s*\)\s*\)\s*"
+# All requests, as the built-in throughput check asks: the sum of the rates (or of the
+# increases) of ``http_requests_total`` under the selector, which has no ``code`` matcher.
+_ALL_REQUESTS = re.compile(
+    r"\s*sum\s*\(\s*(rate|increase)\s*\(\s*http_requests_total\s*\{(.*?)\}\s*\[\w+\]\s*\)\s*\)\s*"
 )
 
 
@@ -188,9 +192,9 @@ def simulator_for(
     ``http_requests_total`` or of ``http_request_duration_seconds_bucket``
     (``bench.judge_compare``), and instant queries of the 5xx share of ``http_requests_total`` and of
     ``histogram_quantile`` over ``http_request_duration_seconds_bucket``, and of all
-    requests per second (``sum(rate(http_requests_total{...}[w]))`` without a ``code``
-    matcher), each over one ``rate()`` window, with a ``preDeploy`` or ``offset``
-    baseline or none.
+    requests per second or in the window (``sum(rate(http_requests_total{...}[w]))``,
+    ``sum(increase(...))``, without a ``code`` matcher), each over one window, with a
+    ``preDeploy`` or ``offset`` baseline or none.
     """
     spec = check.spec.prometheus
     if spec is not None and spec.compare is not None:
@@ -215,9 +219,10 @@ def simulator_for(
         return WindowRatio("quantile", int(window), float(quantile.group(1)), baseline_at)
     if "http_requests_total" in query and 'code=~"5.."' in query and "histogram_quantile" not in query:
         return WindowRatio("errors", int(window), baseline_at=baseline_at)
-    every = _REQUEST_RATE.fullmatch(query)
-    if every and "code" not in every.group(1):
-        return WindowRatio("requests", int(window), baseline_at=baseline_at)
+    every = _ALL_REQUESTS.fullmatch(query)
+    if every and "code" not in every.group(2):
+        kind = "requests" if every.group(1) == "rate" else "request-count"
+        return WindowRatio(kind, int(window), baseline_at=baseline_at)
     return None
 
 
@@ -627,6 +632,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rules", default="today,new", help="today, new or both (comma-separated)")
     parser.add_argument("--checks", default="", help="simulate only these checks of the new default")
     parser.add_argument(
+        "--template", type=pathlib.Path, help="a ClusterReviewTemplate (YAML) judged instead of the built-in"
+    )
+    parser.add_argument(
         "--kinds", default="", help="only scenarios of these kinds: healthy, errors, latency, traffic"
     )
     parser.add_argument(
@@ -650,7 +658,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         rules.append(load_rule(f"today ({LEGACY_COMMIT})", legacy, only=("error-rate", "latency-p95")))
     if "new" in wanted:
         only = [name for name in args.checks.split(",") if name] or None
-        rules.append(load_rule("new default", defaults.manifest(), only=only))
+        if args.template is None:
+            rules.append(load_rule("new default", defaults.manifest(), only=only))
+        else:
+            manifest = yaml.safe_load(args.template.read_text())
+            rules.append(load_rule(f"template {args.template.name}", manifest, only=only))
     for rule in rules:
         for simulator in rule.simulators.values():
             if isinstance(simulator, judge_compare.CompareSimulator):

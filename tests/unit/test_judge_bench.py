@@ -16,9 +16,11 @@ skipped, the provider's batch grid, and the same outcome with and without skippi
 from __future__ import annotations
 
 import math
+import pathlib
 
 import numpy as np
 import pytest
+import yaml
 
 from bench import judge, judge_compare, judge_streams
 from postdeploy import defaults
@@ -293,6 +295,21 @@ class TestRequestRate:
         assert isinstance(simulator, judge.WindowRatio) and simulator.kind == "requests"
         assert simulator.window == 5 and simulator.baseline_at is not None
         assert simulator.baseline_at(60) == 60 - 7 * 24 * 60
+
+    def test_an_increase_counts_the_requests_of_the_window(self, tmp_path: pathlib.Path) -> None:
+        manifest = _throughput_template(0)
+        phase = manifest["spec"]["phases"][0]  # type: ignore[index]
+        phase["checks"][0]["prometheus"]["query"] = "sum(increase(http_requests_total{ {{selector}} }[2m]))"
+        simulator = judge.load_rule("t", manifest).simulators["throughput"]
+        assert isinstance(simulator, judge.WindowRatio) and simulator.kind == "request-count"
+        stream = _stream([60] * 5 + [30] * 5, [0] * 10, start=-5)
+        measurement = simulator.measure(stream, 2, {})
+        assert measurement.value == 60.0 and measurement.baseline == 120.0
+        # --template judges a file's template instead of the built-in one.
+        path = tmp_path / "variant.yaml"
+        path.write_text(yaml.safe_dump(manifest))
+        arguments = ["--rules", "new", "--template", str(path), "--kinds", "healthy", "--releases", "2"]
+        assert judge.main([*arguments, "--other-releases", "0", "--levels", "1", "--workers", "1"]) == 0
 
     def test_a_rate_with_a_code_matcher_is_not_all_requests(self) -> None:
         manifest = _throughput_template(0)
