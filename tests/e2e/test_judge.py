@@ -11,11 +11,14 @@ in 30 runs; detection and false-failure rates under chance are measured by
 ``make bench-judge`` (docs/judge.md), not here. The error-rate and latency-p95
 comparisons run in 10-second batches, each against the 10 seconds mirrored before
 deployedAt (``multiplier: 1``, so the 160-second warm-up at the same settings fills
-every before-window); everything else is the template's own (latency stays random).
+every before-window); throughput takes the override docs/checklist.md offers quiet
+services (requests counted per 60 s window, a Poisson noise floor); everything else
+is the template's own (latency stays random).
 
 Covers:
 - a healthy release passes the whole checklist, with no failed check: error-rate and
-  latency-p95 Passed on their comparisons (counts, ratio bounds, p-value in status);
+  latency-p95 Passed on their comparisons (counts, ratio bounds, p-value in status),
+  throughput Passed on its override (a count of ~60 requests a window);
 - the same release with errors x5 (25% 5xx): error-rate Failed within its 240-second
   immediate phase (minRequests holds the first ~110 s Inconclusive at 1 request/s) -
   its lower ratio bound above 1 + minEffect, p-value below alpha - and nothing it does
@@ -54,13 +57,24 @@ OLD_IMAGE = "registry.example/shop/checkout:1.0.0"
 NEW_IMAGE = "registry.example/shop/checkout:1.1.0"
 FAULTY_PHASE = 240  # seconds of the faulty reviews' immediate phase (the healthy one: 150)
 COMPARISON = {"prometheus": {"step": "10s", "compare": {"multiplier": 1}}}
+# The override docs/checklist.md offers quiet services: requests counted per window,
+# and a difference of more than four Poisson standard deviations asked as well.
+QUIET_THROUGHPUT = {
+    "name": "throughput",
+    "baseline": {"preDeploy": True},
+    "prometheus": {"query": "sum(increase(http_requests_total{ {{selector}} }[{{rateWindow}}]))"},
+    "failWhen": (
+        "abs(value - baseline) > baseline * tolerance"
+        " and (value - baseline) * (value - baseline) > 16 * (value + baseline)"
+    ),
+}
 
 
 def quiet_review(
     name: str, target: str, deployed_at: datetime.datetime, rollback: bool = False, first: int = 150
 ) -> dict[str, Any]:
     """The default checklist in ``first`` + 40 seconds (``first``: the immediate phase),
-    its comparisons in 10 s batches."""
+    its comparisons in 10 s batches, throughput with the quiet services' override."""
     error_rate: dict[str, Any] = {"name": "error-rate", **COMPARISON}
     if rollback:
         error_rate["onFailure"] = "rollback"
@@ -78,8 +92,8 @@ def quiet_review(
     immediate, extended, business = spec["phases"]
     immediate.update(end=f"{first}s", interval="10s")
     immediate["checks"] = [
-        c for c in immediate["checks"] if c["name"] not in ("error-rate", "latency-p95")
-    ] + [error_rate, {"name": "latency-p95", **COMPARISON}]
+        c for c in immediate["checks"] if c["name"] not in ("error-rate", "latency-p95", "throughput")
+    ] + [error_rate, {"name": "latency-p95", **COMPARISON}, QUIET_THROUGHPUT]
     extended.update(start=f"{first}s", end=f"{first + 20}s", interval="10s")
     extended["checks"] = [
         c for c in extended["checks"] if c["name"] not in ("error-rate-extended", "latency-p95-extended")
@@ -148,6 +162,9 @@ def test_a_quiet_service_passes_healthy_and_fails_and_rolls_back_errors_x5(
     assert int(counted[2]) >= 100  # ~140 requests, ~7 errors
     assert float(counted[3]) <= 1.2 and float(counted[4]) >= 0.005  # minEffect 0.2, alpha 0.005
     assert re.search(r"; p95 [\d.e+-]+s before", checks["latency-p95"]["message"]), checks["latency-p95"]
+    # The override is accepted and measured: ~60 requests per 60 s window, not ~1 a second.
+    assert checks["throughput"]["state"] == "Passed", _explain(checks)
+    assert 40 < float(checks["throughput"]["value"]) < 80, checks["throughput"]
     assert status["verdict"] == "Passed", _explain(checks)
 
     # --- errors x5, with and without rollback ----------------------------------------------
