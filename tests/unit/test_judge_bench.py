@@ -189,34 +189,25 @@ class TestLatencyMixture:
             judge_streams.mixture_for_p95(judge_streams.Latency(), 20.0)
 
 
+def _one_phase(checks: list[dict[str, object]], selector: str = 'job="{{target}}"') -> dict[str, object]:
+    """A template of one 10-minute phase that runs ``checks`` every minute, rateWindow 2m."""
+    phase = {"name": "immediate", "start": "0s", "end": "10m", "interval": "1m", "checks": checks}
+    return {"spec": {"parameters": {"selector": selector, "rateWindow": "2m"}, "phases": [phase]}}
+
+
 def _template(fail_when: str, failure_limit: int) -> dict[str, object]:
     query = (
         '(sum(rate(http_requests_total{ {{selector}}, code=~"5.." }[{{rateWindow}}])) or vector(0))'
         " / sum(rate(http_requests_total{ {{selector}} }[{{rateWindow}}]))"
     )
-    return {
-        "spec": {
-            "parameters": {"selector": 'job="{{target}}"', "rateWindow": "2m"},
-            "phases": [
-                {
-                    "name": "immediate",
-                    "start": "0s",
-                    "end": "10m",
-                    "interval": "1m",
-                    "checks": [
-                        {
-                            "name": "error-rate",
-                            "prometheus": {"query": query},
-                            "baseline": {"preDeploy": True, "tolerance": 1},
-                            "failWhen": fail_when,
-                            "failureLimit": failure_limit,
-                        },
-                        {"name": "rollout", "kubernetes": {"measure": "rolloutComplete"}},
-                    ],
-                }
-            ],
-        }
+    error_rate = {
+        "name": "error-rate",
+        "prometheus": {"query": query},
+        "baseline": {"preDeploy": True, "tolerance": 1},
+        "failWhen": fail_when,
+        "failureLimit": failure_limit,
     }
+    return _one_phase([error_rate, {"name": "rollout", "kubernetes": {"measure": "rolloutComplete"}}])
 
 
 class TestSimulatedCheck:
@@ -245,29 +236,14 @@ class TestSimulatedCheck:
 
 
 def _throughput_template(failure_limit: int) -> dict[str, object]:
-    query = "sum(rate(http_requests_total{ {{selector}} }[{{rateWindow}}]))"
-    return {
-        "spec": {
-            "parameters": {"selector": 'namespace="{{namespace}}", job="{{target}}"', "rateWindow": "2m"},
-            "phases": [
-                {
-                    "name": "immediate",
-                    "start": "0s",
-                    "end": "10m",
-                    "interval": "1m",
-                    "checks": [
-                        {
-                            "name": "throughput",
-                            "prometheus": {"query": query},
-                            "baseline": {"offset": "3m", "tolerance": 0.3},
-                            "failWhen": "abs(value - baseline) > baseline * tolerance",
-                            "failureLimit": failure_limit,
-                        }
-                    ],
-                }
-            ],
-        }
+    throughput = {
+        "name": "throughput",
+        "prometheus": {"query": "sum(rate(http_requests_total{ {{selector}} }[{{rateWindow}}]))"},
+        "baseline": {"offset": "3m", "tolerance": 0.3},
+        "failWhen": "abs(value - baseline) > baseline * tolerance",
+        "failureLimit": failure_limit,
     }
+    return _one_phase([throughput], selector='namespace="{{namespace}}", job="{{target}}"')
 
 
 class TestRequestRate:
