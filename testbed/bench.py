@@ -76,7 +76,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -185,18 +185,12 @@ class Reading:
     def parse(cls, text: str | None) -> Reading:
         if text is None:
             return cls(runs=float("nan"), delays={}, gc={})
-        delays = re.findall(r'^postdeploy_run_delay_seconds_bucket\{le="([^"]+)"\} ([0-9.e+-]+)$', text, re.M)
-        pauses = re.findall(
-            r'^postdeploy_gc_pause_seconds_bucket\{generation="(\d)",le="([^"]+)"\} ([0-9.e+-]+)$', text, re.M
-        )
+        buckets = _series(text, "postdeploy_run_delay_seconds_bucket")
+        delays = {float(labels["le"]): count for labels, count in buckets}
         gc: dict[str, dict[float, float]] = {}
-        for generation, le, count in pauses:
-            gc.setdefault(generation, {})[float(le)] = float(count)
-        return cls(
-            runs=_metric_sum(text, "postdeploy_check_runs_total", {}),
-            delays={float(le): float(count) for le, count in delays},
-            gc=gc,
-        )
+        for labels, count in _series(text, "postdeploy_gc_pause_seconds_bucket"):
+            gc.setdefault(labels["generation"], {})[float(labels["le"])] = count
+        return cls(runs=_metric_sum(text, "postdeploy_check_runs_total", {}), delays=delays, gc=gc)
 
 
 class Operator:
@@ -378,17 +372,26 @@ def gc_pauses_between(
     }
 
 
-def _metric_sum(text: str, name: str, match: Mapping[str, Iterable[str]]) -> float:
-    total = 0.0
+def _series(text: str, name: str) -> Iterator[tuple[dict[str, str], float]]:
+    """The labels and value of each series called ``name`` in a /metrics ``text``."""
     pattern = re.compile(rf"^{re.escape(name)}(?:\{{(.*)\}})? ([0-9.e+-]+)$")
     for line in text.splitlines():
         found = pattern.match(line)
-        if not found:
-            continue
-        labels: dict[str, str] = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', found.group(1) or ""))
-        if all(labels.get(key, "") in set(allowed) for key, allowed in match.items()):
-            total += float(found.group(2))
-    return total
+        if found:
+            labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', found.group(1) or ""))
+            yield labels, float(found.group(2))
+
+
+def _metric_sum(text: str, name: str, match: Mapping[str, Iterable[str]]) -> float:
+    """The sum of the series called ``name`` whose labels have one of the allowed values."""
+    return sum(
+        (
+            value
+            for labels, value in _series(text, name)
+            if all(labels.get(key, "") in set(allowed) for key, allowed in match.items())
+        ),
+        0.0,
+    )
 
 
 def prometheus_counters(text: str) -> dict[str, float]:
@@ -440,15 +443,10 @@ def _api_writes(text: str) -> float:
 def _api_reads(text: str) -> dict[str, float]:
     """GET and LIST requests per resource in the API server's metrics ``text``."""
     reads: dict[str, float] = {}
-    pattern = re.compile(r"^apiserver_request_total\{(.*)\} ([0-9.e+-]+)$")
-    for line in text.splitlines():
-        found = pattern.match(line)
-        if not found:
-            continue
-        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', found.group(1)))
+    for labels, count in _series(text, "apiserver_request_total"):
         if labels.get("verb") in {"GET", "LIST"}:
             resource = labels.get("resource", "") or "?"
-            reads[resource] = reads.get(resource, 0.0) + float(found.group(2))
+            reads[resource] = reads.get(resource, 0.0) + count
     return reads
 
 

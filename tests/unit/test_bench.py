@@ -357,3 +357,21 @@ def test_api_server_writes_and_reads_come_from_one_metrics_text() -> None:
     )
     assert bench._api_writes(text) == 45.0
     assert bench._api_reads(text) == {REVIEWS: 3.0, "pods": 2.0, "?": 1.0}
+
+
+def test_a_reading_parses_what_the_operator_itself_exports() -> None:
+    from prometheus_client import generate_latest
+
+    from postdeploy.kit import metrics
+
+    def read() -> bench.Reading:
+        return bench.Reading.parse(generate_latest(metrics.REGISTRY).decode())
+
+    before = read()
+    for _ in range(3):
+        metrics.record_check("prometheus", "Passed", 0.01)
+    metrics.record_run_delay(0.3)
+    metrics.record_run_delay(5.0)
+    after = read()
+    assert after.runs - before.runs == 3.0
+    assert bench.share_above(before.delays, after.delays, 2.0) == 0.5  # one of the two later than 2 s
