@@ -646,8 +646,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.releases, args.other_releases = 60, 30
     levels = [float(x) for x in args.levels.split(",")]
     kinds = {kind for kind in args.kinds.split(",") if kind}
-    if kinds - {"healthy", "errors", "latency", "traffic"}:
-        parser.error(f"--kinds: unknown {sorted(kinds - {'healthy', 'errors', 'latency', 'traffic'})}")
+    if unknown := kinds - {scenario.kind for scenario in scenarios()}:
+        parser.error(f"--kinds: unknown {sorted(unknown)}")
 
     rules = []
     wanted = set(args.rules.split(","))
